@@ -1,0 +1,98 @@
+"""Validated configuration of the AURA memory layer and its baselines.
+
+A `MemoryConfig` is checked when it is created, so a wrong value fails where it is written, with
+the field named, instead of as a shape error deep inside a forward pass.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, or out of range."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Sizes and inference settings of one AURA memory layer.
+
+    The inference state is `d_key * d_val + d_val` floats per batch row, whatever the episode
+    length.
+    """
+
+    d_model: int = 4096          # width of the backbone feature z_t
+    d_key: int = 32              # key/query width of the fast-weight matrix W (d_val x d_key)
+    d_val: int = 32              # value width, also the read width
+    d_action: int = 7            # action dimensions per chunk step
+    chunk: int = 1               # action chunk length
+    gate_proj: int = 16          # width of proj(x_t) fed to the gate next to the surprise
+    gate_hidden: int = 32        # hidden width of the gate MLP
+    head_hidden: int = 256       # hidden width of the action head
+    gate_threshold: float = 0.5  # inference threshold on the write probability p_t
+    gate_init_bias: float = 2.0  # the gate starts open (p ~ 0.88) so the memory gets used early
+    beta_init_bias: float = 1.0  # inner learning rate starts near sigmoid(1) ~ 0.73
+    ib_horizon: int = 4          # steps ahead over which a write's counterfactual utility counts
+
+    def __post_init__(self) -> None:
+        positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
+                    'head_hidden', 'ib_horizon')
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f'MemoryConfig.{name} must be a positive integer, got {value!r}')
+        for name in ('gate_threshold', 'gate_init_bias', 'beta_init_bias'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ConfigError(f'MemoryConfig.{name} must be a finite number, got {value!r}')
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def state_floats(self) -> int:
+        """Floats of inference state per batch row: W (d_val x d_key) plus b (d_val)."""
+        return self.d_key * self.d_val + self.d_val
+
+    def memory_bytes(self, batch_size: int = 1) -> int:
+        """Bytes of fp32 inference state for `batch_size` rows, for any episode length."""
+        return self.state_floats * batch_size * 4
+
+    def replace(self, **changes: Any) -> 'MemoryConfig':
+        """A copy with some fields changed (validated again)."""
+        return MemoryConfig(**{**asdict(self), **changes})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> 'MemoryConfig':
+        if not isinstance(data, dict):
+            raise ConfigError(f'a memory config must be a mapping, got {type(data).__name__}')
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f'unknown MemoryConfig field(s): {", ".join(unknown)}; '
+                              f'known: {", ".join(sorted(known))}')
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (.yaml/.yml) or JSON (anything else)."""
+        path = Path(path)
+        if path.suffix in ('.yaml', '.yml'):
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2) + '\n')
+
+    @classmethod
+    def load(cls, path: str | Path) -> 'MemoryConfig':
+        path = Path(path)
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text) if path.suffix in ('.yaml', '.yml') else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as err:
+            raise ConfigError(f'{path}: not valid {path.suffix or "JSON"}: {err}') from err
+        return cls.from_dict(data)

@@ -1,0 +1,97 @@
+"""Write-gate policies: who decides g_t, the learned gate or a fixed baseline schedule.
+
+Every policy maps (write probability p_t, surprise s_t, step index t) to a 0/1 float tensor of
+shape [batch]. Swapping the policy on one `AuraMemLayer` gives the always-write, budget-matched
+random/periodic and raw-surprise baselines with everything else (projections, head, training)
+identical, which is what makes their comparison fair.
+"""
+
+import torch
+from torch import Tensor
+
+
+class GatePolicy:
+    """Base class; `learned` says whether g_t follows the trained gate probability."""
+
+    learned = False
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
+        return f'{type(self).__name__}({args})'
+
+
+class LearnedGate(GatePolicy):
+    """g_t = 1[p_t > threshold]: AURA's own gate. The threshold may change at run time."""
+
+    learned = True
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = float(threshold)
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        return (p > self.threshold).to(p.dtype)
+
+
+class AlwaysWrite(GatePolicy):
+    """g_t = 1: the dense delta-rule memory, the paper's best O(1) baseline."""
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        return torch.ones_like(p)
+
+
+class NeverWrite(GatePolicy):
+    """g_t = 0: the memory stays at its initial state."""
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        return torch.zeros_like(p)
+
+
+class RandomSchedule(GatePolicy):
+    """Write with probability `rate` at every step, independent of the input (budget-matched)."""
+
+    def __init__(self, rate: float, seed: int = 0):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f'RandomSchedule.rate must be in [0, 1], got {rate}')
+        self.rate = float(rate)
+        self.seed = int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        draw = torch.rand(p.shape, generator=self._generator)
+        return (draw < self.rate).to(device=p.device, dtype=p.dtype)
+
+
+class PeriodicSchedule(GatePolicy):
+    """Write every `round(1 / rate)` steps (budget-matched, input-blind)."""
+
+    def __init__(self, rate: float, phase: int = 0):
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f'PeriodicSchedule.rate must be in (0, 1], got {rate}')
+        self.rate = float(rate)
+        self.period = max(1, round(1.0 / rate))
+        self.phase = int(phase)
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        value = 1.0 if (t + self.phase) % self.period == 0 else 0.0
+        return torch.full_like(p, value)
+
+
+class SurpriseThreshold(GatePolicy):
+    """g_t = 1[s_t > tau]: write on raw inner prediction error, no learned utility."""
+
+    def __init__(self, tau: float):
+        self.tau = float(tau)
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        return (surprise > self.tau).to(p.dtype)
+
+    @classmethod
+    def matched_to_rate(cls, surprises: Tensor, rate: float) -> 'SurpriseThreshold':
+        """The threshold under which a fraction `rate` of the observed surprises would write."""
+        flat = surprises.detach().flatten().float()
+        if rate <= 0.0:
+            return cls(float('inf'))
+        return cls(float(torch.quantile(flat, 1.0 - min(rate, 1.0))))

@@ -1,0 +1,72 @@
+"""Baselines share the layer interface; the KV-cache really grows and AURA's state does not."""
+
+import pytest
+import torch
+
+from aura_ros.memory import (
+    METHODS,
+    KVCacheMemory,
+    MemoryConfig,
+    PeriodicSchedule,
+    RandomSchedule,
+    SurpriseThreshold,
+    build_model,
+    state_bytes,
+)
+
+CARD = MemoryConfig(d_model=4096, d_key=32, d_val=32, d_action=7)
+SMALL = MemoryConfig(d_model=24, d_key=8, d_val=8, d_action=3, chunk=2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('method', METHODS)
+def test_every_method_has_the_same_interface(method):
+    torch.manual_seed(0)
+    model = build_model(method, SMALL, rate=0.25, tau=1.0, seed=0)
+    z = torch.randn(2, 9, SMALL.d_model)
+    out = model(z)
+    assert out['action'].shape == (2, 9, SMALL.chunk, SMALL.d_action)
+    for key in ('g', 'p', 'surprise'):
+        assert out[key].shape == (2, 9), key
+    step = model.step(z[:, 0], model.init_state(2), 0)
+    assert step['action'].shape == (2, SMALL.chunk, SMALL.d_action)
+    if method != 'random_budget':   # the random schedule draws a fresh stream per call
+        torch.testing.assert_close(step['action'], out['action'][:, 0], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_kv_cache_grows_256_bytes_per_write_and_dwarfs_aura():
+    model = KVCacheMemory(CARD).eval()
+    state = model.init_state(1)
+    z = torch.randn(1, CARD.d_model)
+    for t in range(1, 201):
+        state = model.step(z, state, t)['state']
+        assert state_bytes(state) == 256 * t
+    assert model.memory_bytes(1, writes=200) == state_bytes(state)
+    kv_bytes = model.memory_bytes(1, writes=100_000)
+    aura_bytes = build_model('aura', CARD).memory_bytes(1)
+    assert kv_bytes == 25_600_000
+    assert aura_bytes == 4224
+    assert round(kv_bytes / aura_bytes) == 6061
+
+
+def test_budget_schedules_realise_their_rate():
+    p = torch.zeros(1000)
+    writes = sum(float(RandomSchedule(0.1, seed=3)(p, p, t).mean()) for t in range(1))
+    assert 0.07 < writes < 0.13
+    periodic = PeriodicSchedule(0.125)
+    assert sum(float(periodic(p[:1], p[:1], t)) for t in range(800)) == 100
+
+
+def test_surprise_threshold_matched_to_a_rate():
+    surprises = torch.rand(10_000)
+    gate = SurpriseThreshold.matched_to_rate(surprises, 0.2)
+    rate = float(gate(surprises, surprises, 0).mean())
+    assert abs(rate - 0.2) < 0.01
+
+
+def test_unknown_method_and_missing_rate_are_named():
+    with pytest.raises(ValueError, match='unknown method'):
+        build_model('lstm', SMALL)
+    with pytest.raises(ValueError, match='random_budget needs'):
+        build_model('random_budget', SMALL)
