@@ -78,3 +78,27 @@ def spin_until(predicate, timeout, executor, what=None):
 def wait_for():
     """The spin_until helper: wait_for(predicate, timeout, executor, what=None)."""
     return spin_until
+
+
+@pytest.fixture(scope='session')
+def tiny_model_dir(tmp_path_factory):
+    """A complete, randomly initialised model directory small enough for fast tests.
+
+    The gate starts undecided (bias 0) so both writes and skips happen with random inputs.
+    """
+    import torch
+
+    from aura_ros.memory import AuraMemLayer, MemoryConfig
+    from aura_ros.runtime import ImageSpec, ModelSpec, SmallCNN, save_model_dir
+
+    torch.manual_seed(0)
+    memory_config = MemoryConfig(d_model=32, d_key=8, d_val=8, d_action=2, chunk=3,
+                                 gate_init_bias=0.0)
+    spec = ModelSpec(name='tiny', image=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
+                                                  std=(0.25, 0.25, 0.25)),
+                     joint_names=('shoulder', 'elbow'), action_names=('shoulder', 'elbow'),
+                     action_period_s=1 / 30, memory=memory_config)
+    backbone = SmallCNN(24, 32, 2, 32)
+    out = tmp_path_factory.mktemp('tiny_model')
+    save_model_dir(out, spec, backbone, AuraMemLayer(memory_config))
+    return out

@@ -1,0 +1,109 @@
+"""The node's parameters: declared with descriptions and ranges, validated once at start.
+
+A bad value raises `ParameterError` naming the parameter and what it accepts, so `aura_node`
+stops at start instead of failing on the first frame.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+DEVICES = ('auto', 'cpu', 'cuda')
+ENGINES = ('torch', 'onnx')
+INPUT_QOS = ('sensor_data', 'reliable')
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with."""
+
+
+def bundled_model_dir() -> str:
+    """The bundled model: share/aura_ros/models/cue_reach, else the one in the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        shared = Path(get_package_share_directory('aura_ros')) / 'models' / 'cue_reach'
+        if shared.is_dir():
+            return str(shared)
+    except (ImportError, LookupError, ValueError):
+        pass
+    return str(Path(__file__).resolve().parents[2] / 'models' / 'cue_reach')
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    model_dir: str
+    device: str
+    memory_engine: str
+    gate_threshold: float
+    input_qos: str
+    input_depth: int
+    max_obs_age_s: float
+    state_file: str
+    diagnostics_period_s: float
+    frame_id: str
+
+    def qos(self) -> QoSProfile:
+        if self.input_qos == 'sensor_data':
+            profile = QoSProfile(depth=self.input_depth)
+            profile.reliability = qos_profile_sensor_data.reliability
+            profile.durability = qos_profile_sensor_data.durability
+            profile.history = qos_profile_sensor_data.history
+            return profile
+        return QoSProfile(depth=self.input_depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _describe(text: str, kind: int, read_only: bool = True, **ranges) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=text, type=kind, read_only=read_only)
+    if 'floats' in ranges:
+        low, high = ranges['floats']
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    if 'ints' in ranges:
+        low, high = ranges['ints']
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+    return descriptor
+
+
+STRING, DOUBLE, INTEGER = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                           ParameterType.PARAMETER_INTEGER)
+
+DECLARATIONS = {
+    'model_dir': ('', _describe('model directory (model.yaml, backbone.onnx, memory.safetensors); '
+                                'empty = the bundled cue-reach model', STRING)),
+    'device': ('auto', _describe(f'inference device: {"|".join(DEVICES)} '
+                                 '(auto = cuda when usable)', STRING)),
+    'memory_engine': ('torch', _describe(f'memory step engine: {"|".join(ENGINES)}', STRING)),
+    'gate_threshold': (0.5, _describe('write when the gate probability exceeds this; '
+                                      'may change at run time', DOUBLE, read_only=False,
+                                      floats=(0.0, 1.0))),
+    'input_qos': ('sensor_data', _describe(f'QoS of image and joint_states: '
+                                           f'{"|".join(INPUT_QOS)}', STRING)),
+    'input_depth': (1, _describe('queue depth of the input subscriptions', INTEGER,
+                                 ints=(1, 100))),
+    'max_obs_age_s': (0.5, _describe('reject an image older than this (node clock), or whose '
+                                     'latest joint state is older than this', DOUBLE,
+                                     floats=(0.001, 3600.0))),
+    'state_file': ('', _describe('save/resume the memory state here (empty = off)', STRING)),
+    'diagnostics_period_s': (1.0, _describe('period of /diagnostics', DOUBLE,
+                                            floats=(0.05, 60.0))),
+    'frame_id': ('', _describe('header.frame_id of the published action chunks', STRING)),
+}
+
+
+def declare_and_read(node: Node) -> NodeParams:
+    """Declare every parameter (rclpy enforces types and ranges) and check the enumerations."""
+    for name, (default, descriptor) in DECLARATIONS.items():
+        node.declare_parameter(name, default, descriptor)
+    values = {name: node.get_parameter(name).value for name in DECLARATIONS}
+    for name, allowed in (('device', DEVICES), ('memory_engine', ENGINES),
+                          ('input_qos', INPUT_QOS)):
+        if values[name] not in allowed:
+            raise ParameterError(f'parameter {name!r} is {values[name]!r}; '
+                                 f'allowed: {", ".join(allowed)}')
+    values['model_dir'] = os.path.expanduser(values['model_dir'] or bundled_model_dir())
+    if not Path(values['model_dir']).is_dir():
+        raise ParameterError(f'parameter \'model_dir\': {values["model_dir"]} is not a directory')
+    return NodeParams(**values)

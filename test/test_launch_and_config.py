@@ -1,0 +1,68 @@
+"""The launch file and the parameter file agree with the node they start.
+
+`launch`/`launch_ros` cannot be installed from PyPI here, so without them the launch file is
+checked by reading its syntax tree (package, executable, node name, arguments, remaps, parameter
+file); with them it is also loaded and its description inspected.
+"""
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / 'launch' / 'aura.launch.py'
+ARGUMENTS = {'params_file', 'namespace', 'model_dir', 'device', 'image', 'joint_states',
+             'log_level'}
+
+
+def _calls(tree, name):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
+
+
+def test_launch_file_starts_aura_node_with_its_arguments():
+    tree = ast.parse(LAUNCH.read_text())
+    (node,) = _calls(tree, 'Node')
+    kwargs = {k.arg: k.value for k in node.keywords}
+    assert ast.literal_eval(kwargs['package']) == 'aura_ros'
+    assert ast.literal_eval(kwargs['executable']) == 'aura_node'
+    assert ast.literal_eval(kwargs['name']) == 'aura'
+    declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, 'DeclareLaunchArgument')}
+    assert declared == ARGUMENTS
+    used = {ast.literal_eval(c.args[0]) for c in _calls(tree, 'LaunchConfiguration')}
+    assert used == ARGUMENTS
+    remapped = {ast.literal_eval(pair.elts[0]) for pair in kwargs['remappings'].elts}
+    assert remapped == {'image', 'joint_states'}
+    assert 'aura.yaml' in LAUNCH.read_text()
+
+
+def test_launch_executable_is_an_entry_point_of_the_package():
+    setup = (REPO / 'setup.py').read_text()
+    assert "'aura_node = aura_ros.ros.node:main'" in setup
+    assert importlib.util.find_spec('aura_ros.ros.node') is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
+                    reason='launch/launch_ros are not installable from PyPI; the syntax-tree '
+                           'test above checks the launch file instead')
+def test_launch_description_loads():
+    spec = importlib.util.spec_from_file_location('aura_launch', LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    names = {getattr(e, 'name', None) for e in description.entities}
+    assert ARGUMENTS <= names
+
+
+def test_parameter_file_matches_the_declarations():
+    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+    from aura_ros.ros.params import DECLARATIONS
+
+    data = yaml.safe_load((REPO / 'config' / 'aura.yaml').read_text())
+    (params,) = [v['ros__parameters'] for v in data.values()]
+    assert set(params) == set(DECLARATIONS)
+    for name, (default, _) in DECLARATIONS.items():
+        assert params[name] == default, name
