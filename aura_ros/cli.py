@@ -37,8 +37,93 @@ def print_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_cue_reach_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', default='models/cue_reach',
+                        help='model directory to write (default models/cue_reach)')
+    parser.add_argument('--quick', action='store_true',
+                        help='a tiny run (a minute or two) that checks the pipeline; not a model')
+    parser.add_argument('--seed', type=int, default=0)
+
+
+def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--model-dir', default='models/cue_reach',
+                        help='trained model directory (with baselines/)')
+    parser.add_argument('--tasks', type=int, default=200, help='tasks per method (>= 100)')
+    parser.add_argument('--envs', type=int, default=10,
+                        help='parallel long episodes the tasks are split over')
+    parser.add_argument('--seed', type=int, default=0, help='evaluation episodes seed')
+    parser.add_argument('--out', default='docs/results/cue_reach.json',
+                        help='results JSON; the .md table and PNG plots go beside it')
+
+
+def _names(text: str) -> tuple:
+    return tuple(n.strip() for n in text.split(','))
+
+
+def _init_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, help='model directory to write')
+    parser.add_argument('--image-size', type=int, default=64, help='square input size (pixels)')
+    parser.add_argument('--d-model', type=int, default=128, help='backbone feature width')
+    parser.add_argument('--joints', type=_names, default=('j1', 'j2'),
+                        help="comma-separated joint names, in the model's order")
+    parser.add_argument('--actions', type=_names, default=('a1', 'a2'),
+                        help='comma-separated action dimension names')
+    parser.add_argument('--chunk', type=int, default=4, help='action chunk length')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--name', default='random')
+    parser.add_argument('--force', action='store_true',
+                        help='write into an existing non-empty directory')
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--model-dir', required=True,
+                        help='model directory; memory_step.onnx is written into it')
+
+
+def _bench_synthetic_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--quick', action='store_true',
+                        help='a few minutes: 1 seed, short training and horizons')
+    parser.add_argument('--out', default=None,
+                        help='results JSON (default docs/results/synthetic.json, --quick: '
+                             'docs/results/quick/synthetic.json); the .md and PNGs go beside it')
+    parser.add_argument('--seeds', type=int, default=None,
+                        help='seeds per configuration (default 3; --quick: 1)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads (default 1: the machine is shared)')
+    parser.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
+
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--duration', type=float, default=60.0,
+                        help='simulated seconds to run (default 60)')
+    parser.add_argument('--tasks', type=int, default=0, help='stop after this many tasks')
+    parser.add_argument('--model-dir', default='', help='model directory (default: bundled)')
+    parser.add_argument('--seed', type=int, default=0, help='simulator seed')
+    parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'),
+                        help='memory engine of aura_node')
+
+
 COMMANDS: Dict[str, Command] = {
+    'demo': Command('aura_ros.ros.demo:main',
+                    'run the cue-reach simulator with aura_node, headless, and summarise',
+                    _demo_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
+    'train cue-reach': Command('aura_ros.training.cue_reach:main',
+                               'train the bundled cue-reach model and its baselines',
+                               _train_cue_reach_args),
+    'eval cue-reach': Command('aura_ros.training.cue_reach_eval:main',
+                              'closed-loop cue-reach evaluation of AURA and the baselines',
+                              _eval_cue_reach_args),
+    'init-model': Command('aura_ros.runtime.init_model:main',
+                          'write a randomly initialised model directory (plumbing tests)',
+                          _init_model_args),
+    'export': Command('aura_ros.runtime.export:main',
+                      'export the memory step of a model directory to memory_step.onnx',
+                      _export_args),
+    'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
+                               'synthetic event-recall benchmark (AURA vs baselines)',
+                               _bench_synthetic_args),
 }
 
 
