@@ -6,6 +6,7 @@ dropped), so a slow step drops frames instead of queueing them. A reset is perfo
 between two steps; the service callback waits for it, at most about one step.
 """
 
+import os
 import sys
 import threading
 import time
@@ -32,6 +33,13 @@ from aura_ros.ros.conversions import (
 )
 from aura_ros.ros.params import ParameterError, declare_and_read
 from aura_ros.runtime import AuraRuntime, InputError
+from aura_ros.runtime.state_file import (
+    StateFileError,
+    model_fingerprint,
+    read_snapshot,
+    save_snapshot,
+    set_aside,
+)
 
 WARN_THROTTLE_S = 2.0
 
@@ -52,6 +60,11 @@ class AuraNode(Node):
                                                   engine=p.memory_engine,
                                                   gate_threshold=p.gate_threshold)
         self.spec = self.runtime.spec
+        self.state_saves = 0
+        self.state_bytes_written = 0
+        if p.state_file:
+            self._fingerprint = model_fingerprint(p.model_dir)
+            self._resume_state()
 
         self._lock = threading.Condition()
         self._frame: Optional[tuple[Image, float]] = None
@@ -153,6 +166,7 @@ class AuraNode(Node):
                 reset['summary'] = self.runtime.reset()
                 self.latencies.clear()
                 self.last_gate = {}
+                self._save_state()
                 reset['event'].set()
                 continue
             if threshold is not None:
@@ -190,6 +204,8 @@ class AuraNode(Node):
                                                  msg.header.stamp, self.spec.action_period_s,
                                                  self.params.frame_id))
         gate = result.gate
+        if gate.wrote:
+            self._save_state()
         latency = time.perf_counter() - started
         self.last_gate = {'wrote': gate.wrote, 'p': gate.p, 'surprise': gate.surprise,
                           'step': gate.step, 'writes': gate.writes,
@@ -214,6 +230,41 @@ class AuraNode(Node):
         self.get_logger().warning(f'rejected input ({err.reason}): {err}',
                                   throttle_duration_sec=WARN_THROTTLE_S)
 
+    # -- crash-resume --
+
+    def _resume_state(self) -> None:
+        """Continue the episode saved in `state_file` if it belongs to this model."""
+        path = self.params.state_file
+        if not os.path.exists(path):
+            self.get_logger().info(f'state_file {path} does not exist yet: starting fresh')
+            return
+        shapes = {k: v.shape for k, v in self.runtime.state_dict().items()}
+        try:
+            snapshot = read_snapshot(path, self._fingerprint, shapes)
+        except StateFileError as err:
+            aside = set_aside(path)
+            self.get_logger().warning(f'state_file {path} not used: {err}; kept aside as '
+                                      f'{aside}; starting fresh')
+            return
+        self.runtime.load_state(snapshot.state)
+        self.runtime.steps, self.runtime.writes = snapshot.steps, snapshot.writes
+        self.get_logger().info(f'resumed the memory state from {path}: {snapshot.steps} steps, '
+                               f'{snapshot.writes} writes')
+
+    def _save_state(self) -> None:
+        """Snapshot the state (after a write, a reset, at shutdown): bytes follow the writes."""
+        if not self.params.state_file:
+            return
+        try:
+            self.state_bytes_written += save_snapshot(
+                self.params.state_file, self.runtime.state_dict(), self._fingerprint,
+                self.runtime.steps, self.runtime.writes)
+            self.state_saves += 1
+        except OSError as err:
+            self.rejected['state_save_failed'] += 1
+            self.get_logger().warning(f'could not save the state to {self.params.state_file}: '
+                                      f'{err}', throttle_duration_sec=WARN_THROTTLE_S)
+
     # -- health --
 
     def health(self) -> dict:
@@ -230,6 +281,9 @@ class AuraNode(Node):
             values['latency_p99_ms'] = float(np.percentile(latencies, 99))
         for name, times in self.stage_times.items():
             values[f'stage_{name}_p50_ms'] = float(np.median(times)) * 1e3
+        if self.params.state_file:
+            values['state_saves'] = self.state_saves
+            values['state_bytes_written'] = self.state_bytes_written
         for reason, count in sorted(self.rejected.items()):
             values[f'rejected_{reason}'] = count
         return values
@@ -250,6 +304,7 @@ class AuraNode(Node):
             self._stopping = True
             self._lock.notify()
         self._worker.join()
+        self._save_state()
 
 
 def main(args=None) -> int:
