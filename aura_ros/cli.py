@@ -104,7 +104,22 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
                         help='memory engine of aura_node')
 
 
+
+def _bench_perf_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--quick', action='store_true',
+                        help='horizons up to 10^4 and a 10 s node run (a few minutes)')
+    parser.add_argument('--out', default=None,
+                        help='results JSON (default docs/results/perf.json, --quick: '
+                             'docs/results/quick/perf.json); .md and .png go beside it')
+    parser.add_argument('--model-dir', default='', help='model of the node run (default: bundled)')
+    parser.add_argument('--skip-node', action='store_true', help='memory step only')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
+
+
 COMMANDS: Dict[str, Command] = {
+    'bench perf': Command('aura_ros.bench.perf:main',
+                          'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
+                          _bench_perf_args),
     'demo': Command('aura_ros.ros.demo:main',
                     'run the cue-reach simulator with aura_node, headless, and summarise',
                     _demo_args),

@@ -3,8 +3,8 @@
 Batch 1, d_model 4096, d_key = d_val = 32. For every horizon T the state is brought to T steps
 and then `samples` further steps are timed one by one:
 
-- AURA (torch engine): T real steps with the learned gate forced open (every step writes, the
-  worst case), the state updated in place as the runtime does;
+- AURA, torch and ONNX Runtime engines of the runtime (what aura_node runs): T real steps with
+  the gate threshold at 0, so every step writes (the worst case for AURA);
 - KV-cache of the same width: the cache is filled with T random (key, value) pairs — what T writes
   leave behind — and each timed step appends one pair into a preallocated buffer and attends over
   all of them (the cheapest honest KV-cache step: no re-allocation, only the O(T) attention);
@@ -13,6 +13,7 @@ and then `samples` further steps are timed one by one:
 
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -21,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from aura_ros.memory import (
-    AlwaysWrite,
     AuraMemLayer,
     DenseGRU,
     KVCacheMemory,
     MemoryConfig,
     state_bytes,
 )
+from aura_ros.runtime.engines import OnnxEngine, TorchEngine
+from aura_ros.runtime.export import export_memory_step
 
 CARD = MemoryConfig(d_model=4096, d_key=32, d_val=32, d_action=7)
 
@@ -43,21 +45,24 @@ def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
     return float(np.percentile(us, 50)), float(np.percentile(us, 99))
 
 
-class AuraStepper:
-    """The torch engine's step: layer.step, then the result copied into the resident state."""
+class EngineStepper:
+    """A memory engine of the runtime (what aura_node runs); threshold 0: every step writes."""
 
-    name = 'aura_torch'
-
-    def __init__(self, config: MemoryConfig = CARD):
-        self.layer = AuraMemLayer(config, AlwaysWrite()).eval()
-        self.state = self.layer.init_state(1)
+    def __init__(self, engine: str, config: MemoryConfig, workdir: str):
+        layer = AuraMemLayer(config).eval()
+        features = torch.zeros(1, config.d_model)
+        if engine == 'torch':
+            self.engine = TorchEngine(layer, features, threshold=0.0)
+        else:
+            path = export_memory_step(layer, os.path.join(workdir, 'memory_step.onnx'))
+            self.engine = OnnxEngine(path, config, features, threshold=0.0, threads=1)
+        self.name = f'aura_{engine}'
         self.t = 0
 
-    @torch.inference_mode()
     def step(self, z: torch.Tensor) -> None:
-        out = self.layer.step(z, self.state, self.t)
-        self.state['W'].copy_(out['state']['W'])
-        self.state['b'].copy_(out['state']['b'])
+        self.engine.features.copy_(z)
+        wrote = self.engine.step()[1]
+        assert wrote, 'threshold 0 must write every step (the worst case for AURA)'
         self.t += 1
 
     def advance_to(self, horizon: int, z: torch.Tensor) -> None:
@@ -65,7 +70,7 @@ class AuraStepper:
             self.step(z)
 
     def state_bytes(self) -> int:
-        return state_bytes(self.state)
+        return self.engine.state_bytes()
 
 
 class KVStepper:
@@ -135,13 +140,13 @@ def time_steps(stepper, z: torch.Tensor, samples: int, warmup: int = 10) -> list
     return times
 
 
-def run(horizons=(100, 1_000, 10_000, 100_000), samples: int = 300, extra_steppers=(),
-        progress=None) -> dict:
+def run(horizons=(100, 1_000, 10_000, 100_000), samples: int = 300, progress=None) -> dict:
     """The memory-step table: one row per (method, horizon), plus AURA's process memory."""
     torch.manual_seed(0)
     z = torch.randn(1, CARD.d_model)
-    steppers = [AuraStepper(), KVStepper(capacity=max(horizons) + 2 * samples + 50),
-                GRUStepper(), *extra_steppers]
+    workdir = tempfile.mkdtemp(prefix='aura_bench_')
+    steppers = [EngineStepper('torch', CARD, workdir), EngineStepper('onnx', CARD, workdir),
+                KVStepper(capacity=max(horizons) + 2 * samples + 50), GRUStepper()]
     rows = []
     process = psutil.Process()
     rss_before = None
@@ -150,7 +155,7 @@ def run(horizons=(100, 1_000, 10_000, 100_000), samples: int = 300, extra_steppe
             if isinstance(stepper, KVStepper):
                 stepper.length = 0                      # refill exactly to this horizon
             stepper.advance_to(horizon, z)
-            if isinstance(stepper, AuraStepper) and rss_before is None:
+            if stepper is steppers[0] and rss_before is None:
                 rss_before = process.memory_info().rss
             held = stepper.state_bytes()                # what T steps leave behind
             p50, p99 = _percentiles(time_steps(stepper, z, samples))
@@ -160,7 +165,8 @@ def run(horizons=(100, 1_000, 10_000, 100_000), samples: int = 300, extra_steppe
                 progress(rows[-1])
     aura = steppers[0]
     return {'memory_step': rows,
-            'aura_process_memory': {'steps': aura.t, 'rss_before_bytes': rss_before,
+            'aura_process_memory': {'engine': aura.name, 'steps': aura.t,
+                                    'rss_before_bytes': rss_before,
                                     'rss_after_bytes': process.memory_info().rss},
             'ratios': ratios(rows)}
 
