@@ -1,0 +1,213 @@
+"""AuraRuntime: one observation in, one action chunk out, with the AURA memory state on the device.
+
+    image + encoding --preprocess--> [1,3,H,W] --backbone.onnx--> features [1,d_model] (device)
+        --memory engine (state W, b on the device, updated in place)--> action [chunk, d_action]
+
+Every check of the observation (encoding, shape, size, joints, finite features) happens before
+the memory step, so a rejected observation never touches the state. A step whose new state would
+hold NaN or Inf is discarded by the engine on the device (the state stays the last good one, bit
+for bit); it is reported in `GateRecord.discarded` and counted in `discarded`. All methods take one lock:
+a reset or threshold change from another thread waits for at most the step in progress.
+"""
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import Backbone
+from .engines import OnnxEngine, TorchEngine
+from .errors import InputError
+from .export import memory_step_path
+from .model_dir import BACKBONE_FILE, ModelSpec, load_memory, load_model_dir
+from .preprocess import Preprocessor
+
+ENGINES = ('torch', 'onnx')
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """The write decision of one step; `step` is 1-based within the episode.
+
+    discarded: the gate opened but the new state was not finite, so the write was thrown away
+    (wrote is False, the state is unchanged).
+    """
+
+    wrote: bool
+    p: float
+    surprise: float
+    step: int
+    writes: int
+    discarded: bool = False
+
+
+@dataclass(frozen=True)
+class StepResult:
+    action: np.ndarray           # [chunk, d_action] float32
+    gate: GateRecord
+    timings: dict                # seconds: 'preprocess', 'backbone', 'memory', 'total'
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    steps: int
+    writes: int
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when torch sees a GPU, else cpu; an unusable explicit choice is an error."""
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}') from err
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'device {device!r} requested but torch sees no CUDA device')
+        dev = torch.device('cuda', dev.index if dev.index is not None else 0)
+    elif dev.type != 'cpu':
+        raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
+    return dev
+
+
+def check_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f'gate threshold must be a number in [0, 1], got {value!r}')
+    return float(value)
+
+
+class AuraRuntime:
+    """Backbone + AURA memory for one robot, one episode at a time."""
+
+    def __init__(self, model_dir: str | Path, spec: ModelSpec, device: torch.device,
+                 engine: str = 'torch', gate_threshold: float | None = None,
+                 cuda_graph: bool = False, threads: int | None = None, resize: str = 'area'):
+        if engine not in ENGINES:
+            raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
+        model_dir = Path(model_dir)
+        self.model_dir = model_dir
+        self.spec, self.engine = spec, engine
+        self.device = str(device)
+        self.gate_threshold = check_threshold(
+            spec.memory.gate_threshold if gate_threshold is None else gate_threshold)
+        self.preprocess = Preprocessor(spec.image, mode=resize)
+        self._image = np.zeros((1, 3, spec.image.height, spec.image.width), np.float32)
+        self._joints = np.zeros((1, spec.n_joints), np.float32)
+        self.backbone = Backbone(model_dir / BACKBONE_FILE, spec.memory.d_model, device, threads)
+        self.provider = self.backbone.provider
+        layer = load_memory(model_dir, spec)
+        if engine == 'torch':
+            self.memory = TorchEngine(layer, self.backbone.features, self.gate_threshold,
+                                      cuda_graph=cuda_graph)
+        else:
+            if cuda_graph:
+                raise ValueError('cuda_graph applies to the torch engine only')
+            self.memory = OnnxEngine(memory_step_path(model_dir, layer), spec.memory,
+                                     self.backbone.features, self.gate_threshold, threads)
+        self.steps = 0
+        self.writes = 0
+        self.discarded = 0                         # non-finite writes thrown away, this episode
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, device: str = 'auto', engine: str = 'torch',
+                       gate_threshold: float | None = None, **options) -> 'AuraRuntime':
+        """Load and check a model directory (ModelDirError names what is wrong) and start.
+
+        options: cuda_graph (torch engine on CUDA), threads (ONNX Runtime intra-op threads),
+        resize ('area' or 'nearest').
+        """
+        spec = load_model_dir(model_dir)
+        return cls(model_dir, spec, resolve_device(device), engine, gate_threshold, **options)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _check_joints(self, joint_positions) -> np.ndarray:
+        try:
+            joints = np.asarray(joint_positions, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError('joint_count', f'joint positions are not numbers ({err})') from err
+        n = self.spec.n_joints
+        if joints.ndim != 1 or joints.shape[0] != n:
+            raise InputError('joint_count', f'expected {n} joint positions '
+                                            f'({", ".join(self.spec.joint_names)}), '
+                                            f'got shape {list(joints.shape)}')
+        with np.errstate(over='ignore'):
+            self._joints[0] = joints               # float32: a finite 1e300 becomes inf here
+        if not np.isfinite(self._joints).all():
+            bad = [self.spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(self._joints[0]))]
+            raise InputError('nonfinite_joints', f'non-finite joint position(s): {", ".join(bad)}')
+        return self._joints
+
+    # -- the step ---------------------------------------------------------------------------
+
+    def step(self, image: np.ndarray, encoding: str, joint_positions) -> StepResult:
+        """One observation -> action chunk; InputError (state untouched) for a bad one."""
+        with self._lock:
+            t0 = time.perf_counter()
+            pixels = self.preprocess(image, encoding, out=self._image)
+            joints = self._check_joints(joint_positions)
+            t1 = time.perf_counter()
+            features = self.backbone.run(pixels, joints)
+            if not bool(torch.isfinite(features).all()):
+                raise InputError('nonfinite_features',
+                                 'the backbone produced non-finite features for this observation')
+            t2 = time.perf_counter()
+            action, wrote, p, surprise, discarded = self.memory.step()
+            t3 = time.perf_counter()
+            self.steps += 1
+            self.writes += int(wrote)
+            self.discarded += int(discarded)
+            gate = GateRecord(wrote=wrote, p=p, surprise=surprise, step=self.steps,
+                              writes=self.writes, discarded=discarded)
+            return StepResult(action=action, gate=gate, timings={
+                'preprocess': t1 - t0, 'backbone': t2 - t1, 'memory': t3 - t2, 'total': t3 - t0})
+
+    # -- episode and state ------------------------------------------------------------------
+
+    def reset(self) -> EpisodeSummary:
+        """Zero the memory and counters; the summary is of the episode that just ended."""
+        with self._lock:
+            summary = EpisodeSummary(steps=self.steps, writes=self.writes)
+            self.memory.reset()
+            self.steps = self.writes = self.discarded = 0
+            return summary
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of the memory state: 'W' [1,d_val,d_key], 'b' [1,d_val] float32."""
+        with self._lock:
+            return self.memory.state_dict()
+
+    def load_state(self, state: dict) -> None:
+        """Replace the memory state (counters unchanged); all checked before anything is copied."""
+        c = self.spec.memory
+        shapes = {'W': (1, c.d_val, c.d_key), 'b': (1, c.d_val)}
+        if not isinstance(state, dict) or set(state) != set(shapes):
+            raise InputError('state', f'state must have exactly the keys {sorted(shapes)}')
+        for name, shape in shapes.items():
+            value = state[name]
+            if not isinstance(value, np.ndarray) or value.shape != shape \
+                    or value.dtype != np.float32:
+                raise InputError('state', f'state[{name!r}] must be a float32 array of shape '
+                                          f'{list(shape)}')
+            if not np.isfinite(value).all():
+                raise InputError('state', f'state[{name!r}] has non-finite values')
+        with self._lock:
+            self.memory.load_state(state)
+
+    def set_gate_threshold(self, value: float) -> None:
+        """Write when p > value from the next step on; no re-export or re-capture needed."""
+        value = check_threshold(value)
+        with self._lock:
+            self.memory.set_threshold(value)
+            self.gate_threshold = value
+
+    def memory_bytes(self) -> int:
+        """Bytes of the live memory state (W and b): constant for the whole episode."""
+        return self.memory.state_bytes()
