@@ -1,4 +1,4 @@
-# aura_ros developer entry points: `make test` (and, with the cue-reach issue, `make demo`).
+# aura_ros developer entry points: `make demo` and `make test`.
 #
 # Everything runs from a project virtual environment ($(VENV)). It is (re)built only when
 # setup.py, setup.cfg or package.xml change, so a second `make test` runs no pip at all.
@@ -34,7 +34,7 @@ endif
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint clean
+.PHONY: venv demo test lint clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ $(STAMP): setup.py setup.cfg package.xml
 	$(VPY) -m pip install -q '$(TORCH)'
 	$(VPY) -m pip install -q -e '.[$(EXTRAS)]' '$(TORCH)'
 	touch $@
+
+# The cue-reach simulator driving aura_node with the bundled model, headless, DEMO_SECONDS long.
+DEMO_SECONDS ?= 60
+demo: venv
+	$(VPY) -m aura_ros demo --duration $(DEMO_SECONDS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
