@@ -102,6 +102,8 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0, help='simulator seed')
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'),
                         help='memory engine of aura_node')
+    parser.add_argument('--out', default='',
+                        help='write the per-task outcomes and success rate as JSON here')
 
 
 
@@ -116,7 +118,22 @@ def _bench_perf_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
 
 
+def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--frames', type=int, default=100_000, help='frames in one episode')
+    parser.add_argument('--window', type=int, default=10_000,
+                        help='frames per reported window (latency percentiles, RSS)')
+    parser.add_argument('--model-dir', default='',
+                        help='model (default: bundled if trained, else a random one)')
+    parser.add_argument('--image-size', type=int, default=64, help='square rgb8 frames sent')
+    parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
+    parser.add_argument('--out', default='docs/results/soak.json',
+                        help='results JSON; the PNG plot goes beside it')
+
+
 COMMANDS: Dict[str, Command] = {
+    'bench soak': Command('aura_ros.ros.soak:main',
+                          'soak aura_node: one long episode closed-loop, RSS and latency drift',
+                          _bench_soak_args),
     'bench perf': Command('aura_ros.bench.perf:main',
                           'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
                           _bench_perf_args),

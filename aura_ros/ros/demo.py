@@ -8,11 +8,13 @@ ROS_DOMAIN_ID of its own.
 """
 
 import argparse
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 READY = 'memory state'      # aura_node's start-up line ends with the state size
@@ -35,6 +37,26 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     return proc.returncode
 
 
+def _write_results(args: argparse.Namespace, outcomes_path: str) -> None:
+    """The closed loop through ROS, in the shape of docs/results/cue_reach.json's methods."""
+    from aura_ros.training.cue_reach_eval import mean_ci, wilson
+
+    with open(outcomes_path) as f:
+        tasks = [json.loads(line) for line in f if line.strip()]
+    os.unlink(outcomes_path)
+    wins = sum(bool(t['success']) for t in tasks)
+    writes = [t['writes'] for t in tasks if t.get('writes') is not None]
+    result = {'command': 'python -m aura_ros demo ' + ' '.join(sys.argv[2:]),
+              'loop': 'aura_sim <-> aura_node over DDS (loopback), 30 Hz wall clock',
+              'engine': args.engine, 'model_dir': args.model_dir or 'bundled', 'tasks': len(tasks),
+              'success': {'mean': wins / max(len(tasks), 1), 'ci95': wilson(wins, len(tasks))},
+              'writes_per_task': mean_ci(writes), 'outcomes': tasks}
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2)
+        f.write('\n')
+    print(f'demo: wrote {args.out}', flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
     env.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
@@ -52,8 +74,13 @@ def main(args: argparse.Namespace) -> int:
     if node.poll() is not None:
         print(f'demo: aura_node exited with code {node.returncode}', file=sys.stderr)
         return node.returncode or 1
-    sim = _process('aura_ros.ros.sim_node', '-p', f'duration_s:={args.duration}',
-                   '-p', f'max_tasks:={args.tasks}', '-p', f'seed:={args.seed}', env=env)
+    sim_args = ['-p', f'duration_s:={args.duration}', '-p', f'max_tasks:={args.tasks}',
+                '-p', f'seed:={args.seed}']
+    outcomes = None
+    if args.out:
+        outcomes = tempfile.NamedTemporaryFile(suffix='.jsonl', delete=False).name
+        sim_args += ['-p', f'outcomes_file:={outcomes}']
+    sim = _process('aura_ros.ros.sim_node', *sim_args, env=env)
     try:
         for line in sim.stdout:
             print(LOG_PREFIX.sub('', line.rstrip()), flush=True)
@@ -64,5 +91,7 @@ def main(args: argparse.Namespace) -> int:
     rest = node.stdout.read()
     if node_code != 0:
         print(rest, file=sys.stderr)
+    if outcomes:
+        _write_results(args, outcomes)
     print(f'demo: finished (simulator exit {sim_code}, aura_node exit {node_code})', flush=True)
     return sim_code or node_code

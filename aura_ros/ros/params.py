@@ -28,7 +28,7 @@ def bundled_model_dir() -> str:
         shared = Path(get_package_share_directory('aura_ros')) / 'models' / 'cue_reach'
         if shared.is_dir():
             return str(shared)
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):   # no ament index: source tree
         pass
     return str(Path(__file__).resolve().parents[2] / 'models' / 'cue_reach')
 

@@ -1,0 +1,1 @@
+"""Training and benchmarks (imports tasks and memory; never ROS)."""
