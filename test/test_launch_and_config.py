@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch' / 'aura.launch.py'
 ARGUMENTS = {'params_file', 'namespace', 'model_dir', 'device', 'image', 'joint_states',
-             'log_level'}
+             'log_level', 'enclave'}
 
 
 def _calls(tree, name):
@@ -37,6 +37,26 @@ def test_launch_file_starts_aura_node_with_its_arguments():
     remapped = {ast.literal_eval(pair.elts[0]) for pair in kwargs['remappings'].elts}
     assert remapped == {'image', 'joint_states'}
     assert 'aura.yaml' in LAUNCH.read_text()
+
+
+def _launch_function(name):
+    """One plain function of the launch file, compiled alone (no launch import needed)."""
+    tree = ast.parse(LAUNCH.read_text())
+    (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    namespace = {}
+    exec(compile(ast.Module([fn], type_ignores=[]), str(LAUNCH), 'exec'), namespace)
+    return namespace[name]
+
+
+def test_enclave_reaches_the_node_only_when_given():
+    ros_arguments = _launch_function('ros_arguments')
+    assert ros_arguments('info', '') == ['--log-level', 'info']
+    assert ros_arguments('debug', '/aura_ros/aura') == ['--log-level', 'debug',
+                                                       '--enclave', '/aura_ros/aura']
+    (node,) = _calls(ast.parse(LAUNCH.read_text()), 'Node')
+    (args,) = [k.value for k in node.keywords if k.arg == 'arguments']
+    assert ast.literal_eval(args.elts[0]) == '--ros-args'
+    assert [c.func.id for c in _calls(args, 'ros_arguments')] == ['ros_arguments']
 
 
 def test_launch_executable_is_an_entry_point_of_the_package():

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 READY = 'memory state'      # aura_node's start-up line ends with the state size
@@ -35,6 +36,13 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def _forward_warnings(node: subprocess.Popen) -> None:
+    """Show what aura_node warns about (rejected or dropped input) and says at shutdown."""
+    for line in node.stdout:
+        if not line.startswith('[INFO]') or 'health' in line:
+            print(f'  [aura_node] {LOG_PREFIX.sub("", line.rstrip())}', flush=True)
 
 
 def _write_results(args: argparse.Namespace, outcomes_path: str) -> None:
@@ -74,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     if node.poll() is not None:
         print(f'demo: aura_node exited with code {node.returncode}', file=sys.stderr)
         return node.returncode or 1
+    forward = threading.Thread(target=_forward_warnings, args=(node,), daemon=True)
+    forward.start()
     sim_args = ['-p', f'duration_s:={args.duration}', '-p', f'max_tasks:={args.tasks}',
                 '-p', f'seed:={args.seed}']
     outcomes = None
@@ -88,9 +98,7 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sim_code = _stop(sim)
     node_code = _stop(node)
-    rest = node.stdout.read()
-    if node_code != 0:
-        print(rest, file=sys.stderr)
+    forward.join(timeout=5)
     if outcomes:
         _write_results(args, outcomes)
     print(f'demo: finished (simulator exit {sim_code}, aura_node exit {node_code})', flush=True)

@@ -4,6 +4,10 @@ Threading: one worker thread owns the runtime and its memory state. Subscription
 hand the latest message over (an unprocessed frame that a newer one replaces is counted as
 dropped), so a slow step drops frames instead of queueing them. A reset is performed by the worker
 between two steps; the service callback waits for it, at most about one step.
+
+A step whose new memory state would be NaN/Inf is discarded by the runtime (the state stays the
+last good one); the node publishes that step's chunk (a skip step's), counts it apart from input
+rejections (`nonfinite_state_discarded` on /diagnostics) and warns, throttled.
 """
 
 import os
@@ -77,6 +81,7 @@ class AuraNode(Node):
         self.received = 0
         self.dropped = 0
         self.rejected: Counter = Counter()
+        self.nonfinite_discarded = 0               # steps whose non-finite new state was dropped
         self.latencies = deque(maxlen=2000)
         self.stage_times: dict[str, deque] = {}
         self.last_gate: dict = {}
@@ -187,6 +192,10 @@ class AuraNode(Node):
         if age > self.params.max_obs_age_s:
             raise InputError('stale_image', f'image is {age:.3f} s old '
                              f'(max_obs_age_s {self.params.max_obs_age_s})')
+        if -age > self.params.max_obs_age_s:
+            # accepted, it would make every later frame 'out_of_order' until its stamp passes
+            raise InputError('future_image', f'image stamp is {-age:.3f} s in the future '
+                             f'(max_obs_age_s {self.params.max_obs_age_s})')
         if stamp <= self._last_stamp:
             raise InputError('out_of_order', f'image stamp {stamp:.3f} is not after the last '
                              f'processed one ({self._last_stamp:.3f})')
@@ -206,9 +215,16 @@ class AuraNode(Node):
         gate = result.gate
         if gate.wrote:
             self._save_state()
+        if gate.discarded:
+            self.nonfinite_discarded += 1
+            self.get_logger().warning(
+                f'step {gate.step}: the new memory state was not finite; write discarded, the '
+                f'last good state kept ({self.nonfinite_discarded} so far)',
+                throttle_duration_sec=WARN_THROTTLE_S)
         latency = time.perf_counter() - started
         self.last_gate = {'wrote': gate.wrote, 'p': gate.p, 'surprise': gate.surprise,
                           'step': gate.step, 'writes': gate.writes,
+                          'discarded': gate.discarded,
                           'write_rate': gate.writes / max(gate.step, 1),
                           'state_bytes': self.runtime.memory_bytes(),
                           'latency_ms': latency * 1e3}
@@ -268,10 +284,16 @@ class AuraNode(Node):
     # -- health --
 
     def health(self) -> dict:
-        """Counters and latency percentiles, as published on /diagnostics."""
-        latencies = np.asarray(self.latencies) * 1e3
+        """Counters and latency percentiles, as published on /diagnostics.
+
+        Runs on the executor while the worker appends to (or, on reset, clears) the latency
+        buffers: each is copied with list() first, atomic under the GIL, so a long run can never
+        hit 'deque mutated during iteration' in the diagnostics timer.
+        """
+        latencies = np.asarray(list(self.latencies)) * 1e3
         values = {'frames_received': self.received, 'frames_dropped': self.dropped,
                   'frames_rejected': sum(self.rejected.values()),
+                  'nonfinite_state_discarded': self.nonfinite_discarded,
                   'steps': self.runtime.steps, 'writes': self.runtime.writes,
                   'state_bytes': self.runtime.memory_bytes(), 'device': self.runtime.device,
                   'execution_provider': self.runtime.provider, 'engine': self.runtime.engine,
@@ -279,18 +301,19 @@ class AuraNode(Node):
         if latencies.size:
             values['latency_p50_ms'] = float(np.percentile(latencies, 50))
             values['latency_p99_ms'] = float(np.percentile(latencies, 99))
-        for name, times in self.stage_times.items():
-            values[f'stage_{name}_p50_ms'] = float(np.median(times)) * 1e3
+        for name, times in list(self.stage_times.items()):
+            values[f'stage_{name}_p50_ms'] = float(np.median(list(times))) * 1e3
         if self.params.state_file:
             values['state_saves'] = self.state_saves
             values['state_bytes_written'] = self.state_bytes_written
-        for reason, count in sorted(self.rejected.items()):
+        for reason, count in sorted(list(self.rejected.items())):
             values[f'rejected_{reason}'] = count
         return values
 
     def _publish_health(self) -> None:
         values = self.health()
-        level = DiagnosticStatus.WARN if self.rejected or self.dropped else DiagnosticStatus.OK
+        level = (DiagnosticStatus.WARN if self.rejected or self.dropped or self.nonfinite_discarded
+                 else DiagnosticStatus.OK)
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status.append(status(f'{self.get_fully_qualified_name()}: AURA policy',

@@ -6,8 +6,8 @@
 Every check of the observation (encoding, shape, size, joints, finite features) happens before
 the memory step, so a rejected observation never touches the state. A step whose new state would
 hold NaN or Inf is discarded by the engine on the device (the state stays the last good one, bit
-for bit); it is reported in `GateRecord.discarded` and counted in `discarded`. All methods take one lock:
-a reset or threshold change from another thread waits for at most the step in progress.
+for bit); it is reported in `GateRecord.discarded` and counted in `discarded`. All methods take
+one lock: a reset or threshold change from another thread waits for at most the step in progress.
 """
 
 import math
