@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
@@ -60,9 +61,13 @@ class AuraNode(Node):
         except Exception as err:  # rclpy's range/type exceptions name the parameter
             raise ParameterError(str(err)) from err
         p = self.params
+        # Small per-frame ops gain nothing from intra-op parallelism, and on a busy robot computer
+        # its thread hand-offs cost milliseconds (docs/results/perf.md): one thread by default.
+        torch.set_num_threads(p.inference_threads)
         self.runtime = AuraRuntime.from_model_dir(p.model_dir, device=p.device,
                                                   engine=p.memory_engine,
-                                                  gate_threshold=p.gate_threshold)
+                                                  gate_threshold=p.gate_threshold,
+                                                  threads=p.inference_threads)
         self.spec = self.runtime.spec
         self.state_saves = 0
         self.state_bytes_written = 0

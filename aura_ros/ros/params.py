@@ -45,6 +45,7 @@ class NodeParams:
     state_file: str
     diagnostics_period_s: float
     frame_id: str
+    inference_threads: int
 
     def qos(self) -> QoSProfile:
         if self.input_qos == 'sensor_data':
@@ -90,6 +91,8 @@ DECLARATIONS = {
     'diagnostics_period_s': (1.0, _describe('period of /diagnostics', DOUBLE,
                                             floats=(0.05, 60.0))),
     'frame_id': ('', _describe('header.frame_id of the published action chunks', STRING)),
+    'inference_threads': (1, _describe('CPU threads of torch and ONNX Runtime for inference',
+                                       INTEGER, ints=(1, 64))),
 }
 
 
