@@ -93,7 +93,6 @@ def _bench_synthetic_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
 
 
-
 def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--duration', type=float, default=60.0,
                         help='simulated seconds to run (default 60)')
@@ -104,7 +103,6 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
                         help='memory engine of aura_node')
     parser.add_argument('--out', default='',
                         help='write the per-task outcomes and success rate as JSON here')
-
 
 
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:

@@ -102,3 +102,20 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp('tiny_model')
     save_model_dir(out, spec, backbone, AuraMemLayer(memory_config))
     return out
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Runtime tests run torch on one thread, as aura_node does (inference_threads = 1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def isolated_export_cache(tmp_path, monkeypatch):
+    """Exported memory steps go to this test's own cache, not ~/.cache/aura_ros."""
+    monkeypatch.setenv('AURA_ROS_CACHE', str(tmp_path / 'cache'))

@@ -17,12 +17,7 @@ NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU; none on this machine')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)      # the machine is shared; the steps are tiny anyway
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread', 'isolated_export_cache')
 
 
 @pytest.fixture(scope='module')
@@ -32,11 +27,6 @@ def model_dir(tmp_path_factory):
     init_model_dir(out, image_size=16, d_model=32, joints=('j1', 'j2', 'j3'), chunk=3,
                    memory=dict(head_hidden=32, gate_init_bias=0.0))
     return out
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('AURA_ROS_CACHE', str(tmp_path / 'cache'))
 
 
 def observations(n, seed, n_joints=3):

@@ -15,17 +15,7 @@ from aura_ros.runtime import AuraRuntime, ImageSpec, ModelSpec, SmallCNN, save_m
 ENGINES = ['torch', 'onnx']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('AURA_ROS_CACHE', str(tmp_path / 'cache'))
+pytestmark = pytest.mark.usefixtures('one_torch_thread', 'isolated_export_cache')
 
 
 def blow_up(layer: AuraMemLayer) -> None:
