@@ -140,35 +140,44 @@ def time_steps(stepper, z: torch.Tensor, samples: int, warmup: int = 10) -> list
     return times
 
 
+def aura_memory_growth(engine: str, steps: int, workdir: str, warmup: int = 1_000) -> dict:
+    """Process RSS around `steps` AURA steps, measured before any other method allocates."""
+    z = torch.randn(1, CARD.d_model)
+    stepper = EngineStepper(engine, CARD, workdir)
+    stepper.advance_to(warmup, z)
+    process = psutil.Process()
+    before = process.memory_info().rss
+    stepper.advance_to(warmup + steps, z)
+    after = process.memory_info().rss
+    return {'engine': stepper.name, 'steps': steps, 'rss_before_bytes': before,
+            'rss_after_bytes': after, 'rss_growth_bytes': after - before,
+            'state_bytes': stepper.state_bytes()}
+
+
 def run(horizons=(100, 1_000, 10_000, 100_000), samples: int = 300, progress=None) -> dict:
     """The memory-step table: one row per (method, horizon), plus AURA's process memory."""
     torch.manual_seed(0)
     z = torch.randn(1, CARD.d_model)
     workdir = tempfile.mkdtemp(prefix='aura_bench_')
+    growth = [aura_memory_growth(engine, max(horizons), workdir) for engine in ('torch', 'onnx')]
+    if progress:
+        for row in growth:
+            progress(row)
     steppers = [EngineStepper('torch', CARD, workdir), EngineStepper('onnx', CARD, workdir),
                 KVStepper(capacity=max(horizons) + 2 * samples + 50), GRUStepper()]
     rows = []
-    process = psutil.Process()
-    rss_before = None
     for horizon in horizons:
         for stepper in steppers:
             if isinstance(stepper, KVStepper):
                 stepper.length = 0                      # refill exactly to this horizon
             stepper.advance_to(horizon, z)
-            if stepper is steppers[0] and rss_before is None:
-                rss_before = process.memory_info().rss
             held = stepper.state_bytes()                # what T steps leave behind
             p50, p99 = _percentiles(time_steps(stepper, z, samples))
             rows.append({'method': stepper.name, 'horizon': horizon, 'p50_us': round(p50, 2),
                          'p99_us': round(p99, 2), 'state_bytes': held})
             if progress:
                 progress(rows[-1])
-    aura = steppers[0]
-    return {'memory_step': rows,
-            'aura_process_memory': {'engine': aura.name, 'steps': aura.t,
-                                    'rss_before_bytes': rss_before,
-                                    'rss_after_bytes': process.memory_info().rss},
-            'ratios': ratios(rows)}
+    return {'memory_step': rows, 'aura_process_memory': growth, 'ratios': ratios(rows)}
 
 
 def ratios(rows: list[dict]) -> dict:

@@ -43,11 +43,12 @@ def report(result: dict) -> str:
     for h, r in result['ratios'].items():
         if isinstance(r, dict):
             lines.append(f'| {int(h):,} | {r["kv_over_aura_p50"]}x | {r["kv_over_aura_bytes"]}x |')
-    rss = result['aura_process_memory']
-    lines += ['', f'AURA p50 at the last horizon / first horizon: '
-              f'{result["ratios"].get("aura_p50_last_over_first")}. Process RSS before / after '
-              f'{rss["steps"]:,} AURA steps ({rss["engine"]}): {rss["rss_before_bytes"]:,} / '
-              f'{rss["rss_after_bytes"]:,} bytes.']
+    lines += ['', f'AURA (torch) p50 at the last horizon / first horizon: '
+              f'{result["ratios"].get("aura_p50_last_over_first")}.', '']
+    lines += [f'Process RSS around {g["steps"]:,} AURA steps ({g["engine"]}, after 1,000 warm-up '
+              f'steps, before any other method allocated): {g["rss_before_bytes"]:,} -> '
+              f'{g["rss_after_bytes"]:,} bytes ({g["rss_growth_bytes"]:+,}); state '
+              f'{g["state_bytes"]:,} bytes.  ' for g in result['aura_process_memory']]
     e2e = result.get('node_e2e')
     if e2e:
         lines += ['', '## aura_node end to end', '',
@@ -60,6 +61,14 @@ def report(result: dict) -> str:
         lines += ['', f'Highest input rate with under 5% dropped frames (sweep '
                   f'{", ".join(str(r["rate_hz"]) for r in result["rate_sweep"])} Hz): '
                   f'{result["max_rate_hz"]} Hz.']
+    ab = result.get('inference_threads_ab')
+    if ab:
+        lines += ['', '## aura_node inference threads (same 30 Hz run, interleaved)', '',
+                  '| inference_threads | p50 (ms) | p99 (ms) | max (ms) | memory stage p50 (ms) '
+                  '| dropped |', '|---:|---:|---:|---:|---:|---:|']
+        lines += [f'| {r["inference_threads"]} | {r.get("p50_ms")} | {r.get("p99_ms")} | '
+                  f'{r.get("max_ms")} | {r["stages"].get("memory", float("nan")):.3f} | '
+                  f'{r["dropped"]} |' for r in ab]
     return '\n'.join(lines) + '\n'
 
 
@@ -109,6 +118,9 @@ def main(args: argparse.Namespace) -> int:
         result.update(bench_node.run(args.model_dir, rate_hz=30.0,
                                      duration_s=10.0 if quick else 60.0,
                                      sweep_s=5.0 if quick else 10.0))
+        print('aura_node with 2 vs 1 inference threads', flush=True)
+        result['inference_threads_ab'] = bench_node.compare_threads(
+            args.model_dir, repeats=1 if quick else 2, duration_s=10.0 if quick else 30.0)
     out.write_text(json.dumps(result, indent=2) + '\n')
     out.with_suffix('.md').write_text(report(result))
     plot(result, out.with_suffix('.png'))

@@ -149,6 +149,34 @@ class Client:
         self.node.destroy_node()
 
 
+def compare_threads(model_dir: str = '', threads=(2, 1), repeats: int = 2,
+                    duration_s: float = 30.0, progress=print) -> list[dict]:
+    """The same 30 Hz run with aura_node's `inference_threads` at each value, interleaved."""
+    from aura_ros.ros.params import bundled_model_dir
+    from aura_ros.runtime import load_model_dir
+
+    spec = load_model_dir(model_dir or bundled_model_dir())
+    rows = []
+    for _ in range(repeats):
+        for count in threads:
+            proc = start_node(model_dir, extra=['-p', f'inference_threads:={count}'])
+            context = Context()
+            rclpy.init(context=context)
+            client = Client(context, spec.joint_names)
+            try:
+                client.wait_for_node()
+                client.run(30.0, 2.0)
+                row = {'inference_threads': count, **client.run(30.0, duration_s),
+                       'stages': client.stages()}
+            finally:
+                client.close()
+                rclpy.try_shutdown(context=context)
+                stop_node(proc)
+            progress(f'  inference_threads {count}: {row}')
+            rows.append(row)
+    return rows
+
+
 def run(model_dir: str = '', rate_hz: float = 30.0, duration_s: float = 60.0,
         sweep=(30, 60, 90, 120, 180, 240), sweep_s: float = 10.0, engine: str = 'torch',
         progress=print) -> dict:

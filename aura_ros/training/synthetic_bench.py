@@ -1,0 +1,668 @@
+"""Synthetic event-recall benchmark: AURA against every baseline on identical data.
+
+What is trained, per setting and seed (all on the same stream of training batches):
+
+1. warm-up: an `AuraMemLayer` with `AlwaysWrite` (or, with `warmup_write_rate` < 1, random
+   writes at that rate) and the action loss only, `warmup_steps` steps. The warm-up keeps
+   AURA's gate from closing before the memory is useful (the known failure mode, DESIGN.md
+   section 4); write dropout keeps the memory from relying on every write, which would make
+   every write look useful to the IB term.
+2. from that warm-up, `gate_steps` more steps each for: always_write (action loss, AlwaysWrite;
+   trained from scratch instead when the warm-up used write dropout), aura (LearnedGate +
+   aura_objective: IB + sparsity), the ablations aura_no_ib and aura_no_sparse, and the
+   budget-matched random_budget, periodic_budget and surprise_budget (action loss, their fixed
+   schedule at the write rate AURA's gate realises on the evaluation set). Every layer-based
+   method thus gets warmup_steps + gate_steps updates.
+3. gru, kv_cache and no_memory from scratch for warmup_steps + gate_steps steps.
+
+Training runs at `train_len` steps per episode (a Python loop over time is the cost) and the
+evaluation at the setting's horizons, on a held-out batch. Accuracy = argmax(logits) == target
+over the scored steps (every step once every object is bound: t >= n_objects). Writes per
+episode = sum of g over the episode (gru and kv_cache write every step, no_memory never).
+Budget matching is redone at each evaluation horizon: random/periodic run at AURA's realised
+rate there, and the surprise threshold is re-matched on the trained surprise layer's own
+surprises on a calibration batch (so its realised budget is AURA's, not just its training tau).
+Confidence intervals: mean +- t_{0.975, n-1} * std / sqrt(n) over seeds.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from aura_ros.memory import (
+    AlwaysWrite,
+    LearnedGate,
+    MemoryConfig,
+    PeriodicSchedule,
+    RandomSchedule,
+    SurpriseThreshold,
+    action_loss,
+    aura_objective,
+    build_model,
+)
+from aura_ros.tasks.synthetic import EASY, HARD, StreamConfig, sample
+
+SCHEDULES = ('random_budget', 'periodic_budget', 'surprise_budget')
+GATED = ('aura', 'aura_no_ib', 'aura_no_sparse')
+ORDER = ('aura', 'always_write', 'random_budget', 'periodic_budget', 'surprise_budget', 'gru',
+         'kv_cache', 'no_memory', 'aura_no_ib', 'aura_no_sparse')
+EVAL_SEED = 10_000_019     # evaluation batches never overlap training batches (seeds < 1e7)
+CALIB_SEED = 20_000_003
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One trained configuration: a task, how it is trained, and the horizons it is scored at."""
+
+    name: str
+    stream: StreamConfig
+    train_len: int
+    horizons: tuple[int, ...]
+    batch: int = 64
+    warmup_steps: int = 500
+    gate_steps: int = 400
+    lr: float = 3e-3
+    eval_batch: int = 256
+    d_key: int = 16
+    d_val: int = 16
+    head_hidden: int = 64
+    threshold: float = 0.5
+    warmup_write_rate: float = 1.0   # < 1: warm up with random writes at this rate (see run_seed)
+    ib_horizon: int = 4
+    w_ib: float = 1.0
+    w_sparse: float = 0.5
+    margin: float = 0.1
+    target_rate: Optional[float] = None
+    sweep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+    def memory_config(self) -> MemoryConfig:
+        return MemoryConfig(d_model=self.stream.d_feature, d_key=self.d_key, d_val=self.d_val,
+                            d_action=self.stream.n_classes, chunk=1, head_hidden=self.head_hidden,
+                            gate_threshold=self.threshold, ib_horizon=self.ib_horizon)
+
+
+def full_settings() -> list[Setting]:
+    """The full run: the easy task trained at 64 and scored at N = 64 and 256; the hard task
+    trained at 64 and scored at N = 64 and 512 (sized for ~40 min on one shared CPU thread)."""
+    sweep = (0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97)
+    return [Setting('easy', EASY, train_len=64, horizons=(64, 256), warmup_steps=500,
+                    gate_steps=350, sweep=sweep),
+            Setting('hard', HARD, train_len=64, horizons=(64, 512), warmup_steps=500,
+                    gate_steps=350, eval_batch=192, sweep=sweep, warmup_write_rate=0.5)]
+
+
+def quick_settings() -> list[Setting]:
+    """A few minutes on one CPU thread: short training, small evaluation."""
+    return [Setting('easy', EASY, train_len=48, horizons=(64,), warmup_steps=200,
+                    gate_steps=150, eval_batch=128, sweep=(0.2, 0.5, 0.8)),
+            Setting('hard', HARD, train_len=48, horizons=(128,), warmup_steps=250,
+                    gate_steps=150, eval_batch=128, sweep=(0.2, 0.5, 0.8),
+                    warmup_write_rate=0.5)]
+
+
+# -- training -------------------------------------------------------------------------------------
+
+def _batch(setting: Setting, seed: int, index: int, length: int):
+    """Training batch `index` of a seed: every method sees exactly the same sequence."""
+    stream = setting.stream.replace(world_seed=seed)
+    return sample(stream, setting.batch, seed * 1_000_003 + index, horizon=length)
+
+
+def _masked_ce(out: dict, data) -> torch.Tensor:
+    loss = action_loss(out['action'], data.target, 'ce')
+    return (loss * data.score).sum() / data.score.sum()
+
+
+def train(model: nn.Module, setting: Setting, seed: int, steps: int, start: int = 0,
+          objective: Optional[dict] = None, progress=None) -> nn.Module:
+    """`steps` Adam updates on batches start..start+steps-1; `objective` = aura_objective kwargs.
+
+    Without `objective` the loss is the cross-entropy of the action over the scored steps.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=setting.lr)
+    model.train()
+    for i in range(steps):
+        data = _batch(setting, seed, start + i, setting.train_len)
+        if objective is None:
+            loss = _masked_ce(model(data.z), data)
+        else:
+            out = model(data.z, counterfactual=True)
+            terms = aura_objective(model, out, data.target, 'ce', **objective)
+            loss = terms['total']
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if progress is not None:
+            progress.update(1)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data) -> dict:
+    """Accuracy over the scored steps, writes per episode, and the gate's records."""
+    model.eval()
+    out = model(data.z)
+    hit = (out['action'][..., 0, :].argmax(-1) == data.target) & data.score
+    acc_per_episode = hit.sum(1).float() / data.score.sum(1).float()
+    g = out['g'].float()
+    return {'accuracy': float(acc_per_episode.mean()), 'writes': float(g.sum(1).mean()),
+            'rate': float(g.mean()), 'g': g, 'p': out['p'].float(),
+            'surprise': out['surprise'].float()}
+
+
+def _seed_everything(seed: int, salt: int) -> None:
+    torch.manual_seed(seed * 7919 + salt)
+
+
+def _gate_stats(res: dict, data) -> dict:
+    ev, di = data.is_event, data.is_distractor
+    fill = ~(ev | di)
+    return {'p_write_event': float(res['g'][ev].mean()),
+            'p_write_distractor': float(res['g'][di].mean()),
+            'p_write_filler': float(res['g'][fill].mean()),
+            'gate_p_event': float(res['p'][ev].mean()),
+            'gate_p_distractor': float(res['p'][di].mean()),
+            'gate_p_filler': float(res['p'][fill].mean())}
+
+
+def run_seed(setting: Setting, seed: int, progress=None, log=print) -> dict:
+    """Train every method for one seed and score it at every horizon of the setting."""
+    cfg = setting.memory_config()
+    W, P = setting.warmup_steps, setting.gate_steps
+    evals = {N: sample(setting.stream.replace(world_seed=seed), setting.eval_batch,
+                       EVAL_SEED + seed, horizon=N) for N in setting.horizons}
+    calib = {N: sample(setting.stream.replace(world_seed=seed), setting.eval_batch,
+                       CALIB_SEED + seed, horizon=N) for N in setting.horizons}
+    objective = {'w_ib': setting.w_ib, 'w_sparse': setting.w_sparse, 'margin': setting.margin,
+                 'target_rate': setting.target_rate}
+    t0 = time.time()
+
+    _seed_everything(seed, 0)
+    warm = build_model('always_write', cfg)
+    if setting.warmup_write_rate < 1.0:
+        # Write dropout: a memory warmed up with every write learns to rely on all of them, so
+        # skipping any one looks harmful and the IB targets stop singling out events (on the
+        # hard task one seed's gate then closed for good). Random skips make the
+        # counterfactual utility of a write meaningful.
+        warm.gate_policy = RandomSchedule(setting.warmup_write_rate, seed)
+    warm = train(warm, setting, seed, W, progress=progress)
+    models: dict[str, nn.Module] = {}
+    if setting.warmup_write_rate < 1.0:
+        _seed_everything(seed, 0)
+        models['always_write'] = train(build_model('always_write', cfg), setting, seed, W + P,
+                                       progress=progress)
+    else:
+        models['always_write'] = train(copy.deepcopy(warm), setting, seed, P, start=W,
+                                       progress=progress)
+    ablations = {'aura': objective, 'aura_no_ib': {**objective, 'w_ib': 0.0},
+                 'aura_no_sparse': {**objective, 'w_sparse': 0.0}}
+    for name, obj in ablations.items():
+        _seed_everything(seed, 1)
+        layer = copy.deepcopy(warm)
+        layer.gate_policy = LearnedGate(setting.threshold)
+        layer.kind = name
+        models[name] = train(layer, setting, seed, P, start=W, objective=obj, progress=progress)
+
+    first = setting.horizons[0]
+    aura_first = evaluate(models['aura'], evals[first])
+    rate = max(aura_first['rate'], 1e-3)
+    tau = SurpriseThreshold.matched_to_rate(aura_first['surprise'], rate).tau
+    policies = {'random_budget': RandomSchedule(rate, seed), 'periodic_budget':
+                PeriodicSchedule(rate), 'surprise_budget': SurpriseThreshold(tau)}
+    for name, policy in policies.items():
+        _seed_everything(seed, 2)
+        layer = copy.deepcopy(warm)
+        layer.gate_policy = policy
+        layer.kind = name
+        models[name] = train(layer, setting, seed, P, start=W, progress=progress)
+    for salt, name in enumerate(('gru', 'kv_cache', 'no_memory')):
+        _seed_everything(seed, 10 + salt)
+        models[name] = train(build_model(name, cfg), setting, seed, W + P, progress=progress)
+    train_s = time.time() - t0
+
+    results = {}
+    for N in setting.horizons:
+        data = evals[N]
+        row = {}
+        aura_res = evaluate(models['aura'], data)
+        r_n = max(aura_res['rate'], 1e-3)
+        models['random_budget'].gate_policy = RandomSchedule(r_n, EVAL_SEED + seed)
+        models['periodic_budget'].gate_policy = PeriodicSchedule(r_n)
+        models['surprise_budget'].gate_policy = match_surprise_budget(
+            models['surprise_budget'], calib[N], r_n)
+        for name, model in models.items():
+            res = aura_res if name == 'aura' else evaluate(model, data)
+            entry = {'accuracy': res['accuracy'], 'writes_per_episode': res['writes']}
+            if name in GATED:
+                entry.update(_gate_stats(res, data))
+            row[name] = entry
+        row['_budget'] = {'rate': r_n, 'train_rate': rate, 'train_tau': tau}
+        row['_frontier'] = frontier(models['aura'], models['always_write'], setting, data, seed)
+        if N == setting.horizons[-1]:
+            row['_timeline'] = _timeline(aura_res, data)
+        results[N] = row
+    log(f'[{setting.name} seed {seed}] trained in {train_s:.0f}s; ' + '; '.join(
+        f'N={N}: ' + ', '.join(f'{k} {v["accuracy"]:.3f}/{v["writes_per_episode"]:.1f}w'
+                                for k, v in row.items() if not k.startswith('_'))
+        for N, row in results.items()))
+    return results
+
+
+def match_surprise_budget(model: nn.Module, data, rate: float,
+                          iterations: int = 10) -> SurpriseThreshold:
+    """The raw-surprise threshold whose realised write rate on `data` is closest to `rate`.
+
+    Surprises depend on what was written before, so a quantile of one run's surprises does not
+    realise its own rate; a bisection over tau (on log scale) on the calibration batch does.
+    """
+    start = evaluate(_with_policy(model, AlwaysWrite()), data)['surprise']
+    lo, hi = math.log(float(start.min()) + 1e-8), math.log(float(start.max()) + 1e-8) + 2.0
+    best = SurpriseThreshold.matched_to_rate(start, rate)
+    best_gap = abs(evaluate(_with_policy(model, best), data)['rate'] - rate)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        policy = SurpriseThreshold(math.exp(mid))
+        realised = evaluate(_with_policy(model, policy), data)['rate']
+        if abs(realised - rate) < best_gap:
+            best, best_gap = policy, abs(realised - rate)
+        if realised > rate:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _with_policy(model: nn.Module, policy) -> nn.Module:
+    clone = copy.deepcopy(model)
+    clone.gate_policy = policy
+    return clone
+
+
+def frontier(aura: nn.Module, always: nn.Module, setting: Setting, data, seed: int) -> dict:
+    """Accuracy vs writes: AURA over gate thresholds, and input-blind schedules at its budgets.
+
+    Evaluation-time only (no retraining): AURA's trained layer with `LearnedGate(x)` for each x in
+    `setting.sweep`, and the trained always-write layer run under random/periodic schedules at
+    the write rate each threshold realised.
+    """
+    points = {'aura': [], 'random': [], 'periodic': []}
+    for thr in setting.sweep:
+        res = evaluate(_with_policy(aura, LearnedGate(thr)), data)
+        points['aura'].append({'threshold': thr, 'writes': res['writes'],
+                               'accuracy': res['accuracy']})
+        rate = min(max(res['rate'], 1e-3), 1.0)
+        for name, policy in (('random', RandomSchedule(rate, EVAL_SEED + seed)),
+                             ('periodic', PeriodicSchedule(rate))):
+            r = evaluate(_with_policy(always, policy), data)
+            points[name].append({'writes': r['writes'], 'accuracy': r['accuracy']})
+    return points
+
+
+def _timeline(res: dict, data, episode: int = 0) -> dict:
+    return {'is_event': data.is_event[episode].int().tolist(),
+            'is_distractor': data.is_distractor[episode].int().tolist(),
+            'g': res['g'][episode].int().tolist(),
+            'p': [round(float(x), 4) for x in res['p'][episode]]}
+
+
+# -- statistics and reporting ---------------------------------------------------------------------
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student-t quantile (table; the nearest smaller df above 10)."""
+    if df in _T975:
+        return _T975[df]
+    return _T975[max(k for k in _T975 if k <= df)] if df < 120 else 1.96
+
+
+def summarise(values: list[float]) -> dict:
+    """Mean and 95% t-interval over seeds (a single seed gives a zero-width interval)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {'mean': mean, 'ci95': [mean, mean]}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    return {'mean': mean, 'ci95': [mean - half, mean + half]}
+
+
+def aggregate(setting: Setting, per_seed: list[dict], seeds: list[int]) -> list[dict]:
+    """One configuration entry per horizon, in the JSON shape of docs/results/synthetic.json."""
+    configs = []
+    for N in setting.horizons:
+        rows = [r[N] for r in per_seed]
+        methods = {}
+        for name in ORDER:
+            entry = {key: summarise([row[name][key] for row in rows])
+                     for key in ('accuracy', 'writes_per_episode')}
+            entry['per_seed'] = {key: [row[name][key] for row in rows]
+                                 for key in ('accuracy', 'writes_per_episode')}
+            if name in GATED:
+                for key in ('p_write_event', 'p_write_distractor', 'p_write_filler',
+                            'gate_p_event', 'gate_p_distractor', 'gate_p_filler'):
+                    entry[key] = summarise([row[name][key] for row in rows])['mean']
+            methods[name] = entry
+        always = methods['always_write']['writes_per_episode']['mean']
+        for entry in methods.values():
+            w = entry['writes_per_episode']['mean']
+            entry['write_reduction_vs_always'] = (always / w) if w > 0 else None
+        configs.append({
+            'name': f'{setting.name}-{N}', 'task': setting.name, 'horizon': N, 'seeds': seeds,
+            'train_len': setting.train_len, 'stream': setting.stream.to_dict(),
+            'training': {k: v for k, v in asdict(setting).items()
+                         if k not in ('name', 'stream', 'horizons')},
+            'methods': methods,
+            'budget_rate': [r['_budget']['rate'] for r in rows],
+            'frontier': [r['_frontier'] for r in rows],
+            'timeline': rows[0].get('_timeline'),
+        })
+    return configs
+
+
+def _git_commit(root: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _machine() -> dict:
+    return {'platform': platform.platform(), 'processor': platform.processor() or None,
+            'python': platform.python_version(), 'torch': torch.__version__,
+            'torch_threads': torch.get_num_threads(), 'cpus': os.cpu_count()}
+
+
+@dataclass
+class BenchResult:
+    command: str
+    commit: Optional[str]
+    machine: dict
+    wall_s: float
+    configurations: list = field(default_factory=list)
+
+
+def run_bench(settings: list[Setting], seeds: list[int], progress: bool = True,
+              log=print) -> BenchResult:
+    """Every setting x seed; a tqdm bar counts training updates."""
+    from tqdm import tqdm
+
+    per_setting_updates = [s.warmup_steps + 7 * s.gate_steps + 3 * (s.warmup_steps
+                                                                     + s.gate_steps)
+                           + (s.warmup_steps if s.warmup_write_rate < 1.0 else 0)
+                           for s in settings]
+    total = sum(per_setting_updates) * len(seeds)
+    t0 = time.time()
+    configs = []
+    with tqdm(total=total, desc='synthetic bench', unit='upd', disable=not progress,
+              file=sys.stderr, mininterval=2.0) as bar:
+        for setting in settings:
+            per_seed = [run_seed(setting, s, progress=bar,
+                                 log=bar.write if log is print else log) for s in seeds]
+            configs.extend(aggregate(setting, per_seed, seeds))
+    root = Path(__file__).resolve().parents[2]
+    return BenchResult(command='python -m aura_ros ' + ' '.join(sys.argv[1:]) if sys.argv[0]
+                       .endswith('__main__.py') else ' '.join(sys.argv),
+                       commit=_git_commit(root), machine=_machine(), wall_s=time.time() - t0,
+                       configurations=configs)
+
+
+# -- paper anchors, markdown and plots ------------------------------------------------------------
+
+PAPER = {
+    'write_reduction_hard': '5.19-6.13x', 'write_reduction_n64': '9.19x',
+    'budget_random_periodic': 0.366, 'gru_hard': 0.25, 'chance': 0.125,
+    'p_write_event': 0.829, 'p_write_distractor': 0.318,
+}
+
+
+def _fmt(stat: dict, digits: int = 3) -> str:
+    lo, hi = stat['ci95']
+    return f'{stat["mean"]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
+
+
+def claims(result: BenchResult) -> list[tuple[str, str, str, str]]:
+    """(claim, paper, ours, verdict) rows; the verdict criteria are stated in each row.
+
+    Parity: AURA's mean accuracy is at most 0.03 below always-write's (overlapping intervals
+    alone are not enough: with 3 seeds a failed seed widens them to cover anything). Collapse
+    of a baseline: its mean is more than 0.15 below always-write's. The gate claim: AURA writes
+    on events at least twice as often as on distractors.
+    """
+    by_task: dict[str, list[dict]] = {}
+    for cfg in result.configurations:
+        by_task.setdefault(cfg['task'], []).append(cfg)
+    rows = []
+    for cfg in result.configurations:
+        m = cfg['methods']
+        a, w = m['aura'], m['always_write']
+        parity = a['accuracy']['mean'] >= w['accuracy']['mean'] - 0.03
+        seeds_ok = sum(x >= y - 0.03 for x, y in zip(a['per_seed']['accuracy'],
+                                                     w['per_seed']['accuracy'], strict=True))
+        red = a['write_reduction_vs_always'] or float('inf')
+        paper = PAPER['write_reduction_n64'] if cfg['horizon'] == 64 and cfg['task'] == 'easy' \
+            else PAPER['write_reduction_hard'] if cfg['task'] == 'hard' else None
+        rows.append((f'{cfg["name"]}: AURA matches always-write at fewer writes',
+                     f'parity at {paper} fewer writes' if paper else 'parity (no number)',
+                     f'AURA {_fmt(a["accuracy"])} vs always-write {_fmt(w["accuracy"])} at '
+                     f'{red:.2f}x fewer writes; parity in {seeds_ok}/{len(cfg["seeds"])} seeds',
+                     ('reproduced' if parity and red >= 3 else 'not reproduced')
+                     + ' (parity = AURA mean >= always-write mean - 0.03; several-fold = >= 3x)'))
+    for cfg in by_task.get('hard', result.configurations)[-1:]:
+        m = cfg['methods']
+        w = m['always_write']['accuracy']['mean']
+        rp = [m[k]['accuracy']['mean'] for k in ('random_budget', 'periodic_budget')]
+        rows.append((f'{cfg["name"]}: budget-matched random/periodic collapse',
+                     f'about {PAPER["budget_random_periodic"]}',
+                     f'random {_fmt(m["random_budget"]["accuracy"])}, periodic '
+                     f'{_fmt(m["periodic_budget"]["accuracy"])}',
+                     ('reproduced' if max(rp) < w - 0.15 else 'not reproduced')
+                     + ' (collapse = > 0.15 below always-write)'))
+        g = m['gru']['accuracy']
+        rows.append((f'{cfg["name"]}: dense GRU collapses on the hard task',
+                     f'about {PAPER["gru_hard"]} (chance {PAPER["chance"]})', f'GRU {_fmt(g)}',
+                     ('reproduced' if g['mean'] < w - 0.15 else 'not reproduced')
+                     + ' (collapse = > 0.15 below always-write)'))
+        a = m['aura']
+        ratio = a['p_write_event'] / max(a['p_write_distractor'], 1e-9)
+        rows.append((f'{cfg["name"]}: the gate writes on events, skips distractors',
+                     f'{PAPER["p_write_event"]} vs {PAPER["p_write_distractor"]} (2.61x)',
+                     f'{a["p_write_event"]:.3f} vs {a["p_write_distractor"]:.3f} ({ratio:.2f}x)',
+                     ('reproduced' if ratio >= 2 else 'not reproduced') + ' (>= 2x)'))
+    return rows
+
+
+NOTES = """\
+Setup (our reconstruction; the paper's task and code were not available): streams of
+`d_feature`-wide vectors with real events (object, class), look-alike distractors (same content,
+a marker at cosine `distractor_similarity` to the event marker) and filler. Easy: one object,
+target = class of the latest real event, scored at every step after the first. Hard: 4 objects,
+every step queries one, target = latest real class of the queried object, scored once all are
+bound. Every method is trained on the same batches for the same number of updates; the gated
+and budget-matched methods start from a shared warm-up (then `gate_steps` with their own gate),
+the others are trained from scratch for warm-up + gate steps. Easy: the warm-up writes every
+step (it is then also the always-write model's first phase). Hard: the warm-up writes at random
+on half of the steps (`warmup_write_rate` 0.5, "write dropout") and always-write is trained from
+scratch: after an every-step warm-up, one of three hard seeds got IB targets that favoured
+distractors and filler over events (0.45 / 0.42 vs 0.28) and its gate closed for good (0
+writes, chance accuracy); with write dropout the same seed's targets single out events.
+Training at `train_len` steps, evaluation at the horizon on a held-out batch. Budget-matched
+baselines use AURA's realised write rate on the evaluation set (the surprise threshold is
+bisected on a calibration batch to realise it). The write reduction is a property of the task
+as much as of the gate: a perfect gate writes once per real event, so it is about
+1 / event_rate; the paper's exact ratios (9.19x, 5.19-6.13x) belong to its own event rates.
+The frontier plot is evaluation-time only (AURA over gate thresholds, the trained always-write
+layer under random/periodic schedules at the same budgets).
+"""
+
+
+def markdown(result: BenchResult) -> str:
+    """The results table per configuration, with the paper's anchors beside ours."""
+    lines = ['# Synthetic event-recall benchmark', '',
+             f'Command: `{result.command}`  ', f'Commit: `{result.commit}`  ',
+             f'Machine: {result.machine["platform"]}, torch {result.machine["torch"]}, '
+             f'{result.machine["torch_threads"]} thread(s)  ',
+             f'Wall time: {result.wall_s / 60:.1f} min', '', NOTES,
+             '## Claims, paper vs ours', '', '| claim | paper | ours | verdict |',
+             '|---|---|---|---|']
+    lines += [f'| {c} | {p} | {o} | {v} |' for c, p, o, v in claims(result)]
+    lines += ['', 'Accuracy over the scored steps, mean [95% t-interval over seeds, '
+              't-distribution]; writes per episode; reduction = always-write writes / method '
+              'writes. Chance = 0.125.', '']
+    for cfg in result.configurations:
+        m = cfg['methods']
+        lines += [f'## {cfg["name"]} (horizon {cfg["horizon"]}, trained at {cfg["train_len"]}, '
+                  f'seeds {cfg["seeds"]})', '',
+                  '| method | accuracy | writes / episode | reduction vs always-write |',
+                  '|---|---|---|---|']
+        for name in ORDER:
+            red = m[name]['write_reduction_vs_always']
+            lines.append(f'| {name} | {_fmt(m[name]["accuracy"])} | '
+                         f'{_fmt(m[name]["writes_per_episode"], 1)} | '
+                         f'{"-" if red is None else f"{red:.2f}x"} |')
+        lines += ['', 'Per seed (accuracy / writes per episode): ' + '; '.join(
+            f'{name} ' + ', '.join(f'{x:.3f}/{y:.1f}' for x, y in zip(
+                m[name]['per_seed']['accuracy'], m[name]['per_seed']['writes_per_episode'],
+                strict=True)) for name in ('aura', 'always_write', 'gru')
+            if 'per_seed' in m[name]) + '.']
+        a = m['aura']
+        lines += ['', f'AURA gate: writes on {a["p_write_event"]:.3f} of real events, '
+                  f'{a["p_write_distractor"]:.3f} of distractors, {a["p_write_filler"]:.3f} of '
+                  f'filler (mean p {a["gate_p_event"]:.3f} / {a["gate_p_distractor"]:.3f} / '
+                  f'{a["gate_p_filler"]:.3f}).', '']
+    return '\n'.join(lines) + '\n'
+
+
+def plots(result: BenchResult, out_dir: Path) -> list[Path]:
+    """PNG plots (matplotlib, Agg): accuracy vs writes, frontier, gate probabilities, timeline."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    configs = result.configurations
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 4), squeeze=False)
+    for ax, cfg in zip(axes[0], configs, strict=True):
+        for name in ORDER:
+            m = cfg['methods'][name]
+            w, a = m['writes_per_episode'], m['accuracy']
+            ax.errorbar(max(w['mean'], 0.5), a['mean'],
+                        yerr=[[a['mean'] - a['ci95'][0]], [a['ci95'][1] - a['mean']]],
+                        fmt='o', capsize=3, label=name)
+        ax.axhline(0.125, color='grey', ls=':', lw=1)
+        ax.set_xscale('log')
+        ax.set_title(cfg['name'])
+        ax.set_xlabel('writes per episode (log; 0 drawn at 0.5)')
+        ax.set_ylabel('accuracy')
+    axes[0][-1].legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / 'synthetic_accuracy_vs_writes.png'))
+
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 4), squeeze=False)
+    for ax, cfg in zip(axes[0], configs, strict=True):
+        for name, style in (('aura', 'o-'), ('random', 's--'), ('periodic', '^--')):
+            runs = [f[name] for f in cfg['frontier']]
+            xs = [sum(r[i]['writes'] for r in runs) / len(runs) for i in range(len(runs[0]))]
+            ys = [sum(r[i]['accuracy'] for r in runs) / len(runs) for i in range(len(runs[0]))]
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            ax.plot([xs[i] for i in order], [ys[i] for i in order], style,
+                    label=f'{name} (thresholds)' if name == 'aura' else f'{name} schedule')
+        always = cfg['methods']['always_write']
+        ax.plot([always['writes_per_episode']['mean']], [always['accuracy']['mean']], 'k*',
+                ms=10, label='always-write')
+        ax.set_xscale('log')
+        ax.set_title(f'{cfg["name"]}: frontier (mean over seeds)')
+        ax.set_xlabel('writes per episode (log)')
+        ax.set_ylabel('accuracy')
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / 'synthetic_frontier.png'))
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(configs)), 4))
+    width = 0.25
+    for i, (key, label) in enumerate((('p_write_event', 'real events'),
+                                      ('p_write_distractor', 'distractors'),
+                                      ('p_write_filler', 'filler'))):
+        ax.bar([j + (i - 1) * width for j in range(len(configs))],
+               [c['methods']['aura'][key] for c in configs], width, label=label)
+    ax.axhline(PAPER['p_write_event'], color='C0', ls=':', lw=1, label='paper: events 0.829')
+    ax.axhline(PAPER['p_write_distractor'], color='C1', ls=':', lw=1,
+               label='paper: distractors 0.318')
+    ax.set_xticks(range(len(configs)), [c['name'] for c in configs])
+    ax.set_ylabel('AURA write probability')
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / 'synthetic_gate.png'))
+
+    cfg = configs[-1]
+    tl = cfg['timeline']
+    T = len(tl['g'])
+    fig, ax = plt.subplots(figsize=(12, 3))
+    ax.plot(range(T), tl['p'], color='grey', lw=0.8, label='gate p')
+    for key, color, y, label in (('is_event', 'C0', 1.15, 'real event'),
+                                 ('is_distractor', 'C3', 1.08, 'distractor'),
+                                 ('g', 'C2', -0.08, 'write')):
+        xs = [t for t in range(T) if tl[key][t]]
+        ax.scatter(xs, [y] * len(xs), marker='|', s=80, color=color, label=label)
+    ax.set_ylim(-0.15, 1.25)
+    ax.set_xlabel('step')
+    ax.set_title(f'{cfg["name"]}: one evaluation episode (seed {cfg["seeds"][0]})')
+    ax.legend(fontsize=7, ncol=4, loc='center right')
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / 'synthetic_timeline.png'))
+    return written
+
+
+def rebuild_report(path: Path) -> list[Path]:
+    """Rewrite the .md and the PNGs of a results JSON (after a change to the report code)."""
+    path = Path(path)
+    result = BenchResult(**json.loads(path.read_text()))
+    path.with_suffix('.md').write_text(markdown(result))
+    return [path.with_suffix('.md'), *plots(result, path.parent)]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m aura_ros bench synthetic [--quick] [--out PATH] [--seeds N]` (args: cli.py)."""
+    torch.set_num_threads(max(1, args.threads))
+    settings = quick_settings() if args.quick else full_settings()
+    n_seeds = args.seeds or (1 if args.quick else 3)
+    default = 'docs/results/quick/synthetic.json' if args.quick else 'docs/results/synthetic.json'
+    out = Path(args.out or default)
+    result = run_bench(settings, list(range(n_seeds)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(result), indent=1) + '\n')
+    out.with_suffix('.md').write_text(markdown(result))
+    print(f'wrote {out} and {out.with_suffix(".md")} ({result.wall_s / 60:.1f} min)')
+    if not args.no_plots:
+        for path in plots(result, out.parent):
+            print(f'wrote {path}')
+    return 0
