@@ -43,6 +43,12 @@ def _train_cue_reach_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quick', action='store_true',
                         help='a tiny run (a minute or two) that checks the pipeline; not a model')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--carry-only', action='store_true',
+                        help='only the long-episode phase (state carried across windows), '
+                             'fine-tuning AURA and always-write in --out in place; the backbone '
+                             'is not touched')
+    parser.add_argument('--carry-iters', type=int, default=None,
+                        help='updates of the long-episode phase (default 300; 0 skips it)')
 
 
 def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,11 @@ def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0, help='evaluation episodes seed')
     parser.add_argument('--out', default='docs/results/cue_reach.json',
                         help='results JSON; the .md table and PNG plots go beside it')
+    parser.add_argument('--long-tasks', type=int, default=80,
+                        help='tasks per long never-reset episode of the long-episode section '
+                             '(AURA and always-write, success by block of 10 tasks; 0 skips it)')
+    parser.add_argument('--long-envs', type=int, default=4,
+                        help='long episodes of that section (seeds 9000001...)')
 
 
 def _names(text: str) -> tuple:

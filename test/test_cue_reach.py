@@ -138,3 +138,33 @@ def test_tasks_chain_in_one_episode_and_new_cues_start_them():
         env.step(env.expert_chunk()[0])
     assert [i for i, _ in seen] == list(range(len(seen))) and len(seen) > 5
     assert all(lamp == LAMP_CUE for _, lamp in seen)
+
+
+def test_streams_chain_episodes_and_train_carried_keeps_the_state():
+    """The long-episode phase: windows follow on within an episode, then into another one."""
+    from dataclasses import replace
+
+    import torch
+
+    from aura_ros.memory import AuraMemLayer, LearnedGate
+    from aura_ros.training.cue_reach import QUICK, Streams, memory_config, train_carried
+
+    E, T, d = 3, 50, 128
+    z = torch.arange(E * T, dtype=torch.float32).reshape(E, T, 1).expand(E, T, d).clone()
+    target = torch.zeros(E, T, 4, 2)
+    onset = np.zeros((E, T), bool)
+    onset[:, [0, 20]] = True
+    streams = Streams(z, target, onset, batch=2, window=30, seed=0)
+    first, _ = streams.next()
+    second, _ = streams.next()
+    for row in range(2):
+        frames = torch.cat([first[row, :, 0], second[row, :, 0]]).long()
+        assert (frames[0] % T) in (0, 20)                  # starts at a task onset
+        steps = frames[1:] - frames[:-1]
+        assert ((steps == 1) | (frames[1:] % T == 0)).all()  # contiguous or a new episode
+    cfg = replace(QUICK, batch=2, window=30, carry_burnin=60)
+    task = CueReachConfig()
+    layer = AuraMemLayer(memory_config(cfg, task), LearnedGate(0.0))
+    hist = train_carried(layer, streams, cfg, 2, 'test', task.max_step, gated=True)
+    assert len(hist) == 2 and all(np.isfinite(h['action']) for h in hist)
+    assert isinstance(layer.gate_policy, LearnedGate) and layer.gate_policy.threshold == 0.0

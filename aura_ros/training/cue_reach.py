@@ -20,6 +20,13 @@ Pipeline (one command, seeded, CPU, single thread):
    be useful and beta what to store). Then, from that warm-up, equally many updates each for
    AURA (`LearnedGate` + action + w_ib * IB + w_sparse * sparsity) and always-write (action
    loss). GRU and no-memory train from scratch for warm-up + gate updates.
+5. Long episodes. The windows above all start from an EMPTY memory, but the robot runs one
+   episode that never resets, so after tens of tasks W and b hold the residue of many old writes,
+   which those windows never show (the first model lost half its success after ~60 tasks). AURA
+   and always-write therefore get `carry_iters` more updates with truncated BPTT over consecutive
+   windows of never-reset streams of chained episodes, the state carried (detached) from window
+   to window (`Streams`, `train_carried`). `--carry-only` runs just this phase on an existing
+   model directory, from its checkpoints and its ONNX backbone (`finetune_carried`).
 
 The information bottleneck here scores a write at t over sparse future OFFSETS (1 ... 128
 frames) instead of the library's contiguous `ib_horizon`: in this task the cue is shown up to
@@ -58,7 +65,7 @@ from aura_ros.memory import (
     save_checkpoint,
     sparsity_loss,
 )
-from aura_ros.runtime import ImageSpec, ModelSpec, SmallCNN, save_model_dir
+from aura_ros.runtime import ImageSpec, ModelSpec, SmallCNN, load_model_dir, save_model_dir
 from aura_ros.tasks.cue_reach import (
     ACTION_NAMES,
     JOINT_NAMES,
@@ -118,11 +125,17 @@ class TrainConfig:
     w_sparse: float = 0.1
     margin: float = 0.2
     offsets: tuple = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128)
+    # long-episode phase (state carried across windows and episodes; `train_carried`)
+    carry_iters: int = 300
+    carry_lr: float = 5e-4
+    carry_burnin: int = 12800      # frames (~115 tasks); each stream burns in over 0..this
+    carry_reset: float = 0.02      # chance per update that a stream restarts with empty memory
 
 
 QUICK = TrainConfig(cnn_episodes=4, mem_episodes=8, val_episodes=2, frames=800, cnn_steps=150,
                     window=192, batch=8, warmup_iters=20, gate_iters=20, select_envs=2,
-                    select_tasks=1, select_thresholds=(0.5, 0.3))
+                    select_tasks=1, select_thresholds=(0.5, 0.3), carry_iters=10,
+                    carry_burnin=384)
 
 
 def task_config(image_size: int) -> CueReachConfig:
@@ -311,11 +324,16 @@ class Windows:
                                                replace=False)])
 
 
-def gated_forward(layer: AuraMemLayer, z: torch.Tensor, offsets: tuple) -> dict:
-    """Sequence forward that also keeps what the sparse-offset counterfactual needs."""
+def gated_forward(layer: AuraMemLayer, z: torch.Tensor, offsets: tuple,
+                  state: Optional[dict] = None) -> dict:
+    """Sequence forward that also keeps what the sparse-offset counterfactual needs.
+
+    Starts from `state` (default: empty memory) and returns the final one as `state`.
+    """
     B, T, _ = z.shape
     proj = layer._project(z)
-    state = layer.init_state(B, z.device)
+    if state is None:
+        state = layer.init_state(B, z.device)
     reads, ps, gs, prev_W, prev_b, errors = [], [], [], [], [], []
     for t in range(T):
         proj_t = {k: v[:, t] for k, v in proj.items()}
@@ -329,7 +347,7 @@ def gated_forward(layer: AuraMemLayer, z: torch.Tensor, offsets: tuple) -> dict:
     read = torch.stack(reads, 1)
     return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
             'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
-            'b': torch.stack(prev_b, 1), 'e': torch.stack(errors, 1)}
+            'b': torch.stack(prev_b, 1), 'e': torch.stack(errors, 1), 'state': state}
 
 
 @torch.no_grad()
@@ -394,6 +412,130 @@ def train_memory(model: nn.Module, windows: Windows, cfg: TrainConfig, iters: in
         sched.step()
         history.append(rec)
         bar.set_postfix({k: f'{v:.4f}' for k, v in rec.items()})
+    return history
+
+
+class Streams:
+    """`batch` endless streams through the memory episodes for training with a carried state.
+
+    Each stream starts at a random task onset and runs on through its episode; at the end of an
+    episode it continues at frame 0 of another random episode (a new task starts there), so one
+    stream is one long never-reset run of chained tasks. `restart(i)` jumps stream i to a random
+    task onset (the caller also empties its memory).
+    """
+
+    def __init__(self, z: torch.Tensor, target: torch.Tensor, onset: np.ndarray, batch: int,
+                 window: int, seed: int):
+        self.z, self.target, self.window = z, target, window
+        self.episodes, self.frames = z.shape[:2]
+        self.onsets = np.argwhere(onset)
+        self.rng = np.random.default_rng(seed)
+        self.ep = np.zeros(batch, np.int64)
+        self.pos = np.zeros(batch, np.int64)
+        for i in range(batch):
+            self.restart(i)
+
+    def restart(self, i: int) -> None:
+        self.ep[i], self.pos[i] = self.onsets[self.rng.integers(len(self.onsets))]
+
+    def next(self):
+        """The next `window` frames of every stream: features [B, window, d], targets."""
+        zs, ts = [], []
+        for i in range(len(self.ep)):
+            z_parts, t_parts, need = [], [], self.window
+            while need > 0:
+                take = min(need, self.frames - int(self.pos[i]))
+                z_parts.append(self.z[self.ep[i], self.pos[i]:self.pos[i] + take])
+                t_parts.append(self.target[self.ep[i], self.pos[i]:self.pos[i] + take])
+                self.pos[i] += take
+                need -= take
+                if self.pos[i] == self.frames:
+                    others = [e for e in range(self.episodes) if e != self.ep[i]] or [self.ep[i]]
+                    self.ep[i], self.pos[i] = others[self.rng.integers(len(others))], 0
+            zs.append(torch.cat(z_parts))
+            ts.append(torch.cat(t_parts))
+        return torch.stack(zs), torch.stack(ts)
+
+
+def reset_rows(state: dict, rows: np.ndarray) -> dict:
+    """The state with the memory of the selected rows emptied (zero, as `init_state`)."""
+    if not rows.any():
+        return state
+    mask = torch.from_numpy(rows)
+    return {k: torch.where(mask.view(-1, *[1] * (v.dim() - 1)), torch.zeros_like(v), v)
+            for k, v in state.items()}
+
+
+def train_carried(model: nn.Module, streams: Streams, cfg: TrainConfig, iters: int, desc: str,
+                  scale: float, gated: bool = False, rng_seed: int = 0) -> list[dict]:
+    """Long-episode phase: truncated BPTT over consecutive windows with the state carried.
+
+    The memory state (detached) goes on from one window of a stream to the next, so the model
+    learns to act and gate with W and b already full of many old tasks, as on the robot where
+    the episode never resets. Before the updates every stream is burned in (no gradient) over a
+    random number of windows, up to `carry_burnin` frames, so the batch mixes depths; during the
+    updates a stream restarts from an empty memory with probability `carry_reset` per update.
+    Same losses as `train_memory` (AURA: action + IB + sparsity, threshold jitter).
+    """
+    rng = np.random.default_rng(rng_seed)
+    B, window = len(streams.ep), streams.window
+    state = model.init_state(B)
+    policy = model.gate_policy if gated else None
+
+    def forward(z, state, threshold=None):
+        if gated:
+            model.gate_policy = LearnedGate(threshold)
+            return gated_forward(model, z, cfg.offsets, state)
+        return model(z, state=state)
+
+    burn = rng.integers(0, cfg.carry_burnin // window + 1, B)
+    with torch.no_grad():
+        for j in range(int(burn.max())):
+            fresh = (burn.max() - j) == burn
+            for i in np.flatnonzero(fresh):
+                streams.restart(i)
+            state = reset_rows(state, fresh)
+            z, _ = streams.next()
+            state = forward(z, state, cfg.threshold)['state']
+    fresh = burn == 0
+    for i in np.flatnonzero(fresh):
+        streams.restart(i)
+    state = reset_rows(state, fresh)
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.carry_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=cfg.carry_lr * 0.1)
+    history: list[dict] = []
+    bar = tqdm(range(iters), desc=desc, unit='it', dynamic_ncols=True)
+    for _ in bar:
+        z, target = streams.next()
+        if gated:
+            out = forward(z, state, float(rng.uniform(*cfg.threshold_jitter)))
+            act = action_loss(out['action'] / scale, target / scale).mean()
+            utility, skip = offset_utility(model, out, target, cfg.offsets, scale)
+            ib = ib_loss(out['p'], utility, skip, cfg.margin)
+            sparse = sparsity_loss(out['p'])
+            loss = act + cfg.w_ib * ib + cfg.w_sparse * sparse
+            rec = {'action': act.item(), 'ib': ib.item(), 'sparse': sparse.item(),
+                   'write_rate': out['g'].mean().item()}
+        else:
+            out = forward(z, state)
+            act = action_loss(out['action'] / scale, target / scale).mean()
+            loss = act
+            rec = {'action': act.item()}
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        state = {k: v.detach() for k, v in out['state'].items()}
+        restart = rng.random(B) < cfg.carry_reset
+        for i in np.flatnonzero(restart):
+            streams.restart(i)
+        state = reset_rows(state, restart)
+        history.append(rec)
+        bar.set_postfix({k: f'{v:.4f}' for k, v in rec.items()})
+    if gated:
+        model.gate_policy = policy
     return history
 
 
@@ -543,7 +685,8 @@ expert chunk for each of the 8 goals), then frozen. Held-out probes: {probe}.
 
 Memory: {warmup} warm-up updates with always-write (action loss only), then {gate} updates with the
 learned gate and action + {w_ib} x IB (future offsets {offsets}, margin {margin}) +
-{w_sparse} x mean write probability. Baselines on the same frozen features, same windows:
+{w_sparse} x mean write probability. {carry}
+Baselines on the same frozen features, same windows:
 always-write (the warm-up + {gate} more updates), GRU (hidden {gru_hidden}; AURA's state is
 {state_floats} floats, a GRU that wide costs 10x more per update on a CPU) and no memory
 ({total} updates each from scratch); in `baselines/` (fp16 safetensors).
@@ -559,6 +702,120 @@ evaluation never uses; the highest success wins, ties go to the higher threshold
 
 See `docs/results/cue_reach.md` (`python -m aura_ros eval cue-reach`).
 """
+
+
+def carry_text(cfg: TrainConfig, iters: int) -> str:
+    """The model card's sentence on the long-episode phase."""
+    if iters <= 0:
+        return 'No long-episode phase.'
+    return (f'Then a long-episode phase for AURA and always-write alike ({iters} updates each, '
+            f'lr {cfg.carry_lr} cosine to a tenth, same losses): truncated BPTT over consecutive '
+            f'{cfg.window}-frame windows of never-reset streams of chained episodes, the memory '
+            f'state carried (detached) from window to window, streams burned in over 0-'
+            f'{cfg.carry_burnin} frames first and restarted empty with probability '
+            f'{cfg.carry_reset} per update, so the head and gate learn to work with W and b '
+            'full of many old tasks (`train_carried`).')
+
+
+CARRY_SECTION = '## Long-episode fine-tune'
+
+
+def finetune_carried(cfg: TrainConfig, model_dir: Path, command: str, log=print) -> dict:
+    """Only the long-episode phase, from the checkpoints already in `model_dir`, in place.
+
+    The backbone (`backbone.onnx`) is not touched: the memory-training episodes are collected
+    again (same seeds as `run`) and their features computed with that ONNX backbone. AURA
+    (`memory.safetensors`) and always-write (`baselines/always_write.safetensors`) get
+    `cfg.carry_iters` updates of `train_carried` each; the GRU and no-memory baselines are
+    left as they are. The gate threshold stays the saved one.
+    """
+    from aura_ros.runtime.model_dir import MEMORY_FILE
+    from aura_ros.training.cue_reach_eval import Backbone, load_methods
+
+    summary_path = model_dir / 'training.json'
+    if summary_path.is_file() and 'carry_finetune' in json.loads(summary_path.read_text()):
+        raise SystemExit(f'{model_dir} already had the long-episode fine-tune (training.json '
+                         '"carry_finetune"); start again from a model without it')
+    torch.set_num_threads(1)
+    start = time.time()
+    spec = load_model_dir(model_dir)
+    task = task_config(cfg.image_size)
+    scale = task.max_step
+    backbone = Backbone(model_dir, spec)
+    models = load_methods(model_dir, spec)
+    renderer = Renderer(task)
+
+    def onnx_features(data: dict) -> torch.Tensor:
+        E, T = data['lamp'].shape
+        flat = {k: data[k].reshape(-1, *data[k].shape[2:]) for k in ('q', 'lamp', 'go')}
+        out = [backbone(render(renderer, flat['q'][idx], flat['lamp'][idx], flat['go'][idx]),
+                        flat['q'][idx])
+               for idx in np.array_split(np.arange(E * T), max(1, E * T // 512))]
+        return torch.cat(out).reshape(E, T, -1)
+
+    args = (cfg.frames, cfg.noise_max, cfg.wander_prob)
+    log(f'collecting {cfg.mem_episodes}+{cfg.val_episodes} episodes, ONNX backbone features')
+    mem_data = collect(task, cfg.seed + MEM_SEED_OFFSET, cfg.mem_episodes, *args)
+    val_data = collect(task, cfg.seed + VAL_SEED_OFFSET, cfg.val_episodes, *args)
+    z_mem, z_val = onnx_features(mem_data), onnx_features(val_data)
+    val_z, val_target = Windows(z_val, val_data, cfg.window, cfg.seed).fixed(64, cfg.seed + 5)
+    target = torch.from_numpy(mem_data['expert'])
+    before = {m: validate(models[m].eval(), val_z, val_target, scale)
+              for m in ('aura', 'always_write')}
+    hist = {}
+    for method, gated in (('aura', True), ('always_write', False)):
+        streams = Streams(z_mem, target, mem_data['onset'], cfg.batch, cfg.window,
+                          cfg.seed * 10 + 3)
+        hist[method] = train_carried(models[method].train(), streams, cfg, cfg.carry_iters,
+                                     f'{method} carried', scale, gated=gated,
+                                     rng_seed=cfg.seed * 10 + 4)
+        models[method].eval()
+    after = {m: validate(models[m], val_z, val_target, scale) for m in ('aura', 'always_write')}
+    for m in after:
+        log(f'held-out {m}: action loss {before[m]["action_loss"]:.4f} -> '
+            f'{after[m]["action_loss"]:.4f}, write rate {before[m]["write_rate"]:.3f} -> '
+            f'{after[m]["write_rate"]:.3f}')
+    save_checkpoint(models['aura'], model_dir / MEMORY_FILE, metadata={'model': spec.name})
+    save_checkpoint(half_precision_copy(models['always_write']),
+                    model_dir / 'baselines' / 'always_write.safetensors',
+                    metadata={'model': MODEL_NAME, 'dtype': 'float16'})
+    for path in model_dir.rglob('*.safetensors'):
+        path.chmod(0o644)
+    wall = time.time() - start
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary['carry_finetune'] = {
+        'command': command, 'wall_s': wall, 'iters': cfg.carry_iters, 'lr': cfg.carry_lr,
+        'burnin': cfg.carry_burnin, 'reset': cfg.carry_reset,
+        'features': 'backbone.onnx (ONNX Runtime)', 'validation_before': before,
+        'validation_after': after, 'final_train': {m: h[-1] for m, h in hist.items()}}
+    summary_path.write_text(json.dumps(summary, indent=2) + '\n')
+    card = model_dir / 'MODEL_CARD.md'
+    if card.is_file():
+        text = card.read_text()
+        eval_head = '## Closed-loop evaluation'
+        section = '\n'.join([
+            CARRY_SECTION, '',
+            'AURA and the always-write baseline were then fine-tuned for long never-reset '
+            'episodes from the checkpoints above, the backbone unchanged:', '',
+            f'    {command}', '',
+            f'Wall time {wall:.0f} s (torch {torch.__version__}, 1 thread). '
+            + carry_text(cfg, cfg.carry_iters).replace('Then a', 'A', 1)
+            + ' Features from `backbone.onnx`. GRU and no memory unchanged.', '',
+            'Open-loop held-out (scaled action MSE, write rate; fresh 256-frame windows), '
+            'before -> after:',
+            *[f'- {m}: {before[m]["action_loss"]:.4f} -> {after[m]["action_loss"]:.4f}, '
+              f'{before[m]["write_rate"]:.3f} -> {after[m]["write_rate"]:.3f}' for m in after],
+            '', ''])
+        if CARRY_SECTION in text:
+            text = text.split(CARRY_SECTION)[0] + eval_head + text.split(eval_head, 1)[1]
+        if eval_head in text:
+            head, tail = text.split(eval_head, 1)
+            text = head + section + eval_head + tail
+        else:
+            text = text.rstrip('\n') + '\n\n' + section
+        card.write_text(text)
+    log(f'updated {model_dir} in {wall:.0f} s')
+    return summary
 
 
 def run(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
@@ -595,6 +852,14 @@ def run(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
     hist['always_write'] = train_memory(always, windows, cfg, cfg.gate_iters, 'always-write',
                                         scale, rng_seed=cfg.seed * 10 + 2)
     models['always_write'] = always
+    if cfg.carry_iters > 0:
+        target = torch.from_numpy(mem_data['expert'])
+        for method, gated in (('aura', True), ('always_write', False)):
+            streams = Streams(z_mem, target, mem_data['onset'], cfg.batch, cfg.window,
+                              cfg.seed * 10 + 3)
+            hist[f'{method}_carried'] = train_carried(
+                models[method], streams, cfg, cfg.carry_iters, f'{method} carried', scale,
+                gated=gated, rng_seed=cfg.seed * 10 + 4)
     for method in ('gru', 'no_memory'):
         torch.manual_seed(cfg.seed)
         model = build_baseline(method, config, cfg.gru_hidden)
@@ -623,7 +888,8 @@ def run(cfg: TrainConfig, out: Path, command: str, log=print) -> dict:
         mem_frames=cfg.mem_episodes * n, val_frames=cfg.val_episodes * n,
         probe=', '.join(f'{k} {v:.3f}' for k, v in probe.items()), warmup=cfg.warmup_iters,
         gate=cfg.gate_iters, w_ib=cfg.w_ib, offsets=list(cfg.offsets), margin=cfg.margin,
-        w_sparse=cfg.w_sparse, gru_hidden=cfg.gru_hidden, state_floats=config.state_floats,
+        w_sparse=cfg.w_sparse, carry=carry_text(cfg, cfg.carry_iters),
+        gru_hidden=cfg.gru_hidden, state_floats=config.state_floats,
         total=cfg.warmup_iters + cfg.gate_iters,
         val_table='\n'.join(f'- {m}: {v["action_loss"]:.4f}, {v["write_rate"]:.3f}'
                             for m, v in val.items()),
@@ -655,5 +921,11 @@ def main(args: argparse.Namespace) -> int:
         if sys.argv[1:3] == ['train', 'cue-reach'] else \
         f'python -m aura_ros train cue-reach --out {args.out} --seed {args.seed}' \
         + (' --quick' if args.quick else '')
+    if getattr(args, 'carry_only', False):
+        cfg = replace(cfg, carry_iters=args.carry_iters or cfg.carry_iters)
+        finetune_carried(cfg, Path(args.out), command.strip())
+        return 0
+    if getattr(args, 'carry_iters', None) is not None:
+        cfg = replace(cfg, carry_iters=args.carry_iters)
     run(cfg, Path(args.out), command.strip())
     return 0

@@ -41,6 +41,9 @@ LABELS = {'aura': 'AURA (learned gate)', 'always_write': 'always-write', 'gru': 
           'no_memory': 'no memory', 'expert': 'scripted expert (true goal)',
           'expert_no_memory': 'scripted expert, forgets the cue'}
 EVAL_SEED_BASE = 7_000_000     # evaluation episodes never share a seed with training ones
+LONG_SEED_BASE = 9_000_000     # long-episode section (`--long-tasks`); training never uses these
+LONG_METHODS = ('aura', 'always_write')
+LONG_BLOCK = 10                # tasks per block of the success-by-block curve
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
@@ -129,6 +132,49 @@ def expert_reference(task: CueReachConfig, seeds: list[int], tasks_per_env: int)
     return out
 
 
+def long_episodes(models: dict, backbone, task: CueReachConfig, seeds: list[int],
+                  tasks_per_env: int, log=print) -> dict:
+    """Success and writes by block of `LONG_BLOCK` tasks over a few very long episodes."""
+    out = {}
+    for method in LONG_METHODS:
+        results, _, _ = rollout(models[method], backbone, task, seeds, tasks_per_env,
+                                desc=f'{method} long')
+        success = np.array([r.success for r in results], np.float64).reshape(len(seeds), -1)
+        writes = np.array([r.writes or 0 for r in results], np.float64).reshape(len(seeds), -1)
+        blocks = [(b, min(b + LONG_BLOCK, tasks_per_env))
+                  for b in range(0, tasks_per_env, LONG_BLOCK)]
+        out[method] = {
+            'success': summarise(results)['success'],
+            'success_by_block': [float(success[:, a:b].mean()) for a, b in blocks],
+            'writes_per_task_by_block': [float(writes[:, a:b].mean()) for a, b in blocks],
+            'blocks': [[a + 1, b] for a, b in blocks]}
+        log(f'{method:>13} long: success {fmt_ci(out[method]["success"])}, by block '
+            + ' '.join(f'{v:.2f}' for v in out[method]['success_by_block']))
+    return out
+
+
+def long_markdown(report: dict) -> list[str]:
+    long, meta = report.get('long'), report['meta']
+    if not long:
+        return []
+    first = next(iter(long.values()))
+    head = '| method | overall [95% CI] | ' + ' | '.join(
+        f'tasks {a}-{b}' for a, b in first['blocks']) + ' |'
+    rows = [head, '|---|---|' + '---|' * len(first['blocks'])]
+    for m, r in long.items():
+        rows.append(f'| {LABELS[m]} | {fmt_ci(r["success"])} | '
+                    + ' | '.join(f'{v:.2f}' for v in r['success_by_block']) + ' |')
+    rows.append(f'| {LABELS["aura"]}: writes / task | - | '
+                + ' | '.join(f'{v:.1f}' for v in long['aura']['writes_per_task_by_block'])
+                + ' |')
+    return [f'## Long episodes ({meta["long_envs"]} x {meta["long_tasks_per_env"]} tasks, '
+            'never reset)', '',
+            f'Success by block of {LONG_BLOCK} tasks along {meta["long_envs"]} episodes of '
+            f'{meta["long_tasks_per_env"]} chained tasks each (seeds {meta["long_seeds"][0]}..'
+            f'{meta["long_seeds"][-1]}), the memory never emptied: the robot use case.', '',
+            *rows, '']
+
+
 def fmt_ci(entry: dict, digits: int = 3) -> str:
     lo, hi = entry['ci95']
     return f'{entry["mean"]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
@@ -166,6 +212,7 @@ def markdown(report: dict) -> str:
         'goal pad for 6 frames before the timeout. Writes per task: frames of the task on which '
         'the memory wrote. Success intervals are Wilson, writes intervals normal.', '',
         f'AURA writes {ratio:.1f}x less than always-write per task.', '',
+        *long_markdown(report),
         '![success vs writes](cue_reach_success_vs_writes.png)', '',
         '![one AURA task](cue_reach_task.png)', ''])
 
@@ -268,16 +315,19 @@ def update_card(model_dir: Path, report: dict) -> None:
     if not card.is_file() or CARD_SECTION not in card.read_text():
         return
     head = card.read_text().split(CARD_SECTION)[0]
-    table = [line for line in markdown(report).splitlines() if line.startswith('|')]
+    long = long_markdown(report)
+    table = [line for line in markdown(report).splitlines()
+             if line.startswith('|') and line not in long]
     meta = report['meta']
     card.write_text(head + CARD_SECTION + '\n\n' + '\n'.join([
         f'`{meta["command"]}`: {meta["envs"]} long episodes, ONNX Runtime backbone '
         f'({meta["provider"]}), gate threshold {meta["gate_threshold"]}. Details and plots: '
-        '`docs/results/cue_reach.md`.', '', *table]) + '\n')
+        '`docs/results/cue_reach.md`.', '', *table, '',
+        *[line.replace('## ', '### ', 1) for line in long]]).rstrip('\n') + '\n')
 
 
 def evaluate(model_dir: Path, tasks: int, envs: int, seed: int, out: Path, command: str,
-             log=print) -> dict:
+             log=print, long_tasks: int = 0, long_envs: int = 4) -> dict:
     torch.set_num_threads(1)
     start = time.time()
     spec = load_model_dir(model_dir)
@@ -299,12 +349,17 @@ def evaluate(model_dir: Path, tasks: int, envs: int, seed: int, out: Path, comma
         log(f'{method:>13}: success {fmt_ci(r["success"])}, writes/task '
             f'{fmt_ci(r["writes_per_task"], 1)} over {r["tasks"]} tasks')
     report['reference'] = expert_reference(task, seeds, per_env)
+    long_seeds = [LONG_SEED_BASE + seed * 1000 + 1 + i for i in range(long_envs)]
+    if long_tasks > 0:
+        report['long'] = long_episodes(models, backbone, task, long_seeds, long_tasks, log)
     report['meta'] = {'command': command, 'model_dir': str(model_dir),
                       'provider': backbone.provider, 'engine': 'onnxruntime backbone + torch '
                       'memory step (batched over episodes, fp32, CPU)', 'envs': envs,
                       'tasks_per_env': per_env, 'seeds': seeds, 'chance': 1 / (N_PADS - 1),
                       'gate_threshold': models['aura'].gate_policy.threshold,
                       'memory_bytes': models['aura'].memory_bytes(1),
+                      'long_envs': long_envs, 'long_tasks_per_env': long_tasks,
+                      'long_seeds': long_seeds,
                       'wall_s': time.time() - start}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + '\n')
@@ -321,6 +376,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     command = 'python -m aura_ros ' + ' '.join(sys.argv[1:]) \
         if sys.argv[1:3] == ['eval', 'cue-reach'] else 'python -m aura_ros eval cue-reach'
-    evaluate(Path(args.model_dir), args.tasks, args.envs, args.seed, Path(args.out), command)
+    if args.long_tasks < 0 or args.long_envs < 1:
+        print('error: --long-tasks must be >= 0 and --long-envs positive')
+        return 2
+    evaluate(Path(args.model_dir), args.tasks, args.envs, args.seed, Path(args.out), command,
+             long_tasks=args.long_tasks, long_envs=args.long_envs)
     return 0
 
