@@ -9,7 +9,7 @@ onnxruntime or rclpy. The function gets the parsed argparse.Namespace and return
 
 To add a command, add one entry, e.g.:
 
-    'bench synthetic': Command('aura_ros.training.bench:synthetic_main',
+    'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
                                'synthetic event-recall benchmark', _bench_synthetic_args),
 """
 
