@@ -86,3 +86,16 @@ def test_parameter_file_matches_the_declarations():
     assert set(params) == set(DECLARATIONS)
     for name, (default, _) in DECLARATIONS.items():
         assert params[name] == default, name
+
+
+def test_demo_launch_starts_the_policy_and_the_simulator():
+    tree = ast.parse((REPO / 'launch' / 'demo.launch.py').read_text())
+    nodes = {}
+    for call in _calls(tree, 'Node'):
+        kwargs = {k.arg: k.value for k in call.keywords}
+        nodes[ast.literal_eval(kwargs['executable'])] = ast.literal_eval(kwargs['name'])
+        assert ast.literal_eval(kwargs['package']) == 'aura_ros'
+    assert nodes == {'aura_node': 'aura', 'aura_sim': 'aura_sim'}
+    setup = (REPO / 'setup.py').read_text()
+    assert "'aura_sim = aura_ros.ros.sim_node:main'" in setup
+    assert _calls(tree, 'OnProcessExit'), 'the demo must end when the simulator ends'
