@@ -377,6 +377,21 @@ def offset_utility(layer: AuraMemLayer, out: dict, target: torch.Tensor, offsets
     return utility, skip
 
 
+def objective(model: nn.Module, out: dict, target: torch.Tensor, cfg: TrainConfig, scale: float,
+              gated: bool) -> tuple[torch.Tensor, dict]:
+    """The training loss of one update and its logged terms: the action loss alone, or with the
+    gate's information-bottleneck (scored at `cfg.offsets`) and sparsity terms."""
+    act = action_loss(out['action'] / scale, target / scale).mean()
+    if not gated:
+        return act, {'action': act.item()}
+    utility, skip = offset_utility(model, out, target, cfg.offsets, scale)
+    ib = ib_loss(out['p'], utility, skip, cfg.margin)
+    sparse = sparsity_loss(out['p'])
+    loss = act + cfg.w_ib * ib + cfg.w_sparse * sparse
+    return loss, {'action': act.item(), 'ib': ib.item(), 'sparse': sparse.item(),
+                  'write_rate': out['g'].mean().item()}
+
+
 def train_memory(model: nn.Module, windows: Windows, cfg: TrainConfig, iters: int, desc: str,
                  scale: float, gated: bool = False, rng_seed: int = 0) -> list[dict]:
     """`iters` Adam updates of `model` on windows; AURA's gate phase when `gated`."""
@@ -393,18 +408,9 @@ def train_memory(model: nn.Module, windows: Windows, cfg: TrainConfig, iters: in
             # more or less eager gate, so the deployed threshold can be chosen afterwards.
             model.gate_policy = LearnedGate(float(jitter.uniform(*cfg.threshold_jitter)))
             out = gated_forward(model, z, cfg.offsets)
-            act = action_loss(out['action'] / scale, target / scale).mean()
-            utility, skip = offset_utility(model, out, target, cfg.offsets, scale)
-            ib = ib_loss(out['p'], utility, skip, cfg.margin)
-            sparse = sparsity_loss(out['p'])
-            loss = act + cfg.w_ib * ib + cfg.w_sparse * sparse
-            rec = {'action': act.item(), 'ib': ib.item(), 'sparse': sparse.item(),
-                   'write_rate': out['g'].mean().item()}
         else:
             out = model(z)
-            act = action_loss(out['action'] / scale, target / scale).mean()
-            loss = act
-            rec = {'action': act.item()}
+        loss, rec = objective(model, out, target, cfg, scale, gated)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -510,18 +516,9 @@ def train_carried(model: nn.Module, streams: Streams, cfg: TrainConfig, iters: i
         z, target = streams.next()
         if gated:
             out = forward(z, state, float(rng.uniform(*cfg.threshold_jitter)))
-            act = action_loss(out['action'] / scale, target / scale).mean()
-            utility, skip = offset_utility(model, out, target, cfg.offsets, scale)
-            ib = ib_loss(out['p'], utility, skip, cfg.margin)
-            sparse = sparsity_loss(out['p'])
-            loss = act + cfg.w_ib * ib + cfg.w_sparse * sparse
-            rec = {'action': act.item(), 'ib': ib.item(), 'sparse': sparse.item(),
-                   'write_rate': out['g'].mean().item()}
         else:
             out = forward(z, state)
-            act = action_loss(out['action'] / scale, target / scale).mean()
-            loss = act
-            rec = {'action': act.item()}
+        loss, rec = objective(model, out, target, cfg, scale, gated)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
