@@ -283,3 +283,14 @@ def test_process_with_a_bad_parameter_exits_non_zero_naming_it(tiny_model_dir):
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "'device'" in output and 'allowed: auto, cpu, cuda' in output
+
+
+def test_process_with_a_broken_model_exits_non_zero_naming_the_file(tiny_model_dir, tmp_path):
+    import shutil
+    broken = tmp_path / 'model'
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / 'memory.safetensors').write_bytes(b'not a checkpoint')
+    proc = node_process('-p', f'model_dir:={broken}')
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    assert 'memory.safetensors' in output and 'Traceback' not in output

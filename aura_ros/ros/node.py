@@ -37,7 +37,7 @@ from aura_ros.ros.conversions import (
     status,
 )
 from aura_ros.ros.params import ParameterError, declare_and_read
-from aura_ros.runtime import AuraRuntime, InputError
+from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.state_file import (
     StateFileError,
     model_fingerprint,
@@ -341,7 +341,7 @@ def main(args=None) -> int:
     try:
         node = AuraNode()
         rclpy.spin(node)
-    except ParameterError as err:
+    except (ParameterError, ModelDirError) as err:   # a bad parameter or model: say which
         print(f'aura_node: {err}', file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
