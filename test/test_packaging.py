@@ -71,16 +71,20 @@ def test_package_xml_is_an_ament_python_package():
     assert 'python3-pytest' in {e.text for e in root.findall('test_depend')}
 
 
-def readme_test_command():
-    """The command in the first shell block of the README's 'Running the tests' section."""
+def readme_commands():
+    """The two commands of the README's 'Two commands' section: set-up + demo, then tests."""
     readme = (ROOT / 'README.md').read_text()
-    section = readme.split('\n## Running the tests\n', 1)[1]
+    section = readme.split('\n## Two commands\n', 1)[1]
     block = re.search(r'```(?:sh|bash)\n(.*?)```', section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip()]
+    return [line.split('#')[0].strip() for line in block.splitlines() if line.strip()]
 
 
 def test_ci_runs_the_readme_test_command():
-    (command,) = readme_test_command()
+    demo, test = readme_commands()
+    assert (demo, test) == ('make demo', 'make test')
+    makefile = (ROOT / 'Makefile').read_text()
+    assert '\ndemo: venv\n' in makefile and '\ntest: venv\n' in makefile
+    command = test
     ci = (ROOT / '.ci' / 'run').read_text().splitlines()
     assert command in [line.strip() for line in ci]
     assert (ROOT / '.ci' / 'run').stat().st_mode & 0o111, '.ci/run must be executable'

@@ -22,7 +22,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -337,10 +337,12 @@ class AuraNode(Node):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
+    executor = SingleThreadedExecutor()    # before the node says it is up: Ctrl-C may come next
     node = None
     try:
         node = AuraNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (ParameterError, ModelDirError) as err:   # a bad parameter or model: say which
         print(f'aura_node: {err}', file=sys.stderr)
         return 2
@@ -350,6 +352,7 @@ def main(args=None) -> int:
         if node is not None:
             node.stop()
             node.destroy_node()
+        executor.shutdown()
         rclpy.try_shutdown()
     return 0
 
