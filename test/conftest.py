@@ -47,13 +47,14 @@ def executor(rclpy_context):
 
 @pytest.fixture
 def make_node(rclpy_context, executor):
-    """make_node(name, **kwargs) -> an rclpy Node added to `executor`, destroyed after the test."""
+    """make_node(name, node_class=Node, **kwargs) -> a node added to `executor`, destroyed after
+    the test."""
     from rclpy.node import Node
 
     nodes = []
 
-    def make(name, **kwargs):
-        node = Node(name, context=rclpy_context, **kwargs)
+    def make(name, node_class=Node, **kwargs):
+        node = node_class(name, context=rclpy_context, **kwargs)
         executor.add_node(node)
         nodes.append(node)
         return node

@@ -10,25 +10,17 @@ TIMEOUT = 15.0
 
 
 @pytest.fixture
-def make_sim(rclpy_context, executor):
+def make_sim(make_node):
     """make_sim(**parameters) -> a SimNode on the test context, spun by `executor`."""
     from rclpy.parameter import Parameter
 
     from aura_ros.ros.sim_node import SimNode
 
-    nodes = []
-
     def make(**overrides):
-        node = SimNode(context=rclpy_context,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-        executor.add_node(node)
-        nodes.append(node)
-        return node
+        return make_node('aura_sim', node_class=SimNode, parameter_overrides=[
+            Parameter(k, value=v) for k, v in overrides.items()])
 
-    yield make
-    for node in nodes:
-        executor.remove_node(node)
-        node.destroy_node()
+    return make
 
 
 def listen(make_node, name='sim_test_listener'):

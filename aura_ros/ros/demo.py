@@ -39,9 +39,9 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
 
 
 def _forward_warnings(node: subprocess.Popen) -> None:
-    """Show what aura_node warns about (rejected or dropped input) and says at shutdown."""
+    """Show what aura_node warns or errs about (rejected input, discarded steps)."""
     for line in node.stdout:
-        if not line.startswith('[INFO]') or 'health' in line:
+        if not line.startswith('[INFO]'):
             print(f'  [aura_node] {LOG_PREFIX.sub("", line.rstrip())}', flush=True)
 
 

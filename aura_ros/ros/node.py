@@ -69,6 +69,7 @@ class AuraNode(Node):
                                                   gate_threshold=p.gate_threshold,
                                                   threads=p.inference_threads)
         self.spec = self.runtime.spec
+        self.state_bytes = self.runtime.memory_bytes()     # constant for the node's lifetime
         self.state_saves = 0
         self.state_bytes_written = 0
         if p.state_file:
@@ -106,7 +107,7 @@ class AuraNode(Node):
         self.get_logger().info(
             f'model {self.spec.name!r} from {p.model_dir}; device {self.runtime.device}, '
             f'backbone provider {self.runtime.provider}, engine {self.runtime.engine}; '
-            f'memory state {self.runtime.memory_bytes()} bytes; gate threshold '
+            f'memory state {self.state_bytes} bytes; gate threshold '
             f'{p.gate_threshold}')
 
     # -- callbacks: hand over, never compute --
@@ -231,7 +232,7 @@ class AuraNode(Node):
                           'step': gate.step, 'writes': gate.writes,
                           'discarded': gate.discarded,
                           'write_rate': gate.writes / max(gate.step, 1),
-                          'state_bytes': self.runtime.memory_bytes(),
+                          'state_bytes': self.state_bytes,
                           'latency_ms': latency * 1e3}
         gate_msg = DiagnosticArray()
         gate_msg.header.stamp = msg.header.stamp
@@ -300,7 +301,7 @@ class AuraNode(Node):
                   'frames_rejected': sum(self.rejected.values()),
                   'nonfinite_state_discarded': self.nonfinite_discarded,
                   'steps': self.runtime.steps, 'writes': self.runtime.writes,
-                  'state_bytes': self.runtime.memory_bytes(), 'device': self.runtime.device,
+                  'state_bytes': self.state_bytes, 'device': self.runtime.device,
                   'execution_provider': self.runtime.provider, 'engine': self.runtime.engine,
                   'gate_threshold': self.runtime.gate_threshold}
         if latencies.size:

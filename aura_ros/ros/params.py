@@ -5,6 +5,7 @@ stops at start instead of failing on the first frame.
 """
 
 import os
+from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,10 @@ class NodeParams:
     inference_threads: int
 
     def qos(self) -> QoSProfile:
+        """The input QoS: ROS's sensor-data profile (best effort) or reliable, at input_depth."""
         if self.input_qos == 'sensor_data':
-            profile = QoSProfile(depth=self.input_depth)
-            profile.reliability = qos_profile_sensor_data.reliability
-            profile.durability = qos_profile_sensor_data.durability
-            profile.history = qos_profile_sensor_data.history
+            profile = copy(qos_profile_sensor_data)
+            profile.depth = self.input_depth
             return profile
         return QoSProfile(depth=self.input_depth, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -377,6 +377,15 @@ def offset_utility(layer: AuraMemLayer, out: dict, target: torch.Tensor, offsets
     return utility, skip
 
 
+def update(model: nn.Module, opt, sched, loss: torch.Tensor) -> None:
+    """One clipped optimiser step and its learning-rate schedule step."""
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def objective(model: nn.Module, out: dict, target: torch.Tensor, cfg: TrainConfig, scale: float,
               gated: bool) -> tuple[torch.Tensor, dict]:
     """The training loss of one update and its logged terms: the action loss alone, or with the
@@ -411,11 +420,7 @@ def train_memory(model: nn.Module, windows: Windows, cfg: TrainConfig, iters: in
         else:
             out = model(z)
         loss, rec = objective(model, out, target, cfg, scale, gated)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        update(model, opt, sched, loss)
         history.append(rec)
         bar.set_postfix({k: f'{v:.4f}' for k, v in rec.items()})
     return history
@@ -519,11 +524,7 @@ def train_carried(model: nn.Module, streams: Streams, cfg: TrainConfig, iters: i
         else:
             out = forward(z, state)
         loss, rec = objective(model, out, target, cfg, scale, gated)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        update(model, opt, sched, loss)
         state = {k: v.detach() for k, v in out['state'].items()}
         restart = rng.random(B) < cfg.carry_reset
         for i in np.flatnonzero(restart):
