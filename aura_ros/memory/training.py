@@ -529,7 +529,7 @@ def _bar(iters: int, desc: str, progress: bool):
     if not progress:
         return range(iters)
     from tqdm import tqdm
-    return tqdm(range(iters), desc=desc, unit='it', dynamic_ncols=True, leave=False)
+    return tqdm(range(iters), desc=desc, unit='it', dynamic_ncols=True, leave=False, disable=None)
 
 
 def _state_grows(model: nn.Module) -> bool:
