@@ -31,7 +31,7 @@ A gate that closes (write rate 0) or sticks open (1) for `collapse_patience` upd
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
@@ -642,6 +642,9 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
         raise TrainingError(f'{type(model).__name__} is not a memory model (needs .config and '
                             f'.init_state, as every model of aura_ros.memory.build_model)')
     check_episodes(model, episodes, config.loss)
+    longest = max(len(ep) for ep in episodes)
+    if not chained and config.window > longest:   # windows would be mostly padding
+        config = replace(config, window=longest)
     learned = has_learned_gate(model)
     if learned:
         _check_gated(model)

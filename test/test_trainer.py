@@ -1,0 +1,185 @@
+"""`python -m aura_ros train`: demonstrations in, a model directory aura_node runs out.
+
+The demonstrations are built in memory (test/trainer_data.py: a cue lamp long before GO); the
+quick configuration trains every stage for a few updates, so these tests check the pipeline, the
+files and the contracts, not the model's quality.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from trainer_data import cue_demonstrations  # noqa: E402
+
+from aura_ros.runtime import load_model_dir  # noqa: E402
+from aura_ros.training import trainer  # noqa: E402
+from aura_ros.training.trainer import (  # noqa: E402
+    TrainerConfig,
+    TrainerError,
+    quick_config,
+    run,
+    split_episodes,
+    targets_of,
+)
+
+QUICK = quick_config(TrainerConfig())
+
+
+@pytest.fixture(scope='module')
+def demos():
+    return cue_demonstrations(episodes=8, frames=48, size=32, chunk=4)
+
+
+@pytest.fixture(scope='module')
+def quick_dir(tmp_path_factory, demos):
+    out = tmp_path_factory.mktemp('trained') / 'model'
+    lines = []
+    report = run(demos, QUICK, out, 'python -m aura_ros train --quick (test)', log=lines.append)
+    return out, report, lines
+
+
+def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
+    out, report, _ = quick_dir
+    spec = load_model_dir(out)
+    assert [c.name for c in spec.cameras] == ['image']
+    assert (spec.cameras[0].height, spec.cameras[0].width) == (32, 32)
+    assert spec.joint_names == demos.joint_names and spec.action_names == demos.action_names
+    assert spec.action_mode == 'absolute' and spec.chunk == 4
+    assert spec.action_period_s == pytest.approx(0.1)
+    assert np.allclose(spec.joint_stats.mean, demos.stats()['joints']['mean'])
+    assert spec.action_stats is not None and min(spec.action_stats.std) > 0
+    assert spec.memory.gate_threshold == report['threshold'] in QUICK.select_thresholds
+    for name in ('MODEL_CARD.md', 'report.json', 'losses.png', 'write_rate.png',
+                 'error_vs_writes.png', 'baselines/always_write.safetensors',
+                 'baselines/no_memory.safetensors'):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / 'report.json').read_text())
+    assert set(saved['held_out']) == {'aura', 'always_write', 'no_memory'}
+    assert saved['held_out']['no_memory']['writes_per_episode'] == 0
+    assert saved['held_out']['always_write']['write_rate'] == 1.0
+    assert len(saved['threshold_sweep']) == len(QUICK.select_thresholds)
+    assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training['gate_iters']
+    card = (out / 'MODEL_CARD.md').read_text()
+    assert 'synthetic cue demonstrations' in card and '| always_write |' in card
+    assert 'offsets [1, 2, 4, 8, 16]' in card
+
+
+def test_the_node_runs_the_trained_model_over_dds(quick_dir, make_node, executor, wait_for):
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    from test_node import Rig
+
+    out, _, _ = quick_dir
+    rig = Rig(make_node, executor, wait_for, out)
+    try:
+        frames = cue_demonstrations(episodes=1, frames=8, size=32).episodes[0].images['image']
+        for pixels in frames[:4]:
+            chunk, gate = rig.step(np.ascontiguousarray(pixels))
+        assert len(chunk.points) == 4
+        assert list(chunk.joint_names) == ['shoulder', 'elbow']
+        assert all(np.isfinite(p.positions).all() for p in chunk.points)
+    finally:
+        rig.close()
+
+
+def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
+    out = tmp_path / 'model'
+    real_train = trainer.train
+
+    def crash_on_always_write(model, *args, **kwargs):
+        if kwargs.get('name') == 'always_write':
+            raise KeyboardInterrupt('stopped by the test')
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, 'train', crash_on_always_write)
+    with pytest.raises(KeyboardInterrupt):
+        run(demos, QUICK, out, 'first')
+    state = json.loads((out / 'checkpoints' / 'state.json').read_text())
+    assert state['done'] == ['backbone', 'features', 'aura:warmup', 'aura:gate', 'aura:carry']
+    monkeypatch.setattr(trainer, 'train', real_train)
+    backbone_file = out / 'checkpoints' / 'backbone.safetensors'
+    stamp = backbone_file.stat().st_mtime_ns
+    lines = []
+    report = run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert any(line.startswith('resuming from') for line in lines)
+    assert not any(line.startswith('aura: training') or line.startswith('backbone:')
+                   for line in lines)
+    assert any(line.startswith('always_write: training') for line in lines)
+    assert backbone_file.stat().st_mtime_ns == stamp
+    assert len(report['histories']['aura']['phases']['warmup']) == QUICK.training['warmup_iters']
+    load_model_dir(out)
+    changed = quick_config(TrainerConfig(seed=1))
+    with pytest.raises(TrainerError, match='cannot resume, the config differs: seed'):
+        run(demos, changed, out, 'resumed', resume=True)
+
+
+def test_forced_gate_collapse_is_logged_and_reported(tmp_path, demos):
+    cfg = quick_config(TrainerConfig(training={'w_sparse': 1000.0, 'w_ib': 0.0, 'lr': 0.05,
+                                               'gate_iters': 10, 'collapse_patience': 4}))
+    lines = []
+    report = run(demos, cfg, tmp_path / 'model', 'collapse', log=lines.append)
+    assert any('WARNING: aura: gate collapsed (closed)' in line for line in lines)
+    assert report['collapses'] and report['collapses'][0]['kind'] == 'closed'
+    assert '**Gate collapse**' in (tmp_path / 'model' / 'MODEL_CARD.md').read_text()
+
+
+def test_bad_config_keys_are_named(tmp_path):
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump({'seed': 1, 'lerning_rate': 0.1}))
+    with pytest.raises(TrainerError, match='unknown key.*lerning_rate'):
+        TrainerConfig.load(path)
+    path.write_text(yaml.safe_dump({'training': {'ofsets': [1, 2]}}))
+    with pytest.raises(TrainerError, match='unknown training key.*ofsets'):
+        TrainerConfig.load(path)
+    path.write_text(yaml.safe_dump({'training': {'offsets': [0, 2]}}))
+    with pytest.raises(TrainerError, match='offsets must be positive'):
+        TrainerConfig.load(path)
+    with pytest.raises(TrainerError, match="action_mode must be 'absolute' or 'delta'"):
+        TrainerConfig(action_mode='relative')
+
+
+def test_cli_names_a_bad_config_key_and_exits_2(tmp_path, capsys):
+    from aura_ros.cli import main
+
+    path = tmp_path / 'train.yaml'
+    path.write_text('held_out: 0.2\nbackbone_kind: cnn\n')
+    code = main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'm'),
+                 '--config', str(path)])
+    assert code == 2 and 'backbone_kind' in capsys.readouterr().err
+
+
+def test_delta_targets_integrate_back_to_the_commands(demos):
+    ep = demos.episodes[0]
+    deltas = targets_of(ep.actions, ep.joints, np.array([0, 1]), 'delta')
+    rebuilt = ep.joints[:, None, :] + np.cumsum(deltas, axis=1)
+    assert np.allclose(rebuilt, ep.actions, atol=1e-6)
+
+
+def test_delta_mode_model_dir(tmp_path, demos):
+    cfg = quick_config(TrainerConfig(action_mode='delta'))
+    run(demos, cfg, tmp_path / 'model', 'delta')
+    spec = load_model_dir(tmp_path / 'model')
+    assert spec.action_mode == 'delta'
+
+
+def test_one_long_episode_is_split_by_time_blocks():
+    one = cue_demonstrations(episodes=1, frames=200)
+    split = split_episodes(one, TrainerConfig(held_out=0.2, time_blocks=10))
+    assert sum(len(e) for e in split.train) + sum(len(e) for e in split.held_out) == 200
+    assert len(split.held_out) == 2 and all(len(e) == 20 for e in split.held_out)
+    assert 'time blocks' in split.how
+    many = split_episodes(cue_demonstrations(episodes=10, frames=20), TrainerConfig())
+    assert (len(many.train), len(many.held_out)) == (8, 2)
+
+
+def test_quick_keeps_the_users_settings():
+    cfg = quick_config(TrainerConfig(training={'gate_iters': 2}, data={'chunk': 2}))
+    assert cfg.training['gate_iters'] == 2 and cfg.training['warmup_iters'] == 6
+    assert cfg.data == {'image_size': (32, 32), 'chunk': 2}
+
+
