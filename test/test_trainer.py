@@ -183,3 +183,55 @@ def test_quick_keeps_the_users_settings():
     assert cfg.data == {'image_size': (32, 32), 'chunk': 2}
 
 
+
+
+def tiny_encoder(path: Path) -> Path:
+    """A user's image encoder: [N, 3, 32, 32] 'pixel_values' -> 'embedding' [N, 8, 1, 1]."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
+                          input_names=['pixel_values'], output_names=['embedding'],
+                          dynamic_axes={'pixel_values': {0: 'n'}, 'embedding': {0: 'n'}})
+    return path
+
+
+def test_a_users_onnx_encoder_becomes_the_backbone(tmp_path, demos):
+    from aura_ros.runtime import AuraRuntime
+
+    encoder = tiny_encoder(tmp_path / 'encoder.onnx')
+    cfg = quick_config(TrainerConfig(backbone='onnx', encoder_onnx=str(encoder),
+                                     encoder_mean=(0.4, 0.4, 0.4), encoder_std=(0.2, 0.2, 0.2)))
+    out = tmp_path / 'model'
+    run(demos, cfg, out, 'onnx encoder')
+    spec = load_model_dir(out)
+    assert spec.memory.d_model == 8 + 2              # encoder width + joints
+    assert spec.cameras[0].mean == (0.4, 0.4, 0.4) and spec.cameras[0].std == (0.2, 0.2, 0.2)
+    # The runtime's backbone gives the features the memory was trained on.
+    import torch
+
+    from aura_ros.training.onnx_encoder import OnnxEncoder
+
+    ep = demos.episodes[0]
+    runtime = AuraRuntime.from_model_dir(out, device='cpu')
+    runtime.step(ep.images['image'][0], 'rgb8', ep.joints[0])
+    joints = (ep.joints[:1] - np.asarray(spec.joint_stats.mean)) / np.asarray(spec.joint_stats.std)
+    mine = OnnxEncoder(cfg, demos).encode([ep.images['image'][:1]],
+                                          torch.from_numpy(joints.astype(np.float32)))
+    assert np.allclose(runtime.features.numpy(), mine.numpy(), atol=1e-5)
+
+
+def test_a_bad_encoder_is_named(tmp_path, demos):
+    encoder = tiny_encoder(tmp_path / 'encoder.onnx')
+    cfg = quick_config(TrainerConfig(backbone='onnx', encoder_onnx=str(encoder),
+                                     encoder_output='logits'))
+    from aura_ros.training.onnx_encoder import EncoderError
+
+    with pytest.raises(EncoderError, match=r"no output 'logits'; outputs: \['embedding'\]"):
+        run(demos, cfg, tmp_path / 'model', 'bad encoder')
