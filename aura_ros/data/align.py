@@ -18,7 +18,7 @@ import numpy as np
 
 from .demonstrations import DataError
 
-EDGE_S = 1e-9   # float slack when a chunk ends exactly on the last command
+EDGE_S = 1e-6   # 1 us of float slack (stamps ~1.7e9 s carry ~2e-7 s): edges are inclusive
 DROP_REASONS = ('duplicate_stamp', 'camera_unmatched', 'no_joint_state', 'stale_joints',
                 'before_first_command', 'after_last_command')
 
@@ -103,6 +103,21 @@ Commands = Union[SampledCommands, TrajectoryCommands]
 
 
 @dataclass
+class RawRecording:
+    """One recording (a bag, a LeRobot episode) before alignment: streams as recorded."""
+
+    name: str
+    camera_stamps: list            # per camera [N_c] float64 seconds, in recorded order
+    camera_frames: list            # per camera [N_c, H, W, 3] uint8 (a spool's np.memmap)
+    joint_stamps: np.ndarray       # [M] float64
+    joint_values: np.ndarray       # [M, n_joints]
+    commands: 'Commands'
+    joint_names: tuple
+    action_names: tuple
+    commands_from: str = ''        # e.g. '/leader/joint_states (sensor_msgs/msg/JointState)'
+
+
+@dataclass
 class Aligned:
     """The rows of one episode: indices into each camera's frames, and what goes with them."""
 
@@ -119,7 +134,7 @@ def split_by_gap(stamps: np.ndarray, gap_s) -> list[tuple[int, int]]:
         return [(0, len(stamps))]
     cuts = np.flatnonzero(np.diff(stamps) > gap_s) + 1
     edges = [0, *cuts.tolist(), len(stamps)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(zip(edges[:-1], edges[1:], strict=False))
 
 
 def median_period(stamp_lists: Sequence[np.ndarray]) -> float:

@@ -19,7 +19,7 @@ CAMERA_NAME = re.compile(r'[a-z][a-z0-9_]*')
 DEFAULT_IMAGE_TOPICS = ('/camera/image_raw',)
 # Last topic segments that say "an image" rather than which camera it is.
 _GENERIC_SEGMENTS = {'image_raw', 'image', 'compressed', 'image_rect', 'image_color',
-                     'image_rect_color', 'color', 'rgb', 'raw', 'camera'}
+                     'image_rect_color', 'color', 'rgb', 'raw', 'camera', 'observation', 'images'}
 
 
 class DataConfigError(DataError):
@@ -53,10 +53,11 @@ def _seconds(value: Any, what: str, optional: bool, zero_ok: bool = False) -> Op
 
 def camera_names_from_topics(topics: tuple[str, ...]) -> tuple[str, ...]:
     """'image' for one camera; else the distinguishing topic segment, e.g. '/front/image_raw'
-    -> 'front' (more segments are joined when the last ones are not unique)."""
+    -> 'front', 'observation.images.wrist' -> 'wrist' (more segments are joined when the last
+    ones are not unique)."""
     if len(topics) == 1:
         return ('image',)
-    split = [[s for s in t.split('/') if s and s.lower() not in _GENERIC_SEGMENTS]
+    split = [[s for s in re.split(r'[/.]', t) if s and s.lower() not in _GENERIC_SEGMENTS]
              for t in topics]
     for depth in range(1, max(len(s) for s in split) + 1):
         names = tuple(_identifier('_'.join(s[-depth:]), i) for i, s in enumerate(split))
@@ -79,18 +80,19 @@ class DataConfig:
     """How to read demonstrations. Every field has a default that suits a one-camera arm."""
 
     image_topics: tuple[str, ...] = DEFAULT_IMAGE_TOPICS
-    camera_names: Optional[tuple[str, ...]] = None     # default: derived (see camera_names_from_topics)
+    camera_names: Optional[tuple[str, ...]] = None     # default: camera_names_from_topics
     joints_topic: str = '/joint_states'
     action_topic: Optional[str] = None        # default: the bag's only command-like topic
     joint_names: Optional[tuple[str, ...]] = None      # default: the first JointState's order
-    action_names: Optional[tuple[str, ...]] = None     # default: joint_names (Float64MultiArray: required)
+    action_names: Optional[tuple[str, ...]] = None     # default: joint_names (required for
+    #                                                    Float64MultiArray commands)
     image_size: tuple[int, int] = (96, 96)    # (height, width) of the model input
     chunk: int = 8
     action_period_s: Optional[float] = None   # default: median camera frame period
     joint_tolerance_s: float = 0.1            # frames whose latest joint state is older: dropped
     camera_skew_s: float = 0.05               # several cameras: max |t_cam - t_first_cam|
     episode_gap_s: Optional[float] = None     # split an episode at camera gaps larger than this
-    cache_dir: Optional[str] = None           # default: <source>/.aura_cache, else ~/.cache/aura_ros
+    cache_dir: Optional[str] = None           # default: <source>/.aura_cache or ~/.cache/aura_ros
 
     def __post_init__(self) -> None:
         topics = _names(self.image_topics, 'image_topics')
@@ -128,7 +130,8 @@ class DataConfig:
             raise DataConfigError(f'DataConfig.image_size must be (height, width) positive '
                                   f'integers, got {size!r}')
         if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-            raise DataConfigError(f'DataConfig.chunk must be a positive integer, got {self.chunk!r}')
+            raise DataConfigError(f'DataConfig.chunk must be a positive integer, '
+                                  f'got {self.chunk!r}')
         set_(self, 'action_period_s', _seconds(self.action_period_s, 'action_period_s', True))
         set_(self, 'joint_tolerance_s',
              _seconds(self.joint_tolerance_s, 'joint_tolerance_s', False, zero_ok=True))
