@@ -57,8 +57,11 @@ def camera_names_from_topics(topics: tuple[str, ...]) -> tuple[str, ...]:
     ones are not unique)."""
     if len(topics) == 1:
         return ('image',)
-    split = [[s for s in re.split(r'[/.]', t) if s and s.lower() not in _GENERIC_SEGMENTS]
-             for t in topics]
+    split = []
+    for topic in topics:
+        segments = [s for s in re.split(r'[/.]', topic) if s]
+        split.append([s for s in segments if s.lower() not in _GENERIC_SEGMENTS]
+                     or segments[:1] or [''])
     for depth in range(1, max(len(s) for s in split) + 1):
         names = tuple(_identifier('_'.join(s[-depth:]), i) for i, s in enumerate(split))
         if len(set(names)) == len(names):

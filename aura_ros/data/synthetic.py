@@ -267,7 +267,8 @@ def write_lerobot_dataset(path, *, cues: Sequence[int] = (0, 1, 2), fps: int = 3
     timestamps in meta/episodes/chunk-000/file-000.parquet. Rows: observation.state = commanded(t)
     (perfect tracking), action = commanded(t), t = frame_index / fps, frames as frame_image (the
     second camera shows 255 - level). codec: 'h264' (libx264) or 'av1' (libsvtav1, lerobot's
-    default), pix_fmt yuv420p, so pixel values are near, not equal, to the pattern. video=False
+    default), pix_fmt yuv420p, so pixel values are near, not equal, to the pattern ('mpeg4' too,
+    a codec lerobot does not write, for error tests). video=False
     stores PNG images in the parquet ('image' features) instead.
     """
     import pyarrow as pa
@@ -402,9 +403,10 @@ def _write_video(path: Path, episodes: list, fps: int, codec: str) -> list[tuple
     import av
 
     encoders = {'h264': ('libx264', {'g': '2', 'crf': '18', 'preset': 'ultrafast'}),
-                'av1': ('libsvtav1', {'g': '2', 'crf': '30', 'preset': '12'})}
+                'av1': ('libsvtav1', {'g': '2', 'crf': '30', 'preset': '12'}),
+                'mpeg4': ('mpeg4', {'g': '2'})}
     if codec not in encoders:
-        raise ValueError(f'codec must be h264 or av1, got {codec!r}')
+        raise ValueError(f'codec must be one of {sorted(encoders)}, got {codec!r}')
     name, options = encoders[codec]
     path.parent.mkdir(parents=True, exist_ok=True)
     bounds, frame_index = [], 0
