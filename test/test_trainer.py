@@ -70,21 +70,75 @@ def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
     assert 'offsets [1, 2, 4, 8, 16]' in card
 
 
-def test_the_node_runs_the_trained_model_over_dds(quick_dir, make_node, executor, wait_for):
-    pytest.importorskip('rclpy', reason='rclpy not installed')
-    from test_node import Rig
+@pytest.fixture(scope='module')
+def bag_dir(tmp_path_factory):
+    """`python -m aura_ros train --data BAGS --out DIR --quick` on three mcap bags of
+    aura_ros.data.synthetic (cue-then-reach, six SO-101 joints, JointTrajectory commands)."""
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_bags
 
-    out, _, _ = quick_dir
-    rig = Rig(make_node, executor, wait_for, out)
+    root = tmp_path_factory.mktemp('bags')
+    bags = write_bags(root / 'bags', cues=(0, 1, 2), storage='mcap', seconds=2.5)
+    out = root / 'model'
+    code = main(['train', '--data', str(bags), '--out', str(out), '--quick',
+                 '--image-topic', '/camera/image_raw', '--joints-topic', '/joint_states'])
+    assert code == 0
+    return out
+
+
+def test_train_quick_on_a_bag_folder_gives_a_model_dir(bag_dir):
+    from aura_ros.data.synthetic import JOINT_NAMES
+
+    spec = load_model_dir(bag_dir)
+    assert spec.joint_names == JOINT_NAMES and spec.action_names == JOINT_NAMES
+    assert [c.name for c in spec.cameras] == ['image'] and spec.chunk == 4
+    assert spec.action_period_s == pytest.approx(1 / 30, rel=0.01)
+    report = json.loads((bag_dir / 'report.json').read_text())
+    assert 'bags' in report['source'] and report['held_out_episodes'] == 1
+    assert report['command'].startswith('python -m aura_ros train --data ')
+
+
+def test_the_node_runs_the_bag_trained_model_over_dds(bag_dir, make_node, executor, wait_for):
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    from sensor_msgs.msg import JointState
+    from test_node import Rig, image_msg
+
+    from aura_ros.data.synthetic import JOINT_NAMES, REST, frame_image
+
+    rig = Rig(make_node, executor, wait_for, bag_dir)
     try:
-        frames = cue_demonstrations(episodes=1, frames=8, size=32).episodes[0].images['image']
-        for pixels in frames[:4]:
-            chunk, gate = rig.step(np.ascontiguousarray(pixels))
-        assert len(chunk.points) == 4
-        assert list(chunk.joint_names) == ['shoulder', 'elbow']
+        for k in range(4):
+            joints = JointState(name=list(JOINT_NAMES), position=[float(v) for v in REST])
+            joints.header.stamp = rig.now()
+            rig.joint_pub.publish(joints)
+            count = len(rig.chunks)
+            rig.image_pub.publish(image_msg(frame_image(k, k / 30, 1, (48, 64)), rig.now()))
+            wait_for(lambda count=count: len(rig.chunks) > count, 10, executor, 'action chunk')
+        chunk = rig.chunks[-1]
+        assert list(chunk.joint_names) == list(JOINT_NAMES) and len(chunk.points) == 4
         assert all(np.isfinite(p.positions).all() for p in chunk.points)
     finally:
         rig.close()
+
+
+def test_train_quick_on_a_lerobot_dataset(tmp_path):
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_lerobot_dataset
+
+    data = write_lerobot_dataset(tmp_path / 'lerobot', cues=(0, 1, 2), seconds=2.0,
+                                 image_size=(32, 32), cameras=('front',))
+    out = tmp_path / 'model'
+    assert main(['train', '--data', str(data), '--out', str(out), '--quick']) == 0
+    spec = load_model_dir(out)
+    assert len(spec.cameras) == 1 and spec.cameras[0].height == 32
+    assert (out / 'MODEL_CARD.md').is_file()
+
+
+def test_cli_refuses_a_non_empty_out_without_resume(bag_dir, capsys):
+    from aura_ros.cli import main
+
+    assert main(['train', '--data', 'x', '--out', str(bag_dir)]) == 2
+    assert '--resume' in capsys.readouterr().err
 
 
 def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):

@@ -347,7 +347,7 @@ class Decoder(nn.Module):
 
 def to_input(images: np.ndarray, mean=IMAGE_MEAN, std=IMAGE_STD) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W] (the camera spec's normalisation)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255.0
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
