@@ -289,3 +289,21 @@ def test_a_bad_encoder_is_named(tmp_path, demos):
 
     with pytest.raises(EncoderError, match=r"no output 'logits'; outputs: \['embedding'\]"):
         run(demos, cfg, tmp_path / 'model', 'bad encoder')
+
+
+def test_features_in_data_gives_a_model_without_backbone(tmp_path):
+    from aura_ros.data import Demonstrations, Episode
+
+    rng = np.random.default_rng(0)
+    episodes = [Episode(name=f'f{i}', stamps=np.arange(40) * 0.1, images={},
+                        joints=rng.normal(size=(40, 2)).astype(np.float32),
+                        actions=rng.normal(size=(40, 3, 2)).astype(np.float32),
+                        features=rng.normal(size=(40, 12)).astype(np.float32))
+                for i in range(4)]
+    demos = Demonstrations(source='features', cameras=(), image_size=(1, 1),
+                           joint_names=('a', 'b'), action_names=('a', 'b'), action_period_s=0.1,
+                           chunk=3, episodes=episodes)
+    run(demos, QUICK, tmp_path / 'model', 'features in')
+    spec = load_model_dir(tmp_path / 'model')
+    assert spec.features_in and spec.memory.d_model == 12
+    assert not (tmp_path / 'model' / 'backbone.onnx').exists()

@@ -778,8 +778,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
                                         cfg.select_tolerance, tcfg.loss, demos.chained)
     results = {m: evaluate(model, held_eps, loss=tcfg.loss, chained=demos.chained)
                for m, model in models.items()}
-    final = evaluate(aura, held_eps, loss=tcfg.loss, chained=demos.chained)
-    if final['writes_per_episode'] == 0:
+    if results['aura']['writes_per_episode'] == 0:
         collapses.append({'model': 'aura', 'phase': 'held-out', 'kind': 'closed',
                           'write_rate': 0.0, 'advice': 'no write on any held-out episode at '
                           f'the selected threshold {threshold}'})
