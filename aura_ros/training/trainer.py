@@ -912,6 +912,11 @@ def main(args: argparse.Namespace) -> int:
     except (TrainerError, TrainingError, DataError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'\ninterrupted; continue with: python -m aura_ros train --data {args.data} '
+              f'--out {args.out} --resume' + (f' --config {args.config}' if args.config else '')
+              + (' --quick' if args.quick else ''), file=sys.stderr)
+        return 130
     return 0
 
 
