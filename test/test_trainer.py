@@ -307,3 +307,14 @@ def test_features_in_data_gives_a_model_without_backbone(tmp_path):
     spec = load_model_dir(tmp_path / 'model')
     assert spec.features_in and spec.memory.d_model == 12
     assert not (tmp_path / 'model' / 'backbone.onnx').exists()
+
+
+def test_an_unknown_data_key_is_named(tmp_path, capsys):
+    from aura_ros.cli import main
+
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump({'data': {'image_topic': '/cam'}}))
+    code = main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'm'),
+                 '--config', str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'data' in err and 'image_topic' in err and 'image_topics' in err

@@ -869,10 +869,9 @@ def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def data_config(cfg: TrainerConfig, args: argparse.Namespace):
-    """The DataConfig from the config's `data` mapping and the command-line topic flags."""
-    from aura_ros.data.config import DataConfig
-
+def with_topics(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
+    """The config with the command-line topic flags in its `data` mapping (so they are in the
+    model card and a resumed run must use the same)."""
     values = dict(cfg.data)
     if getattr(args, 'image_topic', None):
         values['image_topics'] = list(args.image_topic)
@@ -880,7 +879,14 @@ def data_config(cfg: TrainerConfig, args: argparse.Namespace):
         values['joints_topic'] = args.joints_topic
     if getattr(args, 'action_topic', None):
         values['action_topic'] = args.action_topic
-    return DataConfig.from_dict(values, where='train config: data')
+    return replace(cfg, data=values)
+
+
+def data_config(cfg: TrainerConfig):
+    """The DataConfig of the config's `data` mapping (unknown keys named)."""
+    from aura_ros.data.config import DataConfig
+
+    return DataConfig.from_dict(dict(cfg.data), where='train config: data')
 
 
 def main(args: argparse.Namespace) -> int:
@@ -901,7 +907,8 @@ def main(args: argparse.Namespace) -> int:
             print(f'error: {out} exists and is not empty (--resume to continue a run there, '
                   '--force to train into it anew)', file=sys.stderr)
             return 2
-        dcfg = data_config(cfg, args)
+        cfg = with_topics(cfg, args)
+        dcfg = data_config(cfg)
         from aura_ros.data import load_demonstrations
 
         demos = load_demonstrations(args.data, dcfg)
@@ -913,9 +920,8 @@ def main(args: argparse.Namespace) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f'\ninterrupted; continue with: python -m aura_ros train --data {args.data} '
-              f'--out {args.out} --resume' + (f' --config {args.config}' if args.config else '')
-              + (' --quick' if args.quick else ''), file=sys.stderr)
+        print('\ninterrupted; continue with the same command and --resume (checkpoints in '
+              f'{Path(args.out) / CHECKPOINTS})', file=sys.stderr)
         return 130
     return 0
 
