@@ -16,8 +16,11 @@ optional bool mask [T] of the steps whose action is scored. The recipe, for a le
    The IB target of step t is whether writing at t lowers the loss of the actions at t + each of
    `offsets` (state before t, later queries, detached). The offsets must reach as far as the
    task's longest cue-to-use gap: a contiguous 4-step horizon calls a cue shown 100 frames
-   before it matters useless and closes the gate on it. The threshold is drawn per update from
-   `threshold_jitter` so the head works under any threshold `select_threshold` picks later.
+   before it matters useless and closes the gate on it. They are spaced ~1.5x apart, not 2x:
+   offsets past a window's end do not count, so with 60-frame episodes and a cue 45 frames
+   before GO, powers of two (32, then 64) would miss every scored step after GO. The threshold
+   is drawn per update from `threshold_jitter` so the head works under any threshold that
+   `select_threshold` picks later.
 3. carried phase (`carry_iters`): truncated BPTT over consecutive windows of whole episodes, the
    state carried (detached) from window to window and reset at episode boundaries unless the
    data is `chained`, so the head and gate learn to act with a memory that holds many old
@@ -71,7 +74,8 @@ def _number(name: str, value, low: float = -math.inf, high: float = math.inf) ->
 class TrainingConfig:
     """How a memory model is trained; checked on creation, every field named in errors."""
 
-    offsets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)   # IB: steps ahead a write counts
+    # IB: the steps ahead at which a write's utility is scored (~1.5x apart, up to 128)
+    offsets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
     window: int = 256              # steps per training window (the BPTT length)
     batch: int = 16                # windows per update
     warmup_iters: int = 300
