@@ -107,7 +107,12 @@ def sparsity_loss(p: Tensor, target_rate: Optional[float] = None,
 def aura_objective(layer: nn.Module, out: dict, target: Tensor, kind: str = 'mse',
                    w_ib: float = 1.0, w_sparse: float = 0.1, margin: float = 0.2,
                    target_rate: Optional[float] = None) -> dict[str, Tensor]:
-    """Every term separately and their weighted `total`. Needs `counterfactual=True` outputs."""
+    """Every term separately and their weighted `total`. Needs `counterfactual=True` outputs.
+
+    The IB term here only looks `config.ib_horizon` contiguous steps ahead: a cue shown long
+    before the actions that need it scores as useless and the gate closes on it. For your own
+    data use `aura_ros.memory.training.train`, which scores writes at long step offsets.
+    """
     terms = {'action': action_loss(out['action'], target, kind).mean()}
     utility, skip = write_utility(layer, out, target, kind)
     terms['ib'] = ib_loss(out['p'], utility, skip, margin)
