@@ -375,7 +375,9 @@ def reset_rows(state: dict, rows: np.ndarray) -> dict:
 
 def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0: int = 0) -> dict:
     """Sequence forward of an AuraMemLayer that also keeps what `offset_utility` needs: the
-    (detached) state before every step and the inner prediction errors."""
+    (detached) state before every step and the vector a write at that step would store (`e`:
+    the inner prediction error for the delta rule, the layer's `_write_vector` if it has one)."""
+    write_vector = getattr(layer, '_write_vector', lambda e, v: e)
     B, T, _ = z.shape
     proj = layer._project(z)
     if state is None:
@@ -389,7 +391,7 @@ def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0:
         reads.append(read)
         ps.append(p)
         gs.append(g)
-        errors.append(e.detach())
+        errors.append(write_vector(e.detach(), proj_t['v'].detach()))
     read = torch.stack(reads, 1)
     return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
             'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
