@@ -162,7 +162,9 @@ class So101SimNode(Node):
                               'frame': 0, 'time': 0.0}])
         self.publish_frame()
         if self.params['lockstep']:
-            self.timer = self.create_timer(0.05, self.check_lockstep)
+            timeout = self.params['lockstep_timeout_s']
+            self.timer = self.create_timer(min(0.05, timeout / 2) if timeout else 0.05,
+                                           self.check_lockstep)
         else:
             self.timer = self.create_timer(self.period / self.params['time_scale'] / 2,
                                            self.tick)

@@ -34,8 +34,22 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+_GL_PACKAGES = {'egl': 'libegl1 and libgl1-mesa-dri', 'osmesa': 'libosmesa6',
+                'glfw': 'libglfw3 (and a display)'}
+
+
+class RenderError(RuntimeError):
+    """Offscreen rendering is not available; the message names the missing system package."""
+
+
 os.environ.setdefault('MUJOCO_GL', 'egl')   # headless; must be set before mujoco is imported
-import mujoco  # noqa: E402
+try:
+    import mujoco  # noqa: E402
+except (AttributeError, ImportError, OSError) as _err:   # mujoco loads the GL library at import
+    _backend = os.environ['MUJOCO_GL']
+    raise RenderError(f'mujoco cannot load its MUJOCO_GL={_backend} back end ({_err}); install '
+                      f'the Debian package(s) {_GL_PACKAGES.get(_backend, "of an OpenGL driver")} '
+                      'or set MUJOCO_GL to another back end (egl, osmesa)') from _err
 
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll',
                'gripper')
@@ -51,14 +65,6 @@ LAMP_DARK = (40, 40, 44)
 LAMPS = ('cue', 'decoy', 'go')
 #: Home: tool above the base, wrist down, gripper closed. Also the episode's start pose.
 HOME_Q = np.array([0.0, -1.3, 0.6, 1.3, 0.0, 0.0])
-_GL_PACKAGES = {'egl': 'libegl1 and libgl1-mesa-dri', 'osmesa': 'libosmesa6',
-                'glfw': 'libglfw3 (and a display)'}
-
-
-class RenderError(RuntimeError):
-    """Offscreen rendering is not available; the message names the missing system package."""
-
-
 @dataclass(frozen=True)
 class So101Config:
     """Task timing (in frames), geometry (metres) and cameras of SO-101 cue-reach."""
@@ -188,9 +194,9 @@ def pad_positions(config: So101Config) -> np.ndarray:
 _PAN_AXIS = (0.0388, 0.0)          # shoulder_pan axis in the base frame (so101_new_calib.xml)
 _PAD_TOP = 0.004
 _LAMP_R = 0.032
-_LAMP_POS = {'cue': (0.12, 0.30, 0.10), 'decoy': (-0.02, -0.28, 0.10), 'go': (-0.12, 0.0, 0.10)}
+_LAMP_POS = {'cue': (0.12, 0.30, 0.10), 'decoy': (-0.02, -0.28, 0.10), 'go': (0.34, -0.24, 0.08)}
 #: A 3/4 view from the front right: the pads, the arm and all three lamps stay in sight.
-_CAMERA_POS, _CAMERA_TARGET, _CAMERA_FOVY = (0.46, -0.36, 0.40), (0.08, 0.0, 0.05), 55.0
+_CAMERA_POS, _CAMERA_TARGET, _CAMERA_FOVY = (0.52, -0.30, 0.45), (0.05, 0.0, 0.05), 58.0
 
 
 def _rgba(rgb, alpha: float = 1.0) -> list[float]:
