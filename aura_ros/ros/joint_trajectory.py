@@ -6,8 +6,8 @@ Per joint, the follower keeps a piecewise-linear plan of absolute position targe
 - starts at header.stamp (a zero stamp means "now"); point i is due at start + time_from_start;
 - drops its points that are already in the past (a trajectory with none left is rejected);
 - replaces, for the joints it names, the rest of the old plan from its first point on: the old
-  plan still runs until then, and the target moves linearly from where the old plan would be to
-  the new first point;
+  plan's points before it are kept, and the target moves linearly from the last of them (or
+  from where the old plan is now) to the new first point, as JTC does from the state at receipt;
 - leaves the joints it does not name alone, so an arm and a gripper controller on two topics
   both work.
 
