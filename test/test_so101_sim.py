@@ -215,3 +215,26 @@ def test_bad_parameters_fail_at_start(rclpy_context):
                      parameter_overrides=[Parameter('trajectory_topics', value=[''])])
     with pytest.raises(ValueError, match='n_pads'):
         So101SimNode(context=rclpy_context, parameter_overrides=[Parameter('n_pads', value=9)])
+
+
+def test_real_time_driven_like_aura_node(make_sim, make_node, executor, wait_for):
+    """aura_node's output, unchanged: on every image an absolute chunk stamped with the
+    publisher's own clock (at or after publication), point i due (i + 1) action periods later."""
+    sim = make_sim(lockstep=False, time_scale=1.0)
+    node, got, pubs = _client(make_node)
+    goal, period, answered = 0.4, 1 / 30, []
+
+    def answer():
+        if got['image'] and (not answered or answered[-1] is not got['image'][-1]):
+            answered.append(got['image'][-1])
+            q = got['joints'][-1].position[0] if got['joints'] else 0.0
+            chunk = [q + np.clip(goal - q, -0.05 * (i + 1), 0.05 * (i + 1)) for i in range(4)]
+            stamp = node.get_clock().now().nanoseconds * 1e-9
+            pubs['arm'].publish(_trajectory(['shoulder_pan'], stamp, [
+                ((i + 1) * period, [p]) for i, p in enumerate(chunk)]))
+        return got['joints'] and abs(got['joints'][-1].position[0] - goal) < 0.03 \
+            and len(answered) > 30
+
+    wait_for(answer, TIMEOUT, executor, 'the arm to follow the chunks to the goal')
+    assert sim.trajectories >= 20
+    assert sum(sim.rejected.values()) <= sim.trajectories // 10   # a late chunk under load
