@@ -123,6 +123,10 @@ def _record_demos_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
     parser.add_argument('--size', type=int, default=96, help='square camera image size')
     parser.add_argument('--wrist-camera', action='store_true', help='also record /wrist_image')
+    parser.add_argument('--delay-min', type=int, default=30,
+                        help='frames from the end of the cue to GO, at least (default 30)')
+    parser.add_argument('--delay-max', type=int, default=150,
+                        help='frames from the end of the cue to GO, at most (default 150)')
 
 
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:

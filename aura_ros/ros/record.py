@@ -165,7 +165,8 @@ def _matched(sim: So101SimNode, expert: ExpertNode, recorder: BagRecorder) -> bo
 
 
 def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96,
-           wrist_camera: bool = False, timeout_s: float = 3600.0,
+           wrist_camera: bool = False, delay: tuple[int, int] = (30, 150),
+           timeout_s: float = 3600.0,
            log: Optional[Callable[[str], None]] = print) -> dict:
     """Record `tasks` expert tasks into a new bag at `out`; returns a summary dict."""
     out = Path(out)
@@ -181,8 +182,8 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96
             Parameter('lockstep', value=True), Parameter('seed', value=seed),
             Parameter('max_tasks', value=tasks), Parameter('n_pads', value=n_pads),
             Parameter('image_width', value=size), Parameter('image_height', value=size),
-            Parameter('wrist_camera', value=wrist_camera), Parameter('lockstep_timeout_s',
-                                                                     value=5.0)])
+            Parameter('wrist_camera', value=wrist_camera), Parameter('delay_min', value=delay[0]),
+            Parameter('delay_max', value=delay[1]), Parameter('lockstep_timeout_s', value=5.0)])
         nodes.append(sim)
         expert = ExpertNode(sim.world, context=context)
         nodes.append(expert)
@@ -237,7 +238,8 @@ def main(args: argparse.Namespace) -> int:
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
     summary = record(Path(args.out), args.tasks, seed=args.seed, n_pads=args.pads,
-                     size=args.size, wrist_camera=args.wrist_camera)
+                     size=args.size, wrist_camera=args.wrist_camera,
+                     delay=(args.delay_min, args.delay_max))
     rate = summary['successes'] / max(summary['tasks'], 1)
     print(f'record-demos: {summary["tasks"]} tasks ({rate:.0%} expert successes), '
           f'{summary["frames"]} frames in {summary["wall_seconds"]:.0f} s -> {args.out}')

@@ -53,6 +53,9 @@ PARAMETERS = {
     'wrist_camera': (False, "also publish the wrist camera on 'wrist_image'"),
     'n_pads': (3, 'look-alike pads (2 to 4)'),
     'seed': (0, 'episode seed: goals, delays and distractors are deterministic given it'),
+    'delay_min': (30, 'frames from the end of the cue to GO, at least'),
+    'delay_max': (150, 'frames from the end of the cue to GO, at most (uniform)'),
+    'distractor_prob': (0.02, 'chance per frame that a distractor flash starts'),
     'time_scale': (1.0, 'real-time mode: sim seconds per wall second'),
     'lockstep': (False, 'advance one frame per answered frame (see the module docstring)'),
     'lockstep_timeout_s': (1.0, 'lockstep: wall seconds to wait for an answer (0: forever)'),
@@ -92,7 +95,9 @@ class So101SimNode(Node):
         self.params = p
         self.config = So101Config(width=int(p['image_width']), height=int(p['image_height']),
                                   wrist_camera=bool(p['wrist_camera']), n_pads=int(p['n_pads']),
-                                  frame_hz=float(p['frame_hz']))
+                                  frame_hz=float(p['frame_hz']), delay_min=int(p['delay_min']),
+                                  delay_max=int(p['delay_max']),
+                                  distractor_prob=float(p['distractor_prob']))
         self.world = So101World(self.config, seed=int(p['seed']))
         self.period = self.config.period
         self.base = 0.0                     # sim time (s) of frame 0, set by start()
