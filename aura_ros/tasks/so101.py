@@ -30,6 +30,7 @@ Everything is deterministic given the seed. No ROS here: aura_ros.ros.so101_sim 
 import functools
 import importlib.util
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -415,6 +416,8 @@ class So101World:
         """uint8 [H, W, 3] RGB image of every camera (`config.cameras`), as of now."""
         if self._renderer is None:
             self._renderer = make_renderer(self.model, self.config.height, self.config.width)
+            # closed before the interpreter tears EGL down, even if nobody calls close()
+            self._closer = weakref.finalize(self, self._renderer.close)
         for lamp, rgb in self.lamp_colours().items():
             self.model.geom_rgba[self.lamp_geom[lamp]] = _rgba(rgb)
         images = {}
@@ -424,8 +427,9 @@ class So101World:
         return images
 
     def close(self) -> None:
+        """Free the GL context (rendering again makes a new one)."""
         if self._renderer is not None:
-            self._renderer.close()
+            self._closer()
             self._renderer = None
 
     # -- dynamics ------------------------------------------------------------------------------
