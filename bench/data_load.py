@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip()
         result = {
-            'command': 'nice -n 10 python bench/data_load.py ' + ' '.join(argv or sys.argv[1:]),
+            'command': ' '.join(['nice -n 10 python bench/data_load.py',
+                                 *(argv or sys.argv[1:])]),
             'commit': commit,
             'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(),
                         'python': platform.python_version(),

@@ -73,10 +73,13 @@ def test_bag_aligned_numbers_exact(tmp_path, storage, command):
     assert isinstance(ep.images['image'], np.memmap)
 
 
-def test_zero_header_stamps_use_receive_time(tmp_path):
-    bag = write_bag(tmp_path / 'bag', 'mcap', cue=2, command='joint_state', header_stamps=False)
+@pytest.mark.parametrize('command', ['trajectory', 'joint_state'])
+def test_zero_header_stamps_use_receive_time(tmp_path, command):
+    # stamps zero: frames, joints and trajectory starts fall back to the receive time
+    bag = write_bag(tmp_path / 'bag', 'mcap', cue=2, command=command, header_stamps=False)
     demos = load_demonstrations(bag, config(tmp_path), progress=False)
-    check_episode(demos.episodes[0], cue=2, frames=list(range(83)))
+    last = 90 if command == 'trajectory' else 82
+    check_episode(demos.episodes[0], cue=2, frames=list(range(last + 1)))
 
 
 def test_header_stamps_win_over_receive_time(tmp_path):
