@@ -473,8 +473,8 @@ def _video_info(path: Path, fps: int) -> dict:
         s = container.streams.video[0]
         return {'video.height': s.height, 'video.width': s.width,
                 'video.codec': s.codec_context.codec.canonical_name if s.codec_context else '',
-                'video.pix_fmt': s.pix_fmt, 'video.is_depth_map': False, 'video.fps': fps,
-                'video.channels': 3, 'has_audio': False}
+                'video.pix_fmt': s.pix_fmt, 'video.fps': fps, 'video.channels': 3,
+                'has_audio': False, 'is_depth_map': False}
 
 
 def _stats(rows: dict, images: dict, names: list) -> dict:
