@@ -52,7 +52,7 @@ def test_second_load_reads_the_cache_only(tmp_path, count_reads):
     same(first, second)
     assert isinstance(second.episodes[0].images['image'], np.memmap)
     assert second.report['cache'] == str(entry)
-    assert not list(entry.parent.glob('*.tmp-*')) and not list(entry.parent.glob('*.spool'))
+    assert not list(entry.parent.glob('*.tmp-*')) and not list(entry.parent.glob('*.spool*'))
 
 
 def test_lerobot_second_load_reads_the_cache_only(tmp_path, count_reads):
