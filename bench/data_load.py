@@ -5,8 +5,9 @@
 
 Writes a synthetic rosbag2 bag (aura_ros.data.synthetic.write_bag) of --seconds of 640x480 rgb8
 frames at --fps, joint states at 100 Hz and leader-arm commands at 50 Hz, into a temporary
-folder, then times load_demonstrations twice with the default DataConfig (96x96, chunk 8): the
-first decodes every frame, the second only maps the cache. A benchmark, not a test: numbers
+folder, then times load_demonstrations with the default DataConfig (96x96, chunk 8): --repeat
+first loads (rebuild=True: each decodes every frame) and 5 cached loads (only map the cache);
+medians are reported with every time. A benchmark, not a test: numbers
 depend on the machine, its disk and its load.
 """
 
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
     parser.add_argument('--out', default='docs/results/data_load.json')
     parser.add_argument('--keep', default=None, help='write the bag here and keep it')
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='first loads to time (each rebuilds the cache); cached: 5')
     args = parser.parse_args(argv)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix='aura_data_load_'))
@@ -51,12 +56,16 @@ def main(argv=None) -> int:
         write_s = time.perf_counter() - t
         config = DataConfig(cache_dir=str(work / 'cache'))
         shutil.rmtree(work / 'cache', ignore_errors=True)
-        t = time.perf_counter()
-        first = load_demonstrations(bag, config, progress=False)
-        first_s = time.perf_counter() - t
-        t = time.perf_counter()
-        second = load_demonstrations(bag, config, progress=False)
-        cached_s = time.perf_counter() - t
+        first_times, cached_times = [], []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            first = load_demonstrations(bag, config, progress=False, rebuild=True)
+            first_times.append(time.perf_counter() - t)
+        for _ in range(5):
+            t = time.perf_counter()
+            second = load_demonstrations(bag, config, progress=False)
+            cached_times.append(time.perf_counter() - t)
+        first_s, cached_s = float(np.median(first_times)), float(np.median(cached_times))
         t = time.perf_counter()
         touched = sum(int(ep.images['image'][::10].sum() % 7) for ep in second.episodes)
         read_all_s = time.perf_counter() - t
@@ -75,6 +84,9 @@ def main(argv=None) -> int:
             'config': {'image_size': list(config.image_size), 'chunk': config.chunk},
             'rows': first.frames,
             'first_load_s': round(first_s, 3),
+            'first_load_s_each': [round(x, 3) for x in first_times],
+            'cached_load_s_each': [round(x, 5) for x in cached_times],
+            'statistic': 'median',
             'first_load_frames_per_s': round(first.report['frames_read'] / first_s, 1),
             'cached_load_s': round(cached_s, 4),
             'speedup': round(first_s / cached_s, 1),
