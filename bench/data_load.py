@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aura_ros.data import DataConfig  # noqa: E402
+from aura_ros.data.images import Resizer  # noqa: E402
 from aura_ros.data.load import load_demonstrations  # noqa: E402
 from aura_ros.data.synthetic import write_bag  # noqa: E402
 
@@ -69,6 +70,12 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         touched = sum(int(ep.images['image'][::10].sum() % 7) for ep in second.episodes)
         read_all_s = time.perf_counter() - t
+        resize = Resizer(config.image_size)
+        frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+        t = time.perf_counter()
+        for _ in range(100):
+            resize(frame, 'rgb8')
+        resize_ms = (time.perf_counter() - t) * 10
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip()
         result = {
@@ -92,6 +99,7 @@ def main(argv=None) -> int:
             'speedup': round(first_s / cached_s, 1),
             'cache_bytes': folder_bytes(work / 'cache'),
             'read_every_10th_cached_image_s': round(read_all_s, 4),
+            'resize_640x480_ms_per_frame': round(resize_ms, 2),
             '_checksum': touched,
         }
         print(json.dumps(result, indent=2))
