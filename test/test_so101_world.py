@@ -107,8 +107,10 @@ def test_expert_succeeds_and_a_memoryless_guess_does_not():
     while len(world.outcomes) < 24:
         guess = guesses.setdefault(world.task.index, int(rng.integers(config.n_pads)))
         world.step(expert.act(world.joint_positions(), guess, world.go))
-    wins = sum(o.success for o in world.outcomes)
+    score = so101.summarise([o.to_dict() for o in world.outcomes])
+    wins = score['successes']
     assert wins <= 14, f'{wins}/24 by guessing (chance 1/3)'
+    assert score['tasks'] == 24 and score['reasons'].get('reached', 0) == wins
     assert {o.reason for o in world.outcomes if not o.success} == {'wrong_pad'}
 
 

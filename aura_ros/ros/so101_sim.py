@@ -44,7 +44,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.joint_trajectory import TrajectoryError, TrajectoryFollower
-from aura_ros.tasks.so101 import JOINT_NAMES, So101Config, So101World
+from aura_ros.tasks.so101 import JOINT_NAMES, So101Config, So101World, summarise
 
 PARAMETERS = {
     'frame_hz': (30.0, 'frames (images, joint states, task logic) per second of sim time'),
@@ -303,8 +303,9 @@ class So101SimNode(Node):
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
-        wins = sum(bool(e['success']) for e in self.finished)
-        summary = {'event': 'summary', 'tasks': len(self.finished), 'successes': wins,
+        score = summarise(self.finished)
+        wins = score['successes']
+        summary = {'event': 'summary', **score,
                    'frames': self.world.frame, 'time': round(self.world.time, 6),
                    'trajectories': self.trajectories, 'rejected': dict(self.rejected),
                    'lockstep_timeouts': self.lockstep_timeouts}

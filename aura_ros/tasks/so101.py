@@ -532,6 +532,16 @@ class So101World:
                            end_frame=self.frame, distractors=task.distractors)
 
 
+def summarise(outcomes: list[dict]) -> dict:
+    """Score a run from its 'success' / 'failure' events (or TaskOutcome dicts): one per task."""
+    wins = sum(bool(o['success']) for o in outcomes)
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        reasons[o['reason']] = reasons.get(o['reason'], 0) + 1
+    return {'tasks': len(outcomes), 'successes': wins,
+            'success_rate': wins / len(outcomes) if outcomes else None, 'reasons': reasons}
+
+
 #: Event kinds `So101World.step` returns, each a dict with 'event', 'task', 'frame', 'time'.
 EVENTS = {
     'cue': 'the CUE lamp lights in the goal colour: goal (pad index), colour (name)',
