@@ -52,7 +52,7 @@ def test_second_load_reads_the_cache_only(tmp_path, count_reads):
     same(first, second)
     assert isinstance(second.episodes[0].images['image'], np.memmap)
     assert second.report['cache'] == str(entry)
-    assert not list(entry.parent.glob('*.tmp-*')) and not list(entry.parent.glob('*.spool'))
+    assert not list(entry.parent.glob('*.tmp-*')) and not list(entry.parent.glob('*.spool*'))
 
 
 def test_lerobot_second_load_reads_the_cache_only(tmp_path, count_reads):
@@ -101,3 +101,18 @@ def test_default_cache_dir_next_to_a_file_source(tmp_path):
     mcap = next(bag.glob('*.mcap'))
     assert default_cache_dir(mcap) == bag.resolve() / '.aura_cache'
     assert default_cache_dir(bag) == bag.resolve() / '.aura_cache'
+
+
+def test_inspect_command(tmp_path, capsys):
+    from aura_ros.data.__main__ import main
+
+    bag = write_bag(tmp_path / 'bag', command='joint_state')
+    (tmp_path / 'data.yaml').write_text(f'chunk: 4\ncache_dir: {tmp_path / "cache"}\n')
+    assert main([str(bag), '--config', str(tmp_path / 'data.yaml')]) == 0
+    out = capsys.readouterr().out
+    assert 'episodes:      1 (87 frames; bag: 87)' in out
+    assert 'dropped_after_last_command: 4' in out
+    (tmp_path / 'bad.yaml').write_text('chunk: 4\nfps: 30\n')
+    assert main([str(bag), '--config', str(tmp_path / 'bad.yaml')]) == 1
+    assert 'unknown key(s): fps' in capsys.readouterr().err
+    assert main([str(tmp_path / 'nothing')]) == 1

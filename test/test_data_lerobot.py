@@ -121,3 +121,15 @@ def test_column_subset_and_period(tmp_path):
     want = np.stack([commanded(t + (i + 1) * 0.05, 0)[:, [0]] for i in range(3)], axis=1)
     np.testing.assert_allclose(ep.actions, want, atol=1e-6)
     assert ep.stamps[-1] + 3 * 0.05 <= 1.0 + 1e-9 < ep.stamps[-1] + 1 / FPS + 3 * 0.05
+
+
+@pytest.mark.parametrize('video', [True, False])
+def test_v21_layout(tmp_path, video):
+    root = write_lerobot_dataset(tmp_path / 'ds', cues=(1, 2), seconds=1.0, version='v2.1',
+                                 video=video)
+    assert (root / 'meta/episodes.jsonl').is_file()
+    if video:
+        assert (root / 'videos/chunk-000/observation.images.front/episode_000001.mp4').is_file()
+    demos = load(root, tmp_path)
+    assert 'LeRobot v2.1' in demos.source
+    check(demos, (1, 2), 1.0, pixel_tolerance=3 if video else 0)

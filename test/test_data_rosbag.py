@@ -73,10 +73,13 @@ def test_bag_aligned_numbers_exact(tmp_path, storage, command):
     assert isinstance(ep.images['image'], np.memmap)
 
 
-def test_zero_header_stamps_use_receive_time(tmp_path):
-    bag = write_bag(tmp_path / 'bag', 'mcap', cue=2, command='joint_state', header_stamps=False)
+@pytest.mark.parametrize('command', ['trajectory', 'joint_state'])
+def test_zero_header_stamps_use_receive_time(tmp_path, command):
+    # stamps zero: frames, joints and trajectory starts fall back to the receive time
+    bag = write_bag(tmp_path / 'bag', 'mcap', cue=2, command=command, header_stamps=False)
     demos = load_demonstrations(bag, config(tmp_path), progress=False)
-    check_episode(demos.episodes[0], cue=2, frames=list(range(83)))
+    last = 90 if command == 'trajectory' else 82
+    check_episode(demos.episodes[0], cue=2, frames=list(range(last + 1)))
 
 
 def test_header_stamps_win_over_receive_time(tmp_path):
@@ -177,3 +180,18 @@ def test_folder_of_bags_one_episode_each(tmp_path, storage):
         check_episode(ep, cue, t0=START_S + 10 * i, frames=list(range(83)))
     assert demos.frames == 3 * 83
     assert storage in demos.source
+
+
+def test_folder_of_loose_bag_files_both_storages(tmp_path):
+    folder = tmp_path / 'loose'
+    folder.mkdir()
+    for i, storage in enumerate(('sqlite3', 'mcap')):
+        bag = write_bag(tmp_path / f'b{i}', storage, cue=i, command='joint_state',
+                        start_s=START_S + 10 * i)
+        file = next(p for p in bag.iterdir() if p.suffix in ('.mcap', '.db3'))
+        file.rename(folder / f'take_{i}{file.suffix}')
+    demos = load_demonstrations(folder, config(tmp_path), progress=False)
+    assert [ep.name for ep in demos.episodes] == ['take_0.db3', 'take_1.mcap']
+    for i, ep in enumerate(demos.episodes):
+        check_episode(ep, i, t0=START_S + 10 * i, frames=list(range(83)))
+    assert 'mcap+sqlite3' in demos.source

@@ -65,8 +65,9 @@ def lerobot_files(root: Path) -> list[Path]:
 class _Rows:
     """frames[rows] of a shared spool through an episode's own row table (no copy)."""
 
-    def __init__(self, frames: np.ndarray, rows: np.ndarray):
+    def __init__(self, frames: Optional[np.ndarray], rows: np.ndarray):
         self.frames, self.rows = frames, rows
+        self.camera = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -206,88 +207,48 @@ def decode_video(path: Path, resize: Resizer, spool: FrameSpool, progress: bool)
 def read_lerobot(root, config: DataConfig, workdir: Path, *,
                  progress: bool = True) -> LeRobotRead:
     """Every episode of a LeRobot dataset as RawRecordings (frames spooled under workdir)."""
-    from PIL import Image
-
     root = Path(root)
     where = str(root)
     info = json.loads((root / 'meta' / 'info.json').read_text())
-    features, fps = info.get('features', {}), float(info.get('fps', 0))
+    fps = float(info.get('fps', 0))
     if fps <= 0:
         raise DataError(f'{where}: meta/info.json has no positive fps')
-    camera_keys = [k for k, f in features.items() if f.get('dtype') in ('video', 'image')]
-    if tuple(config.image_topics) != DEFAULT_IMAGE_TOPICS:
-        unknown = [k for k in config.image_topics if k not in camera_keys]
-        if unknown:
-            raise DataError(f'{where}: camera feature(s) {", ".join(unknown)} not in the '
-                            f'dataset; its camera features: {", ".join(camera_keys) or "none"}')
-        camera_keys, cameras = list(config.image_topics), config.camera_names
-    else:
-        if not camera_keys:
-            raise DataError(f'{where}: no camera (video or image) feature in meta/info.json')
-        cameras = camera_names_from_topics(tuple(camera_keys))
+    camera_keys, cameras = _select_cameras(info, config, where)
     state_names, action_names = _names(info, STATE, where), _names(info, ACTION, where)
     joint_cols = _columns(state_names, config.joint_names, STATE, where)
     action_cols = _columns(action_names, config.action_names, ACTION, where)
     episodes = _episodes(root, info, where)
-    image_keys = [k for k in camera_keys if features[k]['dtype'] == 'image']
+    image_keys = [k for k in camera_keys if info['features'][k]['dtype'] == 'image']
     table = _read_table(_data_files(root, info, episodes),
                         ['episode_index', 'frame_index', 'timestamp', STATE, ACTION, *image_keys])
     ep_col = table.column('episode_index').to_numpy()
     frame_col = table.column('frame_index').to_numpy()
-    ts_col = table.column('timestamp').to_numpy().astype(np.float64)
     # lerobot stamps frames at frame_index / fps (float32 in the file): use the exact grid
     grid = frame_col / fps
+    ts_col = table.column('timestamp').to_numpy().astype(np.float64)
     ts_col = np.where(np.abs(ts_col - grid) < 1e-4, grid, ts_col)
     states, actions = _matrix(table.column(STATE)), _matrix(table.column(ACTION))
 
-    resize = Resizer(config.image_size)
-    spools = [FrameSpool(Path(workdir) / f'lerobot.{c}.frames', config.image_size)
-              for c in cameras]
-    video_stamps: list[dict] = [{} for _ in cameras]   # per camera: video path -> (stamps, first)
-    rows_by_ep = {}
-    for ep in episodes:
-        sel = np.flatnonzero(ep_col == ep['episode_index'])
-        rows_by_ep[ep['episode_index']] = sel[np.argsort(frame_col[sel], kind='stable')]
+    frames = _Frames(root, info, table, config, workdir, cameras, progress)
     recordings = []
-    for ep in tqdm(episodes, desc='episodes', unit='ep', disable=not progress, leave=False):
-        e = ep['episode_index']
-        rows = rows_by_ep[e]
-        if len(rows) == 0:
-            continue
-        t = ts_col[rows]
-        frames = []
-        for c, key in enumerate(camera_keys):
-            if features[key]['dtype'] == 'image':
-                start = spools[c].count
-                for cell in table.column(key).take(rows).to_pylist():
-                    data = cell['bytes'] if isinstance(cell, dict) else cell
-                    with Image.open(io.BytesIO(data)) as img:
-                        spools[c].append(resize(np.asarray(img.convert('RGB'))))
-                frames.append(_Rows(None, np.arange(start, start + len(rows))))
+    try:
+        for ep in tqdm(episodes, desc='episodes', unit='ep', disable=not progress, leave=False):
+            e = ep['episode_index']
+            sel = np.flatnonzero(ep_col == e)
+            rows = sel[np.argsort(frame_col[sel], kind='stable')]
+            if len(rows) == 0:
                 continue
-            path = _video_path(root, info, key, ep)
-            if path not in video_stamps[c]:
-                first = spools[c].count
-                video_stamps[c][path] = (decode_video(path, resize, spools[c], progress), first)
-            stamps, first = video_stamps[c][path]
-            query = float(ep.get(f'videos/{key}/from_timestamp', 0.0)) + t
-            nearest = _nearest(stamps, query)
-            off = np.abs(stamps[nearest] - query)
-            if len(stamps) == 0 or np.any(off > 0.5 / fps):
-                raise DataError(f'{path}: episode {e} frames at {query[np.argmax(off)]:.3f} s '
-                                'have no video frame within half a frame period (from/to '
-                                'timestamps do not match the video)')
-            frames.append(_Rows(None, first + nearest))
-        recordings.append(RawRecording(
-            name=f'episode_{e:06d}', camera_stamps=[t] * len(cameras), camera_frames=frames,
-            joint_stamps=t, joint_values=states[rows][:, joint_cols],
-            commands=SampledCommands(t, actions[rows][:, action_cols]),
-            joint_names=tuple(state_names[i] for i in joint_cols),
-            action_names=tuple(action_names[i] for i in action_cols), commands_from=ACTION))
-    arrays = [s.array() for s in spools]
-    for rec in recordings:
-        for c, f in enumerate(rec.camera_frames):
-            f.frames = arrays[c]
+            t = ts_col[rows]
+            recordings.append(RawRecording(
+                name=f'episode_{e:06d}', camera_stamps=[t] * len(cameras),
+                camera_frames=[frames.episode(c, key, ep, rows, t)
+                               for c, key in enumerate(camera_keys)],
+                joint_stamps=t, joint_values=states[rows][:, joint_cols],
+                commands=SampledCommands(t, actions[rows][:, action_cols]),
+                joint_names=tuple(state_names[i] for i in joint_cols),
+                action_names=tuple(action_names[i] for i in action_cols), commands_from=ACTION))
+    finally:
+        frames.close()
     if not recordings:
         raise DataError(f'{where}: empty dataset: no frames')
     version = info.get('codebase_version')
@@ -295,6 +256,78 @@ def read_lerobot(root, config: DataConfig, workdir: Path, *,
                        action_period_s=config.action_period_s or 1.0 / fps,
                        source=f'{root} (LeRobot {version}, {len(recordings)} episodes, '
                               f'{fps:g} fps)')
+
+
+def _select_cameras(info: dict, config: DataConfig, where: str) -> tuple[list, tuple]:
+    """Camera feature keys and their names: all video/image features, or those configured."""
+    camera_keys = [k for k, f in info.get('features', {}).items()
+                   if f.get('dtype') in ('video', 'image')]
+    if tuple(config.image_topics) != DEFAULT_IMAGE_TOPICS:
+        unknown = [k for k in config.image_topics if k not in camera_keys]
+        if unknown:
+            raise DataError(f'{where}: camera feature(s) {", ".join(unknown)} not in the '
+                            f'dataset; its camera features: {", ".join(camera_keys) or "none"}')
+        return list(config.image_topics), tuple(config.camera_names)
+    if not camera_keys:
+        raise DataError(f'{where}: no camera (video or image) feature in meta/info.json')
+    return camera_keys, camera_names_from_topics(tuple(camera_keys))
+
+
+class _Frames:
+    """Decodes each camera's frames once into a spool and hands out per-episode row tables."""
+
+    def __init__(self, root: Path, info: dict, table, config: DataConfig, workdir: Path,
+                 cameras: tuple, progress: bool):
+        self.root, self.info, self.table, self.progress = root, info, table, progress
+        self.fps = float(info['fps'])
+        self.resize = Resizer(config.image_size)
+        self.spools = [FrameSpool(Path(workdir) / f'lerobot.{c}.frames', config.image_size)
+                       for c in cameras]
+        self.videos: list[dict] = [{} for _ in cameras]   # path -> (stamps, first spool row)
+        self.handed_out: list[_Rows] = []
+
+    def episode(self, c: int, key: str, ep: dict, rows: np.ndarray, t: np.ndarray) -> '_Rows':
+        if self.info['features'][key]['dtype'] == 'image':
+            out = _Rows(None, self._images(c, key, rows))
+        else:
+            out = _Rows(None, self._video_rows(c, key, ep, t))
+        out.camera = c
+        self.handed_out.append(out)
+        return out
+
+    def _images(self, c: int, key: str, rows: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        start = self.spools[c].count
+        for cell in self.table.column(key).take(rows).to_pylist():
+            data = cell['bytes'] if isinstance(cell, dict) else cell
+            with Image.open(io.BytesIO(data)) as img:
+                self.spools[c].append(self.resize(np.asarray(img.convert('RGB'))))
+        return np.arange(start, start + len(rows))
+
+    def _video_rows(self, c: int, key: str, ep: dict, t: np.ndarray) -> np.ndarray:
+        path = _video_path(self.root, self.info, key, ep)
+        if path not in self.videos[c]:
+            first = self.spools[c].count
+            stamps = decode_video(path, self.resize, self.spools[c], self.progress)
+            if len(stamps) == 0:
+                raise DataError(f'{path}: no frame could be decoded')
+            self.videos[c][path] = (stamps, first)
+        stamps, first = self.videos[c][path]
+        query = float(ep.get(f'videos/{key}/from_timestamp', 0.0)) + t
+        nearest = _nearest(stamps, query)
+        off = np.abs(stamps[nearest] - query)
+        if np.any(off > 0.5 / self.fps):
+            raise DataError(f'{path}: episode {ep["episode_index"]} frame at '
+                            f'{query[np.argmax(off)]:.3f} s has no video frame within half a '
+                            'frame period (from/to timestamps do not match the video)')
+        return first + nearest
+
+    def close(self) -> None:
+        """Map the spools and point every handed-out row table at its camera's frames."""
+        arrays = [s.array() for s in self.spools]
+        for rows in self.handed_out:
+            rows.frames = arrays[rows.camera]
 
 
 def _nearest(stamps: np.ndarray, query: np.ndarray) -> np.ndarray:

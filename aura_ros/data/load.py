@@ -9,6 +9,7 @@ a .mcap/.db3 file or a folder of bags is rosbag2. The first load reads and decod
 """
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def load_demonstrations(path, config: Optional[DataConfig] = None, *, progress: 
     if rebuild:
         shutil.rmtree(entry, ignore_errors=True)
     entry.parent.mkdir(parents=True, exist_ok=True)
-    work = entry.with_name(f'{entry.name}.spool')
+    work = entry.with_name(f'{entry.name}.spool-{os.getpid()}')   # one per process
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:

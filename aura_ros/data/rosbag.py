@@ -152,109 +152,134 @@ def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optio
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
-    where = str(bag)
-    joint_names = config.joint_names or joint_names
-    action_names = config.action_names or action_names
-    resize = Resizer(config.image_size)
     try:
         reader = AnyReader([bag], default_typestore=_typestore())
         reader.open()
     except Exception as err:   # rosbags raises its own error classes per storage plugin
-        raise DataError(f'{where}: cannot open the bag: {err}') from err
+        raise DataError(f'{bag}: cannot open the bag: {err}') from err
     try:
-        topics = reader.topics
-        cam_types = [_require(where, topics, t, CAMERA_TYPES, 'camera')
-                     for t in config.image_topics]
-        _require(where, topics, config.joints_topic, (JOINT_STATE,), 'joints')
-        action_topic, action_type = pick_action_topic(where, topics, config)
-        if action_type == MULTI_ARRAY and config.action_names is None:
-            raise DataError(f'{where}: commands on {action_topic} are std_msgs/'
-                            'Float64MultiArray, which carries no joint names; set action_names')
-        cam_index = {t: i for i, t in enumerate(config.image_topics)}
-        stamps = [[] for _ in config.image_topics]
-        sizes: list = [None] * len(config.image_topics)
-        spools = [FrameSpool(Path(workdir) / f'{bag.name}.{c}.frames', config.image_size)
-                  for c in config.camera_names]
-        joint_t, joint_v, cmd_t, cmd_v, traj_points = [], [], [], [], []
-        joint_conns = [c for c in reader.connections if c.topic == config.joints_topic]
-        if joint_names is None:   # the joints' order names the columns, whatever comes first
-            for conn, _, raw in reader.messages(connections=joint_conns):
-                joint_names = _first_names(reader.deserialize(raw, conn.msgtype), where,
-                                           conn.topic)
-                break
-        pick_joints = _ByName(joint_names, config.joints_topic, where) if joint_names else None
-        pick_cmd = None
-        wanted = {*config.image_topics, config.joints_topic, action_topic}
-        connections = [c for c in reader.connections if c.topic in wanted]
-        total = sum(c.msgcount for c in connections)
-        messages = tqdm(reader.messages(connections=connections), total=total, leave=False,
-                        desc=f'read {bag.name}', unit='msg', disable=not progress)
-        for conn, receive_ns, raw in messages:
-            msg = reader.deserialize(raw, conn.msgtype)
-            t = _stamp(msg, receive_ns)
-            if conn.topic in cam_index:
-                i = cam_index[conn.topic]
-                label = f'{where}: camera {conn.topic}'
-                if cam_types[i] == IMAGE:
-                    image, encoding = raw_image(msg, label)
-                else:
-                    image, encoding = compressed_image(msg, label), 'rgb8'
-                if sizes[i] is None:
-                    sizes[i] = image.shape[:2]
-                elif sizes[i] != image.shape[:2]:
-                    raise DataError(f'{label}: mixed image sizes: {sizes[i][1]}x{sizes[i][0]} '
-                                    f'then {image.shape[1]}x{image.shape[0]} (width x height) at '
-                                    f't={t:.3f} s; record one resolution per camera')
-                spools[i].append(resize(image, encoding))
-                stamps[i].append(t)
-            elif conn.topic == config.joints_topic:
-                if pick_joints is None:
-                    joint_names = joint_names or _first_names(msg, where, conn.topic)
-                    pick_joints = _ByName(joint_names, conn.topic, where)
-                joint_v.append(pick_joints(msg.name, msg.position))
-                joint_t.append(t)
-            else:
-                if pick_cmd is None and action_type != MULTI_ARRAY:
-                    action_names = action_names or joint_names or _first_names(msg, where,
-                                                                               conn.topic)
-                    pick_cmd = _ByName(action_names, conn.topic, where)
-                if action_type == JOINT_STATE:
-                    cmd_v.append(pick_cmd(msg.name, msg.position))
-                    cmd_t.append(t)
-                elif action_type == TRAJECTORY:
-                    traj_points.append(_trajectory(msg, t, pick_cmd))
-                else:
-                    values = np.asarray(msg.data, np.float64)
-                    if len(values) != len(action_names):
-                        raise DataError(f'{where}: {conn.topic} Float64MultiArray has '
-                                        f'{len(values)} values, action_names has '
-                                        f'{len(action_names)}')
-                    cmd_v.append(values)
-                    cmd_t.append(t)
+        cam_types, action_topic, action_type = _check_topics(str(bag), reader.topics, config)
+        joint_names = config.joint_names or joint_names or _first_joint_names(reader, config,
+                                                                              str(bag))
+        streams = _Streams(bag, config, workdir, cam_types, action_topic, action_type,
+                           joint_names, config.action_names or action_names or joint_names)
+        try:
+            wanted = {*config.image_topics, config.joints_topic, action_topic}
+            connections = [c for c in reader.connections if c.topic in wanted]
+            messages = tqdm(reader.messages(connections=connections), leave=False,
+                            total=sum(c.msgcount for c in connections), desc=f'read {bag.name}',
+                            unit='msg', disable=not progress)
+            for conn, receive_ns, raw in messages:
+                msg = reader.deserialize(raw, conn.msgtype)
+                streams.add(conn.topic, msg, _stamp(msg, receive_ns))
+        finally:
+            streams.close()
     finally:
         reader.close()
-    for topic, s in zip(config.image_topics, stamps, strict=False):
-        if not s:
-            raise DataError(f'{where}: camera topic {topic} has no messages')
-    if not joint_t:
-        raise DataError(f'{where}: joints topic {config.joints_topic} has no messages')
-    if not cmd_t and not traj_points:
-        raise DataError(f'{where}: command topic {action_topic} has no messages')
-    if action_type == TRAJECTORY:
-        traj_points = [p for p in traj_points if p is not None]
-        if not traj_points:
-            raise DataError(f'{where}: every JointTrajectory on {action_topic} has no points')
-        commands: Commands = TrajectoryCommands(
-            starts=np.array([p[0] for p in traj_points]), times=[p[1] for p in traj_points],
-            positions=[p[2] for p in traj_points])
-    else:
-        commands = SampledCommands(np.array(cmd_t), np.stack(cmd_v))
-    return RawRecording(name=bag.name, camera_stamps=[np.array(s) for s in stamps],
-                        camera_frames=[s.array() for s in spools],
-                        joint_stamps=np.array(joint_t), joint_values=np.stack(joint_v),
-                        commands=commands,
-                        joint_names=tuple(joint_names), action_names=tuple(action_names),
-                        commands_from=f'{action_topic} ({action_type})')
+    return streams.recording()
+
+
+def _check_topics(where: str, topics: dict, config: DataConfig) -> tuple[list, str, str]:
+    """Camera types, command topic and command type, or DataError naming what is wrong."""
+    cam_types = [_require(where, topics, t, CAMERA_TYPES, 'camera') for t in config.image_topics]
+    _require(where, topics, config.joints_topic, (JOINT_STATE,), 'joints')
+    action_topic, action_type = pick_action_topic(where, topics, config)
+    if action_type == MULTI_ARRAY and config.action_names is None:
+        raise DataError(f'{where}: commands on {action_topic} are std_msgs/'
+                        'Float64MultiArray, which carries no joint names; set action_names')
+    return cam_types, action_topic, action_type
+
+
+def _first_joint_names(reader, config: DataConfig, where: str) -> Optional[tuple]:
+    """The first JointState's names: they name the columns, whatever message comes first."""
+    conns = [c for c in reader.connections if c.topic == config.joints_topic]
+    for conn, _, raw in reader.messages(connections=conns):
+        return _first_names(reader.deserialize(raw, conn.msgtype), where, conn.topic)
+    return None          # no joint states at all: reported by _Streams.recording
+
+
+class _Streams:
+    """Collects one bag's messages per role as they stream past."""
+
+    def __init__(self, bag: Path, config: DataConfig, workdir: Path, cam_types: list,
+                 action_topic: str, action_type: str, joint_names, action_names):
+        self.where, self.config = str(bag), config
+        self.name = bag.name
+        self.cam_types, self.action_topic, self.action_type = cam_types, action_topic, action_type
+        self.cam_index = {t: i for i, t in enumerate(config.image_topics)}
+        self.resize = Resizer(config.image_size)
+        self.spools = [FrameSpool(Path(workdir) / f'{bag.name}.{c}.frames', config.image_size)
+                       for c in config.camera_names]
+        self.stamps: list = [[] for _ in config.image_topics]
+        self.sizes: list = [None] * len(config.image_topics)
+        self.joint_names = tuple(joint_names or ())
+        self.action_names = tuple(action_names or ())
+        self.pick_joints = _ByName(self.joint_names, config.joints_topic, self.where)
+        self.pick_cmd = _ByName(self.action_names, action_topic, self.where)
+        self.joint_t, self.joint_v, self.cmd_t, self.cmd_v, self.trajectories = [], [], [], [], []
+
+    def add(self, topic: str, msg, t: float) -> None:
+        if topic in self.cam_index:
+            self.camera(self.cam_index[topic], topic, msg, t)
+        elif topic == self.config.joints_topic:
+            self.joint_v.append(self.pick_joints(msg.name, msg.position))
+            self.joint_t.append(t)
+        elif self.action_type == TRAJECTORY:
+            self.trajectories.append(_trajectory(msg, t, self.pick_cmd))
+        elif self.action_type == JOINT_STATE:
+            self.cmd_v.append(self.pick_cmd(msg.name, msg.position))
+            self.cmd_t.append(t)
+        else:
+            values = np.asarray(msg.data, np.float64)
+            if len(values) != len(self.action_names):
+                raise DataError(f'{self.where}: {topic} Float64MultiArray has {len(values)} '
+                                f'values, action_names has {len(self.action_names)}')
+            self.cmd_v.append(values)
+            self.cmd_t.append(t)
+
+    def camera(self, i: int, topic: str, msg, t: float) -> None:
+        label = f'{self.where}: camera {topic}'
+        if self.cam_types[i] == IMAGE:
+            image, encoding = raw_image(msg, label)
+        else:
+            image, encoding = compressed_image(msg, label), 'rgb8'
+        if self.sizes[i] is None:
+            self.sizes[i] = image.shape[:2]
+        elif self.sizes[i] != image.shape[:2]:
+            (h0, w0), (h, w) = self.sizes[i], image.shape[:2]
+            raise DataError(f'{label}: mixed image sizes: {w0}x{h0} then {w}x{h} (width x '
+                            f'height) at t={t:.3f} s; record one resolution per camera')
+        self.spools[i].append(self.resize(image, encoding))
+        self.stamps[i].append(t)
+
+    def close(self) -> None:
+        for spool in self.spools:
+            spool.close()
+
+    def recording(self) -> RawRecording:
+        for topic, stamps in zip(self.config.image_topics, self.stamps, strict=True):
+            if not stamps:
+                raise DataError(f'{self.where}: camera topic {topic} has no messages')
+        if not self.joint_t:
+            raise DataError(f'{self.where}: joints topic {self.config.joints_topic} has no '
+                            'messages')
+        trajectories = [p for p in self.trajectories if p is not None]
+        if not self.cmd_t and not trajectories:
+            what = 'has no messages' if not self.trajectories else \
+                'has only JointTrajectory messages without points'
+            raise DataError(f'{self.where}: command topic {self.action_topic} {what}')
+        if self.action_type == TRAJECTORY:
+            commands: Commands = TrajectoryCommands(
+                starts=np.array([p[0] for p in trajectories]),
+                times=[p[1] for p in trajectories], positions=[p[2] for p in trajectories])
+        else:
+            commands = SampledCommands(np.array(self.cmd_t), np.stack(self.cmd_v))
+        return RawRecording(
+            name=self.name, camera_stamps=[np.array(s) for s in self.stamps],
+            camera_frames=[s.array() for s in self.spools], joint_stamps=np.array(self.joint_t),
+            joint_values=np.stack(self.joint_v), commands=commands,
+            joint_names=self.joint_names, action_names=self.action_names,
+            commands_from=f'{self.action_topic} ({self.action_type})')
 
 
 def _first_names(msg, where: str, topic: str) -> tuple:

@@ -258,7 +258,8 @@ def write_bags(folder, cues: Sequence[int] = (0, 1, 2), storage: str = 'mcap', *
 def write_lerobot_dataset(path, *, cues: Sequence[int] = (0, 1, 2), fps: int = 30,
                           seconds: float = 3.0, image_size: tuple[int, int] = (64, 64),
                           codec: str = 'h264', cameras: Sequence[str] = ('front',),
-                          video: bool = True, task: str = 'reach the cued target') -> Path:
+                          video: bool = True, task: str = 'reach the cued target',
+                          version: str = 'v3.0') -> Path:
     """Write a LeRobot v3.0 dataset (the layout lerobot's own writer produces) of one episode
     per cue; returns its root.
 
@@ -269,8 +270,12 @@ def write_lerobot_dataset(path, *, cues: Sequence[int] = (0, 1, 2), fps: int = 3
     second camera shows 255 - level). codec: 'h264' (libx264) or 'av1' (libsvtav1, lerobot's
     default), pix_fmt yuv420p, so pixel values are near, not equal, to the pattern ('mpeg4' too,
     a codec lerobot does not write, for error tests). video=False
-    stores PNG images in the parquet ('image' features) instead.
+    stores PNG images in the parquet ('image' features) instead. version='v2.1' writes the older
+    layout instead: one data/chunk-000/episode_XXXXXX.parquet and one
+    videos/chunk-000/<key>/episode_XXXXXX.mp4 per episode, meta/episodes.jsonl, tasks.jsonl.
     """
+    if version not in ('v3.0', 'v2.1'):
+        raise ValueError(f'version must be v3.0 or v2.1, got {version!r}')
     import pyarrow as pa
 
     root = Path(path)
@@ -323,7 +328,10 @@ def write_lerobot_dataset(path, *, cues: Sequence[int] = (0, 1, 2), fps: int = 3
     columns['timestamp'] = pa.array(rows['timestamp'], pa.float32())
     for key in ('frame_index', 'episode_index', 'index', 'task_index'):
         columns[key] = pa.array(rows[key], pa.int64())
-    _write_parquet(pa.table(columns), root / 'data/chunk-000/file-000.parquet')
+    table = pa.table(columns)
+    if version == 'v2.1':
+        return _write_v21(root, table, images, episodes, features, fps, codec, video, task, n)
+    _write_parquet(table, root / 'data/chunk-000/file-000.parquet')
 
     if video:
         for key in keys:
@@ -358,6 +366,34 @@ def write_lerobot_dataset(path, *, cues: Sequence[int] = (0, 1, 2), fps: int = 3
     }
     (root / 'meta/info.json').write_text(json.dumps(info, indent=4))
     (root / 'meta/stats.json').write_text(json.dumps(stats, indent=4))
+    return root
+
+
+def _write_v21(root: Path, table, images: dict, episodes: list, features: dict, fps: int,
+               codec: str, video: bool, task: str, n: int) -> Path:
+    """The v2.1 layout: a parquet and an mp4 per episode, metadata as JSON lines."""
+    for ep in episodes:
+        e = ep['episode_index']
+        _write_parquet(table.slice(e * n, n), root / f'data/chunk-000/episode_{e:06d}.parquet')
+        for key in images if video else ():
+            out = root / f'videos/chunk-000/{key}/episode_{e:06d}.mp4'
+            _write_video(out, [images[key][e]], fps, codec)
+            features[key]['info'] = _video_info(out, fps)
+    lines = [json.dumps({'episode_index': ep['episode_index'], 'tasks': ep['tasks'],
+                         'length': ep['length']}) for ep in episodes]
+    (root / 'meta/episodes.jsonl').write_text('\n'.join(lines) + '\n')
+    (root / 'meta/tasks.jsonl').write_text(json.dumps({'task_index': 0, 'task': task}) + '\n')
+    info = {
+        'codebase_version': 'v2.1', 'robot_type': 'so101_follower',
+        'total_episodes': len(episodes), 'total_frames': n * len(episodes), 'total_tasks': 1,
+        'total_videos': len(episodes) * len(images) if video else 0, 'total_chunks': 1,
+        'chunks_size': 1000, 'fps': fps, 'splits': {'train': f'0:{len(episodes)}'},
+        'data_path': 'data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet',
+        'video_path': 'videos/chunk-{episode_chunk:03d}/{video_key}/'
+                      'episode_{episode_index:06d}.mp4' if video else None,
+        'features': features,
+    }
+    (root / 'meta/info.json').write_text(json.dumps(info, indent=4))
     return root
 
 
@@ -437,8 +473,8 @@ def _video_info(path: Path, fps: int) -> dict:
         s = container.streams.video[0]
         return {'video.height': s.height, 'video.width': s.width,
                 'video.codec': s.codec_context.codec.canonical_name if s.codec_context else '',
-                'video.pix_fmt': s.pix_fmt, 'video.is_depth_map': False, 'video.fps': fps,
-                'video.channels': 3, 'has_audio': False}
+                'video.pix_fmt': s.pix_fmt, 'video.fps': fps, 'video.channels': 3,
+                'has_audio': False, 'is_depth_map': False}
 
 
 def _stats(rows: dict, images: dict, names: list) -> dict:
