@@ -32,6 +32,7 @@ A gate that closes (write rate 0) or sticks open (1) for `collapse_patience` upd
 `GateCollapseWarning` with what to try, and the history records it.
 """
 
+import inspect
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -379,7 +380,9 @@ def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0:
     the inner prediction error for the delta rule, the layer's `_write_vector` if it has one)."""
     write_vector = getattr(layer, '_write_vector', lambda e, v: e)
     B, T, _ = z.shape
-    proj = layer._project(z)
+    # time-aware layer variants take the step index of z[:, 0]
+    timed = 't0' in inspect.signature(layer._project).parameters
+    proj = layer._project(z, t0) if timed else layer._project(z)
     if state is None:
         state = layer.init_state(B, z.device)
     reads, ps, gs, prev_W, prev_b, errors = [], [], [], [], [], []
