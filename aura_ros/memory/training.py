@@ -477,10 +477,11 @@ class TrainHistory:
 
 
 COLLAPSE_ADVICE = {
-    'closed': 'the gate never writes: lower w_sparse (now {w_sparse}) or the margin (now '
-              '{margin}), warm up longer or with a lower warmup_write_rate (now {wrate}), make '
-              'the offsets reach the longest cue-to-use gap (now up to {reach}), and check that '
-              'the features still show the cue (backbone)',
+    'closed': 'the gate never writes: warm up with sparser random writes (warmup_write_rate, '
+              'now {wrate}; try 0.15) so the head learns to act on a memory of few writes, '
+              'lower w_sparse (now {w_sparse}) or the margin (now {margin}), make the offsets '
+              'reach the longest cue-to-use gap (now up to {reach}), and check that the '
+              'features still show the cue (backbone)',
     'open': 'the gate writes every step: raise w_sparse (now {w_sparse}) or set a target_rate, '
             'raise the margin (now {margin}), and check the IB offsets are not longer than the '
             'windows (window {window})',
