@@ -477,8 +477,8 @@ class TrainHistory:
 
 
 COLLAPSE_ADVICE = {
-    'closed': 'the gate never writes: warm up with sparser random writes (warmup_write_rate, '
-              'now {wrate}; try 0.15) so the head learns to act on a memory of few writes, '
+    'closed': 'the gate never writes: try another warm-up write rate (warmup_write_rate, now '
+              '{wrate}; e.g. 0.15 or 0.8: the outcome depends on the task), '
               'lower w_sparse (now {w_sparse}) or the margin (now {margin}), make the offsets '
               'reach the longest cue-to-use gap (now up to {reach}), and check that the '
               'features still show the cue (backbone)',
