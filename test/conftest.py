@@ -95,8 +95,8 @@ def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     memory_config = MemoryConfig(d_model=32, d_key=8, d_val=8, d_action=2, chunk=3,
                                  gate_init_bias=0.0)
-    spec = ModelSpec(name='tiny', image=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
-                                                  std=(0.25, 0.25, 0.25)),
+    spec = ModelSpec(name='tiny', cameras=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
+                                                    std=(0.25, 0.25, 0.25)),
                      joint_names=('shoulder', 'elbow'), action_names=('shoulder', 'elbow'),
                      action_period_s=1 / 30, memory=memory_config)
     backbone = SmallCNN(24, 32, 2, 32)
