@@ -526,14 +526,42 @@ class AuraNode(Node):
         self._save_state()
 
 
+class DeferredInterrupt:
+    """SIGINT/SIGHUP handler: while deferring, a signal only marks itself pending.
+
+    While the node is being built it has no name yet in main(), so an interrupt there would skip
+    the final save; it is held until the node exists, then raised. During shutdown a second
+    Ctrl-C is held too, so the save finishes and no traceback is printed.
+    """
+
+    def __init__(self):
+        self.deferring = True
+        self.pending = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.deferring = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+
 def main(args=None) -> int:
-    # SIGHUP (the terminal went away) ends the node like Ctrl-C and SIGTERM: state saved, exit 0
-    signal.signal(signal.SIGHUP, signal.default_int_handler)
+    # Ctrl-C, SIGHUP (the terminal went away) and SIGTERM (rclpy's handler) all end the node the
+    # same way: worker joined, state saved, exit 0. Set before rclpy.init, which chains to it.
+    interrupt = DeferredInterrupt()
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     executor = node = None
     try:
         rclpy.init(args=args)
         executor = SingleThreadedExecutor()    # before the node says it is up: Ctrl-C may follow
         node = AuraNode()
+        interrupt.release()
         executor.add_node(node)
         executor.spin()
     except (ParameterError, ModelDirError) as err:   # a bad parameter or model: say which
@@ -542,6 +570,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        interrupt.deferring = True
         if node is not None:
             node.stop()
             node.destroy_node()
