@@ -124,7 +124,7 @@ def check_device(device: str) -> None:
 
 
 class AuraNode(Node):
-    """The AURA policy node (docs/design.md, "The node")."""
+    """The AURA policy node (docs/design.md section 6)."""
 
     def __init__(self, **kwargs):
         super().__init__('aura', **kwargs)
