@@ -219,7 +219,7 @@ class AuraNode(Node):
             positions = joints_to_array(msg, self.spec.joint_names)
             ahead = stamp - self._now()
             if ahead > self.params.max_obs_age_s:
-                # kept, it would pass every staleness check of every image from now on
+                # if kept, it would pass the staleness check of every image from now on
                 raise InputError('future_joints', f'joint state stamp is {ahead:.3f} s in the '
                                  f'future (max_obs_age_s {self.params.max_obs_age_s})')
         except InputError as err:
