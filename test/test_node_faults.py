@@ -261,8 +261,10 @@ def test_rows5_8_saves_on_a_full_file_system_fail_apart_and_leave_no_temp_files(
         _, values = _aura_status(seen, lambda v: int(v.get('state_save_failures', 0)) > 0)
     finally:
         code, files = node.stop()
-    assert values['frames_rejected'] == '0', values               # not a rejected frame
-    assert int(values['steps']) >= 1
+    # a failed save is not a rejected frame (a frame may be rejected as stale on a loaded machine)
+    assert int(values['steps']) >= 1 and 'rejected_state_save_failed' not in values, values
+    assert int(values['frames_rejected']) + int(values['steps']) \
+        + int(values['frames_dropped']) == int(values['frames_received']), values
     assert code == 0, node.text()
     assert not [f for f in files if '.tmp-' in f], files           # no temp-file litter
     assert 'could not save the state' in node.text()

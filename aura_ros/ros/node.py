@@ -50,6 +50,7 @@ try:   # Ctrl-C while these load (torch alone takes seconds on a busy machine): 
         joints_to_array,
         status,
     )
+    from aura_ros.ros.health import RecentProblems, Throttle
     from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
     from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
     from aura_ros.runtime.state_file import (
@@ -66,54 +67,6 @@ except KeyboardInterrupt:
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
-
-
-class Throttle:
-    """One warning per key per `period_s` (rclpy throttles per call site, not per reason)."""
-
-    def __init__(self, period_s: float):
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def ready(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -float('inf')) < self.period_s:
-                return False
-            self._last[key] = now
-            return True
-
-
-class RecentProblems:
-    """Counts of problems by kind over the last `window_s` seconds, in small time buckets."""
-
-    def __init__(self, window_s: float):
-        self.window_s = window_s
-        self._bucket_s = min(1.0, window_s / 10)
-        self._buckets: deque[tuple[int, Counter]] = deque()
-        self._lock = threading.Lock()
-
-    def add(self, kind: str) -> None:
-        now = int(time.monotonic() / self._bucket_s)
-        with self._lock:
-            if not self._buckets or self._buckets[-1][0] != now:
-                self._buckets.append((now, Counter()))
-            self._buckets[-1][1][kind] += 1
-            self._trim(now)
-
-    def counts(self) -> Counter:
-        with self._lock:
-            self._trim(int(time.monotonic() / self._bucket_s))
-            total = Counter()
-            for _, counts in self._buckets:
-                total.update(counts)
-            return total
-
-    def _trim(self, now: int) -> None:
-        oldest = now - int(round(self.window_s / self._bucket_s))
-        while self._buckets and self._buckets[0][0] <= oldest:
-            self._buckets.popleft()
 
 
 def check_device(device: str) -> None:
