@@ -21,49 +21,49 @@ as it is (the episode goes on); call ~/reset if the loop means a new episode.
 """
 
 import os
-import signal
 import sys
 import threading
 import time
 from collections import Counter, deque
 from typing import Optional
 
-try:   # Ctrl-C while these load (torch alone takes seconds on a busy machine): exit quietly
-    import numpy as np
-    import rclpy
-    import torch
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-    from rcl_interfaces.msg import SetParametersResult
-    from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
-    from rclpy.duration import Duration
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image, JointState
-    from std_srvs.srv import Trigger
-    from trajectory_msgs.msg import JointTrajectory
+# first of all: when aura_node is the program, its Ctrl-C/SIGHUP handler, before torch loads
+from aura_ros.ros.interrupt import INTERRUPT  # isort: split
 
-    from aura_ros.ros.conversions import (
-        action_chunk_msg,
-        checked_stamp_seconds,
-        image_to_array,
-        joints_to_array,
-        status,
-    )
-    from aura_ros.ros.health import RecentProblems, Throttle
-    from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
-    from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
-    from aura_ros.runtime.state_file import (
-        StateFileError,
-        is_snapshot,
-        model_fingerprint,
-        probe_writable,
-        read_snapshot,
-        save_snapshot,
-        set_aside,
-    )
-except KeyboardInterrupt:
-    raise SystemExit(0) from None
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from aura_ros.ros.conversions import (
+    action_chunk_msg,
+    checked_stamp_seconds,
+    image_to_array,
+    joints_to_array,
+    status,
+)
+from aura_ros.ros.health import RecentProblems, Throttle
+from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
+from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
+from aura_ros.runtime.state_file import (
+    StateFileError,
+    is_snapshot,
+    model_fingerprint,
+    probe_writable,
+    read_snapshot,
+    save_snapshot,
+    set_aside,
+)
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
@@ -479,41 +479,20 @@ class AuraNode(Node):
         self._save_state()
 
 
-class DeferredInterrupt:
-    """SIGINT/SIGHUP handler: while deferring, a signal only marks itself pending.
-
-    While the node is being built it has no name yet in main(), so an interrupt there would skip
-    the final save; it is held until the node exists, then raised. During shutdown a second
-    Ctrl-C is held too, so the save finishes and no traceback is printed.
-    """
-
-    def __init__(self):
-        self.deferring = True
-        self.pending = False
-
-    def __call__(self, signum, frame) -> None:
-        if self.deferring:
-            self.pending = True
-        else:
-            raise KeyboardInterrupt
-
-    def release(self) -> None:
-        self.deferring = False
-        if self.pending:
-            raise KeyboardInterrupt
-
-
 def main(args=None) -> int:
-    # Ctrl-C, SIGHUP (the terminal went away) and SIGTERM (rclpy's handler) all end the node the
-    # same way: worker joined, state saved, exit 0. Set before rclpy.init, which chains to it.
-    interrupt = DeferredInterrupt()
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal went away) all end the node the same way: worker
+    # joined, state saved, exit 0. Held while the node is built (interrupt.py); rclpy's handlers,
+    # which chain to ours and wake the executor, are installed once the node exists.
+    interrupt = INTERRUPT
+    interrupt.install()
+    if interrupt.pending:                      # a signal while the modules loaded: nothing to save
+        return 0
     executor = node = None
     try:
-        rclpy.init(args=args)
-        executor = SingleThreadedExecutor()    # before the node says it is up: Ctrl-C may follow
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        executor = SingleThreadedExecutor()
         node = AuraNode()
+        install_signal_handlers(SignalHandlerOptions.ALL)
         interrupt.release()
         executor.add_node(node)
         executor.spin()
