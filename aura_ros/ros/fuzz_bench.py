@@ -114,9 +114,9 @@ def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list) -> dict:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from aura_ros.ros.fuzz_cases import any_joint_state, check_case, images
+    from aura_ros.ros.fuzz_cases import LATE, any_joint_state, check_case, images
 
-    tally = {'cases': 0, 'stepped': 0, 'alive_checks': 0}
+    tally = {'cases': 0, 'stepped': 0, 'late_stale_image': 0, 'alive_checks': 0}
     expected_reasons: Counter = Counter()
     failures: list[str] = []
 
@@ -130,6 +130,8 @@ def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list) -> dict:
             expected = check_case(h, img, js)
             if expected is None:
                 tally['stepped'] += 1
+            elif expected == LATE:                 # aged past max_obs_age_s in delivery: load
+                tally['late_stale_image'] += 1
             else:
                 expected_reasons[expected] += 1
             if not h.node._worker.is_alive():

@@ -138,9 +138,17 @@ class Harness(Protocol):
     def state(self) -> dict: ...
 
 
+LATE = 'stale_image (late)'
+
+
 def check_case(h: Harness, img: dict, js: Optional[dict]) -> Optional[str]:
     """Send one (joint state, image) pair; AssertionError if the node does not do what the
-    oracle says. Returns the image's expected reason (None: it was stepped)."""
+    oracle says. Returns the image's expected reason (None: it was stepped).
+
+    The oracle judges ages when the image is sent. On a heavily loaded machine an image can
+    become older than max_obs_age_s before the node handles it; 'stale_image' is then the right
+    answer, and it is returned as LATE instead of failing (counted apart by the benchmark).
+    """
     node = h.node
     state = h.state()
     if js is not None:
@@ -170,11 +178,14 @@ def check_case(h: Harness, img: dict, js: Optional[dict]) -> Optional[str]:
                  > steps + sum(counts.values()), 10, 'image handled')
     new = {k: v - counts.get(k, 0) for k, v in node.rejected.items() if v != counts.get(k, 0)}
     assert set(node.rejected) <= KNOWN, dict(node.rejected)
-    if expected is None:
+    sent_at = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    late = new == {'stale_image': 1} and expected != 'stale_image' \
+        and h.now_ns() * 1e-9 - sent_at > MAX_AGE          # stale by the time the node took it
+    if expected is None and not late:
         assert node.runtime.steps == steps + 1 and not new, ('expected a step', new)
-    else:
-        assert new == {expected: 1}, (expected, new)
-        assert node.runtime.steps == steps
-        for key, value in h.state().items():
-            assert np.array_equal(value, state[key]), ('state changed on a rejection', key)
-    return expected
+        return None
+    assert late or new == {expected: 1}, (expected, new)
+    assert node.runtime.steps == steps
+    for key, value in h.state().items():
+        assert np.array_equal(value, state[key]), ('state changed on a rejection', key)
+    return LATE if late else expected
