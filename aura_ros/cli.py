@@ -9,6 +9,9 @@ onnxruntime or rclpy. The function gets the parsed argparse.Namespace and return
 
 To add a command, add one entry, e.g.:
 
+    'bench train-speed': Command('aura_ros.bench.train_speed:main',
+                                 'training throughput of the AURA layer: scan vs reference loop',
+                                 _bench_train_speed_args),
     'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
                                'synthetic event-recall benchmark', _bench_synthetic_args),
 """
@@ -139,6 +142,17 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='results JSON; the PNG plot goes beside it')
 
 
+def _bench_train_speed_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                        help='torch CPU thread counts to time (default 1 2)')
+    parser.add_argument('--lengths', type=int, nargs='+', default=[128, 512],
+                        help='sequence lengths T (default 128 512)')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed steps per form; the best is kept (default 3)')
+    parser.add_argument('--out', default='docs/results/train_speed.json',
+                        help='results JSON; the .md goes beside it')
+
+
 COMMANDS: Dict[str, Command] = {
     'bench soak': Command('aura_ros.ros.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
@@ -162,6 +176,9 @@ COMMANDS: Dict[str, Command] = {
     'export': Command('aura_ros.runtime.export:main',
                       'export the memory step of a model directory to memory_step.onnx',
                       _export_args),
+    'bench train-speed': Command('aura_ros.bench.train_speed:main',
+                                 'training throughput of the AURA layer: scan vs reference loop',
+                                 _bench_train_speed_args),
     'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
                                'synthetic event-recall benchmark (AURA vs baselines)',
                                _bench_synthetic_args),

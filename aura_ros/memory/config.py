@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+WRITE_RULES = ('delta', 'add')
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, or out of range."""
@@ -37,8 +39,12 @@ class MemoryConfig:
     gate_init_bias: float = 2.0  # the gate starts open (p ~ 0.88) so the memory gets used early
     beta_init_bias: float = 1.0  # inner learning rate starts near sigmoid(1) ~ 0.73
     ib_horizon: int = 4          # steps ahead over which a write's counterfactual utility counts
+    write_rule: str = 'delta'    # 'delta': W -= beta e k^T (erase + write); 'add': W += beta v k^T
 
     def __post_init__(self) -> None:
+        if self.write_rule not in WRITE_RULES:
+            raise ConfigError(f'MemoryConfig.write_rule must be one of {WRITE_RULES}, '
+                              f'got {self.write_rule!r}')
         positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
                     'head_hidden', 'ib_horizon')
         for name in positive:
