@@ -19,6 +19,7 @@ pass lets d(loss)/d(g) flow into p as if g were p. A relaxation would train on s
 never happen at inference; the hard forward keeps train and deploy identical.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -57,6 +58,11 @@ class AuraMemLayer(nn.Module):
         self.head_x = nn.Linear(c.d_model, c.head_hidden)
         self.head_r = nn.Linear(c.d_val, c.head_hidden, bias=False)
         self.head_out = nn.Linear(c.head_hidden, c.chunk * c.d_action)
+        if c.time_features:
+            # addresses that know the step: a key written at t can be found by a query at t + d
+            # (a fixed rotation of the sin/cos features), which x_t alone cannot express
+            self.time_k = nn.Linear(2 * c.time_features, c.d_key, bias=False)
+            self.time_q = nn.Linear(2 * c.time_features, c.d_key, bias=False)
         with torch.no_grad():
             self.to_beta.bias.fill_(c.beta_init_bias)
             self.gate_out.bias.fill_(c.gate_init_bias)
@@ -74,15 +80,39 @@ class AuraMemLayer(nn.Module):
 
     # -- per-step pieces shared by the sequence and step forms ------------------------------------
 
+    def time_encoding(self, z: Tensor, t0) -> Tensor:
+        """sin/cos of 2 pi j t / period, j = 1..time_features: [2 n] for a step z [B, d]
+        (t0 its index, an int or a tensor holding one), [T, 2 n] for a sequence z [B, T, d].
+
+        The step is reduced modulo the period first, so it stays exact in float32 however long
+        the episode (the exported step does the same with its `t` input).
+        """
+        c = self.config
+        if isinstance(t0, Tensor):       # a graph input (export, CUDA graph): never a constant
+            t0 = t0.to(z.dtype).reshape(-1)[:1]
+        else:
+            t0 = torch.full((1,), float(t0), dtype=z.dtype, device=z.device)
+        steps = t0 if z.dim() == 2 else t0 + torch.arange(z.shape[1], dtype=z.dtype,
+                                                            device=z.device)
+        phase = torch.remainder(steps, c.period) * (2 * math.pi / c.period)
+        harmonics = torch.arange(1, c.time_features + 1, dtype=z.dtype, device=z.device)
+        angle = phase[:, None] * harmonics
+        enc = torch.cat([torch.sin(angle), torch.cos(angle)], -1)
+        return enc[0] if z.dim() == 2 else enc
+
     def _project(self, z: Tensor, t0: int = 0) -> dict[str, Tensor]:
         """Everything that depends on z_t alone; works on [B, d] and [B, T, d] alike.
 
         `t0` is the step index of z (of z[:, 0] for a sequence): the time-aware variants use it.
         """
         x = self.norm(z)
+        k, q = self.to_k(x), self.to_q(x)
+        if self.config.time_features:
+            phi = self.time_encoding(z, t0)
+            k, q = k + self.time_k(phi), q + self.time_q(phi)
         return {'x': x,
-                'k': F.normalize(self.to_k(x), dim=-1),
-                'q': F.normalize(self.to_q(x), dim=-1),
+                'k': F.normalize(k, dim=-1),
+                'q': F.normalize(q, dim=-1),
                 'v': self.to_v(x),
                 'beta': torch.sigmoid(self.to_beta(x)).squeeze(-1),
                 'gate_x': self.gate_in(torch.cat(

@@ -159,7 +159,7 @@ class AuraRuntime:
                 raise InputError('nonfinite_features',
                                  'the backbone produced non-finite features for this observation')
             t2 = time.perf_counter()
-            action, wrote, p, surprise, discarded = self.memory.step()
+            action, wrote, p, surprise, discarded = self.memory.step(self.steps)
             t3 = time.perf_counter()
             self.steps += 1
             self.writes += int(wrote)
