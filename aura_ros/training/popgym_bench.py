@@ -215,15 +215,20 @@ def closed_loop(model: nn.Module, name: str, episodes: int, seed: int) -> dict:
     return {'return': float(returns.mean()), 'writes': float(writes.mean()), 'steps': t}
 
 
-def run(envs: list[str], methods: list[str], seeds: int, s: PopgymSettings, log=print) -> dict:
+def run(envs: list[str], methods: list[str], seeds: int, s: PopgymSettings, log=print,
+        on_row=None) -> dict:
+    """Every (env, seed, method); seeds outermost, so a cut-short run has every method.
+
+    `on_row(rows)` is called after each run (the CLI saves the partial results there).
+    """
     rows = []
     for name in envs:
         data = collect(name, s.train_episodes, seed=1)
         d_model, classes = data[0].shape[-1], n_actions(name)
         config = MemoryConfig(d_model=d_model, d_key=s.d_key, d_val=s.d_val, d_action=classes,
                               chunk=1, head_hidden=s.head_hidden)
-        for method in methods:
-            for seed in range(seeds):
+        for seed in range(seeds):
+            for method in methods:
                 torch.manual_seed(seed)
                 model = build(method, config)
                 start = time.perf_counter()
@@ -236,6 +241,8 @@ def run(envs: list[str], methods: list[str], seeds: int, s: PopgymSettings, log=
                 log(f'{name:22s} {method:18s} seed {seed}: return {score["return"]:+.3f}, '
                     f'writes {score["writes"]:5.1f}/{score["steps"]}, '
                     f'{row["state_bytes"]} B, {seconds:5.1f} s')
+                if on_row is not None:
+                    on_row(rows)
     return {'rows': rows, 'summary': summary(rows)}
 
 
@@ -302,7 +309,7 @@ def plot(result: dict, path: Path) -> None:
 
 def merge(parts: list[Path], out: Path) -> dict:
     """One report from several runs (e.g. split over processes): rows joined, summary redone."""
-    loaded = [json.loads(Path(p).read_text()) for p in parts]
+    loaded = [json.loads(Path(p).read_text()) for p in parts]      # .partial.json files too
     rows = [r for part in loaded for r in part['rows']]
     result = {'rows': rows, 'summary': summary(rows),
               'command': ' ; '.join(part['command'] for part in loaded),
@@ -340,8 +347,15 @@ def main(args: argparse.Namespace) -> int:
                f'--eval-episodes {args.eval_episodes} --envs {" ".join(envs)} '
                f'--methods {" ".join(methods)}')
     start = time.perf_counter()
-    result = run(envs, methods, args.seeds, s)
-    result.update(command=command, commit=_commit(), machine=machine(), settings=asdict(s),
-                  wall_s=time.perf_counter() - start)
+    meta = dict(command=command, commit=_commit(), machine=machine(), settings=asdict(s))
+    partial = Path(args.out).with_suffix('.partial.json')
+
+    def save(rows):
+        partial.write_text(json.dumps({'rows': rows, 'summary': summary(rows), **meta,
+                                       'wall_s': time.perf_counter() - start}, indent=2))
+
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    result = run(envs, methods, args.seeds, s, on_row=save)
+    result.update(meta, wall_s=time.perf_counter() - start)
     _write(result, Path(args.out))
     return 0
