@@ -58,6 +58,7 @@ METHODS = {
     'aura_time_add': ('aura', {'time_features': 8, 'write_rule': 'add'}, True),
     'always_write': ('always_write', {}, False),
     'always_write_time': ('always_write', {'time_features': 8}, False),
+    'always_write_time_add': ('always_write', {'time_features': 8, 'write_rule': 'add'}, False),
     'gru': ('gru', {}, False),
     'no_memory': ('no_memory', {}, False),
 }
