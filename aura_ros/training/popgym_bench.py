@@ -263,7 +263,9 @@ def report(result: dict) -> str:
     lines = ['# POPGym: AURA variants vs always-write vs GRU vs no memory', '',
              f'Command: `{result["command"]}`  ', f'Commit: `{result["commit"] or "n/a"}`  ',
              f'Machine: {m["platform"]}, {m["cpus"]} CPUs shared with other jobs, torch '
-             f'{m["torch"]}, 1 thread per process. Wall time {result["wall_s"] / 60:.1f} min.  ',
+             f'{m["torch"]}, 1 thread per process. Wall time {result["wall_s"] / 60:.1f} min'
+             f'{" (longest of the merged runs, run side by side)" if "parts" in result else ""}'
+             '.  ',
              f'Settings: {json.dumps(result["settings"])}', '',
              'Closed-loop POPGym return (max 1, chance about -0.5), mean and 95% t-interval '
              'over seeds; writes per episode; state bytes per robot.', '',
