@@ -9,12 +9,6 @@ onnxruntime or rclpy. The function gets the parsed argparse.Namespace and return
 
 To add a command, add one entry, e.g.:
 
-    'bench train-speed': Command('aura_ros.bench.train_speed:main',
-                                 'training throughput of the AURA layer: scan vs reference loop',
-                                 _bench_train_speed_args),
-    'bench popgym': Command('aura_ros.training.popgym_bench:main',
-                            'POPGym memory tasks: AURA variants vs always-write vs GRU',
-                            _bench_popgym_args),
     'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
                                'synthetic event-recall benchmark', _bench_synthetic_args),
 """
@@ -55,6 +49,26 @@ def _train_cue_reach_args(parser: argparse.ArgumentParser) -> None:
                              'is not touched')
     parser.add_argument('--carry-iters', type=int, default=None,
                         help='updates of the long-episode phase (default 300; 0 skips it)')
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--data', help='(required) a rosbag2 bag (.mcap/.db3 or its folder), '
+                                       'a folder of bags, or a LeRobot dataset folder')
+    parser.add_argument('--out', help='(required) model directory to write')
+    parser.add_argument('--config', default=None,
+                        help='train.yaml: TrainerConfig fields, with data: (DataConfig) and '
+                             'training: (TrainingConfig) mappings')
+    parser.add_argument('--image-topic', action='append', default=None,
+                        help="camera topic (repeat for several cameras, in the model's order)")
+    parser.add_argument('--joints-topic', default=None, help='sensor_msgs/JointState topic')
+    parser.add_argument('--action-topic', default=None,
+                        help="the commanded actions (default: the bag's only command topic)")
+    parser.add_argument('--quick', action='store_true',
+                        help='a tiny run (seconds) that checks the pipeline; not a model')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run whose checkpoints are in --out/checkpoints')
+    parser.add_argument('--force', action='store_true',
+                        help='train into an existing non-empty --out anew')
 
 
 def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +136,19 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
                         help='write the per-task outcomes and success rate as JSON here')
 
 
+def _record_demos_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
+    parser.add_argument('--tasks', type=int, default=100, help='tasks to record (default 100)')
+    parser.add_argument('--seed', type=int, default=0, help='episode seed')
+    parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
+    parser.add_argument('--size', type=int, default=96, help='square camera image size')
+    parser.add_argument('--wrist-camera', action='store_true', help='also record /wrist_image')
+    parser.add_argument('--delay-min', type=int, default=30,
+                        help='frames from the end of the cue to GO, at least (default 30)')
+    parser.add_argument('--delay-max', type=int, default=150,
+                        help='frames from the end of the cue to GO, at most (default 150)')
+
+
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quick', action='store_true',
                         help='horizons up to 10^4 and a 10 s node run (a few minutes)')
@@ -172,7 +199,20 @@ def _bench_popgym_args(parser: argparse.ArgumentParser) -> None:
                              'processes) into --out')
 
 
+def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--cases', type=int, default=10_000,
+                        help='hypothesis-drawn (joint state, image) pairs (default 10^4)')
+    parser.add_argument('--resets', type=int, default=1000,
+                        help='resets at random moments under streaming load (default 1000)')
+    parser.add_argument('--rate', type=float, default=30.0, help='frame rate of the reset phase')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default='docs/results/fuzz.json', help='results JSON')
+
+
 COMMANDS: Dict[str, Command] = {
+    'bench fuzz': Command('aura_ros.ros.fuzz_bench:main',
+                          'fuzz a live aura_node (10^4 drawn inputs) and reset it 1000 times '
+                          'under load', _bench_fuzz_args),
     'bench soak': Command('aura_ros.ros.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
                           _bench_soak_args),
@@ -182,7 +222,13 @@ COMMANDS: Dict[str, Command] = {
     'demo': Command('aura_ros.ros.demo:main',
                     'run the cue-reach simulator with aura_node, headless, and summarise',
                     _demo_args),
+    'record-demos': Command('aura_ros.ros.record:main',
+                            'record scripted SO-101 demonstrations through ROS into an mcap bag',
+                            _record_demos_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
+    'train': Command('aura_ros.training.trainer:main',
+                     'train a model directory on your own demonstrations (rosbag2 or LeRobot)',
+                     _train_args),
     'train cue-reach': Command('aura_ros.training.cue_reach:main',
                                'train the bundled cue-reach model and its baselines',
                                _train_cue_reach_args),
@@ -216,7 +262,9 @@ def build_parser(commands: Dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
     groups: Dict[Tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest='command', metavar='command', required=True)
     }
-    for name, command in commands.items():
+    # A command that is also a group ('train' and 'train cue-reach') runs when no subcommand
+    # follows it; the group's parser takes the command's own arguments.
+    for name, command in sorted(commands.items(), key=lambda item: len(item[0].split())):
         words = tuple(name.split())
         for depth in range(1, len(words)):  # the groups of a nested command, e.g. 'bench'
             group = words[:depth]
@@ -227,7 +275,16 @@ def build_parser(commands: Dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
                 groups[group] = group_parser.add_subparsers(
                     dest='_'.join(group) + '_command', metavar='command', required=True
                 )
-        sub = groups[words[:-1]].add_parser(words[-1], help=command.help, description=command.help)
+        parent = groups[words[:-1]]
+        if words in groups:                 # registered before as a group: never, sorted
+            raise ValueError(f'command {name!r} defined after its subcommands')
+        if any(other.split()[:len(words)] == list(words) and other != name
+               for other in commands):
+            sub = parent.add_parser(words[-1], help=command.help, description=command.help)
+            groups[words] = sub.add_subparsers(dest='_'.join(words) + '_command',
+                                               metavar='command', required=False)
+        else:
+            sub = parent.add_parser(words[-1], help=command.help, description=command.help)
         if command.add_arguments is not None:
             command.add_arguments(sub)
         sub.set_defaults(_target=command.target)

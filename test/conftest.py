@@ -17,6 +17,7 @@ import pytest
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('AURA_TEST_DOMAIN_ID') or str(1 + os.getpid() % 100)
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+os.environ.setdefault('MUJOCO_GL', 'egl')   # headless MuJoCo, whichever test imports it first
 
 ROS_SKIP_REASON = 'rclpy not installed (pip install .[ros] or source a ROS 2 install)'
 
@@ -95,8 +96,8 @@ def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     memory_config = MemoryConfig(d_model=32, d_key=8, d_val=8, d_action=2, chunk=3,
                                  gate_init_bias=0.0)
-    spec = ModelSpec(name='tiny', image=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
-                                                  std=(0.25, 0.25, 0.25)),
+    spec = ModelSpec(name='tiny', cameras=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
+                                                    std=(0.25, 0.25, 0.25)),
                      joint_names=('shoulder', 'elbow'), action_names=('shoulder', 'elbow'),
                      action_period_s=1 / 30, memory=memory_config)
     backbone = SmallCNN(24, 32, 2, 32)

@@ -24,8 +24,8 @@ from aura_ros.runtime.model_dir import load_memory
 
 def small_spec(**changes):
     memory = MemoryConfig(d_model=24, d_key=8, d_val=8, d_action=2, chunk=3, head_hidden=16)
-    fields = dict(name='tiny', image=ImageSpec(width=20, height=12, mean=(0.4, 0.5, 0.6),
-                                               std=(0.2, 0.3, 0.4)),
+    fields = dict(name='tiny', cameras=ImageSpec(width=20, height=12, mean=(0.4, 0.5, 0.6),
+                                                 std=(0.2, 0.3, 0.4)),
                   joint_names=('shoulder', 'elbow', 'wrist'), action_names=('a1', 'a2'),
                   action_period_s=0.05, memory=memory)
     fields.update(changes)
@@ -123,7 +123,7 @@ def test_wrong_backbone_output_width_named(model_dir, tmp_path):
 def test_wrong_backbone_input_size_named(model_dir, tmp_path):
     out, spec, _, _ = model_dir
     d = copy_dir(out, tmp_path)
-    other = small_spec(image=ImageSpec(width=16, height=12, mean=(0, 0, 0), std=(1, 1, 1)))
+    other = small_spec(cameras=ImageSpec(width=16, height=12, mean=(0, 0, 0), std=(1, 1, 1)))
     from aura_ros.runtime.model_dir import export_backbone
     export_backbone(SmallCNN(12, 16, 3, 24), other, d / 'backbone.onnx')
     with pytest.raises(ModelDirError, match=r"backbone.onnx: 'image' has shape"):
@@ -165,7 +165,7 @@ def test_checkpoint_gate_threshold_may_differ(model_dir, tmp_path):
     (lambda y: y.pop('joint_names'), 'missing field.*joint_names'),
     (lambda y: y.update(colour='red'), 'unknown field.*colour'),
     (lambda y: y['memory'].update(d_action=3), 'action_names has 2 names'),
-    (lambda y: y['image'].update(mean=[0.5, 0.5]), 'mean'),
+    (lambda y: y['cameras'][0].update(mean=[0.5, 0.5]), 'mean'),
 ])
 def test_bad_yaml_named(model_dir, tmp_path, edit, message):
     d = copy_dir(model_dir[0], tmp_path)

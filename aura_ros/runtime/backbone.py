@@ -42,10 +42,15 @@ def session_for(path, device: torch.device, threads: int | None = None):
 
 
 class Backbone:
-    """Runs backbone.onnx on one observation, writing the features into `features` in place."""
+    """Runs backbone.onnx on one observation, writing the features into `features` in place.
 
-    def __init__(self, path, d_model: int, device: torch.device, threads: int | None = None):
+    `cameras` are the names of the image inputs, in the order `run` receives the images.
+    """
+
+    def __init__(self, path, d_model: int, device: torch.device, threads: int | None = None,
+                 cameras: tuple[str, ...] = ('image',)):
         self.session, self.provider = session_for(path, device, threads)
+        self.cameras = tuple(cameras)
         with torch.inference_mode():
             self.features = torch.zeros(1, d_model, device=device)
         self.binding = None
@@ -54,14 +59,18 @@ class Backbone:
             self.binding.bind_output('features', 'cuda', device.index or 0, np.float32,
                                      [1, d_model], self.features.data_ptr())
 
-    def run(self, image: np.ndarray, joints: np.ndarray) -> torch.Tensor:
-        """image [1,3,H,W], joints [1,n] float32 on the host -> `features` (the same tensor)."""
+    def run(self, images: list[np.ndarray], joints: np.ndarray) -> torch.Tensor:
+        """images [1,3,H,W] per camera, joints [1,n] float32 on the host -> `features` (the same
+        tensor)."""
         if self.binding is not None:
-            self.binding.bind_cpu_input('image', image)
+            for name, image in zip(self.cameras, images, strict=True):
+                self.binding.bind_cpu_input(name, image)
             self.binding.bind_cpu_input('joints', joints)
             self.session.run_with_iobinding(self.binding)
         else:
-            (out,) = self.session.run(['features'], {'image': image, 'joints': joints})
+            feeds = dict(zip(self.cameras, images, strict=True))
+            feeds['joints'] = joints
+            (out,) = self.session.run(['features'], feeds)
             with torch.inference_mode():
                 self.features.copy_(torch.from_numpy(out))
         return self.features

@@ -33,8 +33,8 @@ def init_model_dir(out_dir: str | Path, image_size: int = 64, d_model: int = 128
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     config = MemoryConfig(d_model=d_model, d_action=len(actions), chunk=chunk, **(memory or {}))
-    spec = ModelSpec(name=name, image=ImageSpec(width=width, height=height,
-                                                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    spec = ModelSpec(name=name, cameras=ImageSpec(width=width, height=height,
+                                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
                      joint_names=tuple(joints), action_names=tuple(actions),
                      action_period_s=action_period_s, memory=config)
     torch.manual_seed(seed)

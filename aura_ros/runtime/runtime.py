@@ -1,7 +1,12 @@
 """AuraRuntime: one observation in, one action chunk out, with the AURA memory state on the device.
 
-    image + encoding --preprocess--> [1,3,H,W] --backbone.onnx--> features [1,d_model] (device)
-        --memory engine (state W, b on the device, updated in place)--> action [chunk, d_action]
+    image(s) + encoding --preprocess--> [1,3,H,W] per camera --backbone.onnx--> features
+        [1,d_model] (device) --memory engine (state W, b on the device, updated in place)-->
+        chunk --action contract--> absolute joint targets per output group
+
+A features-in model (no cameras) takes the features from outside (`step_features`) instead of
+running a backbone. Joints are normalised with the model's joint_stats before the backbone; the
+chunk is de-normalised with action_stats and made absolute per group (aura_ros.runtime.actions).
 
 Every check of the observation (encoding, shape, size, joints, finite features) happens before
 the memory step, so a rejected observation never touches the state. A step whose new state would
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .actions import ActionContract
 from .backbone import Backbone
 from .engines import OnnxEngine, TorchEngine
 from .errors import InputError
@@ -47,9 +53,11 @@ class GateRecord:
 
 @dataclass(frozen=True)
 class StepResult:
-    action: np.ndarray           # [chunk, d_action] float32
+    action: np.ndarray           # [chunk, d_action] float32, de-normalised, as the model means it
     gate: GateRecord
     timings: dict                # seconds: 'preprocess', 'backbone', 'memory', 'total'
+    targets: dict                # group name -> [chunk, n_group] float32 absolute, clipped targets
+    clipped: int = 0             # target values clipped to joint_limits in this step
 
 
 @dataclass(frozen=True)
@@ -96,20 +104,34 @@ class AuraRuntime:
         self.device = str(device)
         self.gate_threshold = check_threshold(
             spec.memory.gate_threshold if gate_threshold is None else gate_threshold)
-        self.preprocess = Preprocessor(spec.image, mode=resize)
-        self._image = np.zeros((1, 3, spec.image.height, spec.image.width), np.float32)
+        self.cameras = tuple(c.name for c in spec.cameras)
+        self.preprocess = {c.name: Preprocessor(c, mode=resize) for c in spec.cameras}
+        self._images = [np.zeros((1, 3, c.height, c.width), np.float32) for c in spec.cameras]
         self._joints = np.zeros((1, spec.n_joints), np.float32)
-        self.backbone = Backbone(model_dir / BACKBONE_FILE, spec.memory.d_model, device, threads)
-        self.provider = self.backbone.provider
+        stats = spec.joint_stats
+        self._joint_mean = np.asarray(stats.mean if stats else 0.0, np.float32)
+        self._joint_std = np.asarray(stats.std if stats else 1.0, np.float32)
+        self.contract = ActionContract(spec)
+        if spec.features_in:
+            self.backbone = None
+            self.provider = 'none (features in)'
+            with torch.inference_mode():
+                features = torch.zeros(1, spec.memory.d_model, device=device)
+        else:
+            self.backbone = Backbone(model_dir / BACKBONE_FILE, spec.memory.d_model, device,
+                                     threads, cameras=self.cameras)
+            self.provider = self.backbone.provider
+            features = self.backbone.features
+        self.features = features                   # the memory engine reads this tensor
         layer = load_memory(model_dir, spec)
         if engine == 'torch':
-            self.memory = TorchEngine(layer, self.backbone.features, self.gate_threshold,
+            self.memory = TorchEngine(layer, features, self.gate_threshold,
                                       cuda_graph=cuda_graph)
         else:
             if cuda_graph:
                 raise ValueError('cuda_graph applies to the torch engine only')
             self.memory = OnnxEngine(memory_step_path(model_dir, layer), spec.memory,
-                                     self.backbone.features, self.gate_threshold, threads)
+                                     features, self.gate_threshold, threads)
         self.steps = 0
         self.writes = 0
         self.discarded = 0                         # non-finite writes thrown away, this episode
@@ -139,35 +161,82 @@ class AuraRuntime:
                                             f'({", ".join(self.spec.joint_names)}), '
                                             f'got shape {list(joints.shape)}')
         with np.errstate(over='ignore'):
-            self._joints[0] = joints               # float32: a finite 1e300 becomes inf here
-        if not np.isfinite(self._joints).all():
-            bad = [self.spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(self._joints[0]))]
+            raw = joints.astype(np.float32)        # float32: a finite 1e300 becomes inf here
+        if not np.isfinite(raw).all():
+            bad = [self.spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(raw))]
             raise InputError('nonfinite_joints', f'non-finite joint position(s): {", ".join(bad)}')
-        return self._joints
+        with np.errstate(over='ignore', invalid='ignore'):
+            self._joints[0] = (raw - self._joint_mean) / self._joint_std
+        return raw
 
     # -- the step ---------------------------------------------------------------------------
 
     def step(self, image: np.ndarray, encoding: str, joint_positions) -> StepResult:
-        """One observation -> action chunk; InputError (state untouched) for a bad one."""
+        """One observation of a single-camera model -> action chunk; InputError (state
+        untouched) for a bad one."""
+        if len(self.cameras) != 1:
+            raise InputError('cameras', f'this model has {len(self.cameras)} cameras '
+                                        f'({", ".join(self.cameras) or "features in"}); use '
+                                        f'step_frames or step_features')
+        return self.step_frames({self.cameras[0]: (image, encoding)}, joint_positions)
+
+    def step_frames(self, frames: dict, joint_positions) -> StepResult:
+        """{camera name: (image, encoding)} for every camera of the model -> action chunk."""
         with self._lock:
             t0 = time.perf_counter()
-            pixels = self.preprocess(image, encoding, out=self._image)
+            if self.backbone is None or not isinstance(frames, dict) \
+                    or set(frames) != set(self.cameras):
+                got = sorted(frames) if isinstance(frames, dict) else type(frames).__name__
+                raise InputError('cameras', f'expected one frame from each camera '
+                                            f'{list(self.cameras)}, got {got}')
+            for name, buffer in zip(self.cameras, self._images, strict=True):
+                image, encoding = frames[name]
+                self.preprocess[name](image, encoding, out=buffer)
             joints = self._check_joints(joint_positions)
             t1 = time.perf_counter()
-            features = self.backbone.run(pixels, joints)
+            features = self.backbone.run(self._images, self._joints)
             if not bool(torch.isfinite(features).all()):
                 raise InputError('nonfinite_features',
                                  'the backbone produced non-finite features for this observation')
-            t2 = time.perf_counter()
-            action, wrote, p, surprise, discarded = self.memory.step(self.steps)
-            t3 = time.perf_counter()
-            self.steps += 1
-            self.writes += int(wrote)
-            self.discarded += int(discarded)
-            gate = GateRecord(wrote=wrote, p=p, surprise=surprise, step=self.steps,
-                              writes=self.writes, discarded=discarded)
-            return StepResult(action=action, gate=gate, timings={
-                'preprocess': t1 - t0, 'backbone': t2 - t1, 'memory': t3 - t2, 'total': t3 - t0})
+            return self._memory_step(joints, t0, t1)
+
+    def step_features(self, features, joint_positions=()) -> StepResult:
+        """Features-in model: features [d_model] from an external backbone -> action chunk."""
+        with self._lock:
+            t0 = time.perf_counter()
+            if self.backbone is not None:
+                raise InputError('features', f'this model reads cameras {list(self.cameras)}, '
+                                             f'not features')
+            d = self.spec.memory.d_model
+            try:
+                values = np.asarray(features, dtype=np.float32)
+            except (TypeError, ValueError) as err:
+                raise InputError('features', f'features are not numbers ({err})') from err
+            if values.shape != (d,):
+                raise InputError('features', f'expected {d} features (memory.d_model), got '
+                                             f'shape {list(values.shape)}')
+            if not np.isfinite(values).all():
+                raise InputError('nonfinite_features', 'features contain NaN or Inf')
+            joints = self._check_joints(joint_positions)
+            with torch.inference_mode():
+                self.features.copy_(torch.from_numpy(values)[None])
+            t1 = time.perf_counter()
+            return self._memory_step(joints, t0, t1)
+
+    def _memory_step(self, joints: np.ndarray, t0: float, t1: float) -> StepResult:
+        """The memory step on the features in place, then the action contract."""
+        t2 = time.perf_counter()
+        out, wrote, p, surprise, discarded = self.memory.step(self.steps)
+        action = self.contract.denormalise(out)
+        targets, clipped = self.contract.targets(action, joints)
+        t3 = time.perf_counter()
+        self.steps += 1
+        self.writes += int(wrote)
+        self.discarded += int(discarded)
+        gate = GateRecord(wrote=wrote, p=p, surprise=surprise, step=self.steps,
+                          writes=self.writes, discarded=discarded)
+        return StepResult(action=action, gate=gate, targets=targets, clipped=clipped, timings={
+            'preprocess': t1 - t0, 'backbone': t2 - t1, 'memory': t3 - t2, 'total': t3 - t0})
 
     # -- episode and state ------------------------------------------------------------------
 

@@ -632,11 +632,11 @@ def memory_config(cfg: TrainConfig, task: CueReachConfig,
 
 def model_spec(cfg: TrainConfig, task: CueReachConfig, threshold: float) -> ModelSpec:
     return ModelSpec(name=MODEL_NAME,
-                     image=ImageSpec(width=task.width, height=task.height, mean=IMAGE_MEAN,
-                                     std=IMAGE_STD),
+                     cameras=ImageSpec(width=task.width, height=task.height, mean=IMAGE_MEAN,
+                                       std=IMAGE_STD),
                      joint_names=JOINT_NAMES, action_names=ACTION_NAMES,
                      action_period_s=task.action_period_s,
-                     memory=memory_config(cfg, task, threshold))
+                     memory=memory_config(cfg, task, threshold), action_mode='delta')
 
 
 def build_baseline(method: str, config: MemoryConfig, gru_hidden: Optional[int]) -> nn.Module:
