@@ -172,6 +172,33 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='results JSON; the PNG plot goes beside it')
 
 
+def _bench_train_speed_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                        help='torch CPU thread counts to time (default 1 2)')
+    parser.add_argument('--lengths', type=int, nargs='+', default=[128, 512],
+                        help='sequence lengths T (default 128 512)')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed steps per form; the best is kept (default 3)')
+    parser.add_argument('--out', default='docs/results/train_speed.json',
+                        help='results JSON; the .md goes beside it')
+
+
+def _bench_popgym_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--seeds', type=int, default=3, help='seeds per method (default 3)')
+    parser.add_argument('--updates', type=int, default=600,
+                        help='training updates per run (AURA: half warm-up; default 600)')
+    parser.add_argument('--eval-episodes', type=int, default=64,
+                        help='closed-loop episodes per run (default 64)')
+    parser.add_argument('--envs', nargs='+', default=None, help='environments (default all)')
+    parser.add_argument('--methods', nargs='+', default=None, help='methods (default all)')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
+    parser.add_argument('--out', default='docs/results/popgym.json',
+                        help='results JSON; the .md and .png go beside it')
+    parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                        help='only merge the results of earlier runs (e.g. split over '
+                             'processes) into --out')
+
+
 def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--cases', type=int, default=10_000,
                         help='hypothesis-drawn (joint state, image) pairs (default 10^4)')
@@ -214,6 +241,12 @@ COMMANDS: Dict[str, Command] = {
     'export': Command('aura_ros.runtime.export:main',
                       'export the memory step of a model directory to memory_step.onnx',
                       _export_args),
+    'bench train-speed': Command('aura_ros.bench.train_speed:main',
+                                 'training throughput of the AURA layer: scan vs reference loop',
+                                 _bench_train_speed_args),
+    'bench popgym': Command('aura_ros.training.popgym_bench:main',
+                            'POPGym memory tasks: AURA variants vs always-write vs GRU',
+                            _bench_popgym_args),
     'bench synthetic': Command('aura_ros.training.synthetic_bench:main',
                                'synthetic event-recall benchmark (AURA vs baselines)',
                                _bench_synthetic_args),

@@ -8,6 +8,7 @@ import psutil
 import pytest
 import torch
 
+from aura_ros.memory import LearnedGate
 from aura_ros.runtime import AuraRuntime
 from aura_ros.runtime.export import INPUTS, OUTPUTS, MemoryStep, memory_step_path
 from aura_ros.runtime.init_model import init_model_dir
@@ -82,10 +83,12 @@ def test_export_cache_follows_the_checkpoint(model_dir, tmp_path):
     assert rt.memory.path == fresh
 
 
-def run_pair(model_dir, steps, seed):
+def run_pair(model_dir, steps, seed, probe_threshold=None):
     """Torch and ONNX runtimes fed the same observations; per-step records of both."""
     rts = [AuraRuntime.from_model_dir(model_dir, device='cpu', engine=e, threads=1)
            for e in ('torch', 'onnx')]
+    if probe_threshold is not None:
+        rts[0].set_gate_threshold(probe_threshold)
     probe = [rts[0].step(img, 'rgb8', j).gate.p for img, j in observations(100, seed + 1)]
     rts[0].reset()
     threshold = float(np.median(probe))         # writes and skips both common
@@ -163,3 +166,66 @@ def test_onnx_engine_binds_device_memory(model_dir):
         rt.step(img, 'rgb8', joints)
     assert [t.data_ptr() for b in rt.memory.buffers for t in b.values()] == pointers
     assert all(t.is_cuda for b in rt.memory.buffers for t in b.values())
+
+
+VARIANTS = {'time': dict(time_features=4), 'add': dict(write_rule='add'),
+            'time_add': dict(time_features=3, time_period=7, write_rule='add')}
+
+
+@pytest.fixture(scope='module', params=sorted(VARIANTS))
+def variant_dir(request, tmp_path_factory):
+    """A model directory per layer variant (the same small model otherwise)."""
+    out = tmp_path_factory.mktemp(f'variant_{request.param}')
+    init_model_dir(out, image_size=16, d_model=32, joints=('j1', 'j2', 'j3'), chunk=3,
+                   memory=dict(head_hidden=32, gate_init_bias=0.0, **VARIANTS[request.param]))
+    return out
+
+
+def test_every_variant_runs_the_same_in_torch_and_onnx(variant_dir):
+    spec = load_model_dir(variant_dir)
+    layer = load_memory(variant_dir, spec)
+    names = [i.name for i in onnx.load(str(memory_step_path(variant_dir, layer))).graph.input]
+    assert names == list(INPUTS) + (['t'] if spec.memory.time_features else [])
+    # threshold from a probe without writes: with write_rule='add' p grows with every write
+    rts, records = run_pair(variant_dir, 400, seed=7, probe_threshold=1.0)
+    wrote = np.array([[r.gate.wrote for r in pair] for pair in records])
+    assert np.array_equal(wrote[:, 0], wrote[:, 1])
+    assert 0 < wrote[:, 0].sum() < len(wrote), 'the test needs writes and skips'
+    actions = np.array([[r.action for r in pair] for pair in records])
+    assert np.abs(actions[:, 0] - actions[:, 1]).max() < 1e-4
+    a, b = (rt.state_dict() for rt in rts)
+    assert sum(v.nbytes for v in a.values()) == spec.memory.memory_bytes(1) \
+        == rts[1].memory_bytes()
+    np.testing.assert_allclose(a['W'], b['W'], atol=1e-4)
+
+
+def test_time_variant_follows_the_step_counter(variant_dir):
+    """Both engines give the layer's own `step` at t = the runtime's step index (from a held
+    state, gate closed, so only t moves the read), and a reset starts the counter again at 0."""
+    spec = load_model_dir(variant_dir)
+    if not spec.memory.time_features:
+        pytest.skip('only the time-feature variants read the step counter')
+    c = spec.memory
+    layer = load_memory(variant_dir, spec).eval()
+    layer.gate_policy = LearnedGate(1.0)
+    rng = np.random.default_rng(3)
+    state = {'W': rng.normal(size=(1, c.d_val, c.d_key)).astype(np.float32),
+             'b': rng.normal(size=(1, c.d_val)).astype(np.float32)}
+    img, joints = next(observations(1, 9))
+    steps = c.period + 3
+    for engine in ('torch', 'onnx'):
+        rt = AuraRuntime.from_model_dir(variant_dir, device='cpu', engine=engine, threads=1)
+        rt.set_gate_threshold(1.0)                  # p < 1: never writes
+        runs = []
+        for _ in range(2):
+            rt.reset()
+            rt.load_state(state)
+            runs.append(np.array([rt.step(img, 'rgb8', joints).action for _ in range(steps)]))
+        np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
+        z = rt.backbone.features.clone()
+        with torch.no_grad():
+            held = {k: torch.from_numpy(v) for k, v in state.items()}
+            want = np.array([layer.step(z, held, t)['action'][0].numpy() for t in range(steps)])
+        np.testing.assert_allclose(runs[0], want, atol=1e-5)
+        np.testing.assert_allclose(runs[0][0], runs[0][c.period], atol=1e-5)
+        assert np.abs(runs[0][0] - runs[0][1]).max() > 1e-4, 'the step counter moves the read'

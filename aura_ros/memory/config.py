@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+WRITE_RULES = ('delta', 'add')
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, or out of range."""
@@ -22,7 +24,9 @@ class MemoryConfig:
     """Sizes and inference settings of one AURA memory layer.
 
     The inference state is `d_key * d_val + d_val` floats per batch row, whatever the episode
-    length.
+    length. The variants (`write_rule`, `time_features`) add no state: the time features are
+    computed from the step index t that every step receives anyway. Their defaults are the
+    original layer, so older checkpoints load unchanged.
     """
 
     d_model: int = 4096          # width of the backbone feature z_t
@@ -37,20 +41,35 @@ class MemoryConfig:
     gate_init_bias: float = 2.0  # the gate starts open (p ~ 0.88) so the memory gets used early
     beta_init_bias: float = 1.0  # inner learning rate starts near sigmoid(1) ~ 0.73
     ib_horizon: int = 4          # steps ahead over which a write's counterfactual utility counts
+    write_rule: str = 'delta'    # 'delta': W -= beta e k^T (erase + write); 'add': W += beta v k^T
+    time_features: int = 0       # sin/cos harmonics of the step counter fed to k and q (0: off)
+    time_period: int = 0         # period in steps of the first harmonic (0: d_key)
 
     def __post_init__(self) -> None:
+        if self.write_rule not in WRITE_RULES:
+            raise ConfigError(f'MemoryConfig.write_rule must be one of {WRITE_RULES}, '
+                              f'got {self.write_rule!r}')
         positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
                     'head_hidden', 'ib_horizon')
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f'MemoryConfig.{name} must be a positive integer, got {value!r}')
+        for name in ('time_features', 'time_period'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f'MemoryConfig.{name} must be an integer >= 0, got {value!r}')
         for name in ('gate_threshold', 'gate_init_bias', 'beta_init_bias'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value):
                 raise ConfigError(f'MemoryConfig.{name} must be a finite number, got {value!r}')
             object.__setattr__(self, name, float(value))
+
+    @property
+    def period(self) -> int:
+        """Steps after which the time features repeat (`time_period`, or d_key when 0)."""
+        return self.time_period or self.d_key
 
     @property
     def state_floats(self) -> int:

@@ -19,6 +19,7 @@ pass lets d(loss)/d(g) flow into p as if g were p. A relaxation would train on s
 never happen at inference; the hard forward keeps train and deploy identical.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from .config import MemoryConfig
 from .gates import GatePolicy, LearnedGate
+from .scan import GatedDeltaScan, augment, scan_forward, state_read, state_reads
 
 State = dict[str, Tensor]
 
@@ -56,6 +58,11 @@ class AuraMemLayer(nn.Module):
         self.head_x = nn.Linear(c.d_model, c.head_hidden)
         self.head_r = nn.Linear(c.d_val, c.head_hidden, bias=False)
         self.head_out = nn.Linear(c.head_hidden, c.chunk * c.d_action)
+        if c.time_features:
+            # addresses that know the step: a key written at t can be found by a query at t + d
+            # (a fixed rotation of the sin/cos features), which x_t alone cannot express
+            self.time_k = nn.Linear(2 * c.time_features, c.d_key, bias=False)
+            self.time_q = nn.Linear(2 * c.time_features, c.d_key, bias=False)
         with torch.no_grad():
             self.to_beta.bias.fill_(c.beta_init_bias)
             self.gate_out.bias.fill_(c.gate_init_bias)
@@ -73,12 +80,39 @@ class AuraMemLayer(nn.Module):
 
     # -- per-step pieces shared by the sequence and step forms ------------------------------------
 
-    def _project(self, z: Tensor) -> dict[str, Tensor]:
-        """Everything that depends on z_t alone; works on [B, d] and [B, T, d] alike."""
+    def time_encoding(self, z: Tensor, t0) -> Tensor:
+        """sin/cos of 2 pi j t / period, j = 1..time_features: [2 n] for a step z [B, d]
+        (t0 its index, an int or a tensor holding one), [T, 2 n] for a sequence z [B, T, d].
+
+        The step is reduced modulo the period first, so it stays exact in float32 however long
+        the episode (the exported step does the same with its `t` input).
+        """
+        c = self.config
+        if isinstance(t0, Tensor):       # a graph input (export, CUDA graph): never a constant
+            t0 = t0.to(z.dtype).reshape(-1)[:1]
+        else:
+            t0 = torch.full((1,), float(t0), dtype=z.dtype, device=z.device)
+        steps = t0 if z.dim() == 2 else t0 + torch.arange(z.shape[1], dtype=z.dtype,
+                                                            device=z.device)
+        phase = torch.remainder(steps, c.period) * (2 * math.pi / c.period)
+        harmonics = torch.arange(1, c.time_features + 1, dtype=z.dtype, device=z.device)
+        angle = phase[:, None] * harmonics
+        enc = torch.cat([torch.sin(angle), torch.cos(angle)], -1)
+        return enc[0] if z.dim() == 2 else enc
+
+    def _project(self, z: Tensor, t0: int = 0) -> dict[str, Tensor]:
+        """Everything that depends on z_t alone; works on [B, d] and [B, T, d] alike.
+
+        `t0` is the step index of z (of z[:, 0] for a sequence): the time-aware variants use it.
+        """
         x = self.norm(z)
+        k, q = self.to_k(x), self.to_q(x)
+        if self.config.time_features:
+            phi = self.time_encoding(z, t0)
+            k, q = k + self.time_k(phi), q + self.time_q(phi)
         return {'x': x,
-                'k': F.normalize(self.to_k(x), dim=-1),
-                'q': F.normalize(self.to_q(x), dim=-1),
+                'k': F.normalize(k, dim=-1),
+                'q': F.normalize(q, dim=-1),
                 'v': self.to_v(x),
                 'beta': torch.sigmoid(self.to_beta(x)).squeeze(-1),
                 'gate_x': self.gate_in(torch.cat(
@@ -94,18 +128,23 @@ class AuraMemLayer(nn.Module):
         p = torch.sigmoid(self.gate_out(torch.tanh(gate_h))).squeeze(-1)
         g_hard = self.gate_policy(p, surprise, t)
         scale = proj['beta'] * g_hard
+        u = self._write_vector(e, proj['v'])
         if torch.is_grad_enabled():
             if self.gate_policy.learned:
                 scale = proj['beta'] * (g_hard + p - p.detach())   # straight-through
-            W_new = W - scale[:, None, None] * e[:, :, None] * k[:, None, :]
-            b_new = b - scale[:, None] * e
+            W_new = W - scale[:, None, None] * u[:, :, None] * k[:, None, :]
+            b_new = b - scale[:, None] * u
         else:
             wrote = g_hard > 0
             W_new = torch.where(wrote[:, None, None],
-                                W - scale[:, None, None] * e[:, :, None] * k[:, None, :], W)
-            b_new = torch.where(wrote[:, None], b - scale[:, None] * e, b)
+                                W - scale[:, None, None] * u[:, :, None] * k[:, None, :], W)
+            b_new = torch.where(wrote[:, None], b - scale[:, None] * u, b)
         read = torch.einsum('bvk,bk->bv', W_new, proj['q']) + b_new
         return {'W': W_new, 'b': b_new}, read, p, g_hard, surprise, e
+
+    def _write_vector(self, e: Tensor, v: Tensor) -> Tensor:
+        """u in W <- W - beta g u k^T: the error e (delta rule) or -v (`write_rule='add'`)."""
+        return -v if self.config.write_rule == 'add' else e
 
     def act(self, head_x: Tensor, read: Tensor) -> Tensor:
         """Action chunk from the precomputed x-part of the head and a memory read."""
@@ -117,7 +156,7 @@ class AuraMemLayer(nn.Module):
 
     def step(self, z_t: Tensor, state: State, t: int = 0) -> dict:
         """O(1) inference form: z_t [B, d_model] and the state -> action [B, chunk, d_action]."""
-        proj = self._project(z_t)
+        proj = self._project(z_t, t)
         new_state, read, p, g, surprise, _ = self._advance(state, proj, t)
         return {'action': self.act(proj['head_x'], read), 'g': g, 'p': p, 'surprise': surprise,
                 'read': read, 'state': new_state}
@@ -130,35 +169,54 @@ class AuraMemLayer(nn.Module):
         `ib_horizon` steps would see if step t wrote (`cf_read_write`) or skipped (`cf_read_skip`),
         both from the state before t: [B, T, H, d_val], plus `cf_valid` [T, H]. The information
         bottleneck loss turns them into the utility of writing.
+
+        The loop over time is `scan.py` (no autograd inside, a hand-written backward);
+        `naive.naive_forward` is the per-step reference it is tested against.
         """
         B, T, _ = z.shape
         if state is None:
             state = self.init_state(B, z.device)
-        proj = self._project(z)
-        H = self.config.ib_horizon
-        reads, ps, gs, ss, cf_w, cf_s = [], [], [], [], [], []
-        for t in range(T):
-            proj_t = {k: v[:, t] for k, v in proj.items()}
-            prev = state
-            state, read, p, g, s, e = self._advance(state, proj_t, t0 + t)
-            reads.append(read)
-            ps.append(p)
-            gs.append(g)
-            ss.append(s)
-            if counterfactual:
-                q_next = proj['q'][:, t + 1:t + 1 + H]
-                q_next = F.pad(q_next, (0, 0, 0, H - q_next.shape[1]))
-                beta = proj_t['beta'][:, None, None]
-                W_w = prev['W'] - beta * e[:, :, None] * proj_t['k'][:, None, :]
-                b_w = prev['b'] - beta[:, :, 0] * e
-                cf_w.append(torch.einsum('bvk,bhk->bhv', W_w, q_next) + b_w[:, None])
-                cf_s.append(torch.einsum('bvk,bhk->bhv', prev['W'], q_next) + prev['b'][:, None])
-        read = torch.stack(reads, 1)
-        out = {'action': self.act(proj['head_x'], read), 'g': torch.stack(gs, 1),
-               'p': torch.stack(ps, 1), 'surprise': torch.stack(ss, 1), 'read': read,
-               'state': state, 'x': proj['x'], 'head_x': proj['head_x']}
+        proj = self._project(z, t0)
+        gate = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
+        tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'beta', 'gate_x')}
+        tm['ka'] = augment(proj['k'].transpose(0, 1))
+        tm['qa'] = augment(proj['q'].transpose(0, 1))
+        Wa0 = torch.cat([state['W'], state['b'].unsqueeze(-1)], -1)         # [W | b]
+        additive = self.config.write_rule == 'add'
+        args = (tm['ka'], tm['v'], tm['beta'], tm['gate_x'], *gate, self.gate_policy, t0,
+                additive)
+        if torch.is_grad_enabled():
+            scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
+                                 strict=True))
+        else:
+            scan = scan_forward(Wa0, *args, qa=None if counterfactual else tm['qa'])
+        if 'Ws' in scan:                                              # [T, B, d_val, d_key + 1]
+            read = state_read(scan['Ws'], tm['qa'])
+            last = scan['Ws'][-1]
+        else:
+            read, last = scan['reads'], scan['Wa']
+        final = {'W': last[..., :-1].contiguous(), 'b': last[..., -1].contiguous()}
+        read = read.transpose(0, 1)
+        out = {'action': self.act(proj['head_x'], read), 'g': scan['g'].transpose(0, 1),
+               'p': scan['p'].transpose(0, 1), 'surprise': scan['s'].transpose(0, 1),
+               'read': read, 'state': final, 'x': proj['x'], 'head_x': proj['head_x']}
         if counterfactual:
-            steps = torch.arange(T)[:, None] + torch.arange(1, H + 1)[None, :]
-            out.update(cf_read_write=torch.stack(cf_w, 1), cf_read_skip=torch.stack(cf_s, 1),
-                       cf_valid=(steps < T).to(z.device))
+            out.update(self._counterfactual(Wa0, proj, scan))
         return out
+
+    def _counterfactual(self, Wa0: Tensor, proj: dict, scan: dict) -> dict:
+        """Reads of the next H steps from the state before t, had t written or skipped."""
+        H = self.config.ib_horizon
+        T = proj['q'].shape[1]
+        q = proj['q']
+        idx = torch.arange(T)[:, None] + torch.arange(1, H + 1)[None, :]     # [T, H]
+        valid = idx < T
+        q_next = q[:, idx.clamp(max=T - 1)] * valid[None, :, :, None].to(q.dtype)  # [B,T,H,K]
+        qn = augment(q_next).permute(1, 0, 3, 2)                             # [T, B, K+1, H]
+        Ws = scan['Ws']
+        skip = torch.cat([state_reads(Wa0[None], qn[:1]), state_reads(Ws[:-1], qn[1:])])
+        skip = skip.permute(1, 0, 3, 2)                                      # [B, T, H, V]
+        u = -proj['v'] if self.config.write_rule == 'add' else scan['e'].transpose(0, 1)
+        kq = torch.einsum('btk,bthk->bth', proj['k'], q_next) + 1
+        write = skip - (proj['beta'].unsqueeze(-1) * u).unsqueeze(2) * kq.unsqueeze(-1)
+        return {'cf_read_write': write, 'cf_read_skip': skip, 'cf_valid': valid.to(q.device)}

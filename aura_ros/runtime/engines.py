@@ -26,7 +26,7 @@ from torch import Tensor
 
 from aura_ros.memory import AuraMemLayer
 
-from .export import INPUTS, OUTPUTS, ThresholdGate
+from .export import OUTPUTS, ThresholdGate, step_inputs
 
 
 class Engine:
@@ -46,6 +46,9 @@ class Engine:
             self.host = torch.zeros(self.n_action + 4,
                                     pin_memory=self.device.type == 'cuda')
         self.threshold_value = 0.5
+        with torch.inference_mode():
+            self.t = torch.zeros(1, device=self.device)      # step index, for time features
+        self.timed = bool(config.time_features)
 
     def _compute(self) -> None:
         """Run the step into `out`; out[-1] = 1 when the new state is finite (and kept)."""
@@ -61,13 +64,17 @@ class Engine:
     def state(self) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def step(self) -> tuple[np.ndarray, bool, float, float, bool]:
+    def step(self, t: int = 0) -> tuple[np.ndarray, bool, float, float, bool]:
         """One step from `features`: (action [chunk, d_action], wrote, p, surprise, discarded).
 
+        `t` is the step's index in the episode (0 first); only layers with time features use
+        it, and they get it modulo their period (exact in float32 for any episode length).
         discarded: the new state was not finite and was thrown away (the state is unchanged);
         the action is then the one of a skip step and wrote is False.
         """
         with torch.inference_mode():
+            if self.timed:
+                self.t.fill_(float(t % self.config.period))
             self._compute()
             self.host.copy_(self.out)              # synchronises with the device
         h = self.host.numpy()
@@ -144,7 +151,7 @@ class TorchEngine(Engine):
         return self._state
 
     def _eager(self) -> None:
-        out = self.layer.step(self.features, self._state, 0)
+        out = self.layer.step(self.features, self._state, self.t)
         W, b = self._state['W'], self._state['b']
         W_new, b_new = out['state']['W'], out['state']['b']
         finite = self._finite_flag(W_new, b_new)
@@ -225,6 +232,8 @@ class OnnxEngine(Engine):
             bind(binding, 'W', src['W'])
             bind(binding, 'b', src['b'])
             bind(binding, 'threshold', self.threshold)
+            if self.timed:
+                bind(binding, 't', self.t)
             bind(binding, 'W_new', dst['W'], True)
             bind(binding, 'b_new', dst['b'], True)
             # results straight into the engine's output buffer: action, then g, p, surprise
@@ -237,9 +246,10 @@ class OnnxEngine(Engine):
     def _check_signature(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
-        if tuple(inputs) != INPUTS or tuple(outputs) != OUTPUTS:
+        expected = step_inputs(self.config)
+        if tuple(inputs) != expected or tuple(outputs) != OUTPUTS:
             raise ValueError(f'memory step graph has inputs {inputs} and outputs {outputs}, '
-                             f'expected {list(INPUTS)} -> {list(OUTPUTS)}')
+                             f'expected {list(expected)} -> {list(OUTPUTS)}')
 
     @property
     def state(self) -> dict[str, Tensor]:

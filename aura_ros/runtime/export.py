@@ -1,7 +1,10 @@
 """The memory step as one ONNX graph, and `python -m aura_ros export`.
 
-    (z [1,d_model], W [1,d_val,d_key], b [1,d_val], threshold [1])
+    (z [1,d_model], W [1,d_val,d_key], b [1,d_val], threshold [1][, t [1]])
         -> (action [1,chunk,d_action], W_new, b_new, g [1], p [1], surprise [1])
+
+`t` (the step index in the episode) is an input only for layers with time features
+(`MemoryConfig.time_features > 0`); every other variant runs from the same four inputs.
 
 The graph is the AuraMemLayer's own `_project` / `_advance` / `act`, traced with the write gate
 reading its threshold from an input tensor: g = (p > threshold) and the update selected with
@@ -33,6 +36,12 @@ INPUTS = ('z', 'W', 'b', 'threshold')
 OUTPUTS = ('action', 'W_new', 'b_new', 'g', 'p', 'surprise')
 
 
+def step_inputs(config) -> tuple[str, ...]:
+    """The graph's inputs: INPUTS, plus the step counter `t` [1] (float32, the engines feed it
+    modulo the period) when the layer's keys and queries use time features."""
+    return INPUTS + ('t',) if config.time_features else INPUTS
+
+
 class ThresholdGate(GatePolicy):
     """LearnedGate whose threshold is a tensor: CUDA graphs and ONNX see changes to its value."""
 
@@ -52,9 +61,10 @@ class MemoryStep(nn.Module):
         super().__init__()
         self.layer = layer
 
-    def forward(self, z: Tensor, W: Tensor, b: Tensor, threshold: Tensor):
+    def forward(self, z: Tensor, W: Tensor, b: Tensor, threshold: Tensor,
+                t: Tensor | None = None):
         layer = self.layer
-        proj = layer._project(z)
+        proj = layer._project(z, 0 if t is None else t)
         own_gate, layer.gate_policy = layer.gate_policy, ThresholdGate(threshold)
         try:
             state, read, p, g, surprise, _ = layer._advance({'W': W, 'b': b}, proj, 0)
@@ -78,11 +88,14 @@ def export_memory_step(layer: AuraMemLayer, path: str | Path, checkpoint_sha256:
     c = layer.config
     example = (torch.zeros(1, c.d_model), torch.zeros(1, c.d_val, c.d_key),
                torch.zeros(1, c.d_val), torch.tensor([c.gate_threshold]))
+    names = step_inputs(c)
+    if 't' in names:
+        example += (torch.tensor([1.0]),)
     step = MemoryStep(layer).eval()
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore', DeprecationWarning)   # the TorchScript exporter: see
-        torch.onnx.export(step, example, str(path), input_names=list(INPUTS),   # model_dir.py
+        torch.onnx.export(step, example, str(path), input_names=list(names),    # model_dir.py
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False)
     model = onnx.load(str(path))
     meta = {'format': FORMAT, 'memory_sha256': checkpoint_sha256,
@@ -165,10 +178,13 @@ def main(args: argparse.Namespace) -> int:
     inputs = (torch.randn(1, c.d_model, generator=gen),
               torch.randn(1, c.d_val, c.d_key, generator=gen) * 0.1,
               torch.randn(1, c.d_val, generator=gen) * 0.1, torch.tensor([c.gate_threshold]))
+    names = step_inputs(c)
+    if 't' in names:
+        inputs += (torch.tensor([3.0]),)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-    got = session.run(list(OUTPUTS), {k: v.numpy() for k, v in zip(INPUTS, inputs, strict=True)})
+    got = session.run(list(OUTPUTS), {k: v.numpy() for k, v in zip(names, inputs, strict=True)})
     with torch.no_grad():
         want = MemoryStep(layer)(*inputs)
     worst = max(float(np.abs(a - w.numpy()).max()) for a, w in zip(got, want, strict=True))

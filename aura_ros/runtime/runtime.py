@@ -226,7 +226,7 @@ class AuraRuntime:
     def _memory_step(self, joints: np.ndarray, t0: float, t1: float) -> StepResult:
         """The memory step on the features in place, then the action contract."""
         t2 = time.perf_counter()
-        out, wrote, p, surprise, discarded = self.memory.step()
+        out, wrote, p, surprise, discarded = self.memory.step(self.steps)
         action = self.contract.denormalise(out)
         targets, clipped = self.contract.targets(action, joints)
         t3 = time.perf_counter()

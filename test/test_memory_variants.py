@@ -1,0 +1,130 @@
+"""Layer variants (MemoryConfig.write_rule, time_features): each keeps the layer's contract:
+step form = sequence form, a closed gate leaves the state bit-identical, the state bytes are
+what memory_bytes says, and the defaults are the original layer (old checkpoints load as-is)."""
+
+import math
+
+import pytest
+import torch
+
+from aura_ros.memory import (
+    AuraMemLayer,
+    ConfigError,
+    MemoryConfig,
+    load_checkpoint,
+    save_checkpoint,
+    state_bytes,
+)
+
+BASE = MemoryConfig(d_model=24, d_key=8, d_val=6, d_action=3, chunk=2, gate_init_bias=0.0)
+VARIANTS = {'add': dict(write_rule='add'), 'time': dict(time_features=4),
+            'time_period': dict(time_features=2, time_period=5),
+            'time_add': dict(time_features=3, write_rule='add')}
+
+
+def _layer(name: str, **changes) -> AuraMemLayer:
+    torch.manual_seed(0)
+    return AuraMemLayer(BASE.replace(**VARIANTS[name], **changes))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_step_form_equals_sequence_form(name):
+    layer = _layer(name).eval()
+    z = torch.randn(3, 40, BASE.d_model)
+    seq = layer(z, t0=11)
+    state, outs = layer.init_state(3), []
+    for t in range(40):
+        out = layer.step(z[:, t], state, 11 + t)
+        state = out['state']
+        outs.append(out)
+    assert torch.equal(seq['g'], torch.stack([o['g'] for o in outs], 1))
+    assert 0 < seq['g'].mean() < 1, 'the test needs writes and skips'
+    for key in ('action', 'p', 'surprise'):
+        torch.testing.assert_close(seq[key], torch.stack([o[key] for o in outs], 1),
+                                   rtol=1e-5, atol=1e-5)
+    for key in ('W', 'b'):
+        torch.testing.assert_close(seq['state'][key], state[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_closed_gate_leaves_state_bit_identical(name):
+    layer = _layer(name, gate_threshold=1.5)
+    gen = torch.Generator().manual_seed(1)
+    start = {'W': torch.randn(2, BASE.d_val, BASE.d_key, generator=gen),
+             'b': torch.randn(2, BASE.d_val, generator=gen)}
+    state = {k: v.clone() for k, v in start.items()}
+    with torch.no_grad():
+        for t in range(100):
+            state = layer.step(torch.randn(2, BASE.d_model) * 5, state, t)['state']
+    seq = layer(torch.randn(2, 60, BASE.d_model), {k: v.clone() for k, v in start.items()}, 3)
+    for key in start:
+        assert torch.equal(state[key], start[key])
+        assert torch.equal(seq['state'][key], start[key])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_memory_bytes_are_the_state_bytes(name):
+    layer = _layer(name, gate_threshold=-1.0)
+    state = layer.init_state(2)
+    for t in range(300):
+        state = layer.step(torch.randn(2, BASE.d_model), state, t)['state']
+    assert state_bytes(state) == layer.memory_bytes(2) == (8 * 6 + 6) * 2 * 4
+
+
+@torch.no_grad()
+def test_time_features_repeat_with_the_period_and_move_the_addresses():
+    layer = _layer('time_period')
+    z = torch.randn(1, BASE.d_model)
+    key = [layer._project(z, t)['k'] for t in (0, 1, 5, 10_000_000)]
+    torch.testing.assert_close(key[0], key[2])
+    torch.testing.assert_close(key[0], key[3])           # 10^7 = 0 mod 5, exact
+    assert not torch.allclose(key[0], key[1])
+    enc = layer.time_encoding(torch.zeros(1, 4, BASE.d_model), 0)
+    assert enc.shape == (4, 4)
+    torch.testing.assert_close(enc[1], torch.tensor([math.sin(2 * math.pi / 5),
+                                                     math.sin(4 * math.pi / 5),
+                                                     math.cos(2 * math.pi / 5),
+                                                     math.cos(4 * math.pi / 5)]))
+
+
+@torch.no_grad()
+def test_add_rule_accumulates_repeated_writes():
+    """W += beta v k^T: the same input written n times reads back ~n times (counting), where
+    the delta rule saturates at v."""
+    reads = {}
+    for rule in ('delta', 'add'):
+        torch.manual_seed(0)
+        layer = AuraMemLayer(BASE.replace(write_rule=rule, gate_threshold=-1.0))
+        z = torch.randn(1, 1, BASE.d_model).expand(1, 12, BASE.d_model)
+        reads[rule] = layer(z)['read'][0].norm(dim=-1)
+    assert reads['add'][-1] > 5 * reads['add'][0]
+    assert reads['delta'][-1] < 1.5 * reads['delta'][2]
+
+
+def test_defaults_are_the_original_layer_and_old_checkpoints_load(tmp_path):
+    config = MemoryConfig(d_model=16, d_key=4, d_val=4, d_action=2)
+    assert (config.write_rule, config.time_features, config.time_period) == ('delta', 0, 0)
+    torch.manual_seed(0)
+    layer = AuraMemLayer(config)
+    names = set(layer.state_dict())
+    assert not any(n.startswith('time_') for n in names)
+    save_checkpoint(layer, tmp_path / 'm.safetensors')
+    loaded = load_checkpoint(tmp_path / 'm.safetensors')
+    for name, tensor in layer.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    timed = AuraMemLayer(config.replace(time_features=2))
+    save_checkpoint(timed, tmp_path / 't.safetensors')
+    assert load_checkpoint(tmp_path / 't.safetensors').config.time_features == 2
+    with pytest.raises(Exception, match='time_features'):
+        load_checkpoint(tmp_path / 't.safetensors', AuraMemLayer(config))
+
+
+@pytest.mark.parametrize('changes,field', [(dict(write_rule='erase'), 'write_rule'),
+                                           (dict(time_features=-1), 'time_features'),
+                                           (dict(time_period=1.5), 'time_period')])
+def test_bad_variant_values_are_named(changes, field):
+    with pytest.raises(ConfigError, match=field):
+        BASE.replace(**changes)
+
