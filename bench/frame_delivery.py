@@ -25,9 +25,9 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,10 +103,10 @@ def publish(args) -> int:
 
 
 def subscribe(args) -> int:
-    """Count frames, sequence gaps and latency until SIGINT, then print one JSON line."""
+    """Count frames, sequence gaps and latency until --stop-file exists; print one JSON line."""
     import numpy as np
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     rclpy.init()
@@ -135,10 +135,11 @@ def subscribe(args) -> int:
 
     node.create_subscription(Image, 'bench_image', on_image, qos_profile(args.qos))
     print('READY', flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = Path(args.stop_file)
+    while not stop.exists():
+        executor.spin_once(timeout_sec=0.1)
     latency = np.asarray(got['latency'])
     print(json.dumps({
         'received': got['received'], 'seq_gaps': got['gaps'] if got['seq_known'] else None,
@@ -146,9 +147,7 @@ def subscribe(args) -> int:
         'latency_p50_ms': float(np.percentile(latency, 50)) if latency.size else None,
         'latency_p99_ms': float(np.percentile(latency, 99)) if latency.size else None}),
         flush=True)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
+    os._exit(0)          # some transports (LARGE_DATA's TCP) can hang in shutdown: not measured
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -156,7 +155,8 @@ def subscribe(args) -> int:
 
 def _role(role: str, case: dict, args, env: dict) -> subprocess.Popen:
     cmd = [sys.executable, __file__, '--role', role, '--size', case['size'], '--qos',
-           case['qos'], '--frames', str(args.frames), '--rate', str(args.rate)]
+           case['qos'], '--frames', str(args.frames), '--rate', str(args.rate),
+           '--stop-file', args.stop_file]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -178,10 +178,17 @@ def run_case(case: dict, args) -> dict:
     sub = _role('sub', case, args, env)
     assert sub.stdout.readline().strip() == 'READY'
     pub = _role('pub', case, args, env)
-    pub_out, _ = pub.communicate(timeout=60 + 2 * args.frames / args.rate)
-    time.sleep(0.5)
-    sub.send_signal(signal.SIGINT)
-    sub_out, _ = sub.communicate(timeout=30)
+    try:
+        pub_out, _ = pub.communicate(timeout=60 + 2 * args.frames / args.rate)
+        time.sleep(0.5)
+        Path(args.stop_file).touch()
+        sub_out, _ = sub.communicate(timeout=30)
+    finally:
+        for proc in (pub, sub):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        Path(args.stop_file).unlink(missing_ok=True)
     sent, heard = _last_json(pub_out), _last_json(sub_out)
     lost = sent['published'] - heard['received']
     return {**case, **sent, **heard, 'lost': lost,
@@ -213,7 +220,10 @@ def main() -> int:
     parser.add_argument('--qos-list', nargs='+', default=list(QOS), choices=QOS)
     parser.add_argument('--transports', nargs='+', default=list(TRANSPORTS), choices=TRANSPORTS)
     parser.add_argument('--out', default=None, help='write <out>.json and <out>.md')
+    parser.add_argument('--stop-file', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stop_file is None:
+        args.stop_file = os.path.join(tempfile.gettempdir(), f'frame_delivery_{os.getpid()}.stop')
     if args.role == 'pub':
         return publish(args)
     if args.role == 'sub':
