@@ -109,3 +109,28 @@ def test_bad_parameters_fail_at_start(rclpy_context):
     with pytest.raises(ValueError, match='action_mode'):
         SimNode(context=rclpy_context,
                 parameter_overrides=[Parameter('action_mode', value='torque')])
+
+
+def test_a_chunk_stamped_at_publish_time_is_traced_to_the_frame_it_answers(make_sim, executor,
+                                                                          wait_for):
+    """aura_node stamps a chunk when it publishes it and leaves out points already past; the
+    simulator finds the frame from the point times, as a controller would place them."""
+    from builtin_interfaces.msg import Duration, Time
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    sim = make_sim(rate_hz=30.0, wait_for_policy=False)
+    wait_for(lambda: sim.frame >= 12, TIMEOUT, executor, 'twelve frames')
+    (sec, nanosec), frame = list(sim.stamps.items())[-8]
+    observation = sec * 10**9 + nanosec
+    publish = observation + 75_000_000                # 75 ms later: points 0 and 1 have passed
+    chunk = JointTrajectory(joint_names=['shoulder', 'elbow'])
+    chunk.header.stamp = Time(sec=publish // 10**9, nanosec=publish % 10**9)
+    for k in (2, 3):
+        offset = observation + round((k + 1) * 1e9 / 30) - publish
+        chunk.points.append(JointTrajectoryPoint(positions=[0.0, 0.0], time_from_start=Duration(
+            sec=offset // 10**9, nanosec=offset % 10**9)))
+    answered, first = sim.origin(chunk)
+    # (frame f, first point 2) and (frame f + 1, first point 1) execute identically
+    assert answered + first == frame + 2 and 0 <= first <= 2
+    chunk.header.stamp = Time(sec=1, nanosec=0)       # matches no frame: the current one
+    assert sim.origin(chunk) == (sim.frame, 0)

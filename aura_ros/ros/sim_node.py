@@ -5,10 +5,13 @@ the arm's joint state (`joint_states`, sensor_msgs/JointState: shoulder, elbow) 
 stamp. Subscribes the policy's action chunks (`action_topic`, trajectory_msgs/JointTrajectory,
 default `aura/action_chunk`, the policy node `aura`'s `~/action_chunk`): the chunk answering the
 image of frame f is executed from frame f on, one point per frame; when no newer chunk has
-arrived the next point of the last chunk is used, and past its end the arm holds still. Point
-`positions` are joint DELTAS per frame (`action_mode: delta`, the bundled model's convention) or
-absolute joint targets (`action_mode: position`); either way the step is clipped to the arm's
-speed limit.
+arrived the next point of the last chunk is used, and past its end the arm holds still. Which
+frame a chunk answers is found from its timing, as a controller reads it: point k is meant for
+`header.stamp + time_from_start`, which is that frame's stamp + (k + 1) frame periods (aura_node
+may stamp the chunk at publish time and leave out points already past). Point `positions` are
+absolute joint targets (`action_mode: position`, what aura_node publishes: the step is target -
+current position) or joint DELTAS per frame (`action_mode: delta`); either way the step is
+clipped to the arm's speed limit.
 
 Optionally listens to the policy's write gate (`gate_topic`, diagnostic_msgs/DiagnosticArray,
 default `aura/gate`; a status whose message is 'wrote' or key 'wrote' == '1' is a write,
@@ -21,6 +24,7 @@ with a summary line. With `wait_for_policy` (default) the world stands still, re
 first frame, until the first action chunk arrives, so a slow-starting policy misses nothing.
 """
 
+import bisect
 import json
 from collections import OrderedDict
 from typing import Optional
@@ -47,6 +51,8 @@ from aura_ros.tasks.cue_reach import (
 ACTION_MODES = ('delta', 'position')
 OUTCOME_DELAY_FRAMES = 5     # late gate messages of a task's last frames still count
 STAMP_MEMORY = 512           # frames whose stamps can still be matched to a chunk or a gate
+MATCH_TOLERANCE_NS = 2_000_000   # a point's time vs a frame stamp + whole periods
+NS = 1_000_000_000
 
 PARAMETERS = {
     'rate_hz': (30.0, 'frames (image + joint state) per second; one action point per frame'),
@@ -67,6 +73,10 @@ PARAMETERS = {
 
 def _stamp_key(stamp) -> tuple[int, int]:
     return int(stamp.sec), int(stamp.nanosec)
+
+
+def _ns(stamp) -> int:
+    return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
 class SimNode(Node):
@@ -91,6 +101,7 @@ class SimNode(Node):
         self.frame_task: OrderedDict = OrderedDict()   # frame -> task index
         self.chunk: Optional[np.ndarray] = None        # [points, 2]
         self.chunk_frame = 0                           # frame the chunk answers
+        self.chunk_first = 0                           # chunk index of its first point
         self.heard_gate = False
         self.writes: dict[int, int] = {}
         self.pending: list[tuple[int, TaskResult]] = []
@@ -148,10 +159,30 @@ class SimNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.chunk = points
-        self.chunk_frame = self.stamps.get(_stamp_key(msg.header.stamp), self.frame)
+        self.chunk_frame, self.chunk_first = self.origin(msg)
         if self.waiting:
             self.waiting = False
             self.get_logger().info('first action chunk received: the world starts')
+
+    def origin(self, msg: JointTrajectory) -> tuple[int, int]:
+        """(frame the chunk answers, chunk index of its first point), from the point times.
+
+        The first point's time minus (k + 1) frame periods is a frame's stamp for exactly one
+        k (k > 0 when the policy left out points already past). A chunk that matches no frame
+        (another period, or too old) is taken to answer the current frame.
+        """
+        first = _ns(msg.header.stamp) + _ns(msg.points[0].time_from_start)
+        period = NS / self.rate_hz
+        times = list(self.stamps)
+        keys = [k[0] * NS + k[1] for k in times]
+        for k in range(len(self.stamps)):
+            target = first - round((k + 1) * period)
+            if keys and target < keys[0] - MATCH_TOLERANCE_NS:
+                break
+            i = bisect.bisect_left(keys, target - MATCH_TOLERANCE_NS)
+            if i < len(keys) and abs(keys[i] - target) <= MATCH_TOLERANCE_NS:
+                return self.stamps[times[i]], k
+        return self.frame, 0
 
     def on_gate(self, msg: DiagnosticArray) -> None:
         frame = self.stamps.get(_stamp_key(msg.header.stamp))
@@ -171,7 +202,7 @@ class SimNode(Node):
         """The action point for the step out of the current frame (zeros when none applies)."""
         if self.chunk is None:
             return np.zeros(2)
-        index = self.frame - self.chunk_frame
+        index = self.frame - self.chunk_frame - self.chunk_first
         if not 0 <= index < len(self.chunk):
             return np.zeros(2)
         point = self.chunk[index]
