@@ -10,6 +10,8 @@ or reliable, depth 1) are started with the case's Fast DDS environment:
     UDPv4, SHM, LARGE_DATA
                 FASTDDS_BUILTIN_TRANSPORTS=<that>
     profile     FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml (in both processes)
+    profile_sub_only
+                the profile in the subscriber only (a camera driver started without it)
 
 The subscriber counts frames received, and losses it can see by itself: gaps in the publisher's
 sequence numbers (MessageInfo.publication_sequence_number, per publisher_gid), including the
@@ -35,14 +37,15 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / 'config' / 'fastdds_large_frames.xml'
 SIZES = {'640x480': (640, 480), '1280x720': (1280, 720)}
 QOS = ('best_effort', 'reliable')
-TRANSPORTS = ('default', 'UDPv4', 'SHM', 'LARGE_DATA', 'profile')
+TRANSPORTS = ('default', 'UDPv4', 'SHM', 'LARGE_DATA', 'profile', 'profile_sub_only')
 
 
-def transport_env(transport: str) -> dict:
-    """The environment that selects a transport (both processes get the same one)."""
-    if transport == 'default':
+def transport_env(transport: str, role: str) -> dict:
+    """The environment that selects a transport (both processes get the same one, except for
+    profile_sub_only: the profile in the subscriber, a driver left at its defaults)."""
+    if transport == 'default' or (transport == 'profile_sub_only' and role == 'pub'):
         return {}
-    if transport == 'profile':
+    if transport.startswith('profile'):
         return {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE)}
     return {'FASTDDS_BUILTIN_TRANSPORTS': transport}
 
@@ -153,7 +156,13 @@ def subscribe(args) -> int:
 # -- the driver ---------------------------------------------------------------------------------
 
 
-def _role(role: str, case: dict, args, env: dict) -> subprocess.Popen:
+def _role(role: str, case: dict, args) -> subprocess.Popen:
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
+               RMW_IMPLEMENTATION='rmw_fastrtps_cpp')
+    env.setdefault('ROS_DOMAIN_ID', '137')
+    for key in ('FASTDDS_BUILTIN_TRANSPORTS', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+        env.pop(key, None)
+    env.update(transport_env(case['transport'], role))
     cmd = [sys.executable, __file__, '--role', role, '--size', case['size'], '--qos',
            case['qos'], '--frames', str(args.frames), '--rate', str(args.rate),
            '--stop-file', args.stop_file]
@@ -169,15 +178,9 @@ def _last_json(text: str) -> dict:
 
 
 def run_case(case: dict, args) -> dict:
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               RMW_IMPLEMENTATION='rmw_fastrtps_cpp', **transport_env(case['transport']))
-    env.setdefault('ROS_DOMAIN_ID', '137')
-    for key in ('FASTDDS_BUILTIN_TRANSPORTS', 'FASTDDS_DEFAULT_PROFILES_FILE'):
-        if key not in transport_env(case['transport']):
-            env.pop(key, None)
-    sub = _role('sub', case, args, env)
+    sub = _role('sub', case, args)
     assert sub.stdout.readline().strip() == 'READY'
-    pub = _role('pub', case, args, env)
+    pub = _role('pub', case, args)
     try:
         pub_out, _ = pub.communicate(timeout=60 + 2 * args.frames / args.rate)
         time.sleep(0.5)
