@@ -327,6 +327,9 @@ def test_no_received_point_is_in_the_past_at_30_hz(make_node, executor, wait_for
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    transit = np.array([(at - ns_of(msg.header.stamp)) / 1e6 for msg, at in received])
+    print(f'publish -> reception: p50 {np.percentile(transit, 50):.1f} ms, p99 '
+          f'{np.percentile(transit, 99):.1f} ms, max {transit.max():.1f} ms')
     late = [(point - at) / 1e6 for msg, at in received for point in point_times(msg)
             if point < at]
     assert not late, f'{len(late)} points in the past at reception, by {max(late):.1f} ms'
@@ -344,25 +347,26 @@ def test_no_received_point_is_in_the_past_at_30_hz(make_node, executor, wait_for
 def test_two_cameras_step_only_on_matched_sets(robot, models):
     rig = robot(models['two'], topics=('front/image', 'wrist/image'), camera_max_skew_s=0.01)
     rig.connect()
-    now = ns_of(rig.now())
 
-    def stamp(offset_s):
-        t = now + int(offset_s * NS)
+    def stamp(t):
         return type(rig.now())(sec=t // NS, nanosec=t % NS)
 
-    rig.joints()
-    plan = [(-0.30, -0.296), (-0.20, -0.15), (-0.10, -0.10)]   # matched, 50 ms apart, matched
-    for front, wrist in plan:
+    newest = []
+    for skew in (0.004, 0.05, 0.0):                  # matched, 50 ms apart, matched
+        rig.joints()
+        front = ns_of(rig.now())
+        wrist = front + int(skew * NS)
         rig.publish('front/image', image_msg(smooth_frame(1), stamp(front)))
         rig.spin(0.05)
         rig.publish('wrist/image', image_msg(smooth_frame(2, 12, 16), stamp(wrist)))
         rig.spin(0.1)
+        if skew < 0.01:
+            newest.append(wrist)
     rig.wait_gates(2, 'two steps')
     rig.spin(0.5)
-    assert rig.node.runtime.steps == 2 and len(rig.chunks['action_chunk']) == 2
+    assert rig.node.runtime.steps == 2 and len(rig.gates) == 2
     assert sum(rig.node.matcher.unmatched.values()) == 2
-    stamps = {ns_of(g.header.stamp) for g in rig.gates}
-    assert stamps == {ns_of(stamp(-0.296)), ns_of(stamp(-0.10))}    # the newest of each set
+    assert [ns_of(g.header.stamp) for g in rig.gates] == newest     # the newest of each set
     rig.diagnostics(lambda s, v: v.get('camera_frames_unmatched') == '2', what='unmatched count')
 
 
@@ -384,13 +388,13 @@ def test_jpeg_stream_acts_like_the_raw_one_and_png_exactly(robot, models):
                          f'{fmt} chunk')
             msg = rig.chunks['action_chunk'][-1]
             got = np.array([p.positions for p in msg.points])
-            want = kept_rows(msg, reference.step(pixels, 'rgb8', np.float32(Q)).targets[
-                'action_chunk'])
+            full = reference.step(pixels, 'rgb8', np.float32(Q)).targets['action_chunk']
+            want = kept_rows(msg, full)
             if fmt == 'PNG':
                 np.testing.assert_allclose(got, want, atol=1e-5)    # lossless: the same actions
             else:
                 errors.append(np.abs(got - want).max())
-            spread.append(want)
+            spread.append(full)
     between_frames = np.abs(spread[0] - spread[2]).max()
     assert max(errors) < 0.1 * between_frames, (errors, between_frames)
 
@@ -414,13 +418,24 @@ def test_undecodable_frames_are_rejected_by_reason(robot, models):
 
 
 def test_a_topic_of_the_wrong_type_is_warned_about(robot, models):
+    """A CompressedImage stream remapped onto `image`: DDS never matches it (0 frames); the node
+    says so. The publisher lives in a participant of its own, as another process's would."""
+    from rclpy.context import Context
+
     rig = robot(models['plain'], topics=(), input_timeout_s=1.0)
-    wrong = rig.client.create_publisher(CompressedImage, 'image', qos_profile_sensor_data)
-    status, values = rig.diagnostics(lambda s, v: 'wrong_type' in s.message, 15,
-                                     'a wrong_type warning')
-    assert 'sensor_msgs/msg/CompressedImage' in status.message
-    assert status.level == DiagnosticStatus.WARN
-    assert wrong.get_subscription_count() == 0            # DDS never matches it: 0 frames
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        other = rclpy.create_node('camera_driver', context=context)
+        wrong = other.create_publisher(CompressedImage, 'image', qos_profile_sensor_data)
+        status, values = rig.diagnostics(lambda s, v: 'wrong_type' in s.message, 15,
+                                         'a wrong_type warning')
+        assert 'sensor_msgs/msg/CompressedImage' in status.message
+        assert status.level == DiagnosticStatus.WARN
+        assert wrong.get_subscription_count() == 0          # DDS never matches it: 0 frames
+        other.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 def test_silence_while_a_publisher_exists_is_warned_about(robot, models):

@@ -21,7 +21,7 @@ def absolute_times(msg):
 
 
 def test_points_keep_the_times_the_model_meant():
-    obs = 1_000 * NS
+    obs = 1_795_579_189_196_139_984              # a real stamp: beyond float64's exact integers
     timing = plan(obs, obs + int(0.010 * NS), PERIOD, 4, min_lead_s=0.005)
     assert timing.first_point == 0 and len(timing.offsets_ns) == 4
     targets = {'arm': np.arange(12, dtype=np.float32).reshape(4, 3),

@@ -61,8 +61,8 @@ PARAMETERS = {
     'seed': (0, 'episode seed: goals, delays and distractors are deterministic given it'),
     'duration_s': (0.0, 'stop after this many seconds of simulation (0: run until stopped)'),
     'max_tasks': (0, 'stop after this many finished tasks (0: run until stopped)'),
-    'action_mode': ('delta', "trajectory point positions are joint 'delta's per frame or "
-                             "absolute joint 'position' targets"),
+    'action_mode': ('position', "trajectory point positions are absolute joint 'position' "
+                             "targets (what aura_node publishes) or joint 'delta's per frame"),
     'action_topic': ('aura/action_chunk', "the policy's JointTrajectory action chunks"),
     'gate_topic': ('aura/gate', "the policy's write-gate DiagnosticArray (for writes per task)"),
     'wait_for_policy': (True, 'hold the world still until the first action chunk arrives'),

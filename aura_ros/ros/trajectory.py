@@ -57,7 +57,8 @@ def plan(observation_ns: int, publish_ns: int, period_s: float, points: int,
     """The stamping rule above for a chunk of `points` points."""
     period_ns = period_s * NS
     lead_ns = min_lead_s * NS
-    offsets = [int(round(observation_ns + (i + 1) * period_ns)) - publish_ns
+    # integers throughout: a stamp in ns (~1.8e18) is beyond float64's exact range
+    offsets = [observation_ns + int(round((i + 1) * period_ns)) - publish_ns
                for i in range(points)]
     first = next((i for i, dt in enumerate(offsets) if dt >= lead_ns), points)
     return Timing(publish_ns, first, tuple(offsets[first:]))
