@@ -304,6 +304,11 @@ class AuraNode(LifecycleNode):
         qos = p.qos()
         self._last_sequence = {}
         self._watches = {}
+        if spec.n_joints:
+            # first: when a joint state and a frame are ready together, the executor takes them
+            # in creation order, so the frame steps with the joint state that came before it
+            self._input_subs.append(self.create_subscription(
+                JointState, 'joint_states', self._on_joints, qos))
         if spec.features_in:
             self._subscribe(Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
         else:
@@ -311,9 +316,6 @@ class AuraNode(LifecycleNode):
             for camera, topic in camera_topics(cameras, p.image_transport).items():
                 self._subscribe(message_type(p.image_transport), topic, camera, kind, qos)
         self._camera_topics = {name: self._watches[name].topic for name in cameras}
-        if spec.n_joints:
-            self._input_subs.append(self.create_subscription(
-                JointState, 'joint_states', self._on_joints, qos))
         self._group_pubs = {g.name: self.create_lifecycle_publisher(
             JointTrajectory, f'~/{g.name}', 10) for g in spec.groups}
         self.gate_pub = self.create_lifecycle_publisher(DiagnosticArray, '~/gate', 10)
