@@ -195,20 +195,21 @@ def run_case(case: dict, args) -> dict:
     sent, heard = _last_json(pub_out), _last_json(sub_out)
     lost = sent['published'] - heard['received']
     return {**case, **sent, **heard, 'lost': lost,
-            'delivered': heard['received'] / sent['published']}
+            'delivered': heard['received'] / sent['published'],
+            'load_1min': round(os.getloadavg()[0], 1)}
 
 
 def table(rows: list[dict]) -> str:
     lines = ['| frame | QoS | transport | delivered | lost (truth) | lost (seq gaps seen by the '
-             'subscriber) | latency p50 / p99 ms | publisher rate Hz |',
-             '|---|---|---|---|---|---|---|---|']
+             'subscriber) | latency p50 / p99 ms | publisher rate Hz | load (1 min) |',
+             '|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lat = ('-' if r['latency_p50_ms'] is None
                else f'{r["latency_p50_ms"]:.1f} / {r["latency_p99_ms"]:.1f}')
         gaps = 'n/a' if r['seq_gaps'] is None else str(r['seq_gaps'])
         lines.append(f'| {r["size"]} | {r["qos"]} | {r["transport"]} | '
                      f'{r["received"]}/{r["published"]} ({r["delivered"]:.1%}) | {r["lost"]} | '
-                     f'{gaps} | {lat} | {r["rate_hz"]:.1f} |')
+                     f'{gaps} | {lat} | {r["rate_hz"]:.1f} | {r.get("load_1min", "-")} |')
     return '\n'.join(lines)
 
 
@@ -222,6 +223,7 @@ def main() -> int:
     parser.add_argument('--sizes', nargs='+', default=list(SIZES), choices=sorted(SIZES))
     parser.add_argument('--qos-list', nargs='+', default=list(QOS), choices=QOS)
     parser.add_argument('--transports', nargs='+', default=list(TRANSPORTS), choices=TRANSPORTS)
+    parser.add_argument('--repeat', type=int, default=1, help='runs of the whole matrix')
     parser.add_argument('--out', default=None, help='write <out>.json and <out>.md')
     parser.add_argument('--stop-file', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,12 +234,14 @@ def main() -> int:
     if args.role == 'sub':
         return subscribe(args)
     rows = []
-    for size in args.sizes:
-        for qos in args.qos_list:
-            for transport in args.transports:
-                row = run_case({'size': size, 'qos': qos, 'transport': transport}, args)
-                rows.append(row)
-                print(table([row]).splitlines()[-1], flush=True)
+    for repeat in range(args.repeat):
+        for size in args.sizes:
+            for qos in args.qos_list:
+                for transport in args.transports:
+                    row = run_case({'size': size, 'qos': qos, 'transport': transport,
+                                    'repeat': repeat}, args)
+                    rows.append(row)
+                    print(table([row]).splitlines()[-1], flush=True)
     load = os.getloadavg()
     meta = {'command': 'python bench/frame_delivery.py ' + ' '.join(sys.argv[1:]),
             'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '

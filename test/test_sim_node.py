@@ -61,10 +61,12 @@ def test_publishes_rgb8_images_and_joint_states_at_the_rate(make_sim, make_node,
     assert 20.0 < rate < 40.0, f'{rate:.1f} Hz'
 
 
-def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for):
+@pytest.mark.parametrize('mode', ['position', 'delta'])
+def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for, mode):
+    """Absolute targets (what aura_node publishes) or per-frame deltas, four points."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    make_sim(rate_hz=30.0)     # waits for the policy: the world holds still until a chunk
+    make_sim(rate_hz=30.0, action_mode=mode)   # waits for the policy: the world holds still
     node, got = listen(make_node, 'sim_test_policy')
     publisher = node.create_publisher(JointTrajectory, 'aura/action_chunk', 10)
     wait_for(lambda: len(got['joints']) >= 5 and publisher.get_subscription_count(), TIMEOUT,
@@ -75,7 +77,9 @@ def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for):
     step = np.array([0.05, -0.03]) * np.sign(-start)  # towards the middle of the joint range
     chunk = JointTrajectory(joint_names=['elbow', 'shoulder'])   # by name, not by order
     chunk.header.stamp = got['image'][-1].header.stamp
-    chunk.points = [JointTrajectoryPoint(positions=[step[1], step[0]]) for _ in range(4)]
+    # absolute: the target of point k is start + (k + 1) steps; delta: one step per point
+    points = [start + step * (k + 1) if mode == 'position' else step for k in range(4)]
+    chunk.points = [JointTrajectoryPoint(positions=[p[1], p[0]]) for p in points]
     seen = len(got['joints'])
     publisher.publish(chunk)
     wait_for(lambda: len(got['joints']) >= seen + 8, TIMEOUT, executor, 'eight more frames')

@@ -7,6 +7,7 @@ pytest.importorskip('trajectory_msgs', reason='ROS messages not installed (pip i
 
 from aura_ros.ros.trajectory import (  # noqa: E402
     NS,
+    answers,
     group_trajectories,
     plan,
     time_ns,
@@ -52,3 +53,12 @@ def test_a_chunk_entirely_in_the_past_gives_no_message():
     timing = plan(0, 2 * NS, PERIOD, 4, min_lead_s=0.0)
     assert timing.first_point == 4 and timing.offsets_ns == ()
     assert group_trajectories({'g': np.zeros((4, 1))}, {'g': ['j']}, timing) == {}
+
+
+def test_a_chunk_tells_which_observation_it_answers():
+    obs = 1_795_579_189_196_139_984
+    timing = plan(obs, obs + int(0.05 * NS), PERIOD, 4, min_lead_s=0.0)   # point 0 left out
+    (msg,) = group_trajectories({'g': np.zeros((4, 1))}, {'g': ['j']}, timing).values()
+    assert answers(msg, obs, PERIOD) == 1
+    assert answers(msg, obs + 1000, PERIOD) is None                  # another frame's stamp
+    assert answers(msg, obs + round(PERIOD * NS), PERIOD) == 0       # shifted by a period

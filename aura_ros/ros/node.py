@@ -153,6 +153,21 @@ class AuraNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('aura', **kwargs)
         try:
+            self._set_up()
+        except KeyboardInterrupt:          # Ctrl-C/SIGHUP/SIGTERM while starting: state saved
+            if hasattr(self, '_lock'):
+                self._release()
+            raise
+        except Exception:
+            # a bad parameter, model or state file: the half-made node is destroyed now (its
+            # name's /rosout publisher with it), not whenever the garbage collector reaches it
+            if hasattr(self, '_lock'):
+                self._release()
+            self.destroy_node()
+            raise
+
+    def _set_up(self) -> None:
+        try:
             self.params = declare_and_read(self)
         except ParameterError:
             raise
@@ -231,6 +246,13 @@ class AuraNode(LifecycleNode):
             raise self._configure_error or RuntimeError('configure failed')
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError('activate failed')
+
+    def destroy_node(self) -> None:
+        """Also destroy the lifecycle state machine: it holds the node's handle, so without
+        this the rcl node (and its name's /rosout publisher) would live on until the garbage
+        collector reaches this object, and a later node of the same name would log nowhere."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
 
     @property
     def lifecycle_state(self) -> str:

@@ -13,12 +13,13 @@ first points in the past by the node's latency, so:
 `min_lead_s` covers the trip to the controller (and its own scheduling). The times of the kept
 points are unchanged - only the reference moved - so the targets stay where the model meant them
 in time. The observation stamp stays traceable: the gate message (`~/gate`) is stamped with it,
-and `first_point` says which chunk index the first kept point is. A chunk whose every point has
+its `first_point` says which chunk index the first kept point is, and `answers` tells from the
+chunk alone whether it was computed for a given observation stamp. A chunk whose every point has
 passed is not published at all (the caller counts it).
 """
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
@@ -76,6 +77,20 @@ def trajectory(targets: np.ndarray, joint_names: Sequence[str], timing: Timing,
         msg.points.append(JointTrajectoryPoint(positions=row.tolist(),
                                                time_from_start=duration_msg(offset)))
     return msg
+
+
+def answers(msg: JointTrajectory, observation_ns: int, period_s: float,
+            tolerance_ns: int = 2) -> Optional[int]:
+    """The chunk index of msg's first point if msg answers the observation stamped
+    `observation_ns` (its points lie at observation + (i + 1) periods), else None."""
+    if not msg.points:
+        return None
+    first = time_ns(msg.header.stamp) + time_ns(msg.points[0].time_from_start)
+    index = round((first - observation_ns) / (period_s * NS)) - 1
+    if index < 0:
+        return None
+    meant = observation_ns + int(round((index + 1) * period_s * NS))
+    return index if abs(meant - first) <= tolerance_ns else None
 
 
 def group_trajectories(targets: Mapping[str, np.ndarray], joints: Mapping[str, Sequence[str]],
