@@ -21,6 +21,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
 
+from conftest import TINY_PERIOD_S  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
@@ -103,7 +104,7 @@ class Client:
     def chunk_for(self, key):
         """(chunk answering the observation stamped key, index of its first point), or None."""
         for msg in self.chunks.values():
-            first = answers(msg, key[0] * 10**9 + key[1], 1 / 30)
+            first = answers(msg, key[0] * 10**9 + key[1], TINY_PERIOD_S)
             if first is not None:
                 return msg, first
         return None

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
 
+from conftest import TINY_PERIOD_S  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from test_node import FRAMES, Rig, gate_values, image_msg, joint_msg  # noqa: E402
 
@@ -89,8 +90,9 @@ def test_hundreds_of_resets_while_streaming(make_node, executor, wait_for, tiny_
         fresh.reset()
         first_actions.append(fresh.step(pixels, 'rgb8', JOINTS).action)
     for key in firsts:                   # the chunk answering that observation (its stamp)
+        stamp = key[0] * 10**9 + key[1]
         (chunk, first), = [(c, f) for c in rig.chunks
-                           if (f := answers(c, key[0] * 10**9 + key[1], 1 / 30)) is not None]
+                           if (f := answers(c, stamp, TINY_PERIOD_S)) is not None]
         action = np.array([p.positions for p in chunk.points])
         np.testing.assert_allclose(action, first_actions[sent[key]][first:], rtol=0, atol=1e-6)
 
