@@ -116,6 +116,19 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
                         help='write the per-task outcomes and success rate as JSON here')
 
 
+def _record_demos_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
+    parser.add_argument('--tasks', type=int, default=100, help='tasks to record (default 100)')
+    parser.add_argument('--seed', type=int, default=0, help='episode seed')
+    parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
+    parser.add_argument('--size', type=int, default=96, help='square camera image size')
+    parser.add_argument('--wrist-camera', action='store_true', help='also record /wrist_image')
+    parser.add_argument('--delay-min', type=int, default=30,
+                        help='frames from the end of the cue to GO, at least (default 30)')
+    parser.add_argument('--delay-max', type=int, default=150,
+                        help='frames from the end of the cue to GO, at most (default 150)')
+
+
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quick', action='store_true',
                         help='horizons up to 10^4 and a 10 s node run (a few minutes)')
@@ -139,7 +152,20 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='results JSON; the PNG plot goes beside it')
 
 
+def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--cases', type=int, default=10_000,
+                        help='hypothesis-drawn (joint state, image) pairs (default 10^4)')
+    parser.add_argument('--resets', type=int, default=1000,
+                        help='resets at random moments under streaming load (default 1000)')
+    parser.add_argument('--rate', type=float, default=30.0, help='frame rate of the reset phase')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default='docs/results/fuzz.json', help='results JSON')
+
+
 COMMANDS: Dict[str, Command] = {
+    'bench fuzz': Command('aura_ros.ros.fuzz_bench:main',
+                          'fuzz a live aura_node (10^4 drawn inputs) and reset it 1000 times '
+                          'under load', _bench_fuzz_args),
     'bench soak': Command('aura_ros.ros.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
                           _bench_soak_args),
@@ -149,6 +175,9 @@ COMMANDS: Dict[str, Command] = {
     'demo': Command('aura_ros.ros.demo:main',
                     'run the cue-reach simulator with aura_node, headless, and summarise',
                     _demo_args),
+    'record-demos': Command('aura_ros.ros.record:main',
+                            'record scripted SO-101 demonstrations through ROS into an mcap bag',
+                            _record_demos_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
     'train cue-reach': Command('aura_ros.training.cue_reach:main',
                                'train the bundled cue-reach model and its baselines',

@@ -17,6 +17,7 @@ import pytest
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('AURA_TEST_DOMAIN_ID') or str(1 + os.getpid() % 100)
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+os.environ.setdefault('MUJOCO_GL', 'egl')   # headless MuJoCo, whichever test imports it first
 
 ROS_SKIP_REASON = 'rclpy not installed (pip install .[ros] or source a ROS 2 install)'
 

@@ -62,6 +62,7 @@ class Demonstrations:
     chunk: int
     episodes: list[Episode] = field(default_factory=list)
     chained: bool = False              # consecutive episodes form one never-reset stream
+    report: dict = field(default_factory=dict)   # reader's counts: frames read, dropped by reason
 
     def __post_init__(self) -> None:
         if not self.episodes:

@@ -38,106 +38,59 @@ as it is (the episode goes on); call ~/reset if the loop means a new episode.
 """
 
 import os
-import signal
 import sys
 import threading
 import time
 from collections import Counter, deque
 from typing import Optional
 
-try:   # Ctrl-C while these load (torch alone takes seconds on a busy machine): exit quietly
-    import numpy as np
-    import rclpy
-    import torch
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-    from rcl_interfaces.msg import SetParametersResult
-    from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
-    from rclpy.duration import Duration
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image, JointState
-    from std_srvs.srv import Trigger
-    from trajectory_msgs.msg import JointTrajectory
+# first of all: when aura_node is the program, its Ctrl-C/SIGHUP handler, before torch loads
+from aura_ros.ros.interrupt import INTERRUPT  # isort: split
 
-    from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
-    from aura_ros.ros.inputs import (
-        COMPRESSED_TYPE,
-        FEATURES_TOPIC,
-        IMAGE_TYPE,
-        TopicWatch,
-        camera_topics,
-        features_to_array,
-        frame_to_array,
-        message_type,
-    )
-    from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
-    from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
-    from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
-    from aura_ros.runtime.frame_sync import FrameMatcher
-    from aura_ros.runtime.state_file import (
-        StateFileError,
-        is_snapshot,
-        model_fingerprint,
-        probe_writable,
-        read_snapshot,
-        save_snapshot,
-        set_aside,
-    )
-except KeyboardInterrupt:
-    raise SystemExit(0) from None
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
+from aura_ros.ros.health import RecentProblems, Throttle
+from aura_ros.ros.inputs import (
+    COMPRESSED_TYPE,
+    FEATURES_TOPIC,
+    IMAGE_TYPE,
+    TopicWatch,
+    camera_topics,
+    features_to_array,
+    frame_to_array,
+    message_type,
+)
+from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
+from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
+from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
+from aura_ros.runtime.frame_sync import FrameMatcher
+from aura_ros.runtime.state_file import (
+    StateFileError,
+    is_snapshot,
+    model_fingerprint,
+    probe_writable,
+    read_snapshot,
+    save_snapshot,
+    set_aside,
+)
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
 IDLE_WAIT_S = 10.0               # deactivate/cleanup wait at most this for the step in progress
-
-
-class Throttle:
-    """One warning per key per `period_s` (rclpy throttles per call site, not per reason)."""
-
-    def __init__(self, period_s: float):
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def ready(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -float('inf')) < self.period_s:
-                return False
-            self._last[key] = now
-            return True
-
-
-class RecentProblems:
-    """Counts of problems by kind over the last `window_s` seconds, in small time buckets."""
-
-    def __init__(self, window_s: float):
-        self.window_s = window_s
-        self._bucket_s = min(1.0, window_s / 10)
-        self._buckets: deque[tuple[int, Counter]] = deque()
-        self._lock = threading.Lock()
-
-    def add(self, kind: str) -> None:
-        now = int(time.monotonic() / self._bucket_s)
-        with self._lock:
-            if not self._buckets or self._buckets[-1][0] != now:
-                self._buckets.append((now, Counter()))
-            self._buckets[-1][1][kind] += 1
-            self._trim(now)
-
-    def counts(self) -> Counter:
-        with self._lock:
-            self._trim(int(time.monotonic() / self._bucket_s))
-            total = Counter()
-            for _, counts in self._buckets:
-                total.update(counts)
-            return total
-
-    def _trim(self, now: int) -> None:
-        oldest = now - int(round(self.window_s / self._bucket_s))
-        while self._buckets and self._buckets[0][0] <= oldest:
-            self._buckets.popleft()
 
 
 def check_device(device: str) -> None:
@@ -849,13 +802,20 @@ class AuraNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    # SIGHUP (the terminal went away) ends the node like Ctrl-C and SIGTERM: state saved, exit 0
-    signal.signal(signal.SIGHUP, signal.default_int_handler)
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal went away) all end the node the same way: worker
+    # joined, state saved, exit 0. Held while the node is built (interrupt.py); rclpy's handlers,
+    # which chain to ours and wake the executor, are installed once the node exists.
+    interrupt = INTERRUPT
+    interrupt.install()
+    if interrupt.pending:                      # a signal while the modules loaded: nothing to save
+        return 0
     executor = node = None
     try:
-        rclpy.init(args=args)
-        executor = SingleThreadedExecutor()    # before the node says it is up: Ctrl-C may follow
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        executor = SingleThreadedExecutor()
         node = AuraNode()
+        install_signal_handlers(SignalHandlerOptions.ALL)
+        interrupt.release()
         executor.add_node(node)
         executor.spin()
     except (ParameterError, ModelDirError) as err:   # a bad parameter or model: say which
@@ -864,6 +824,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        interrupt.deferring = True
         if node is not None:
             node.stop()
             node.destroy_node()

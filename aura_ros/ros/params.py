@@ -133,7 +133,9 @@ def widen_integers(params: list[Parameter]) -> list[Parameter]:
 def _widen_integer_overrides(node: Node) -> None:
     """The same at start: rclpy offers no hook before it checks an override's type, so the
     overrides (from --ros-args and parameter files) are widened in place before declaring."""
-    overrides = node._parameter_overrides
+    overrides = getattr(node, '_parameter_overrides', None)
+    if not isinstance(overrides, dict):         # another rclpy: integers stay refused at start
+        return
     for param in widen_integers(list(overrides.values())):
         overrides[param.name] = param
 

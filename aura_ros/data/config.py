@@ -1,0 +1,174 @@
+"""DataConfig: which topics hold what, and how to turn them into model-sized training rows.
+
+One config serves every source kind. For rosbag2 sources the topic fields select the streams;
+for a LeRobot dataset the cameras are its video/image features, the joints 'observation.state'
+and the commands 'action', so only the name, size and timing fields apply (`image_topics` may
+name the camera feature keys, e.g. 'observation.images.front', to pick and order them).
+
+Everything is checked here, on creation, so a typo in a YAML file fails before hours of decoding.
+"""
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional
+
+from .demonstrations import DataError
+
+CAMERA_NAME = re.compile(r'[a-z][a-z0-9_]*')
+DEFAULT_IMAGE_TOPICS = ('/camera/image_raw',)
+# Last topic segments that say "an image" rather than which camera it is.
+_GENERIC_SEGMENTS = {'image_raw', 'image', 'compressed', 'image_rect', 'image_color',
+                     'image_rect_color', 'color', 'rgb', 'raw', 'camera', 'observation', 'images'}
+
+
+class DataConfigError(DataError):
+    """A DataConfig field has a bad value; the message names the field."""
+
+
+def _names(value: Any, what: str) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise DataConfigError(f'DataConfig.{what} must be a list of names, got {value!r}')
+    names = tuple(value)
+    if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+        raise DataConfigError(f'DataConfig.{what} must be non-empty strings, got {list(names)!r}')
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataConfigError(f'DataConfig.{what} must be unique; repeated: {", ".join(repeated)}')
+    return names
+
+
+def _seconds(value: Any, what: str, optional: bool, zero_ok: bool = False) -> Optional[float]:
+    if value is None and optional:
+        return None
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and math.isfinite(value) and (value >= 0 if zero_ok else value > 0))
+    if not ok:
+        kind = 'a non-negative' if zero_ok else 'a positive'
+        raise DataConfigError(f'DataConfig.{what} must be {kind} number of seconds, got {value!r}')
+    return float(value)
+
+
+def camera_names_from_topics(topics: tuple[str, ...]) -> tuple[str, ...]:
+    """'image' for one camera; else the distinguishing topic segment, e.g. '/front/image_raw'
+    -> 'front', 'observation.images.wrist' -> 'wrist' (more segments are joined when the last
+    ones are not unique)."""
+    if len(topics) == 1:
+        return ('image',)
+    split = []
+    for topic in topics:
+        segments = [s for s in re.split(r'[/.]', topic) if s]
+        split.append([s for s in segments if s.lower() not in _GENERIC_SEGMENTS]
+                     or segments[:1] or [''])
+    for depth in range(1, max(len(s) for s in split) + 1):
+        names = tuple(_identifier('_'.join(s[-depth:]), i) for i, s in enumerate(split))
+        if len(set(names)) == len(names):
+            return names
+    return tuple(f'camera{i}' for i in range(len(topics)))
+
+
+def _identifier(text: str, index: int) -> str:
+    name = re.sub(r'[^a-z0-9_]+', '_', text.lower()).strip('_')
+    if not name:
+        return f'camera{index}'
+    if not name[0].isalpha():
+        name = 'cam_' + name
+    return 'camera' if name == 'joints' else name
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to read demonstrations. Every field has a default that suits a one-camera arm."""
+
+    image_topics: tuple[str, ...] = DEFAULT_IMAGE_TOPICS
+    camera_names: Optional[tuple[str, ...]] = None     # default: camera_names_from_topics
+    joints_topic: str = '/joint_states'
+    action_topic: Optional[str] = None        # default: the bag's only command-like topic
+    joint_names: Optional[tuple[str, ...]] = None      # default: the first JointState's order
+    action_names: Optional[tuple[str, ...]] = None     # default: joint_names (required for
+    #                                                    Float64MultiArray commands)
+    image_size: tuple[int, int] = (96, 96)    # (height, width) of the model input
+    chunk: int = 8
+    action_period_s: Optional[float] = None   # default: median camera frame period
+    joint_tolerance_s: float = 0.1            # frames whose latest joint state is older: dropped
+    camera_skew_s: float = 0.05               # several cameras: max |t_cam - t_first_cam|
+    episode_gap_s: Optional[float] = None     # split an episode at camera gaps larger than this
+    cache_dir: Optional[str] = None           # default: <source>/.aura_cache or ~/.cache/aura_ros
+
+    def __post_init__(self) -> None:
+        topics = _names(self.image_topics, 'image_topics')
+        if topics is None:
+            raise DataConfigError('DataConfig.image_topics must name at least one camera topic')
+        set_ = object.__setattr__
+        set_(self, 'image_topics', topics)
+        cameras = _names(self.camera_names, 'camera_names')
+        if cameras is None:
+            cameras = camera_names_from_topics(topics)
+        if len(cameras) != len(topics):
+            raise DataConfigError(f'DataConfig.camera_names has {len(cameras)} names for '
+                                  f'{len(topics)} image_topics')
+        bad = [c for c in cameras if not CAMERA_NAME.fullmatch(c) or c == 'joints']
+        if bad:
+            raise DataConfigError(f'DataConfig.camera_names must match [a-z][a-z0-9_]* and not '
+                                  f'be "joints"; bad: {", ".join(bad)}')
+        set_(self, 'camera_names', cameras)
+        for what in ('joints_topic', 'action_topic'):
+            value = getattr(self, what)
+            if not (value is None and what == 'action_topic') and \
+                    (not isinstance(value, str) or not value.strip()):
+                raise DataConfigError(f'DataConfig.{what} must be a topic name, got {value!r}')
+        if self.action_topic is not None and self.action_topic == self.joints_topic:
+            raise DataConfigError('DataConfig.action_topic must differ from joints_topic '
+                                  f'({self.joints_topic}): commands are what the robot was told, '
+                                  'not where it was')
+        set_(self, 'joint_names', _names(self.joint_names, 'joint_names'))
+        set_(self, 'action_names', _names(self.action_names, 'action_names'))
+        size = self.image_size
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            set_(self, 'image_size', (int(size[0]), int(size[1])))
+        else:
+            raise DataConfigError(f'DataConfig.image_size must be (height, width) positive '
+                                  f'integers, got {size!r}')
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+            raise DataConfigError(f'DataConfig.chunk must be a positive integer, '
+                                  f'got {self.chunk!r}')
+        set_(self, 'action_period_s', _seconds(self.action_period_s, 'action_period_s', True))
+        set_(self, 'joint_tolerance_s',
+             _seconds(self.joint_tolerance_s, 'joint_tolerance_s', False, zero_ok=True))
+        set_(self, 'camera_skew_s',
+             _seconds(self.camera_skew_s, 'camera_skew_s', False, zero_ok=True))
+        set_(self, 'episode_gap_s', _seconds(self.episode_gap_s, 'episode_gap_s', True))
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
+                                           or not self.cache_dir.strip()):
+            raise DataConfigError(f'DataConfig.cache_dir must be a path, got {self.cache_dir!r}')
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = 'data config') -> 'DataConfig':
+        """From a YAML mapping; unknown keys are named, lists become tuples."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise DataConfigError(f'{where}: expected a mapping, got {type(data).__name__}')
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataConfigError(f'{where}: unknown key(s): {", ".join(map(str, unknown))}; '
+                                  f'known: {", ".join(sorted(known))}')
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**values)
+        except DataConfigError as err:
+            raise DataConfigError(f'{where}: {err}') from err
+
+    def to_dict(self) -> dict:
+        """Plain YAML/JSON-able mapping (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def cache_fields(self) -> dict:
+        """The fields that change what the cache holds (where it lives does not)."""
+        values = self.to_dict()
+        values.pop('cache_dir')
+        return values
