@@ -67,6 +67,7 @@ def main() -> int:
     from std_msgs.msg import Header
     from trajectory_msgs.msg import JointTrajectory
 
+    from aura_ros.ros.params import DECLARATIONS
     from aura_ros.runtime import load_model_dir
 
     spec = load_model_dir(REPO / 'models' / 'cue_reach')
@@ -136,6 +137,7 @@ def main() -> int:
                    '(shared with other jobs)',
         'model': 'bundled cue_reach (chunk 4, period 1/30 s)', 'camera': f'{args.size} rgb8',
         'rate_hz': args.rate, 'fastdds_profile': not args.no_profile,
+        'chunk_min_lead_s': DECLARATIONS['chunk_min_lead_s'][0],
         'frames_sent': frames_sent, 'chunks_received': len(chunks), 'gates_received': len(gates),
         'late_points': late,
         'step_latency_ms': {'p50': pct(latency, 50), 'p99': pct(latency, 99),
@@ -156,7 +158,7 @@ def main() -> int:
             f'# Chunk timing at the controller\n\nCommand: `{r["command"]}`  \nMachine: '
             f'{r["machine"]}. Model: {r["model"]}; camera {r["camera"]} at {args.rate:g} Hz; '
             f'Fast DDS profile: {"yes" if r["fastdds_profile"] else "no"}; default parameters '
-            f'(chunk_min_lead_s 0.02).\n\n'
+            f'(chunk_min_lead_s {r["chunk_min_lead_s"]:g} s).\n\n'
             f'| quantity | p50 | p99 | max / min |\n|---|---|---|---|\n'
             f'| step latency (observation -> publish), ms | {r["step_latency_ms"]["p50"]:.1f} | '
             f'{r["step_latency_ms"]["p99"]:.1f} | {r["step_latency_ms"]["max"]:.1f} |\n'

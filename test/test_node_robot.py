@@ -306,7 +306,9 @@ def test_no_received_point_is_in_the_past_at_30_hz(make_node, executor, wait_for
     point was at least chunk_min_lead_s ahead of its publish time. On this shared 2-core machine
     a chunk can take longer than the lead to cross DDS; docs/results/chunk_timing.md measures
     how often (bench/chunk_timing.py)."""
-    lead = 0.02                                          # chunk_min_lead_s's default
+    from aura_ros.ros.params import DECLARATIONS
+
+    lead = DECLARATIONS['chunk_min_lead_s'][0]           # the default
     proc = node_process('-p', f'model_dir:={models["timing"]}')
     try:
         assert 'memory state' in wait_ready(proc)

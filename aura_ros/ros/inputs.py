@@ -91,10 +91,12 @@ class TopicWatch:
         self.since = time.monotonic()
         self.last_heard = None
 
-    def problems(self, topic_types: dict, publishers: int) -> list[tuple[str, str]]:
-        """[(kind, text)]: 'wrong_type' and/or 'no_messages' (publishers, but silence)."""
+    def problems(self, publisher_types: list[str]) -> list[tuple[str, str]]:
+        """[(kind, text)] from the types of the topic's publishers (one entry each): 'wrong_type'
+        and/or 'no_messages' (publishers, but silence for timeout_s)."""
         found = []
-        types = [t for t in topic_types.get(self.topic, []) if t != self.type_name]
+        publishers = len(publisher_types)
+        types = sorted({t for t in publisher_types if t != self.type_name})
         if types:
             found.append(('wrong_type', f'{self.topic} carries {", ".join(types)}; this node '
                                         f'reads {self.type_name} there (image_transport '

@@ -741,17 +741,17 @@ class AuraNode(LifecycleNode):
             self.image_publishers = 0
             self._input_problems = []
             return
-        types = dict(self.get_topic_names_and_types())
         found, most = [], 0
         for watch in watches:
-            count = self.count_publishers(watch.topic)
+            types = [info.topic_type for info in self.get_publishers_info_by_topic(watch.topic)]
+            count = len(types)
             if watch.topic in self._camera_topics.values():
                 if count > 1 and count > self.image_publishers:
                     self.get_logger().warning(
                         f'{count} publishers on {watch.topic}: their frames all feed one '
                         'memory; remap each camera to its own node')
                 most = max(most, count)
-            for kind, text in watch.problems(types, count) if self._active else []:
+            for kind, text in watch.problems(types) if self._active else []:
                 found.append(f'{kind}: {text}')
                 if self._throttle.ready(f'{kind} {watch.topic}'):
                     self.get_logger().warning(text)

@@ -114,7 +114,7 @@ DECLARATIONS = {
                                           floats=(0.0, 1.0))),
     'input_timeout_s': (3.0, _describe('warn when an input topic has publishers but no message '
                                        'for this long', DOUBLE, floats=(0.1, 3600.0))),
-    'chunk_min_lead_s': (0.02, _describe('publish only chunk points at least this far ahead of '
+    'chunk_min_lead_s': (0.03, _describe('publish only chunk points at least this far ahead of '
                                          'the publish time (the trip to the controller)',
                                          DOUBLE, floats=(0.0, 1.0))),
     'autostart': (True, _describe('configure and activate at start (false: wait for a '
