@@ -462,6 +462,15 @@ def test_silence_while_a_publisher_exists_is_warned_about(robot, models):
     assert '/image' in status.message and status.level == DiagnosticStatus.WARN
 
 
+def test_a_camera_whose_qos_cannot_match_is_warned_about(robot, models):
+    """A best-effort camera and a reliable subscription never match: 0 frames, said so."""
+    rig = robot(models['plain'], topics=(), input_qos='reliable')
+    rig.client.create_publisher(Image, 'image', qos_profile_sensor_data)
+    status, _ = rig.diagnostics(lambda s, v: 'incompatible_qos' in s.message, 15,
+                                'an incompatible_qos warning')
+    assert status.level == DiagnosticStatus.WARN
+
+
 # -- 7: features in -------------------------------------------------------------------------
 
 

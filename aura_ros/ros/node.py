@@ -54,6 +54,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -309,7 +310,15 @@ class AuraNode(LifecycleNode):
         def on_message(msg, info) -> None:
             self._on_observation(name, msg, info)
 
-        sub = self.create_subscription(msg_type, topic, on_message, qos)
+        def on_incompatible(event) -> None:
+            self._problems.add('incompatible_qos')
+            if self._throttle.ready(f'incompatible_qos {topic}'):
+                self.get_logger().warning(
+                    f'a publisher on {sub.topic_name} offers a QoS this subscription '
+                    f'({self.params.input_qos}) cannot match: no frames from it (set input_qos)')
+
+        sub = self.create_subscription(msg_type, topic, on_message, qos, event_callbacks=(
+            SubscriptionEventCallbacks(incompatible_qos=on_incompatible)))
         self._input_subs.append(sub)
         self._watches[name] = TopicWatch(sub.topic_name, type_name, self.params.input_timeout_s)
 
