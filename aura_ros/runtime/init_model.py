@@ -13,7 +13,7 @@ import torch
 from aura_ros.memory import AuraMemLayer, ConfigError, MemoryConfig
 
 from .cnn import SmallCNN
-from .model_dir import MEMORY_FILE, SPEC_FILE, ImageSpec, ModelDirError, ModelSpec, save_model_dir
+from .model_dir import ImageSpec, ModelDirError, ModelSpec, save_model_dir
 
 CARD = """# {name}
 
@@ -41,17 +41,7 @@ def init_model_dir(out_dir: str | Path, image_size: int = 64, d_model: int = 128
     backbone = SmallCNN(height, width, len(spec.joint_names), d_model)
     layer = AuraMemLayer(config)
     save_model_dir(out_dir, spec, backbone, layer, card=CARD.format(name=name, seed=seed))
-    match_sibling_mode(Path(out_dir) / MEMORY_FILE, Path(out_dir) / SPEC_FILE)
     return spec
-
-
-def match_sibling_mode(path: Path, sibling: Path) -> None:
-    """Give `path` the permission bits of `sibling`.
-
-    safetensors writes its files 0600 whatever the umask, so a model directory shared with the
-    robot's user would be unreadable there in one file only; model.yaml has the umask's mode.
-    """
-    path.chmod(sibling.stat().st_mode & 0o777)
 
 
 def main(args: argparse.Namespace) -> int:
