@@ -10,8 +10,9 @@ frame a chunk answers is found from its timing, as a controller reads it: point 
 `header.stamp + time_from_start`, which is that frame's stamp + (k + 1) frame periods (aura_node
 may stamp the chunk at publish time and leave out points already past). Point `positions` are
 absolute joint targets (`action_mode: position`, what aura_node publishes: the step is target -
-current position) or joint DELTAS per frame (`action_mode: delta`); either way the step is
-clipped to the arm's speed limit.
+current position, or a linear share of the way to a first point meant for a later frame, as
+joint_trajectory_controller interpolates) or joint DELTAS per frame (`action_mode: delta`);
+either way the step is clipped to the arm's speed limit.
 
 Optionally listens to the policy's write gate (`gate_topic`, diagnostic_msgs/DiagnosticArray,
 default `aura/gate`; a status whose message is 'wrote' or key 'wrote' == '1' is a write,
@@ -199,14 +200,22 @@ class SimNode(Node):
     # -- the world ------------------------------------------------------------------------------
 
     def next_delta(self) -> np.ndarray:
-        """The action point for the step out of the current frame (zeros when none applies)."""
+        """The step out of the current frame (zeros when no point applies).
+
+        Absolute targets are followed as joint_trajectory_controller does: towards the point
+        meant for the next frame, or, when the chunk's first point is meant for a later frame
+        (aura_node left out points that had passed), linearly from here towards that point.
+        """
         if self.chunk is None:
             return np.zeros(2)
         index = self.frame - self.chunk_frame - self.chunk_first
-        if not 0 <= index < len(self.chunk):
+        if index >= len(self.chunk) or (index < 0 and self.action_mode == 'delta'):
             return np.zeros(2)
-        point = self.chunk[index]
-        return point if self.action_mode == 'delta' else point - self.env.q
+        if self.action_mode == 'delta':
+            return self.chunk[index]
+        if index < 0:                       # the first point is 1 - index frames ahead
+            return (self.chunk[0] - self.env.q) / (1 - index)
+        return self.chunk[index] - self.env.q
 
     def tick(self) -> None:
         if self.done:
