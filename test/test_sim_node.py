@@ -138,3 +138,17 @@ def test_a_chunk_stamped_at_publish_time_is_traced_to_the_frame_it_answers(make_
     assert answered + first == frame + 2 and 0 <= first <= 2
     chunk.header.stamp = Time(sec=1, nanosec=0)       # matches no frame: the current one
     assert sim.origin(chunk) == (sim.frame, 0)
+
+
+def test_absolute_targets_are_followed_like_joint_trajectory_controller(make_sim):
+    """The point for the next frame is reached in one step; a first point meant for a later
+    frame (the ones before it left out as past) is approached linearly."""
+    sim = make_sim(rate_hz=30.0, action_mode='position')
+    q = sim.env.q.copy()
+    sim.chunk = np.array([q + [0.02, 0.0], q + [0.04, 0.0]])
+    sim.chunk_frame, sim.chunk_first = sim.frame, 0
+    np.testing.assert_allclose(sim.next_delta(), [0.02, 0.0])
+    sim.chunk_first = 1                     # its first point is two frames ahead
+    np.testing.assert_allclose(sim.next_delta(), [0.01, 0.0])
+    sim.chunk_frame = sim.frame - 3         # past its last point: hold
+    np.testing.assert_allclose(sim.next_delta(), [0.0, 0.0])
