@@ -49,6 +49,7 @@ setup(
         (os.path.join('share', PACKAGE), ['package.xml']),
         *share('launch', 'launch/*.py'),
         *share('config', 'config/*.yaml'),
+        *share('config', 'config/*.xml'),
         *share_tree('models'),
     ],
     install_requires=[

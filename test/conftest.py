@@ -82,6 +82,12 @@ def wait_for():
     return spin_until
 
 
+# The tiny model's action period. Its chunk (3 points) then spans 0.25-0.75 s after the frame, so
+# on a loaded machine a step is never so late that aura_node leaves out the whole chunk as past
+# (tests count on one chunk per step); timing itself is tested with a 30 Hz model.
+TINY_PERIOD_S = 0.25
+
+
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory):
     """A complete, randomly initialised model directory small enough for fast tests.
@@ -99,7 +105,7 @@ def tiny_model_dir(tmp_path_factory):
     spec = ModelSpec(name='tiny', cameras=ImageSpec(width=32, height=24, mean=(0.5, 0.5, 0.5),
                                                     std=(0.25, 0.25, 0.25)),
                      joint_names=('shoulder', 'elbow'), action_names=('shoulder', 'elbow'),
-                     action_period_s=1 / 30, memory=memory_config)
+                     action_period_s=TINY_PERIOD_S, memory=memory_config)
     backbone = SmallCNN(24, 32, 2, 32)
     out = tmp_path_factory.mktemp('tiny_model')
     save_model_dir(out, spec, backbone, AuraMemLayer(memory_config))

@@ -15,7 +15,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch' / 'aura.launch.py'
 ARGUMENTS = {'params_file', 'namespace', 'model_dir', 'device', 'image', 'joint_states',
-             'log_level', 'enclave'}
+             'log_level', 'enclave', 'cameras', 'image_transport', 'input_qos', 'features',
+             'outputs', 'autostart', 'fastdds_profile'}
 
 
 def _calls(tree, name):
@@ -32,11 +33,38 @@ def test_launch_file_starts_aura_node_with_its_arguments():
     assert ast.literal_eval(kwargs['name']) == 'aura'
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, 'DeclareLaunchArgument')}
     assert declared == ARGUMENTS
-    used = {ast.literal_eval(c.args[0]) for c in _calls(tree, 'LaunchConfiguration')}
+    used = {c.args[0].value for c in _calls(tree, 'LaunchConfiguration')
+            if isinstance(c.args[0], ast.Constant)}
+    (node_fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == '_node']
+    (performed,) = [n for n in ast.walk(node_fn) if isinstance(n, ast.DictComp)]
+    used |= set(ast.literal_eval(performed.generators[0].iter))   # the arguments _node performs
     assert used == ARGUMENTS
-    remapped = {ast.literal_eval(pair.elts[0]) for pair in kwargs['remappings'].elts}
-    assert remapped == {'image', 'joint_states'}
-    assert 'aura.yaml' in LAUNCH.read_text()
+    (call,) = _calls(kwargs['remappings'], 'remappings')
+    assert [a.slice.value for a in call.args] == ['image', 'joint_states', 'features',
+                                                    'cameras', 'outputs', 'image_transport']
+    assert 'aura.yaml' in LAUNCH.read_text() and 'fastdds_large_frames.xml' in LAUNCH.read_text()
+
+
+def test_remaps_reach_cameras_controllers_and_compressed_topics():
+    tree = ast.parse(LAUNCH.read_text())
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+                 and n.name in ('_pairs', 'remappings')]
+    namespace = {}
+    exec(compile(ast.Module(functions, type_ignores=[]), str(LAUNCH), 'exec'), namespace)
+    remappings = namespace['remappings']
+    assert remappings('image', 'joint_states', 'features', '', '', 'raw') == []
+    assert remappings('/cam/image_raw', '/joint_states', 'features', '', '', 'raw') == [
+        ('image', '/cam/image_raw'), ('joint_states', '/joint_states')]
+    rules = remappings('image', 'joint_states', 'features',
+                       'front:=/cf/image_raw, wrist:=/cw/image_raw',
+                       'arm:=/arm_controller/joint_trajectory '
+                       'gripper:=/gripper_controller/joint_trajectory', 'compressed')
+    assert rules == [('front/image/compressed', '/cf/image_raw/compressed'),
+                     ('wrist/image/compressed', '/cw/image_raw/compressed'),
+                     ('~/arm', '/arm_controller/joint_trajectory'),
+                     ('~/gripper', '/gripper_controller/joint_trajectory')]
+    with pytest.raises(ValueError, match='cameras: expected name:=topic'):
+        remappings('image', 'joint_states', 'features', 'front', '', 'raw')
 
 
 def _launch_function(name):
@@ -96,6 +124,7 @@ def test_demo_launch_starts_the_policy_and_the_simulator():
         nodes[ast.literal_eval(kwargs['executable'])] = ast.literal_eval(kwargs['name'])
         assert ast.literal_eval(kwargs['package']) == 'aura_ros'
     assert nodes == {'aura_node': 'aura', 'aura_sim': 'aura_sim'}
+    assert "'action_mode': 'position'" in (REPO / 'launch' / 'demo.launch.py').read_text()
     setup = (REPO / 'setup.py').read_text()
     assert "'aura_sim = aura_ros.ros.sim_node:main'" in setup
     assert _calls(tree, 'OnProcessExit'), 'the demo must end when the simulator ends'

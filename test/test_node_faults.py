@@ -250,6 +250,10 @@ def test_rows5_8_saves_on_a_full_file_system_fail_apart_and_leave_no_temp_files(
         node.wait_for_line('memory state')
         wait_for(lambda: image_pub.get_subscription_count() > 0
                  and joint_pub.get_subscription_count() > 0, 30, executor, 'discovery')
+        # a writer's side can match before the node's reader has: let the joint topic settle,
+        # or the first image may arrive before its joint state (rejected as no_joints)
+        joint_pub.publish(joint_msg(client.get_clock().now().to_msg()))
+        time.sleep(0.5)
         for pixels in FRAMES[:3]:                       # threshold 0: every step writes, saves
             stamp = client.get_clock().now().to_msg()
             joint_pub.publish(joint_msg(stamp))

@@ -61,10 +61,12 @@ def test_publishes_rgb8_images_and_joint_states_at_the_rate(make_sim, make_node,
     assert 20.0 < rate < 40.0, f'{rate:.1f} Hz'
 
 
-def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for):
+@pytest.mark.parametrize('mode', ['position', 'delta'])
+def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for, mode):
+    """Absolute targets (what aura_node publishes) or per-frame deltas, four points."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    make_sim(rate_hz=30.0)     # waits for the policy: the world holds still until a chunk
+    make_sim(rate_hz=30.0, action_mode=mode)   # waits for the policy: the world holds still
     node, got = listen(make_node, 'sim_test_policy')
     publisher = node.create_publisher(JointTrajectory, 'aura/action_chunk', 10)
     wait_for(lambda: len(got['joints']) >= 5 and publisher.get_subscription_count(), TIMEOUT,
@@ -75,7 +77,9 @@ def test_an_action_chunk_moves_the_arm(make_sim, make_node, executor, wait_for):
     step = np.array([0.05, -0.03]) * np.sign(-start)  # towards the middle of the joint range
     chunk = JointTrajectory(joint_names=['elbow', 'shoulder'])   # by name, not by order
     chunk.header.stamp = got['image'][-1].header.stamp
-    chunk.points = [JointTrajectoryPoint(positions=[step[1], step[0]]) for _ in range(4)]
+    # absolute: the target of point k is start + (k + 1) steps; delta: one step per point
+    points = [start + step * (k + 1) if mode == 'position' else step for k in range(4)]
+    chunk.points = [JointTrajectoryPoint(positions=[p[1], p[0]]) for p in points]
     seen = len(got['joints'])
     publisher.publish(chunk)
     wait_for(lambda: len(got['joints']) >= seen + 8, TIMEOUT, executor, 'eight more frames')
@@ -109,3 +113,42 @@ def test_bad_parameters_fail_at_start(rclpy_context):
     with pytest.raises(ValueError, match='action_mode'):
         SimNode(context=rclpy_context,
                 parameter_overrides=[Parameter('action_mode', value='torque')])
+
+
+def test_a_chunk_stamped_at_publish_time_is_traced_to_the_frame_it_answers(make_sim, executor,
+                                                                          wait_for):
+    """aura_node stamps a chunk when it publishes it and leaves out points already past; the
+    simulator finds the frame from the point times, as a controller would place them."""
+    from builtin_interfaces.msg import Duration, Time
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    sim = make_sim(rate_hz=30.0, wait_for_policy=False)
+    wait_for(lambda: sim.frame >= 12, TIMEOUT, executor, 'twelve frames')
+    (sec, nanosec), frame = list(sim.stamps.items())[-8]
+    observation = sec * 10**9 + nanosec
+    publish = observation + 75_000_000                # 75 ms later: points 0 and 1 have passed
+    chunk = JointTrajectory(joint_names=['shoulder', 'elbow'])
+    chunk.header.stamp = Time(sec=publish // 10**9, nanosec=publish % 10**9)
+    for k in (2, 3):
+        offset = observation + round((k + 1) * 1e9 / 30) - publish
+        chunk.points.append(JointTrajectoryPoint(positions=[0.0, 0.0], time_from_start=Duration(
+            sec=offset // 10**9, nanosec=offset % 10**9)))
+    answered, first = sim.origin(chunk)
+    # (frame f, first point 2) and (frame f + 1, first point 1) execute identically
+    assert answered + first == frame + 2 and 0 <= first <= 2
+    chunk.header.stamp = Time(sec=1, nanosec=0)       # matches no frame: the current one
+    assert sim.origin(chunk) == (sim.frame, 0)
+
+
+def test_absolute_targets_are_followed_like_joint_trajectory_controller(make_sim):
+    """The point for the next frame is reached in one step; a first point meant for a later
+    frame (the ones before it left out as past) is approached linearly."""
+    sim = make_sim(rate_hz=30.0, action_mode='position')
+    q = sim.env.q.copy()
+    sim.chunk = np.array([q + [0.02, 0.0], q + [0.04, 0.0]])
+    sim.chunk_frame, sim.chunk_first = sim.frame, 0
+    np.testing.assert_allclose(sim.next_delta(), [0.02, 0.0])
+    sim.chunk_first = 1                     # its first point is two frames ahead
+    np.testing.assert_allclose(sim.next_delta(), [0.01, 0.0])
+    sim.chunk_frame = sim.frame - 3         # past its last point: hold
+    np.testing.assert_allclose(sim.next_delta(), [0.0, 0.0])

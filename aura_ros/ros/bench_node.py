@@ -23,7 +23,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from trajectory_msgs.msg import JointTrajectory
 
 READY = 'memory state'
 
@@ -56,7 +55,7 @@ def stop_node(proc: subprocess.Popen) -> int:
 
 
 class Client:
-    """Publishes frames at a rate and matches action chunks to them by stamp."""
+    """Publishes frames at a rate and matches each step's output to its frame by stamp."""
 
     def __init__(self, context: Context, joint_names=('shoulder', 'elbow'), size=224):
         self.node = Node('aura_bench_client', context=context)
@@ -65,7 +64,8 @@ class Client:
         self.image_pub = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.joint_pub = self.node.create_publisher(JointState, 'joint_states',
                                                     qos_profile_sensor_data)
-        self.node.create_subscription(JointTrajectory, '/aura/action_chunk', self._on_chunk, 50)
+        # the gate carries the frame's stamp and is published right after the action chunk
+        self.node.create_subscription(DiagnosticArray, '/aura/gate', self._on_chunk, 50)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_health, 10)
         self.joint_names = list(joint_names)
         rng = np.random.default_rng(0)
@@ -83,7 +83,7 @@ class Client:
         while self._running:
             self.executor.spin_once(timeout_sec=0.01)
 
-    def _on_chunk(self, msg: JointTrajectory) -> None:
+    def _on_chunk(self, msg: DiagnosticArray) -> None:
         now = time.monotonic()
         sent = self.sent.pop((msg.header.stamp.sec, msg.header.stamp.nanosec), None)
         if sent is not None:

@@ -9,10 +9,9 @@ from collections import Counter
 from typing import Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Duration, Time
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from aura_ros.runtime import InputError
 
@@ -79,21 +78,6 @@ def joints_to_array(msg: JointState, names: Sequence[str]) -> np.ndarray:
         raise InputError('nonfinite_joints', f'joint positions are not finite: '
                          f'{dict(zip(names, positions.tolist(), strict=True))}')
     return positions.astype(np.float32)
-
-
-def action_chunk_msg(action: np.ndarray, names: Sequence[str], stamp: Time,
-                     period_s: float, frame_id: str = '') -> JointTrajectory:
-    """One trajectory point per chunk step, at (i + 1) * period_s after the image stamp."""
-    msg = JointTrajectory()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.joint_names = list(names)
-    for i, row in enumerate(action):
-        offset = (i + 1) * period_s
-        point = JointTrajectoryPoint(positions=row.astype(float).tolist())
-        point.time_from_start = Duration(sec=int(offset), nanosec=int(round(offset % 1 * 1e9)))
-        msg.points.append(point)
-    return msg
 
 
 def status(name: str, message: str, values: dict, level=DiagnosticStatus.OK,

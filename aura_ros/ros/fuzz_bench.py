@@ -75,15 +75,16 @@ class BenchHarness:
         return {k: np.array(v, copy=True) for k, v in self.node.runtime.state_dict().items()}
 
     def good_frame(self, pixels) -> None:
-        """A valid frame must give a chunk: the node is alive and answering."""
+        """A valid frame must give a step (its gate; its chunk may be left out as past on a
+        loaded machine, README "On a real robot"): the node is alive and answering."""
         from aura_ros.ros.fuzz_cases import GOOD_JOINTS
 
-        chunks, kept = len(self.chunks), self.node._joints
+        gates, kept = len(self.gates), self.node._joints
         stamp = self.now_msg()
         self.joint_pub.publish(_joint_msg(GOOD_JOINTS, (stamp.sec, stamp.nanosec)))
         self.spin_until(lambda: self.node._joints is not kept, 5, 'joint state')
         self.image_pub.publish(_image_msg(pixels, self.now_msg()))
-        self.spin_until(lambda: len(self.chunks) > chunks, 10, 'action chunk of a good frame')
+        self.spin_until(lambda: len(self.gates) > gates, 10, 'the step of a good frame')
 
     def close(self) -> None:
         self.executor.remove_node(self.node)

@@ -1,9 +1,24 @@
-"""`aura_node`: camera + joint states in, action chunks and the write gate out, reset service.
+"""`aura_node`: cameras (or features) + joint states in, absolute joint targets and the gate out.
+
+A managed (lifecycle) node. `configure` loads and checks the model, allocates the memory state,
+resumes it from `state_file` and runs one warm-up step (whose trace is reset away); `activate`
+makes the inputs and outputs live; `deactivate` stops stepping and keeps the memory state;
+`cleanup` releases the model, the state and every topic. `~/reset` works whenever a model is
+loaded (inactive or active). With `autostart` (default) the node configures and activates itself
+at start, so `ros2 run` / `ros2 launch` alone run it; a bad model then stops it at start.
+
+Inputs (relative names, aura_ros/ros/inputs.py): `image` for a one-camera model,
+`<camera>/image` for each camera of a several-camera model (one frame from each, stamps within
+`camera_max_skew_s`, make one step: aura_ros/runtime/frame_sync.py), `<topic>/compressed` with
+`image_transport: compressed`, `features` for a model without cameras; `joint_states`.
+Outputs: the absolute, clipped joint targets of each output group on `~/<group>`
+(`~/action_chunk` for a model without groups), stamped for a controller by the rule of
+aura_ros/ros/trajectory.py; `~/gate`, stamped with the observation's stamp.
 
 Threading: one worker thread owns the runtime and its memory state. Subscription callbacks only
-hand the latest message over (an unprocessed frame that a newer one replaces is counted as
-dropped), so a slow step drops frames instead of queueing them. A reset is performed by the worker
-between two steps; the service callback waits for it, at most about one step.
+hand the latest observation over (an unprocessed one that a newer one replaces is counted as
+dropped), so a slow step drops frames instead of queueing them. Decoding happens in the worker. A
+reset is performed by the worker between two steps; the service callback waits for it.
 
 A step whose new memory state would be NaN/Inf is discarded by the runtime (the state stays the
 last good one); the node publishes that step's chunk (a skip step's), counts it apart from input
@@ -11,8 +26,10 @@ rejections (`nonfinite_state_discarded` on /diagnostics) and warns, throttled.
 
 Health: /diagnostics runs on a wall-clock (steady) timer, so it is published whatever the ROS
 clock does (use_sim_time without /clock included). Its level is WARN while a problem (rejection,
-drop, failed save, clock jump, several image publishers) happened within `health_window_s`, and its
-message names them; the totals since start stay in the values. Warnings are throttled per reason.
+drop, failed save, clock jump, several image publishers, an input of the wrong type or silent
+while it has publishers, frames lost in transport, camera frames that made no set) happened
+within `health_window_s` or holds now, and its message names them; the totals since start stay in
+the values. Warnings are throttled per reason.
 
 With use_sim_time, a backwards jump of /clock (a bag played in a loop) is noticed through rclpy's
 time-jump callback: it is warned about and counted, the last image stamp is forgotten so later
@@ -37,24 +54,31 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from aura_ros.ros.conversions import (
-    action_chunk_msg,
-    checked_stamp_seconds,
-    image_to_array,
-    joints_to_array,
-    status,
-)
+from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
 from aura_ros.ros.health import RecentProblems, Throttle
+from aura_ros.ros.inputs import (
+    COMPRESSED_TYPE,
+    FEATURES_TOPIC,
+    IMAGE_TYPE,
+    TopicWatch,
+    camera_topics,
+    features_to_array,
+    frame_to_array,
+    message_type,
+)
 from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
+from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
+from aura_ros.runtime.frame_sync import FrameMatcher
 from aura_ros.runtime.state_file import (
     StateFileError,
     is_snapshot,
@@ -67,6 +91,7 @@ from aura_ros.runtime.state_file import (
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
+IDLE_WAIT_S = 10.0               # deactivate/cleanup wait at most this for the step in progress
 
 
 def check_device(device: str) -> None:
@@ -76,11 +101,26 @@ def check_device(device: str) -> None:
                              "here; available: auto, cpu")
 
 
-class AuraNode(Node):
-    """The AURA policy node (docs/design.md section 6)."""
+class AuraNode(LifecycleNode):
+    """The AURA policy node (docs/design.md, "The node"; README "On a real robot")."""
 
     def __init__(self, **kwargs):
         super().__init__('aura', **kwargs)
+        try:
+            self._set_up()
+        except KeyboardInterrupt:          # Ctrl-C/SIGHUP/SIGTERM while starting: state saved
+            if hasattr(self, '_lock'):
+                self._release()
+            raise
+        except Exception:
+            # a bad parameter, model or state file: the half-made node is destroyed now (its
+            # name's /rosout publisher with it), not whenever the garbage collector reaches it
+            if hasattr(self, '_lock'):
+                self._release()
+            self.destroy_node()
+            raise
+
+    def _set_up(self) -> None:
         try:
             self.params = declare_and_read(self)
         except ParameterError:
@@ -92,12 +132,10 @@ class AuraNode(Node):
         # Small per-frame ops gain nothing from intra-op parallelism, and on a busy robot computer
         # its thread hand-offs cost milliseconds (docs/results/perf.md): one thread by default.
         torch.set_num_threads(p.inference_threads)
-        self.runtime = AuraRuntime.from_model_dir(p.model_dir, device=p.device,
-                                                  engine=p.memory_engine,
-                                                  gate_threshold=p.gate_threshold,
-                                                  threads=p.inference_threads)
-        self.spec = self.runtime.spec
-        self.state_bytes = self.runtime.memory_bytes()     # constant for the node's lifetime
+        self.runtime: Optional[AuraRuntime] = None      # loaded by configure, dropped by cleanup
+        self.spec = None
+        self.matcher: Optional[FrameMatcher] = None
+        self.state_bytes = 0
         self.state_saves = 0
         self.state_bytes_written = 0
         self.state_save_failures = 0
@@ -105,18 +143,26 @@ class AuraNode(Node):
         self._saving = False
         self._throttle = Throttle(WARN_THROTTLE_S)
         self._problems = RecentProblems(p.health_window_s)
-        if p.state_file:
-            self._fingerprint = model_fingerprint(p.model_dir)
-            self._open_state_file()
+        self._configure_error: Optional[Exception] = None
 
         self._lock = threading.Condition()
-        self._frame: Optional[tuple[Image, float]] = None
+        self._frame: Optional[tuple[dict, float]] = None   # {camera or 'features': msg}, time
         self._joints: Optional[tuple[np.ndarray, float]] = None
         self._last_stamp = -float('inf')
         self._reset_request: Optional[dict] = None
         self._threshold_update: Optional[float] = None
         self._clock_jumped = False
         self._stopping = False
+        self._busy = False                         # the worker is stepping
+        self._active = False
+        self._worker: Optional[threading.Thread] = None
+        self._input_subs: list = []
+        self._group_pubs: dict = {}
+        self.gate_pub = None
+        self._watches: dict[str, TopicWatch] = {}
+        self._camera_topics: dict[str, str] = {}   # camera -> resolved topic
+        self._last_sequence: dict = {}             # (topic, publisher) -> sequence number
+        self._input_problems: list[str] = []
 
         self.received = 0
         self.dropped = 0
@@ -127,15 +173,15 @@ class AuraNode(Node):
         self.clock_jumps_back = 0
         self.image_publishers = 0
         self.nonfinite_discarded = 0               # steps whose non-finite new state was dropped
+        self.clipped = 0                           # target values clipped to the joint limits
+        self.chunks_expired = 0                    # chunks whose every point had passed
+        self.points_dropped = 0                    # chunk points left out as already past
+        self.lost_in_transport = 0                 # gaps in the publishers' sequence numbers
+        self._unmatched_seen = 0
         self.latencies = deque(maxlen=2000)
         self.stage_times: dict[str, deque] = {}
         self.last_gate: dict = {}
 
-        qos = p.qos()
-        self._image_sub = self.create_subscription(Image, 'image', self._on_image, qos)
-        self.create_subscription(JointState, 'joint_states', self._on_joints, qos)
-        self.action_pub = self.create_publisher(JointTrajectory, '~/action_chunk', 10)
-        self.gate_pub = self.create_publisher(DiagnosticArray, '~/gate', 10)
         self.health_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/reset', self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_health,
@@ -145,34 +191,236 @@ class AuraNode(Node):
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
                           on_clock_change=False), post_callback=self._on_clock_jump)
+        if p.autostart:
+            self._autostart()
 
+    def _autostart(self) -> None:
+        """configure + activate; a failed configure raises its error (aura_node exits 2)."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise self._configure_error or RuntimeError('configure failed')
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError('activate failed')
+
+    def destroy_node(self) -> None:
+        """Also destroy the lifecycle state machine: it holds the node's handle, so without
+        this the rcl node (and its name's /rosout publisher) would live on until the garbage
+        collector reaches this object, and a later node of the same name would log nowhere."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
+    @property
+    def lifecycle_state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = None
+        try:
+            self._configure()
+        except Exception as err:  # a bad model or state file: say which, stay unconfigured
+            self._configure_error = err
+            self.get_logger().error(f'configure failed: {err}')
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = True
+        for watch in self._watches.values():
+            watch.restart()
+        self.get_logger().info('active: stepping on every observation')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = False
+            self._frame = None
+            if self.matcher is not None:
+                self.matcher.clear()
+            self._lock.wait_for(lambda: not self._busy, timeout=IDLE_WAIT_S)
+        self.get_logger().info('inactive: not stepping; the memory state is kept')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info('unconfigured: model and memory state released')
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        """Load and check the model, warm it up, resume the state, create topics and worker."""
+        p = self.params
+        threshold = self.get_parameter('gate_threshold').value
+        self.runtime = AuraRuntime.from_model_dir(p.model_dir, device=p.device,
+                                                  engine=p.memory_engine,
+                                                  gate_threshold=threshold,
+                                                  threads=p.inference_threads)
+        self.spec = spec = self.runtime.spec
+        reserved = sorted({g.name for g in spec.groups} & {'gate', 'transition_event'})
+        if reserved:
+            raise ModelDirError(f'{p.model_dir}: output group(s) {", ".join(reserved)} would '
+                                f"publish on the node's own ~/{reserved[0]}; rename them in "
+                                'model.yaml output_groups')
+        self.state_bytes = self.runtime.memory_bytes()     # constant while configured
+        self._warm_up()
+        if p.state_file:
+            self._fingerprint = model_fingerprint(p.model_dir)
+            self._open_state_file()
+        cameras = tuple(c.name for c in spec.cameras)
+        self.matcher = FrameMatcher(cameras, p.camera_max_skew_s) if len(cameras) > 1 else None
+        qos = p.qos()
+        self._last_sequence = {}
+        self._watches = {}
+        if spec.n_joints:
+            # first: when a joint state and a frame are ready together, the executor takes them
+            # in creation order, so the frame steps with the joint state that came before it
+            self._input_subs.append(self.create_subscription(
+                JointState, 'joint_states', self._on_joints, qos))
+        if spec.features_in:
+            self._subscribe(Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
+        else:
+            kind = COMPRESSED_TYPE if p.image_transport == 'compressed' else IMAGE_TYPE
+            for camera, topic in camera_topics(cameras, p.image_transport).items():
+                self._subscribe(message_type(p.image_transport), topic, camera, kind, qos)
+        self._camera_topics = {name: self._watches[name].topic for name in cameras}
+        self._group_pubs = {g.name: self.create_lifecycle_publisher(
+            JointTrajectory, f'~/{g.name}', 10) for g in spec.groups}
+        self.gate_pub = self.create_lifecycle_publisher(DiagnosticArray, '~/gate', 10)
+        self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
+        inputs = ', '.join(w.topic for w in self._watches.values())
+        outputs = ', '.join(pub.topic_name for pub in self._group_pubs.values())
         self.get_logger().info(
-            f'model {self.spec.name!r} from {p.model_dir}; device {self.runtime.device}, '
+            f'model {spec.name!r} from {p.model_dir}; device {self.runtime.device}, '
             f'backbone provider {self.runtime.provider}, engine {self.runtime.engine}; '
-            f'memory state {self.state_bytes} bytes; gate threshold '
-            f'{p.gate_threshold}')
+            f'memory state {self.state_bytes} bytes; gate threshold {threshold}; in: {inputs}; '
+            f'out: {outputs} (absolute joint targets)')
+
+    def _subscribe(self, msg_type, topic: str, name: str, type_name: str, qos) -> None:
+        def on_message(msg, info) -> None:
+            self._on_observation(name, msg, info)
+
+        def on_incompatible(event) -> None:
+            self._problems.add('incompatible_qos')
+            if self._throttle.ready(f'incompatible_qos {topic}'):
+                self.get_logger().warning(
+                    f'a publisher on {sub.topic_name} offers a QoS this subscription '
+                    f'({self.params.input_qos}) cannot match: no frames from it (set input_qos)')
+
+        sub = self.create_subscription(msg_type, topic, on_message, qos, event_callbacks=(
+            SubscriptionEventCallbacks(incompatible_qos=on_incompatible)))
+        self._input_subs.append(sub)
+        self._watches[name] = TopicWatch(sub.topic_name, type_name, self.params.input_timeout_s)
+
+    def _warm_up(self) -> None:
+        """One step on blank inputs (first-call allocations, CUDA graph capture), then reset:
+        the first real observation pays no set-up cost and meets a fresh state."""
+        spec, runtime = self.spec, self.runtime
+        joints = np.zeros(spec.n_joints, np.float32)
+        if spec.features_in:
+            runtime.step_features(np.zeros(spec.memory.d_model, np.float32), joints)
+        else:
+            runtime.step_frames({c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
+                                 for c in spec.cameras}, joints)
+        runtime.reset()
+
+    def _release(self) -> None:
+        """Stop the worker (state saved), drop every topic, the model and the state."""
+        with self._lock:
+            self._active = False
+            self._frame = None
+        if self._worker is not None:
+            self.stop()
+            self._worker = None
+        for sub in self._input_subs:
+            self.destroy_subscription(sub)
+        for pub in [*self._group_pubs.values(), *([self.gate_pub] if self.gate_pub else [])]:
+            self.destroy_lifecycle_publisher(pub)
+        self._input_subs, self._group_pubs, self.gate_pub = [], {}, None
+        self._watches, self._camera_topics, self._input_problems = {}, {}, []
+        self.matcher = None
+        with self._lock:
+            self._joints = None
+            self._last_stamp = -float('inf')
+        device = self.runtime.device if self.runtime is not None else 'cpu'
+        self.runtime = self.spec = None
+        self._saving = False
+        self.crash_resume = 'off'
+        if device.startswith('cuda'):
+            torch.cuda.empty_cache()
 
     # -- callbacks: hand over, never compute --
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_observation(self, name: str, msg, info: dict) -> None:
+        """A camera frame or features message: count it, match camera sets, hand over."""
+        watch = self._watches.get(name)
+        if watch is None or not self._active:
+            return
+        watch.heard()
+        self._count_sequence(watch.topic, info)
+        if self.matcher is not None:
+            try:
+                stamp = checked_stamp_seconds(msg.header.stamp)
+            except InputError as err:
+                self._reject(err, image=True)
+                return
         with self._lock:
+            if not self._active:
+                return
             self.received += 1
+            if self.matcher is None:
+                observation = {name: msg}
+            else:
+                matched = self.matcher.add(name, stamp, msg)
+                if matched is None:
+                    return
+                observation = {camera: frame.item for camera, frame in matched.items()}
             if self._frame is not None:
                 self.dropped += 1
                 self._problems.add('dropped')
-            self._frame = (msg, time.monotonic())
+            self._frame = (observation, time.monotonic())
             self._lock.notify()
 
+    def _count_sequence(self, topic: str, info: dict) -> None:
+        """Frames the middleware lost: gaps in each publisher's sequence numbers (frames lost
+        after the last one received stay invisible until the next one comes)."""
+        sequence = info.get('publication_sequence_number') if info else None
+        if not sequence:
+            return
+        gid = info.get('publisher_gid')
+        key = (topic, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
+        last = self._last_sequence.get(key)
+        self._last_sequence[key] = sequence if last is None else max(last, sequence)
+        if last is not None and sequence > last + 1:
+            lost = sequence - last - 1
+            self.lost_in_transport += lost
+            self._problems.add('frames_lost_in_transport')
+            if self._throttle.ready('frames_lost_in_transport'):
+                self.get_logger().warning(
+                    f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
+                    'so far): see input_qos and the Fast DDS profile (README "On a real robot")')
+
     def _on_joints(self, msg: JointState) -> None:
+        spec = self.spec
+        if spec is None or not self._active:
+            return
         self.joint_states_received += 1
         try:
             stamp = checked_stamp_seconds(msg.header.stamp)
-            positions = joints_to_array(msg, self.spec.joint_names)
+            positions = joints_to_array(msg, spec.joint_names)
             ahead = stamp - self._now()
             if ahead > self.params.max_obs_age_s:
-                # if kept, it would pass the staleness check of every image from now on
+                # kept, it would pass every staleness check of every image from now on
                 raise InputError('future_joints', f'joint state stamp is {ahead:.3f} s in the '
                                  f'future (max_obs_age_s {self.params.max_obs_age_s})')
         except InputError as err:
@@ -182,10 +430,17 @@ class AuraNode(Node):
             self._joints = (positions, stamp)
 
     def _on_reset(self, request, response):
+        if self.runtime is None or self._worker is None:
+            response.success = False
+            response.message = (f'no model loaded (lifecycle state {self.lifecycle_state}): '
+                                'configure the node first')
+            return response
         done = {'event': threading.Event()}
         with self._lock:
             self._reset_request = done
             self._frame = None
+            if self.matcher is not None:
+                self.matcher.clear()
             self._lock.notify()
         if not done['event'].wait(timeout=10.0):
             response.success = False
@@ -245,51 +500,85 @@ class AuraNode(Node):
                     # a still-valid joint state survives a reset: it is the robot's, not memory
                     self._last_stamp = -float('inf')
                     self._clock_jumped = False
-            if reset is not None:
-                reset['summary'] = self.runtime.reset()
-                self.latencies.clear()
-                self.last_gate = {}
-                self._save_state()
-                reset['event'].set()
-                continue
-            if threshold is not None:
-                self.runtime.set_gate_threshold(threshold)
-                self.get_logger().info(f'gate threshold set to {threshold}')
-            if frame is not None:
-                try:
-                    self._step(*frame, joints)
-                except InputError as err:
-                    self._reject(err, image=True)
-                except Exception as err:  # keep the node alive; the state was not committed
-                    self._reject(InputError('step_failed', f'step failed: {err!r}'), image=True)
+                self._busy = True
+            try:
+                self._work(reset, threshold, frame, joints)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
 
-    def _step(self, msg: Image, received: float, joints) -> None:
+    def _work(self, reset, threshold, frame, joints) -> None:
+        if reset is not None:
+            reset['summary'] = self.runtime.reset()
+            self.latencies.clear()
+            self.last_gate = {}
+            self._save_state()
+            reset['event'].set()
+            return
+        if threshold is not None:
+            self.runtime.set_gate_threshold(threshold)
+            self.get_logger().info(f'gate threshold set to {threshold}')
+        if frame is not None:
+            try:
+                self._step(*frame, joints)
+            except InputError as err:
+                self._reject(err, image=True)
+            except Exception as err:  # keep the node alive; the state was not committed
+                self._reject(InputError('step_failed', f'step failed: {err!r}'), image=True)
+
+    def _step(self, observation: dict, received: float, joints) -> None:
         started = time.perf_counter()
-        stamp = checked_stamp_seconds(msg.header.stamp)
+        stamps = {name: checked_stamp_seconds(msg.header.stamp)
+                  for name, msg in observation.items()}
+        newest = max(stamps, key=stamps.get)       # a camera set is as recent as its newest
+        stamp, header_stamp = stamps[newest], observation[newest].header.stamp
+        what = 'features' if self.spec.features_in else 'image'
         age = self._now() - stamp
         if age > self.params.max_obs_age_s:
-            raise InputError('stale_image', f'image is {age:.3f} s old '
+            raise InputError('stale_image', f'{what} is {age:.3f} s old '
                              f'(max_obs_age_s {self.params.max_obs_age_s})')
         if -age > self.params.max_obs_age_s:
             # accepted, it would make every later frame 'out_of_order' until its stamp passes
-            raise InputError('future_image', f'image stamp is {-age:.3f} s in the future '
+            raise InputError('future_image', f'{what} stamp is {-age:.3f} s in the future '
                              f'(max_obs_age_s {self.params.max_obs_age_s})')
         if stamp <= self._last_stamp:
-            raise InputError('out_of_order', f'image stamp {stamp:.3f} is not after the last '
+            raise InputError('out_of_order', f'{what} stamp {stamp:.3f} is not after the last '
                              f'processed one ({self._last_stamp:.3f})')
-        if joints is None:
-            raise InputError('no_joints', 'no valid joint state received yet')
-        positions, joint_stamp = joints
-        if stamp - joint_stamp > self.params.max_obs_age_s:
-            raise InputError('stale_joints', f'latest joint state is {stamp - joint_stamp:.3f} s '
-                             f'older than the image (max_obs_age_s {self.params.max_obs_age_s})')
-        pixels = image_to_array(msg)
-        decoded = time.perf_counter()
-        result = self.runtime.step(pixels, msg.encoding, positions)
+        positions = np.zeros(0, np.float32)
+        if self.spec.n_joints:
+            if joints is None:
+                raise InputError('no_joints', 'no valid joint state received yet')
+            positions, joint_stamp = joints
+            if stamp - joint_stamp > self.params.max_obs_age_s:
+                raise InputError('stale_joints', f'latest joint state is '
+                                 f'{stamp - joint_stamp:.3f} s older than the {what} '
+                                 f'(max_obs_age_s {self.params.max_obs_age_s})')
+        if self.spec.features_in:
+            features = features_to_array(observation[newest], self.spec.memory.d_model)
+            decoded = time.perf_counter()
+            result = self.runtime.step_features(features, positions)
+        else:
+            frames = {c.name: frame_to_array(observation[c.name], (c.width, c.height))
+                      for c in self.spec.cameras}
+            decoded = time.perf_counter()
+            result = self.runtime.step_frames(frames, positions)
         self._last_stamp = stamp
-        self.action_pub.publish(action_chunk_msg(result.action, self.spec.action_names,
-                                                 msg.header.stamp, self.spec.action_period_s,
-                                                 self.params.frame_id))
+        timing = plan(time_ns(header_stamp), self.get_clock().now().nanoseconds,
+                      self.spec.action_period_s, len(result.action), self.params.chunk_min_lead_s)
+        chunks = group_trajectories(result.targets, self.runtime.contract.names, timing,
+                                    self.params.frame_id)
+        for name, msg in chunks.items():
+            self._group_pubs[name].publish(msg)
+        self.clipped += result.clipped
+        self.points_dropped += timing.dropped
+        if not chunks:
+            self.chunks_expired += 1
+            self._problems.add('chunk_expired')
+            if self._throttle.ready('chunk_expired'):
+                self.get_logger().warning(
+                    f'a whole action chunk was past when it was ready ({self.chunks_expired} so '
+                    f'far): the step took longer than the chunk lasts; not published')
         gate = result.gate
         if gate.wrote:
             self._save_state()
@@ -306,9 +595,10 @@ class AuraNode(Node):
                           'discarded': gate.discarded,
                           'write_rate': gate.writes / max(gate.step, 1),
                           'state_bytes': self.state_bytes,
-                          'latency_ms': latency * 1e3}
+                          'latency_ms': latency * 1e3,
+                          'first_point': timing.first_point, 'clipped': result.clipped}
         gate_msg = DiagnosticArray()
-        gate_msg.header.stamp = msg.header.stamp
+        gate_msg.header.stamp = header_stamp          # the observation's stamp: traceable
         gate_msg.status.append(status('aura/gate', 'wrote' if gate.wrote else 'skipped',
                                       self.last_gate, hardware_id=self.runtime.device))
         self.gate_pub.publish(gate_msg)
@@ -413,17 +703,31 @@ class AuraNode(Node):
         hit 'deque mutated during iteration' in the diagnostics timer.
         """
         latencies = np.asarray(list(self.latencies)) * 1e3
-        values = {'frames_received': self.received, 'frames_dropped': self.dropped,
+        runtime = self.runtime
+        values = {'lifecycle_state': self.lifecycle_state,
+                  'frames_received': self.received, 'frames_dropped': self.dropped,
                   'frames_rejected': self.images_rejected,
+                  'frames_lost_in_transport': self.lost_in_transport,
                   'joint_states_received': self.joint_states_received,
                   'joint_states_rejected': self.joint_states_rejected,
                   'image_publishers': self.image_publishers,
+                  'image_transport': self.params.image_transport,
                   'clock_jumps_back': self.clock_jumps_back,
                   'nonfinite_state_discarded': self.nonfinite_discarded,
-                  'steps': self.runtime.steps, 'writes': self.runtime.writes,
-                  'state_bytes': self.state_bytes, 'device': self.runtime.device,
-                  'execution_provider': self.runtime.provider, 'engine': self.runtime.engine,
-                  'gate_threshold': self.runtime.gate_threshold}
+                  'targets_clipped': self.clipped, 'chunks_expired': self.chunks_expired,
+                  'chunk_points_dropped': self.points_dropped,
+                  'steps': runtime.steps if runtime else 0,
+                  'writes': runtime.writes if runtime else 0,
+                  'state_bytes': self.state_bytes}
+        if runtime is not None:
+            values.update({'device': runtime.device, 'execution_provider': runtime.provider,
+                           'engine': runtime.engine, 'gate_threshold': runtime.gate_threshold})
+        matcher = self.matcher
+        if matcher is not None:
+            values['camera_sets_matched'] = matcher.matched
+            values['camera_frames_unmatched'] = sum(matcher.unmatched.values())
+            for camera, count in sorted(matcher.unmatched.items()):
+                values[f'camera_{camera}_unmatched'] = count
         if latencies.size:
             values['latency_p50_ms'] = float(np.percentile(latencies, 50))
             values['latency_p99_ms'] = float(np.percentile(latencies, 99))
@@ -438,44 +742,71 @@ class AuraNode(Node):
             values[f'rejected_{reason}'] = count
         return values
 
-    def _count_image_publishers(self) -> None:
-        """Several cameras on one topic would feed one memory: warn when the count changes."""
-        count = self.count_publishers(self._image_sub.topic_name)
-        if count > 1 and count != self.image_publishers:
-            self.get_logger().warning(
-                f'{count} publishers on {self._image_sub.topic_name}: their frames all feed one '
-                'memory; remap each camera to its own node')
-        self.image_publishers = count
+    def _check_inputs(self) -> None:
+        """Per input topic: several publishers (one memory fed by several cameras), a publisher
+        of the wrong type (DDS never matches it: 0 frames), or publishers but silence."""
+        watches = list(self._watches.values())
+        if not watches:
+            self.image_publishers = 0
+            self._input_problems = []
+            return
+        found, most = [], 0
+        for watch in watches:
+            types = [info.topic_type for info in self.get_publishers_info_by_topic(watch.topic)]
+            count = len(types)
+            if watch.topic in self._camera_topics.values():
+                if count > 1 and count > self.image_publishers:
+                    self.get_logger().warning(
+                        f'{count} publishers on {watch.topic}: their frames all feed one '
+                        'memory; remap each camera to its own node')
+                most = max(most, count)
+            for kind, text in watch.problems(types) if self._active else []:
+                found.append(f'{kind}: {text}')
+                if self._throttle.ready(f'{kind} {watch.topic}'):
+                    self.get_logger().warning(text)
+        if most > 1:
+            found += [f'{self.count_publishers(t)} publishers on {t}'
+                      for t in self._camera_topics.values() if self.count_publishers(t) > 1]
+        self.image_publishers = most
+        matcher = self.matcher
+        if matcher is not None:
+            unmatched = sum(matcher.unmatched.values())
+            for _ in range(min(unmatched - self._unmatched_seen, 1000)):
+                self._problems.add('camera_frames_unmatched')
+            self._unmatched_seen = unmatched
+        self._input_problems = found
 
     def problems(self) -> list[str]:
-        """What makes the node WARN now: recent problems by kind, and several image publishers."""
+        """What makes the node WARN now: recent problems by kind, and input topic problems."""
         recent = self._problems.counts()
         window = f'{self.params.health_window_s:g} s'
         found = [f'{n} {kind} in the last {window}' for kind, n in sorted(recent.items())]
-        if self.image_publishers > 1:
-            found.append(f'{self.image_publishers} publishers on '
-                         f'{self._image_sub.topic_name}')
-        return found
+        return found + self._input_problems
 
     def _publish_health(self) -> None:
-        self._count_image_publishers()
+        self._check_inputs()
         values = self.health()
         problems = self.problems()
-        summary = f'{values["steps"]} steps, {values["writes"]} writes'
+        summary = (f'{values["lifecycle_state"]}: {values["steps"]} steps, '
+                   f'{values["writes"]} writes')
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status.append(status(f'{self.get_fully_qualified_name()}: AURA policy',
                                  '; '.join([*problems, summary]), values,
                                  level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
-                                 hardware_id=self.runtime.device))
+                                 hardware_id=values.get('device', '')))
         self.health_pub.publish(msg)
 
     def stop(self) -> None:
-        """Stop and join the worker (the current step finishes first)."""
+        """Stop and join the worker (the current step finishes first); save the state."""
+        worker = self._worker
+        if worker is None:
+            return
         with self._lock:
             self._stopping = True
-            self._lock.notify()
-        self._worker.join()
+            self._lock.notify_all()
+        if worker is not threading.current_thread():
+            worker.join()
         self._save_state()
 
 

@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 DEVICES = ('auto', 'cpu', 'cuda')
 ENGINES = ('torch', 'onnx')
 INPUT_QOS = ('sensor_data', 'reliable')
+IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
 class ParameterError(ValueError):
@@ -51,6 +52,11 @@ class NodeParams:
     frame_id: str
     inference_threads: int
     health_window_s: float
+    image_transport: str
+    camera_max_skew_s: float
+    input_timeout_s: float
+    chunk_min_lead_s: float
+    autostart: bool
 
     def qos(self) -> QoSProfile:
         """The input QoS: ROS's sensor-data profile (best effort) or reliable, at input_depth."""
@@ -72,8 +78,8 @@ def _describe(text: str, kind: int, read_only: bool = True, **ranges) -> Paramet
     return descriptor
 
 
-STRING, DOUBLE, INTEGER = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
-                           ParameterType.PARAMETER_INTEGER)
+STRING, DOUBLE, INTEGER, BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                                 ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_BOOL)
 
 DECLARATIONS = {
     'model_dir': ('', _describe('model directory (model.yaml, backbone.onnx, memory.safetensors); '
@@ -100,6 +106,19 @@ DECLARATIONS = {
     'health_window_s': (10.0, _describe('/diagnostics is WARN while a rejection, drop or failure '
                                         'happened in the last this many seconds', DOUBLE,
                                         floats=(0.1, 3600.0))),
+    'image_transport': ('raw', _describe(f'camera frames: {"|".join(IMAGE_TRANSPORTS)} '
+                                         '(compressed: sensor_msgs/CompressedImage JPEG or PNG '
+                                         'on <image topic>/compressed)', STRING)),
+    'camera_max_skew_s': (0.02, _describe('several cameras: a step takes one frame from each, '
+                                          'their stamps at most this far apart', DOUBLE,
+                                          floats=(0.0, 1.0))),
+    'input_timeout_s': (3.0, _describe('warn when an input topic has publishers but no message '
+                                       'for this long', DOUBLE, floats=(0.1, 3600.0))),
+    'chunk_min_lead_s': (0.03, _describe('publish only chunk points at least this far ahead of '
+                                         'the publish time (the trip to the controller)',
+                                         DOUBLE, floats=(0.0, 1.0))),
+    'autostart': (True, _describe('configure and activate at start (false: wait for a '
+                                  'lifecycle manager)', BOOL)),
 }
 PATHS = ('model_dir', 'state_file')
 DOUBLES = tuple(name for name, (_, d) in DECLARATIONS.items() if d.type == DOUBLE)
@@ -139,7 +158,7 @@ def declare_and_read(node: Node) -> NodeParams:
         node.declare_parameter(name, default, descriptor)
     values = {name: node.get_parameter(name).value for name in DECLARATIONS}
     for name, allowed in (('device', DEVICES), ('memory_engine', ENGINES),
-                          ('input_qos', INPUT_QOS)):
+                          ('input_qos', INPUT_QOS), ('image_transport', IMAGE_TRANSPORTS)):
         if values[name] not in allowed:
             raise ParameterError(f'parameter {name!r} is {values[name]!r}; '
                                  f'allowed: {", ".join(allowed)}')

@@ -5,10 +5,14 @@ the arm's joint state (`joint_states`, sensor_msgs/JointState: shoulder, elbow) 
 stamp. Subscribes the policy's action chunks (`action_topic`, trajectory_msgs/JointTrajectory,
 default `aura/action_chunk`, the policy node `aura`'s `~/action_chunk`): the chunk answering the
 image of frame f is executed from frame f on, one point per frame; when no newer chunk has
-arrived the next point of the last chunk is used, and past its end the arm holds still. Point
-`positions` are joint DELTAS per frame (`action_mode: delta`, the bundled model's convention) or
-absolute joint targets (`action_mode: position`); either way the step is clipped to the arm's
-speed limit.
+arrived the next point of the last chunk is used, and past its end the arm holds still. Which
+frame a chunk answers is found from its timing, as a controller reads it: point k is meant for
+`header.stamp + time_from_start`, which is that frame's stamp + (k + 1) frame periods (aura_node
+may stamp the chunk at publish time and leave out points already past). Point `positions` are
+absolute joint targets (`action_mode: position`, what aura_node publishes: the step is target -
+current position, or a linear share of the way to a first point meant for a later frame, as
+joint_trajectory_controller interpolates) or joint DELTAS per frame (`action_mode: delta`);
+either way the step is clipped to the arm's speed limit.
 
 Optionally listens to the policy's write gate (`gate_topic`, diagnostic_msgs/DiagnosticArray,
 default `aura/gate`; a status whose message is 'wrote' or key 'wrote' == '1' is a write,
@@ -21,6 +25,7 @@ with a summary line. With `wait_for_policy` (default) the world stands still, re
 first frame, until the first action chunk arrives, so a slow-starting policy misses nothing.
 """
 
+import bisect
 import json
 from collections import OrderedDict
 from typing import Optional
@@ -47,6 +52,8 @@ from aura_ros.tasks.cue_reach import (
 ACTION_MODES = ('delta', 'position')
 OUTCOME_DELAY_FRAMES = 5     # late gate messages of a task's last frames still count
 STAMP_MEMORY = 512           # frames whose stamps can still be matched to a chunk or a gate
+MATCH_TOLERANCE_NS = 2_000_000   # a point's time vs a frame stamp + whole periods
+NS = 1_000_000_000
 
 PARAMETERS = {
     'rate_hz': (30.0, 'frames (image + joint state) per second; one action point per frame'),
@@ -55,8 +62,8 @@ PARAMETERS = {
     'seed': (0, 'episode seed: goals, delays and distractors are deterministic given it'),
     'duration_s': (0.0, 'stop after this many seconds of simulation (0: run until stopped)'),
     'max_tasks': (0, 'stop after this many finished tasks (0: run until stopped)'),
-    'action_mode': ('delta', "trajectory point positions are joint 'delta's per frame or "
-                             "absolute joint 'position' targets"),
+    'action_mode': ('position', "trajectory point positions are absolute joint 'position' "
+                             "targets (what aura_node publishes) or joint 'delta's per frame"),
     'action_topic': ('aura/action_chunk', "the policy's JointTrajectory action chunks"),
     'gate_topic': ('aura/gate', "the policy's write-gate DiagnosticArray (for writes per task)"),
     'wait_for_policy': (True, 'hold the world still until the first action chunk arrives'),
@@ -67,6 +74,10 @@ PARAMETERS = {
 
 def _stamp_key(stamp) -> tuple[int, int]:
     return int(stamp.sec), int(stamp.nanosec)
+
+
+def _ns(stamp) -> int:
+    return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
 class SimNode(Node):
@@ -91,6 +102,7 @@ class SimNode(Node):
         self.frame_task: OrderedDict = OrderedDict()   # frame -> task index
         self.chunk: Optional[np.ndarray] = None        # [points, 2]
         self.chunk_frame = 0                           # frame the chunk answers
+        self.chunk_first = 0                           # chunk index of its first point
         self.heard_gate = False
         self.writes: dict[int, int] = {}
         self.pending: list[tuple[int, TaskResult]] = []
@@ -148,10 +160,30 @@ class SimNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.chunk = points
-        self.chunk_frame = self.stamps.get(_stamp_key(msg.header.stamp), self.frame)
+        self.chunk_frame, self.chunk_first = self.origin(msg)
         if self.waiting:
             self.waiting = False
             self.get_logger().info('first action chunk received: the world starts')
+
+    def origin(self, msg: JointTrajectory) -> tuple[int, int]:
+        """(frame the chunk answers, chunk index of its first point), from the point times.
+
+        The first point's time minus (k + 1) frame periods is a frame's stamp for exactly one
+        k (k > 0 when the policy left out points already past). A chunk that matches no frame
+        (another period, or too old) is taken to answer the current frame.
+        """
+        first = _ns(msg.header.stamp) + _ns(msg.points[0].time_from_start)
+        period = NS / self.rate_hz
+        times = list(self.stamps)
+        keys = [k[0] * NS + k[1] for k in times]
+        for k in range(len(self.stamps)):
+            target = first - round((k + 1) * period)
+            if keys and target < keys[0] - MATCH_TOLERANCE_NS:
+                break
+            i = bisect.bisect_left(keys, target - MATCH_TOLERANCE_NS)
+            if i < len(keys) and abs(keys[i] - target) <= MATCH_TOLERANCE_NS:
+                return self.stamps[times[i]], k
+        return self.frame, 0
 
     def on_gate(self, msg: DiagnosticArray) -> None:
         frame = self.stamps.get(_stamp_key(msg.header.stamp))
@@ -168,14 +200,22 @@ class SimNode(Node):
     # -- the world ------------------------------------------------------------------------------
 
     def next_delta(self) -> np.ndarray:
-        """The action point for the step out of the current frame (zeros when none applies)."""
+        """The step out of the current frame (zeros when no point applies).
+
+        Absolute targets are followed as joint_trajectory_controller does: towards the point
+        meant for the next frame, or, when the chunk's first point is meant for a later frame
+        (aura_node left out points that had passed), linearly from here towards that point.
+        """
         if self.chunk is None:
             return np.zeros(2)
-        index = self.frame - self.chunk_frame
-        if not 0 <= index < len(self.chunk):
+        index = self.frame - self.chunk_frame - self.chunk_first
+        if index >= len(self.chunk) or (index < 0 and self.action_mode == 'delta'):
             return np.zeros(2)
-        point = self.chunk[index]
-        return point if self.action_mode == 'delta' else point - self.env.q
+        if self.action_mode == 'delta':
+            return self.chunk[index]
+        if index < 0:                       # the first point is 1 - index frames ahead
+            return (self.chunk[0] - self.env.q) / (1 - index)
+        return self.chunk[index] - self.env.q
 
     def tick(self) -> None:
         if self.done:

@@ -85,7 +85,6 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, JointState
-    from trajectory_msgs.msg import JointTrajectory
 
     from aura_ros.runtime import load_model_dir
 
@@ -111,8 +110,8 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
                 health.clear()
                 health.update({kv.key: kv.value for kv in status.values})
 
-    client.create_subscription(
-        JointTrajectory, '/aura/action_chunk',
+    client.create_subscription(    # the gate: stamped with the frame, right after the chunk
+        DiagnosticArray, '/aura/gate',
         lambda m: got.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec),
                                   time.perf_counter()), 10)
     client.create_subscription(DiagnosticArray, '/diagnostics', on_health, 10)

@@ -1,0 +1,72 @@
+"""Compressed frames: JPEG and PNG decode to what the preprocessor takes; bad data is refused."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aura_ros.runtime import InputError
+from aura_ros.runtime.decode import decode
+
+RNG = np.random.default_rng(0)
+
+
+def smooth(h=48, w=64):
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8)
+
+
+def encoded(pixels, fmt, **kw):
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def test_png_is_lossless_rgb8_and_mono8():
+    pixels = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    array, encoding = decode(encoded(pixels, 'PNG'))
+    assert encoding == 'rgb8' and np.array_equal(array, pixels)
+    grey = pixels[:, :, 0]
+    array, encoding = decode(encoded(grey, 'PNG'))
+    assert encoding == 'mono8' and np.array_equal(array[:, :, 0], grey)
+
+
+def test_jpeg_is_close_to_the_original_and_keeps_rgb_order():
+    pixels = smooth()
+    array, encoding = decode(encoded(pixels, 'JPEG', quality=95))
+    assert encoding == 'rgb8' and array.shape == pixels.shape
+    assert np.abs(array.astype(int) - pixels).mean() < 3
+
+
+def test_jpeg_min_size_decodes_smaller_but_not_below_it():
+    pixels = np.repeat(np.repeat(smooth(), 10, 0), 10, 1)          # 480 x 640
+    array, _ = decode(encoded(pixels, 'JPEG'), min_size=(96, 96))
+    assert array.shape[0] >= 96 and array.shape[1] >= 96 and array.shape[0] < 480
+
+
+@pytest.mark.parametrize('data,reason', [
+    (b'GIF89a....', 'compressed_format'), (b'', 'compressed_format'),
+    (None, 'decode_failed'),                              # a truncated JPEG, built below
+])
+def test_bad_data_is_refused_by_reason(data, reason):
+    if data is None:
+        data = encoded(smooth(), 'JPEG')[:200]
+    with pytest.raises(InputError) as err:
+        decode(data)
+    assert err.value.reason == reason
+
+
+def test_oversized_frames_are_refused_before_decoding():
+    with pytest.raises(InputError) as err:
+        decode(encoded(smooth(), 'PNG'), max_pixels=100)
+    assert err.value.reason == 'too_large'
+
+
+def test_sixteen_bit_png_is_refused_as_an_encoding():
+    depth = Image.fromarray(RNG.integers(0, 65535, (8, 8), dtype=np.uint16))
+    out = io.BytesIO()
+    depth.save(out, 'PNG')
+    with pytest.raises(InputError) as err:
+        decode(out.getvalue())
+    assert err.value.reason == 'encoding'
