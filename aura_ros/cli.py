@@ -51,6 +51,26 @@ def _train_cue_reach_args(parser: argparse.ArgumentParser) -> None:
                         help='updates of the long-episode phase (default 300; 0 skips it)')
 
 
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--data', help='(required) a rosbag2 bag (.mcap/.db3 or its folder), '
+                                       'a folder of bags, or a LeRobot dataset folder')
+    parser.add_argument('--out', help='(required) model directory to write')
+    parser.add_argument('--config', default=None,
+                        help='train.yaml: TrainerConfig fields, with data: (DataConfig) and '
+                             'training: (TrainingConfig) mappings')
+    parser.add_argument('--image-topic', action='append', default=None,
+                        help="camera topic (repeat for several cameras, in the model's order)")
+    parser.add_argument('--joints-topic', default=None, help='sensor_msgs/JointState topic')
+    parser.add_argument('--action-topic', default=None,
+                        help="the commanded actions (default: the bag's only command topic)")
+    parser.add_argument('--quick', action='store_true',
+                        help='a tiny run (seconds) that checks the pipeline; not a model')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run whose checkpoints are in --out/checkpoints')
+    parser.add_argument('--force', action='store_true',
+                        help='train into an existing non-empty --out anew')
+
+
 def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model-dir', default='models/cue_reach',
                         help='trained model directory (with baselines/)')
@@ -166,6 +186,9 @@ COMMANDS: Dict[str, Command] = {
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
+    'train': Command('aura_ros.training.trainer:main',
+                     'train a model directory on your own demonstrations (rosbag2 or LeRobot)',
+                     _train_args),
     'train cue-reach': Command('aura_ros.training.cue_reach:main',
                                'train the bundled cue-reach model and its baselines',
                                _train_cue_reach_args),
@@ -193,7 +216,9 @@ def build_parser(commands: Dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
     groups: Dict[Tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest='command', metavar='command', required=True)
     }
-    for name, command in commands.items():
+    # A command that is also a group ('train' and 'train cue-reach') runs when no subcommand
+    # follows it; the group's parser takes the command's own arguments.
+    for name, command in sorted(commands.items(), key=lambda item: len(item[0].split())):
         words = tuple(name.split())
         for depth in range(1, len(words)):  # the groups of a nested command, e.g. 'bench'
             group = words[:depth]
@@ -204,7 +229,16 @@ def build_parser(commands: Dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
                 groups[group] = group_parser.add_subparsers(
                     dest='_'.join(group) + '_command', metavar='command', required=True
                 )
-        sub = groups[words[:-1]].add_parser(words[-1], help=command.help, description=command.help)
+        parent = groups[words[:-1]]
+        if words in groups:                 # registered before as a group: never, sorted
+            raise ValueError(f'command {name!r} defined after its subcommands')
+        if any(other.split()[:len(words)] == list(words) and other != name
+               for other in commands):
+            sub = parent.add_parser(words[-1], help=command.help, description=command.help)
+            groups[words] = sub.add_subparsers(dest='_'.join(words) + '_command',
+                                               metavar='command', required=False)
+        else:
+            sub = parent.add_parser(words[-1], help=command.help, description=command.help)
         if command.add_arguments is not None:
             command.add_arguments(sub)
         sub.set_defaults(_target=command.target)

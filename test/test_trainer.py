@@ -1,0 +1,320 @@
+"""`python -m aura_ros train`: demonstrations in, a model directory aura_node runs out.
+
+The demonstrations are built in memory (test/trainer_data.py: a cue lamp long before GO); the
+quick configuration trains every stage for a few updates, so these tests check the pipeline, the
+files and the contracts, not the model's quality.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from trainer_data import cue_demonstrations  # noqa: E402
+
+from aura_ros.runtime import load_model_dir  # noqa: E402
+from aura_ros.training import trainer  # noqa: E402
+from aura_ros.training.trainer import (  # noqa: E402
+    TrainerConfig,
+    TrainerError,
+    quick_config,
+    run,
+    split_episodes,
+    targets_of,
+)
+
+QUICK = quick_config(TrainerConfig())
+
+
+@pytest.fixture(scope='module')
+def demos():
+    return cue_demonstrations(episodes=8, frames=48, size=32, chunk=4)
+
+
+@pytest.fixture(scope='module')
+def quick_dir(tmp_path_factory, demos):
+    out = tmp_path_factory.mktemp('trained') / 'model'
+    lines = []
+    report = run(demos, QUICK, out, 'python -m aura_ros train --quick (test)', log=lines.append)
+    return out, report, lines
+
+
+def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
+    out, report, _ = quick_dir
+    spec = load_model_dir(out)
+    assert [c.name for c in spec.cameras] == ['image']
+    assert (spec.cameras[0].height, spec.cameras[0].width) == (32, 32)
+    assert spec.joint_names == demos.joint_names and spec.action_names == demos.action_names
+    assert spec.action_mode == 'absolute' and spec.chunk == 4
+    assert spec.action_period_s == pytest.approx(0.1)
+    assert np.allclose(spec.joint_stats.mean, demos.stats()['joints']['mean'])
+    assert spec.action_stats is not None and min(spec.action_stats.std) > 0
+    assert spec.memory.gate_threshold == report['threshold'] in QUICK.select_thresholds
+    for name in ('MODEL_CARD.md', 'report.json', 'losses.png', 'write_rate.png',
+                 'error_vs_writes.png', 'baselines/always_write.safetensors',
+                 'baselines/no_memory.safetensors'):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / 'report.json').read_text())
+    assert set(saved['held_out']) == {'aura', 'always_write', 'no_memory'}
+    assert saved['held_out']['no_memory']['writes_per_episode'] == 0
+    assert saved['held_out']['always_write']['write_rate'] == 1.0
+    assert len(saved['threshold_sweep']) == len(QUICK.select_thresholds)
+    assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training['gate_iters']
+    card = (out / 'MODEL_CARD.md').read_text()
+    assert 'synthetic cue demonstrations' in card and '| always_write |' in card
+    assert 'offsets [1, 2, 4, 8, 16]' in card
+
+
+@pytest.fixture(scope='module')
+def bag_dir(tmp_path_factory):
+    """`python -m aura_ros train --data BAGS --out DIR --quick` on three mcap bags of
+    aura_ros.data.synthetic (cue-then-reach, six SO-101 joints, JointTrajectory commands)."""
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_bags
+
+    root = tmp_path_factory.mktemp('bags')
+    bags = write_bags(root / 'bags', cues=(0, 1, 2), storage='mcap', seconds=2.5)
+    out = root / 'model'
+    code = main(['train', '--data', str(bags), '--out', str(out), '--quick',
+                 '--image-topic', '/camera/image_raw', '--joints-topic', '/joint_states'])
+    assert code == 0
+    return out
+
+
+def test_train_quick_on_a_bag_folder_gives_a_model_dir(bag_dir):
+    from aura_ros.data.synthetic import JOINT_NAMES
+
+    spec = load_model_dir(bag_dir)
+    assert spec.joint_names == JOINT_NAMES and spec.action_names == JOINT_NAMES
+    assert [c.name for c in spec.cameras] == ['image'] and spec.chunk == 4
+    assert spec.action_period_s == pytest.approx(1 / 30, rel=0.01)
+    report = json.loads((bag_dir / 'report.json').read_text())
+    assert 'bags' in report['source'] and report['held_out_episodes'] == 1
+    assert report['command'].startswith('python -m aura_ros train --data ')
+
+
+def test_the_node_runs_the_bag_trained_model_over_dds(bag_dir, make_node, executor, wait_for):
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    from sensor_msgs.msg import JointState
+    from test_node import Rig, image_msg
+
+    from aura_ros.data.synthetic import JOINT_NAMES, REST, frame_image
+
+    rig = Rig(make_node, executor, wait_for, bag_dir)
+    try:
+        for k in range(4):
+            joints = JointState(name=list(JOINT_NAMES), position=[float(v) for v in REST])
+            joints.header.stamp = rig.now()
+            rig.joint_pub.publish(joints)
+            count = len(rig.chunks)
+            rig.image_pub.publish(image_msg(frame_image(k, k / 30, 1, (48, 64)), rig.now()))
+            wait_for(lambda count=count: len(rig.chunks) > count, 10, executor, 'action chunk')
+        chunk = rig.chunks[-1]
+        assert list(chunk.joint_names) == list(JOINT_NAMES) and len(chunk.points) == 4
+        assert all(np.isfinite(p.positions).all() for p in chunk.points)
+    finally:
+        rig.close()
+
+
+def test_train_quick_on_a_lerobot_dataset(tmp_path):
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_lerobot_dataset
+
+    data = write_lerobot_dataset(tmp_path / 'lerobot', cues=(0, 1, 2), seconds=2.0,
+                                 image_size=(32, 32), cameras=('front',))
+    out = tmp_path / 'model'
+    assert main(['train', '--data', str(data), '--out', str(out), '--quick']) == 0
+    spec = load_model_dir(out)
+    assert len(spec.cameras) == 1 and spec.cameras[0].height == 32
+    assert (out / 'MODEL_CARD.md').is_file()
+
+
+def test_cli_refuses_a_non_empty_out_without_resume(bag_dir, capsys):
+    from aura_ros.cli import main
+
+    assert main(['train', '--data', 'x', '--out', str(bag_dir)]) == 2
+    assert '--resume' in capsys.readouterr().err
+
+
+def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
+    out = tmp_path / 'model'
+    real_train = trainer.train
+
+    def crash_on_always_write(model, *args, **kwargs):
+        if kwargs.get('name') == 'always_write':
+            raise KeyboardInterrupt('stopped by the test')
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, 'train', crash_on_always_write)
+    with pytest.raises(KeyboardInterrupt):
+        run(demos, QUICK, out, 'first')
+    state = json.loads((out / 'checkpoints' / 'state.json').read_text())
+    assert state['done'] == ['backbone', 'features', 'aura:warmup', 'aura:gate', 'aura:carry']
+    monkeypatch.setattr(trainer, 'train', real_train)
+    backbone_file = out / 'checkpoints' / 'backbone.safetensors'
+    stamp = backbone_file.stat().st_mtime_ns
+    lines = []
+    report = run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert any(line.startswith('resuming from') for line in lines)
+    assert not any(line.startswith('aura: training') or line.startswith('backbone:')
+                   for line in lines)
+    assert any(line.startswith('always_write: training') for line in lines)
+    assert backbone_file.stat().st_mtime_ns == stamp
+    assert len(report['histories']['aura']['phases']['warmup']) == QUICK.training['warmup_iters']
+    load_model_dir(out)
+    changed = quick_config(TrainerConfig(seed=1))
+    with pytest.raises(TrainerError, match='cannot resume, the config differs: seed'):
+        run(demos, changed, out, 'resumed', resume=True)
+
+
+def test_forced_gate_collapse_is_logged_and_reported(tmp_path, demos):
+    cfg = quick_config(TrainerConfig(training={'w_sparse': 1000.0, 'w_ib': 0.0, 'lr': 0.05,
+                                               'gate_iters': 10, 'collapse_patience': 4}))
+    lines = []
+    report = run(demos, cfg, tmp_path / 'model', 'collapse', log=lines.append)
+    assert any('WARNING: aura: gate collapsed (closed)' in line for line in lines)
+    assert report['collapses'] and report['collapses'][0]['kind'] == 'closed'
+    assert '**Gate collapse**' in (tmp_path / 'model' / 'MODEL_CARD.md').read_text()
+
+
+def test_bad_config_keys_are_named(tmp_path):
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump({'seed': 1, 'lerning_rate': 0.1}))
+    with pytest.raises(TrainerError, match='unknown key.*lerning_rate'):
+        TrainerConfig.load(path)
+    path.write_text(yaml.safe_dump({'training': {'ofsets': [1, 2]}}))
+    with pytest.raises(TrainerError, match='unknown training key.*ofsets'):
+        TrainerConfig.load(path)
+    path.write_text(yaml.safe_dump({'training': {'offsets': [0, 2]}}))
+    with pytest.raises(TrainerError, match='offsets must be positive'):
+        TrainerConfig.load(path)
+    with pytest.raises(TrainerError, match="action_mode must be 'absolute' or 'delta'"):
+        TrainerConfig(action_mode='relative')
+
+
+def test_cli_names_a_bad_config_key_and_exits_2(tmp_path, capsys):
+    from aura_ros.cli import main
+
+    path = tmp_path / 'train.yaml'
+    path.write_text('held_out: 0.2\nbackbone_kind: cnn\n')
+    code = main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'm'),
+                 '--config', str(path)])
+    assert code == 2 and 'backbone_kind' in capsys.readouterr().err
+
+
+def test_delta_targets_integrate_back_to_the_commands(demos):
+    ep = demos.episodes[0]
+    deltas = targets_of(ep.actions, ep.joints, np.array([0, 1]), 'delta')
+    rebuilt = ep.joints[:, None, :] + np.cumsum(deltas, axis=1)
+    assert np.allclose(rebuilt, ep.actions, atol=1e-6)
+
+
+def test_delta_mode_model_dir(tmp_path, demos):
+    cfg = quick_config(TrainerConfig(action_mode='delta'))
+    run(demos, cfg, tmp_path / 'model', 'delta')
+    spec = load_model_dir(tmp_path / 'model')
+    assert spec.action_mode == 'delta'
+
+
+def test_one_long_episode_is_split_by_time_blocks():
+    one = cue_demonstrations(episodes=1, frames=200)
+    split = split_episodes(one, TrainerConfig(held_out=0.2, time_blocks=10))
+    assert sum(len(e) for e in split.train) + sum(len(e) for e in split.held_out) == 200
+    assert len(split.held_out) == 2 and all(len(e) == 20 for e in split.held_out)
+    assert 'time blocks' in split.how
+    many = split_episodes(cue_demonstrations(episodes=10, frames=20), TrainerConfig())
+    assert (len(many.train), len(many.held_out)) == (8, 2)
+
+
+def test_quick_keeps_the_users_settings():
+    cfg = quick_config(TrainerConfig(training={'gate_iters': 2}, data={'chunk': 2}))
+    assert cfg.training['gate_iters'] == 2 and cfg.training['warmup_iters'] == 6
+    assert cfg.data == {'image_size': (32, 32), 'chunk': 2}
+
+
+
+
+def tiny_encoder(path: Path) -> Path:
+    """A user's image encoder: [N, 3, 32, 32] 'pixel_values' -> 'embedding' [N, 8, 1, 1]."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
+                          input_names=['pixel_values'], output_names=['embedding'],
+                          dynamic_axes={'pixel_values': {0: 'n'}, 'embedding': {0: 'n'}})
+    return path
+
+
+def test_a_users_onnx_encoder_becomes_the_backbone(tmp_path, demos):
+    from aura_ros.runtime import AuraRuntime
+
+    encoder = tiny_encoder(tmp_path / 'encoder.onnx')
+    cfg = quick_config(TrainerConfig(backbone='onnx', encoder_onnx=str(encoder),
+                                     encoder_mean=(0.4, 0.4, 0.4), encoder_std=(0.2, 0.2, 0.2)))
+    out = tmp_path / 'model'
+    run(demos, cfg, out, 'onnx encoder')
+    spec = load_model_dir(out)
+    assert spec.memory.d_model == 8 + 2              # encoder width + joints
+    assert spec.cameras[0].mean == (0.4, 0.4, 0.4) and spec.cameras[0].std == (0.2, 0.2, 0.2)
+    # The runtime's backbone gives the features the memory was trained on.
+    import torch
+
+    from aura_ros.training.onnx_encoder import OnnxEncoder
+
+    ep = demos.episodes[0]
+    runtime = AuraRuntime.from_model_dir(out, device='cpu')
+    runtime.step(ep.images['image'][0], 'rgb8', ep.joints[0])
+    joints = (ep.joints[:1] - np.asarray(spec.joint_stats.mean)) / np.asarray(spec.joint_stats.std)
+    mine = OnnxEncoder(cfg, demos).encode([ep.images['image'][:1]],
+                                          torch.from_numpy(joints.astype(np.float32)))
+    assert np.allclose(runtime.features.numpy(), mine.numpy(), atol=1e-5)
+
+
+def test_a_bad_encoder_is_named(tmp_path, demos):
+    encoder = tiny_encoder(tmp_path / 'encoder.onnx')
+    cfg = quick_config(TrainerConfig(backbone='onnx', encoder_onnx=str(encoder),
+                                     encoder_output='logits'))
+    from aura_ros.training.onnx_encoder import EncoderError
+
+    with pytest.raises(EncoderError, match=r"no output 'logits'; outputs: \['embedding'\]"):
+        run(demos, cfg, tmp_path / 'model', 'bad encoder')
+
+
+def test_features_in_data_gives_a_model_without_backbone(tmp_path):
+    from aura_ros.data import Demonstrations, Episode
+
+    rng = np.random.default_rng(0)
+    episodes = [Episode(name=f'f{i}', stamps=np.arange(40) * 0.1, images={},
+                        joints=rng.normal(size=(40, 2)).astype(np.float32),
+                        actions=rng.normal(size=(40, 3, 2)).astype(np.float32),
+                        features=rng.normal(size=(40, 12)).astype(np.float32))
+                for i in range(4)]
+    demos = Demonstrations(source='features', cameras=(), image_size=(1, 1),
+                           joint_names=('a', 'b'), action_names=('a', 'b'), action_period_s=0.1,
+                           chunk=3, episodes=episodes)
+    run(demos, QUICK, tmp_path / 'model', 'features in')
+    spec = load_model_dir(tmp_path / 'model')
+    assert spec.features_in and spec.memory.d_model == 12
+    assert not (tmp_path / 'model' / 'backbone.onnx').exists()
+
+
+def test_an_unknown_data_key_is_named(tmp_path, capsys):
+    from aura_ros.cli import main
+
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump({'data': {'image_topic': '/cam'}}))
+    code = main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'm'),
+                 '--config', str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'data' in err and 'image_topic' in err and 'image_topics' in err
