@@ -8,6 +8,7 @@ one line naming the Debian package to install, and exit code 2.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +43,12 @@ def check_rendering() -> Optional[str]:
         world.close()
     except (RenderError, FileNotFoundError) as err:
         return str(err)
+    except (ImportError, OSError, AttributeError) as err:   # a GL library mujoco loads late
+        from aura_ros.tasks.so101 import _GL_PACKAGES
+
+        backend = os.environ.get('MUJOCO_GL', 'egl')
+        return (f'{type(err).__name__}: {err}; MUJOCO_GL={backend} needs the Debian package(s) '
+                f'{_GL_PACKAGES.get(backend, "of an OpenGL driver")}')
     return None
 
 
