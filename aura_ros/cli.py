@@ -104,6 +104,8 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
                         help='also plot camera frames + the gate of the AURA run into this PNG')
     parser.add_argument('--keep-frames', type=int, default=600,
                         help='frames of the AURA run kept for --timeline')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='methods run side by side (each its own DDS domain)')
 
 
 def _names(text: str) -> tuple:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -244,7 +245,6 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     from rclpy.executors import SingleThreadedExecutor
 
     env = env or loop_env()
-    os.environ['ROS_DOMAIN_ID'] = env['ROS_DOMAIN_ID']        # the listener's domain
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -265,7 +265,7 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
                 '-p', f'delay_max:={loop.delay[1]}', '-p', f'outcomes_file:={outcomes}']
     trace = trace if trace is not None else Trace()
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
     executor = SingleThreadedExecutor(context=context)
     listener = _listener(context, trace, loop.keep_frames, on_event)
     executor.add_node(listener)
@@ -411,33 +411,43 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                'delay_frames': [min(30, args.delay_max), args.delay_max],
                'tasks_per_method': args.tasks, 'methods': {}}
     timeline = Path(args.timeline) if args.timeline else None
-    with tempfile.TemporaryDirectory(prefix='so101_eval_') as tmp:
-        for method in methods:
-            log(f'eval so101: {method}, {args.tasks} tasks (seed {args.seed})')
-            try:
-                directory, threshold = method_dir(model_dir, method, Path(tmp) / 'models')
-                loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
-                            n_pads=args.pads, size=args.size,
-                            delay=(min(30, args.delay_max), args.delay_max),
-                            keep_frames=args.keep_frames if method == 'aura' and timeline else 0)
-                result, trace = run_loop(loop, Path(tmp) / method, log=log)
-            except EvalError as err:
-                log(f'  {method} not run: {err}')
-                results['methods'][method] = {'error': str(err).splitlines()[0]}
-                continue
-            result['gate_threshold'] = threshold
-            results['methods'][method] = result
-            if method == 'aura' and timeline:
-                from aura_ros.training.so101_timeline import plot_timeline
+    base_domain = int(loop_env()['ROS_DOMAIN_ID'])
 
-                spec_threshold = threshold if threshold is not None else _threshold(model_dir)
-                try:
-                    plot_timeline(*trace_frames(trace), spec_threshold, timeline,
-                                  title=f'AURA through ROS on SO-101 (seed {args.seed}): camera '
-                                        'frames of one task and the write gate')
-                    log(f'eval so101: wrote {timeline}')
-                except ValueError as err:
-                    log(f'eval so101: no timeline: {err}')
+    def one(index: int, method: str, tmp: Path) -> None:
+        log(f'eval so101: {method}, {args.tasks} tasks (seed {args.seed})')
+        try:
+            directory, threshold = method_dir(model_dir, method, tmp / 'models')
+            loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
+                        n_pads=args.pads, size=args.size,
+                        delay=(min(30, args.delay_max), args.delay_max),
+                        keep_frames=args.keep_frames if method == 'aura' and timeline else 0)
+            # each loop on a DDS domain of its own: loops may run side by side (--jobs)
+            env = loop_env(100 + (base_domain + index) % 132)
+            result, trace = run_loop(loop, tmp / method, env=env,
+                                     log=lambda text: log(f'{method}: {text.strip()}'))
+        except EvalError as err:
+            log(f'  {method} not run: {err}')
+            results['methods'][method] = {'error': str(err).splitlines()[0]}
+            return
+        result['gate_threshold'] = threshold
+        results['methods'][method] = result
+        if method == 'aura' and timeline:
+            from aura_ros.training.so101_timeline import plot_timeline
+
+            spec_threshold = threshold if threshold is not None else _threshold(model_dir)
+            try:
+                plot_timeline(*trace_frames(trace), spec_threshold, timeline,
+                              title=f'AURA through ROS on SO-101 (seed {args.seed}): camera '
+                                    'frames of one task and the write gate')
+                log(f'eval so101: wrote {timeline}')
+            except ValueError as err:
+                log(f'eval so101: no timeline: {err}')
+
+    with tempfile.TemporaryDirectory(prefix='so101_eval_') as tmp:
+        with ThreadPoolExecutor(max_workers=max(1, getattr(args, 'jobs', 1))) as pool:
+            for future in [pool.submit(one, i, m, Path(tmp)) for i, m in enumerate(methods)]:
+                future.result()
+    results['methods'] = {m: results['methods'][m] for m in methods}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + '\n')
     out.with_suffix('.md').write_text(markdown(results))
