@@ -106,6 +106,10 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
                         help='frames of the AURA run kept for --timeline')
     parser.add_argument('--jobs', type=int, default=1,
                         help='methods run side by side (each its own DDS domain)')
+    parser.add_argument('--append', action='store_true',
+                        help='add these methods to an existing --out of the same set-up')
+    parser.add_argument('--action-topics', default='/aura/action_chunk',
+                        help="aura_node's JointTrajectory output topic(s), comma-separated")
 
 
 def _names(text: str) -> tuple:

@@ -106,7 +106,7 @@ class Trace:
 
 
 def _listener(context, trace: Trace, keep_frames: int,
-              on_event: Optional[Callable[[dict], None]]):
+              on_event: Optional[Callable[[dict], None]], name: str = 'so101_eval_listener'):
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -115,7 +115,7 @@ def _listener(context, trace: Trace, keep_frames: int,
 
     from aura_ros.ros.conversions import stamp_seconds
 
-    node = Node('so101_eval_listener', context=context)
+    node = Node(name, context=context)
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
     def on_events(msg: String) -> None:
@@ -175,7 +175,7 @@ class Loop:
     lockstep_timeout_s: float = 10.0
     timeout_s: float = 3600.0
     keep_frames: int = 0
-    trajectory_topic: str = ACTION_TOPIC
+    trajectory_topics: tuple = (ACTION_TOPIC,)      # aura_node's output topic(s) the sim runs
     duration_s: float = 0.0         # also stop after this much sim time (0: tasks only)
 
     def __post_init__(self) -> None:
@@ -257,7 +257,8 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
         node_args += ['-p', f'gate_threshold:={loop.gate_threshold}']
     sim_args = ['-p', 'lockstep:=true', '-p', 'wait_for_command:=true',
                 '-p', f'lockstep_timeout_s:={loop.lockstep_timeout_s}',
-                '-p', f'trajectory_topics:=["{loop.trajectory_topic}"]',
+                '-p', 'trajectory_topics:=[' + ', '.join(
+                    f'"{t}"' for t in loop.trajectory_topics) + ']',
                 '-p', f'max_tasks:={loop.tasks}', '-p', f'duration_s:={float(loop.duration_s)}',
                 '-p', f'seed:={loop.seed}',
                 '-p', f'n_pads:={loop.n_pads}', '-p', f'image_width:={loop.size}',
@@ -267,7 +268,8 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     context = Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
     executor = SingleThreadedExecutor(context=context)
-    listener = _listener(context, trace, loop.keep_frames, on_event)
+    listener = _listener(context, trace, loop.keep_frames, on_event,
+                         name=f'so101_eval_listener_{env["ROS_DOMAIN_ID"]}')
     executor.add_node(listener)
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05)
@@ -413,6 +415,17 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     timeline = Path(args.timeline) if args.timeline else None
     base_domain = int(loop_env()['ROS_DOMAIN_ID'])
 
+    def progress(method: str) -> Callable[[dict], None]:
+        done = [0, 0]
+
+        def on_event(event: dict) -> None:
+            if event['event'] in ('success', 'failure'):
+                done[0] += 1
+                done[1] += bool(event['success'])
+                if done[0] % 10 == 0:
+                    log(f'{method}: {done[0]}/{args.tasks} tasks, {done[1]} successes')
+        return on_event
+
     def one(index: int, method: str, tmp: Path) -> None:
         log(f'eval so101: {method}, {args.tasks} tasks (seed {args.seed})')
         try:
@@ -420,10 +433,13 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
                         n_pads=args.pads, size=args.size,
                         delay=(min(30, args.delay_max), args.delay_max),
-                        keep_frames=args.keep_frames if method == 'aura' and timeline else 0)
+                        keep_frames=args.keep_frames if method == 'aura' and timeline else 0,
+                        trajectory_topics=tuple(getattr(args, 'action_topics', '')
+                                                .split(',') if getattr(args, 'action_topics', '')
+                                                else (ACTION_TOPIC,)))
             # each loop on a DDS domain of its own: loops may run side by side (--jobs)
             env = loop_env(100 + (base_domain + index) % 132)
-            result, trace = run_loop(loop, tmp / method, env=env,
+            result, trace = run_loop(loop, tmp / method, env=env, on_event=progress(method),
                                      log=lambda text: log(f'{method}: {text.strip()}'))
         except EvalError as err:
             log(f'  {method} not run: {err}')
@@ -448,12 +464,32 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             for future in [pool.submit(one, i, m, Path(tmp)) for i, m in enumerate(methods)]:
                 future.result()
     results['methods'] = {m: results['methods'][m] for m in methods}
+    if getattr(args, 'append', False) and out.is_file():
+        results = _merge(json.loads(out.read_text()), results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + '\n')
     out.with_suffix('.md').write_text(markdown(results))
     log(f'eval so101: wrote {out} and {out.with_suffix(".md")}')
     log(markdown(results))
     return results
+
+
+SAME_RUN = ('model_dir', 'seed', 'n_pads', 'delay_frames', 'tasks_per_method')
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """--append: the methods of `new` added to (or replacing those of) an earlier results file
+    of the same set-up; a different set-up is refused, naming the field."""
+    diffs = [f'{k}: {old.get(k)!r} there, {new[k]!r} now' for k in SAME_RUN
+             if old.get(k) != new[k]]
+    if diffs:
+        raise EvalError('cannot --append to a results file of another set-up (' +
+                        '; '.join(diffs) + ')')
+    commands = old.get('commands', [old['command']])
+    merged = {**old, 'methods': {**old['methods'], **new['methods']},
+              'commands': commands + [new['command']]}
+    merged['command'] = ' && '.join(merged['commands'])
+    return merged
 
 
 def _threshold(model_dir: Path) -> float:
