@@ -136,3 +136,15 @@ def test_demo_names_the_missing_gl_package(tiny_model):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'libosmesa6' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_append_merges_only_the_same_set_up():
+    from aura_ros.ros.so101_eval import EvalError, _merge
+
+    old = {'command': 'a', 'model_dir': 'm', 'seed': 0, 'n_pads': 3, 'delay_frames': [30, 150],
+           'tasks_per_method': 100, 'methods': {'aura': {'tasks': 100}}}
+    new = {**old, 'command': 'b', 'methods': {'gru': {'tasks': 100}}}
+    merged = _merge(old, new)
+    assert list(merged['methods']) == ['aura', 'gru'] and merged['commands'] == ['a', 'b']
+    with pytest.raises(EvalError, match='seed'):
+        _merge(old, {**new, 'seed': 1})

@@ -71,6 +71,8 @@ class TaskPrinter:
         writes, self.writes = total - self.writes, total
         cue = self.cues.get(event['task'], '?')
         outcome = 'SUCCESS' if event['success'] else f'failure ({event["reason"]})'
+        if event['reason'] == 'wrong_pad':
+            outcome = f'failure (pad {event["reached"]})'
         print(f'task {event["task"]:3d}: cue {cue:>7} -> pad {event["goal"]} | {outcome:<20} | '
               f'{event["frames"]:4d} frames, {event["distractors"]} distractor(s) | '
               f'{writes:3d} writes', flush=True)
