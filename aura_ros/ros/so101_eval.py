@@ -411,7 +411,9 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                        'episode per method',
                'model_dir': str(args.model_dir), 'seed': args.seed, 'n_pads': args.pads,
                'delay_frames': [min(30, args.delay_max), args.delay_max],
-               'tasks_per_method': args.tasks, 'methods': {}}
+               'tasks_per_method': args.tasks, 'backbone_sha256': _sha256(model_dir /
+                                                                          'backbone.onnx'),
+               'methods': {}}
     timeline = Path(args.timeline) if args.timeline else None
     base_domain = int(loop_env()['ROS_DOMAIN_ID'])
 
@@ -446,6 +448,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             results['methods'][method] = {'error': str(err).splitlines()[0]}
             return
         result['gate_threshold'] = threshold
+        result['model_dir'] = str(args.model_dir)
         results['methods'][method] = result
         if method == 'aura' and timeline:
             from aura_ros.training.so101_timeline import plot_timeline
@@ -474,7 +477,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     return results
 
 
-SAME_RUN = ('model_dir', 'seed', 'n_pads', 'delay_frames', 'tasks_per_method')
+SAME_RUN = ('backbone_sha256', 'seed', 'n_pads', 'delay_frames', 'tasks_per_method')
 
 
 def _merge(old: dict, new: dict) -> dict:
@@ -490,6 +493,12 @@ def _merge(old: dict, new: dict) -> dict:
               'commands': commands + [new['command']]}
     merged['command'] = ' && '.join(merged['commands'])
     return merged
+
+
+def _sha256(path: Path) -> Optional[str]:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _threshold(model_dir: Path) -> float:

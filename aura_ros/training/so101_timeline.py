@@ -111,7 +111,7 @@ def plot_timeline(events: list[dict], gate: dict[int, tuple[bool, float]],
     ax.set_xlim(lo, hi)
     ax.set_xlabel('episode frame (30 per second)')
     ax.set_ylabel('write gate')
-    ax.legend(loc='upper right', fontsize=8, framealpha=0.9)
+    ax.legend(loc='center right', fontsize=8, framealpha=0.9)
     if title:
         fig.suptitle(title, fontsize=11)
     out = Path(out)
