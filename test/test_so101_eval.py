@@ -141,8 +141,8 @@ def test_demo_names_the_missing_gl_package(tiny_model):
 def test_append_merges_only_the_same_set_up():
     from aura_ros.ros.so101_eval import EvalError, _merge
 
-    old = {'command': 'a', 'backbone_sha256': 'f00', 'seed': 0, 'n_pads': 3, 'delay_frames': [30, 150],
-           'tasks_per_method': 100, 'methods': {'aura': {'tasks': 100}}}
+    old = {'command': 'a', 'backbone_sha256': 'f00', 'seed': 0, 'n_pads': 3,
+           'delay_frames': [30, 150], 'tasks_per_method': 100, 'methods': {'aura': {'tasks': 100}}}
     new = {**old, 'command': 'b', 'methods': {'gru': {'tasks': 100}}}
     merged = _merge(old, new)
     assert list(merged['methods']) == ['aura', 'gru'] and merged['commands'] == ['a', 'b']
