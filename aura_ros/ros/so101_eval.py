@@ -370,6 +370,8 @@ def markdown(results: dict) -> str:
             continue
         lo, hi = r['success']['ci95']
         reasons = r['reasons']
+        if r.get('model_dir', results['model_dir']) != results['model_dir']:
+            method = f'{method} (model `{r["model_dir"]}`, same backbone)'
         rate = '-' if r['write_rate'] is None else f'{r["write_rate"]:.3f}'
         rows.append(f'| {method} | {r["tasks"]} | **{r["success"]["mean"]:.0%}** '
                     f'[{lo:.0%}, {hi:.0%}] | {reasons.get("wrong_pad", 0)} | '
