@@ -307,6 +307,9 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
         listener.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown(context=context)
+    if not outcomes.is_file():
+        raise EvalError(f'so101_sim wrote no outcomes ({outcomes}):\n'
+                        + _tail(work / 'so101_sim.log'))
     tasks = [json.loads(line) for line in outcomes.read_text().splitlines() if line.strip()]
     summary = next((e for e in trace.events if e['event'] == 'summary'), {})
     result = score(tasks, trace, summary)
