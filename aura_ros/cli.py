@@ -197,7 +197,20 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='results JSON; the PNG plot goes beside it')
 
 
+def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--cases', type=int, default=10_000,
+                        help='hypothesis-drawn (joint state, image) pairs (default 10^4)')
+    parser.add_argument('--resets', type=int, default=1000,
+                        help='resets at random moments under streaming load (default 1000)')
+    parser.add_argument('--rate', type=float, default=30.0, help='frame rate of the reset phase')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default='docs/results/fuzz.json', help='results JSON')
+
+
 COMMANDS: Dict[str, Command] = {
+    'bench fuzz': Command('aura_ros.ros.fuzz_bench:main',
+                          'fuzz a live aura_node (10^4 drawn inputs) and reset it 1000 times '
+                          'under load', _bench_fuzz_args),
     'bench soak': Command('aura_ros.ros.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
                           _bench_soak_args),

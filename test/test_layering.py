@@ -1,4 +1,4 @@
-"""Import layering (DESIGN.md section 2): ros -> runtime -> memory; training -> tasks, memory.
+"""Import layering (docs/design.md section 2): ros -> runtime -> memory; training -> tasks, memory.
 
 Training may also import runtime: it writes the runtime's model directory (ONNX backbone export).
 

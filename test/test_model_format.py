@@ -186,3 +186,12 @@ def test_bundled_model_is_format_2_delta():
 
     spec = load_model_dir(Path(__file__).parents[1] / 'models' / 'cue_reach')
     assert spec.action_mode == 'delta' and spec.groups[0].mode == 'delta'
+
+
+def test_format_1_with_actions_that_are_not_joints_says_how_to_migrate():
+    v1 = {'format': 'aura_ros.model/1', 'name': 'old',
+          'image': {'width': 8, 'height': 6, 'mean': [0.5] * 3, 'std': [0.25] * 3},
+          'joint_names': ['j1', 'j2'], 'action_names': ['a1', 'a2'], 'action_period_s': 0.1,
+          'memory': spec_of().memory.replace(d_action=2).to_dict()}
+    with pytest.raises(ModelDirError, match=r'a1, a2 are not joint names.*action_mode: absolute'):
+        ModelSpec.from_dict(v1)

@@ -1,4 +1,4 @@
-"""No model, checkpoint, config or state file is ever loaded through pickle (DESIGN.md section 5).
+"""No model, checkpoint, config or state file is loaded through pickle (docs/design.md section 5).
 
 Model files may come from elsewhere; unpickling runs arbitrary code. The loaders are safetensors,
 yaml.safe_load / json, and ONNX (protobuf). This scans every module for calls that unpickle.

@@ -5,7 +5,9 @@ import pytest
 
 from aura_ros.runtime.state_file import (
     StateFileError,
+    is_snapshot,
     model_fingerprint,
+    probe_writable,
     read_snapshot,
     save_snapshot,
     set_aside,
@@ -59,12 +61,46 @@ def test_wrong_shapes_are_refused(tmp_path, state):
         read_snapshot(path, 'f' * 64, {'W': (1, 4, 4), 'b': (1, 4)})
 
 
-def test_set_aside_keeps_the_file(tmp_path):
+def test_set_aside_keeps_the_file(tmp_path, state):
     path = tmp_path / 'aura.state'
-    path.write_bytes(b'junk')
+    save_snapshot(path, state, 'f' * 64, 1, 1)
+    truncated = path.read_bytes()[:300]     # past the metadata (its key order varies by run)
+    path.write_bytes(truncated)
+    assert is_snapshot(path)
     aside = set_aside(path)
-    assert not path.exists() and aside.read_bytes() == b'junk'
+    assert not path.exists() and aside.read_bytes() == truncated
     assert aside.name.startswith('aura.state.rejected-')
+
+
+@pytest.mark.parametrize('content', [b'junk', b'', b'{"__metadata__": {}}' * 3, None])
+def test_only_a_snapshot_is_ever_set_aside(tmp_path, content):
+    """#15 row 1: a user's file or folder at the state_file path is never moved."""
+    path = tmp_path / 'aura.state'
+    if content is None:
+        path.mkdir()
+        (path / 'keep').write_text('mine')
+    else:
+        path.write_bytes(content)
+    assert not is_snapshot(path)
+    with pytest.raises(StateFileError, match='not an aura_ros state file'):
+        set_aside(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['aura.state']
+
+
+def test_a_failed_save_leaves_no_temp_file(tmp_path, state):
+    """#15 row 8: the rename fails (a folder is in the way); the temp file must not stay."""
+    path = tmp_path / 'aura.state'
+    path.mkdir()
+    (path / 'x').write_text('occupied')
+    with pytest.raises(OSError):
+        save_snapshot(path, state, 'f' * 64, 1, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['aura.state']
+
+
+def test_probe_writable_tells_a_missing_folder(tmp_path):
+    assert probe_writable(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []                # the probe cleans up after itself
+    assert isinstance(probe_writable(tmp_path / 'missing'), FileNotFoundError)
 
 
 def test_fingerprint_changes_with_the_model(tiny_model_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Per-step latency and state bytes of one memory step against the horizon (DESIGN.md section 8).
+"""Per-step latency and state bytes of one memory step vs the horizon (docs/design.md section 8).
 
 Batch 1, d_model 4096, d_key = d_val = 32. For every horizon T the state is brought to T steps
 and then `samples` further steps are timed one by one:

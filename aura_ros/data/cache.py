@@ -129,10 +129,11 @@ def load_cached(entry: Path) -> Demonstrations:
     """Map a cache entry as Demonstrations (images stay on disk as np.memmap)."""
     entry = Path(entry)
     meta = json.loads((entry / MANIFEST).read_text())
-    stamps = np.load(entry / 'stamps.npy')
-    joints = np.load(entry / 'joints.npy', mmap_mode='r')
-    actions = np.load(entry / 'actions.npy', mmap_mode='r')
-    images = {c: np.load(entry / f'images.{c}.npy', mmap_mode='r') for c in meta['cameras']}
+    stamps = np.load(entry / 'stamps.npy', allow_pickle=False)
+    joints = np.load(entry / 'joints.npy', mmap_mode='r', allow_pickle=False)
+    actions = np.load(entry / 'actions.npy', mmap_mode='r', allow_pickle=False)
+    images = {c: np.load(entry / f'images.{c}.npy', mmap_mode='r', allow_pickle=False)
+              for c in meta['cameras']}
     episodes = []
     for ep in meta['episodes']:
         sl = slice(ep['start'], ep['start'] + ep['length'])

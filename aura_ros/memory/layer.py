@@ -2,7 +2,7 @@
 
 This is our reconstruction of AURA (Action-Utility Recurrent Adaptive Memory, arXiv 2606.02775)
 from its model card and abstract: the paper body was not available to us, so the exact equations
-below are ours (DESIGN.md section 3). Per step t:
+below are ours (docs/design.md section 3). Per step t:
 
     x = LayerNorm(z);  k = l2norm(W_K x);  q = l2norm(W_Q x);  v = W_V x;  beta = sigmoid(w_b . x)
     e = W k + b - v;  s = ||e||^2;  p = sigmoid(gate_mlp([log1p(s), proj(x)]))

@@ -32,6 +32,7 @@ A gate that closes (write rate 0) or sticks open (1) for `collapse_patience` upd
 `GateCollapseWarning` with what to try, and the history records it.
 """
 
+import inspect
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -375,9 +376,13 @@ def reset_rows(state: dict, rows: np.ndarray) -> dict:
 
 def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0: int = 0) -> dict:
     """Sequence forward of an AuraMemLayer that also keeps what `offset_utility` needs: the
-    (detached) state before every step and the inner prediction errors."""
+    (detached) state before every step and the vector a write at that step would store (`e`:
+    the inner prediction error for the delta rule, the layer's `_write_vector` if it has one)."""
+    write_vector = getattr(layer, '_write_vector', lambda e, v: e)
     B, T, _ = z.shape
-    proj = layer._project(z)
+    # time-aware layer variants take the step index of z[:, 0]
+    timed = 't0' in inspect.signature(layer._project).parameters
+    proj = layer._project(z, t0) if timed else layer._project(z)
     if state is None:
         state = layer.init_state(B, z.device)
     reads, ps, gs, prev_W, prev_b, errors = [], [], [], [], [], []
@@ -389,7 +394,7 @@ def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0:
         reads.append(read)
         ps.append(p)
         gs.append(g)
-        errors.append(e.detach())
+        errors.append(write_vector(e.detach(), proj_t['v'].detach()))
     read = torch.stack(reads, 1)
     return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
             'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
@@ -472,10 +477,11 @@ class TrainHistory:
 
 
 COLLAPSE_ADVICE = {
-    'closed': 'the gate never writes: lower w_sparse (now {w_sparse}) or the margin (now '
-              '{margin}), warm up longer or with a lower warmup_write_rate (now {wrate}), make '
-              'the offsets reach the longest cue-to-use gap (now up to {reach}), and check that '
-              'the features still show the cue (backbone)',
+    'closed': 'the gate never writes: try another warm-up write rate (warmup_write_rate, now '
+              '{wrate}; e.g. 0.15 or 0.8: the outcome depends on the task), '
+              'lower w_sparse (now {w_sparse}) or the margin (now {margin}), make the offsets '
+              'reach the longest cue-to-use gap (now up to {reach}), and check that the '
+              'features still show the cue (backbone)',
     'open': 'the gate writes every step: raise w_sparse (now {w_sparse}) or set a target_rate, '
             'raise the margin (now {margin}), and check the IB offsets are not longer than the '
             'windows (window {window})',

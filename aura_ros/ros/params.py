@@ -1,7 +1,9 @@
 """The node's parameters: declared with descriptions and ranges, validated once at start.
 
 A bad value raises `ParameterError` naming the parameter and what it accepts, so `aura_node`
-stops at start instead of failing on the first frame.
+stops at start instead of failing on the first frame. Every path parameter expands `~`. A float
+parameter also takes an integer (`-p gate_threshold:=1`, `ros2 param set ... 1`), as a user
+would expect; rclpy itself would refuse it as the wrong type.
 """
 
 import os
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -47,6 +50,7 @@ class NodeParams:
     diagnostics_period_s: float
     frame_id: str
     inference_threads: int
+    health_window_s: float
 
     def qos(self) -> QoSProfile:
         """The input QoS: ROS's sensor-data profile (best effort) or reliable, at input_depth."""
@@ -93,11 +97,44 @@ DECLARATIONS = {
     'frame_id': ('', _describe('header.frame_id of the published action chunks', STRING)),
     'inference_threads': (1, _describe('CPU threads of torch and ONNX Runtime for inference',
                                        INTEGER, ints=(1, 64))),
+    'health_window_s': (10.0, _describe('/diagnostics is WARN while a rejection, drop or failure '
+                                        'happened in the last this many seconds', DOUBLE,
+                                        floats=(0.1, 3600.0))),
 }
+PATHS = ('model_dir', 'state_file')
+DOUBLES = tuple(name for name, (_, d) in DECLARATIONS.items() if d.type == DOUBLE)
+
+
+def widen_integers(params: list[Parameter]) -> list[Parameter]:
+    """An INTEGER value for a float parameter becomes that DOUBLE (rclpy's pre-set callback)."""
+    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+            if p.name in DOUBLES and p.type_ == Parameter.Type.INTEGER else p for p in params]
+
+
+def _widen_integer_overrides(node: Node) -> None:
+    """The same at start: rclpy offers no hook before it checks an override's type, so the
+    overrides (from --ros-args and parameter files) are widened in place before declaring."""
+    overrides = getattr(node, '_parameter_overrides', None)
+    if not isinstance(overrides, dict):         # another rclpy: integers stay refused at start
+        return
+    for param in widen_integers(list(overrides.values())):
+        overrides[param.name] = param
+
+
+def check_state_file(path: str) -> None:
+    """A state_file must name a file in an existing folder (the node creates the file)."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise ParameterError(f"parameter 'state_file': {path} is a directory; give a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ParameterError(f"parameter 'state_file': its folder {folder} does not exist")
 
 
 def declare_and_read(node: Node) -> NodeParams:
     """Declare every parameter (rclpy enforces types and ranges) and check the enumerations."""
+    _widen_integer_overrides(node)
     for name, (default, descriptor) in DECLARATIONS.items():
         node.declare_parameter(name, default, descriptor)
     values = {name: node.get_parameter(name).value for name in DECLARATIONS}
@@ -106,7 +143,10 @@ def declare_and_read(node: Node) -> NodeParams:
         if values[name] not in allowed:
             raise ParameterError(f'parameter {name!r} is {values[name]!r}; '
                                  f'allowed: {", ".join(allowed)}')
-    values['model_dir'] = os.path.expanduser(values['model_dir'] or bundled_model_dir())
+    values['model_dir'] = values['model_dir'] or bundled_model_dir()
+    for name in PATHS:
+        values[name] = os.path.expanduser(values[name])
     if not Path(values['model_dir']).is_dir():
         raise ParameterError(f'parameter \'model_dir\': {values["model_dir"]} is not a directory')
+    check_state_file(values['state_file'])
     return NodeParams(**values)

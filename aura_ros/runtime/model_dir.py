@@ -409,6 +409,16 @@ def upgrade_v1(data: dict, where: str = SPEC_FILE) -> dict:
     if extra:
         raise ModelDirError(f'{where}: unknown image field(s): {", ".join(map(str, extra))}')
     data.update(format=FORMAT, cameras=[{**image, 'name': 'image'}], action_mode='delta')
+    actions, joints = data.get('action_names'), data.get('joint_names')
+    if isinstance(actions, list) and isinstance(joints, list):
+        not_joints = [a for a in actions if a not in joints]
+        if not_joints:
+            raise ModelDirError(
+                f'{where}: a format-1 model means delta actions, integrated from the joint '
+                f'state, but action(s) {", ".join(map(str, not_joints))} are not joint names. '
+                f'Migrate it to {FORMAT}: replace "format" by {FORMAT!r}, "image: {{...}}" by '
+                f'"cameras: [{{name: image, ...}}]", and add "action_mode: absolute" (or '
+                f'"delta" with actions named after joints)')
     return data
 
 
@@ -467,6 +477,7 @@ def save_model_dir(out_dir: str | Path, spec: ModelSpec, backbone, memory: AuraM
         export_backbone(backbone, spec, target)
     save_checkpoint(memory, out / MEMORY_FILE, metadata={'model': spec.name})
     (out / SPEC_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    match_sibling_mode(out / MEMORY_FILE, out / SPEC_FILE)
     if card is not None:
         (out / CARD_FILE).write_text(card if card.endswith('\n') else card + '\n')
     stale = out / MEMORY_STEP_FILE
@@ -474,6 +485,15 @@ def save_model_dir(out_dir: str | Path, spec: ModelSpec, backbone, memory: AuraM
         stale.unlink()
     load_model_dir(out)
     return out
+
+
+def match_sibling_mode(path: Path, sibling: Path) -> None:
+    """Give `path` the permission bits of `sibling`.
+
+    safetensors writes its files 0600 whatever the umask, so a model directory shared with the
+    robot's user would be unreadable there in one file only; model.yaml has the umask's mode.
+    """
+    path.chmod(sibling.stat().st_mode & 0o777)
 
 
 def _dims(value_info) -> list:

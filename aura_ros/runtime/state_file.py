@@ -5,8 +5,10 @@ tensor bytes, the fingerprint of the model it belongs to (SHA-256 of the backbon
 files), and the episode's step and write counters. It is written to a temporary file, fsynced and
 renamed over the old one, so a crash leaves either the old or the new snapshot, never a mix.
 
-Loading never deletes anything: a corrupt, truncated or foreign file is renamed aside
-(`<name>.rejected-<UTC time>`) with a reason, and the caller starts fresh.
+Loading never deletes anything: a corrupt, truncated or foreign snapshot is renamed aside
+(`<name>.rejected-<UTC time>`) with a reason, and the caller starts fresh. Only a file whose
+header says it is a snapshot (`is_snapshot`) is ever renamed: anything else at that path is the
+user's, and the caller refuses to start rather than touch it.
 """
 
 import hashlib
@@ -23,6 +25,8 @@ from safetensors.numpy import save
 from .model_dir import BACKBONE_FILE, MEMORY_FILE
 
 FORMAT = 'aura_ros.state/1'
+_MARK = b'aura_ros.state/'          # in the header of every snapshot format, this one and later
+_HEADER_PEEK = 4096                 # the format is the header's first metadata entry
 
 
 class StateFileError(ValueError):
@@ -62,11 +66,15 @@ def save_snapshot(path: str | Path, state: dict[str, np.ndarray], fingerprint: s
                                    'fingerprint': fingerprint, 'steps': str(steps),
                                    'writes': str(writes)})
     tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)      # a full disk must not collect empty temp files
+        raise
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -103,11 +111,51 @@ def read_snapshot(path: str | Path, fingerprint: str,
         raise StateFileError(f'bad counters in metadata ({err})') from err
 
 
+def is_snapshot(path: str | Path) -> bool:
+    """Whether `path` is a regular file whose safetensors header names a snapshot format.
+
+    Only the header is read, so a snapshot truncated or corrupted after its header still counts
+    (it is ours to set aside); a directory, a device or a user's file never does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(8 + _HEADER_PEEK)
+    except OSError:
+        return False
+    size = int.from_bytes(head[:8], 'little') if len(head) >= 8 else 0
+    return 0 < size < 100_000_000 and head[8:9] == b'{' and _MARK in head[8:8 + size]
+
+
+def probe_writable(folder: str | Path) -> Optional[OSError]:
+    """Create and remove a file in `folder`: None if that works, else the error.
+
+    A real try, not os.access: a read-only mount, a full inode table or a root process that
+    permission bits do not stop all answer truthfully only to an actual creation.
+    """
+    probe = Path(folder, f'.aura_ros-probe-{os.getpid()}')
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as err:
+        return err
+    return None
+
+
 def set_aside(path: str | Path) -> Optional[Path]:
-    """Rename a rejected snapshot out of the way (never delete it); returns the new path."""
+    """Rename a rejected snapshot out of the way (never delete it); returns the new path.
+
+    Refuses (StateFileError) anything that is not a snapshot: a user's file stays where it is.
+    OSError when the rename fails (read-only folder): the file is then left as it was.
+    """
     path = Path(path)
     if not path.exists():
         return None
+    if not is_snapshot(path):
+        raise StateFileError(f'{path} is not an aura_ros state file: not moved')
     stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')
     aside = path.with_name(f'{path.name}.rejected-{stamp}')
     os.replace(path, aside)

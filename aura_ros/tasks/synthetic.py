@@ -1,4 +1,4 @@
-"""Synthetic event-recall streams: the controlled benchmark of the AURA paper (DESIGN.md s. 4).
+"""Synthetic event-recall streams: the AURA paper's controlled benchmark (docs/design.md sec. 4).
 
 Every episode is a stream of feature vectors z_t. Three kinds of steps:
 
@@ -11,7 +11,7 @@ With `n_objects == 1` (the easy task) the target at every step is the class of t
 event. With `n_objects > 1` (the hard task) every step also carries a query cue for one object and
 the target is the latest real class of the queried object: several bindings must stay alive at
 once and a distractor written into memory overwrites one of them. A single "latest event" target
-is easy for a dense GRU (DESIGN.md calibration notes); the bindings are what make the task hard.
+is easy for a dense GRU (docs/design.md section 4); the bindings are what make the task hard.
 
 The episode opens with one real event per object (steps 0..n_objects-1, each querying the object
 it binds) so that every target is defined; `score` marks the steps scored (t >= n_objects, once

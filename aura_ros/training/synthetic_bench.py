@@ -4,7 +4,7 @@ What is trained, per setting and seed (all on the same stream of training batche
 
 1. warm-up: an `AuraMemLayer` with `AlwaysWrite` (or, with `warmup_write_rate` < 1, random
    writes at that rate) and the action loss only, `warmup_steps` steps. The warm-up keeps
-   AURA's gate from closing before the memory is useful (the known failure mode, DESIGN.md
+   AURA's gate from closing before the memory is useful (the known failure mode, docs/design.md
    section 4); write dropout keeps the memory from relying on every write, which would make
    every write look useful to the IB term.
 2. from that warm-up, `gate_steps` more steps each for: always_write (action loss, AlwaysWrite;

@@ -31,6 +31,7 @@ Pipeline (seeded, CPU, one thread):
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -805,7 +806,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         action_mode=cfg.action_mode,
         mode_text='joint position targets' if cfg.action_mode == 'absolute' else
         'increments: point 0 over the joint state, point i over point i-1',
-        command=command, wall=wall, machine=f'{platform.machine()} CPU',
+        command=command, wall=wall, machine=machine(),
         torch_version=torch.__version__, seed=cfg.seed, config=json.dumps(cfg.to_dict()),
         backbone_text=backbone_text(cfg, ckpt.state.get('backbone', {}), demos),
         d_key=cfg.d_key, d_val=cfg.d_val, state_bytes=config.memory_bytes(1),
@@ -813,9 +814,9 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         w_ib=tcfg.w_ib, offsets=list(tcfg.offsets), w_sparse=tcfg.w_sparse,
         carry=tcfg.carry_iters, baselines=', '.join(cfg.baselines) or 'none',
         held_count=len(held_eps), threshold=threshold, tolerance=cfg.select_tolerance,
-        table='\n'.join(f'| {m} | {r["action_error"]:.4f} | {r["writes_per_episode"]:.1f} | '
+        table='\n'.join(f'| {m} | {r["action_error"]:.3g} | {r["writes_per_episode"]:.1f} | '
                         f'{r["write_rate"]:.3f} |' for m, r in results.items()),
-        sweep=', '.join(f'threshold {r["threshold"]:g}: error {r["action_error"]:.4f}, '
+        sweep=', '.join(f'threshold {r["threshold"]:g}: error {r["action_error"]:.3g}, '
                         f'{r["writes_per_episode"]:.1f} writes' for r in sweep),
         collapse=('\n**Gate collapse**: ' + '; '.join(
             f'{c["model"]} {c["phase"]}: {c["kind"]} ({c["advice"]})' for c in collapses)
@@ -832,7 +833,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         save_checkpoint(models[m], out / BASELINE_DIR / f'{m}.safetensors',
                         metadata={'model': name})
     report = {'name': name, 'source': demos.source, 'command': command, 'wall_s': wall,
-              'machine': f'{platform.machine()} CPU, torch {torch.__version__}, 1 thread',
+              'machine': f'{machine()}, torch {torch.__version__}, 1 thread',
               'config': cfg.to_dict(), 'training': tcfg.to_dict(), 'split': split.how,
               'frames': demos.frames, 'episodes': len(demos.episodes),
               'held_out_episodes': len(held_eps), 'threshold': threshold,
@@ -849,6 +850,10 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
     ckpt.mark('done')
     log(f'wrote {out} in {wall:.0f} s')
     return report
+
+
+def machine() -> str:
+    return f'{platform.machine()} CPU, {os.cpu_count()} cores'
 
 
 def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
