@@ -87,6 +87,31 @@ def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
                         help='long episodes of that section (seeds 9000001...)')
 
 
+def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--model-dir', default='models/so101',
+                        help='trained model directory (with baselines/)')
+    parser.add_argument('--tasks', type=int, default=100, help='chained tasks per method')
+    parser.add_argument('--methods', default='aura,always_write,gru,no_memory',
+                        help='comma-separated: aura, always_write, gru, no_memory')
+    parser.add_argument('--seed', type=int, default=0, help='episode seed (same for all)')
+    parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
+    parser.add_argument('--size', type=int, default=96, help='camera image size')
+    parser.add_argument('--delay-max', type=int, default=150,
+                        help='frames from the end of the cue to GO, at most (default 150)')
+    parser.add_argument('--out', default='docs/results/so101_closed_loop.json',
+                        help='results JSON; the .md table goes beside it')
+    parser.add_argument('--timeline', default='',
+                        help='also plot camera frames + the gate of the AURA run into this PNG')
+    parser.add_argument('--keep-frames', type=int, default=600,
+                        help='frames of the AURA run kept for --timeline')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='methods run side by side (each its own DDS domain)')
+    parser.add_argument('--append', action='store_true',
+                        help='add these methods to an existing --out of the same set-up')
+    parser.add_argument('--action-topics', default='/aura/action_chunk',
+                        help="aura_node's JointTrajectory output topic(s), comma-separated")
+
+
 def _names(text: str) -> tuple:
     return tuple(n.strip() for n in text.split(','))
 
@@ -232,6 +257,9 @@ COMMANDS: Dict[str, Command] = {
     'train cue-reach': Command('aura_ros.training.cue_reach:main',
                                'train the bundled cue-reach model and its baselines',
                                _train_cue_reach_args),
+    'eval so101': Command('aura_ros.ros.so101_eval:main',
+                          'closed-loop SO-101 evaluation through ROS: AURA vs baselines',
+                          _eval_so101_args),
     'eval cue-reach': Command('aura_ros.training.cue_reach_eval:main',
                               'closed-loop cue-reach evaluation of AURA and the baselines',
                               _eval_cue_reach_args),

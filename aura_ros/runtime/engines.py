@@ -57,8 +57,11 @@ class Engine:
     def _commit(self) -> None:
         """The new state was finite: make it the state (ping-pong engines swap here)."""
 
-    def _finite_flag(self, W: Tensor, b: Tensor) -> Tensor:
-        return (torch.isfinite(W).all() & torch.isfinite(b).all()).reshape(1)
+    def _finite_flag(self, *tensors: Tensor) -> Tensor:
+        flag = torch.ones(1, dtype=torch.bool, device=self.device)
+        for tensor in tensors:
+            flag = flag & torch.isfinite(tensor).all()
+        return flag.reshape(1)
 
     @property
     def state(self) -> dict[str, Tensor]:
@@ -127,11 +130,17 @@ class Engine:
 
 
 class TorchEngine(Engine):
-    """Eager torch step, in place on persistent state tensors; optional CUDA graph replay."""
+    """Eager torch step, in place on persistent state tensors; optional CUDA graph replay.
+
+    Runs an AuraMemLayer or any fixed-size memory model of aura_ros.memory.baselines with the
+    same `step(z_t, state, t)` (GRU: state {'h'}, no memory: {}), so the baselines can run in
+    aura_node for closed-loop comparisons; those have no gate (their g is constant) and ignore
+    the threshold.
+    """
 
     name = 'torch'
 
-    def __init__(self, layer: AuraMemLayer, features: Tensor, threshold: float,
+    def __init__(self, layer: torch.nn.Module, features: Tensor, threshold: float,
                  cuda_graph: bool = False):
         super().__init__(layer.config, features)
         self.layer = layer.to(self.device).eval()
@@ -139,7 +148,8 @@ class TorchEngine(Engine):
             self.threshold = torch.tensor([float(threshold)], device=self.device)
             self._state = layer.init_state(1, self.device)
         self.threshold_value = float(threshold)
-        layer.gate_policy = ThresholdGate(self.threshold)
+        if isinstance(layer, AuraMemLayer):
+            layer.gate_policy = ThresholdGate(self.threshold)
         self.graph = None
         if cuda_graph:
             if self.device.type != 'cuda':
@@ -152,13 +162,13 @@ class TorchEngine(Engine):
 
     def _eager(self) -> None:
         out = self.layer.step(self.features, self._state, self.t)
-        W, b = self._state['W'], self._state['b']
-        W_new, b_new = out['state']['W'], out['state']['b']
-        finite = self._finite_flag(W_new, b_new)
-        W.copy_(torch.where(finite, W_new, W))     # where, not a branch: no host sync, and
-        b.copy_(torch.where(finite, b_new, b))     # capturable in a CUDA graph
-        self.out.copy_(torch.cat([out['action'].reshape(-1), out['g'], out['p'],
-                                  out['surprise'], finite.to(self.out.dtype)]))
+        new = out['state']
+        finite = self._finite_flag(*new.values())
+        for name, tensor in self._state.items():   # where, not a branch: no host sync, and
+            tensor.copy_(torch.where(finite, new[name], tensor))   # capturable in a CUDA graph
+        self.out.copy_(torch.cat([out['action'].reshape(-1), out['g'].reshape(1),
+                                  out['p'].reshape(1), out['surprise'].reshape(1),
+                                  finite.to(self.out.dtype)]))
 
     def _capture(self) -> None:
         """Record `_eager` once as a CUDA graph (warm-up on a side stream, state restored)."""

@@ -52,6 +52,9 @@ CARD_FILE = 'MODEL_CARD.md'
 MEMORY_STEP_FILE = 'memory_step.onnx'
 OPSET = 17
 RUNTIME_FIELDS = ('gate_threshold',)   # may differ between checkpoint and spec
+#: Checkpoint kinds a model directory may hold: AURA, and the trained baselines the runtime's
+#: torch engine runs (always-write is an AuraMemLayer; run it with gate threshold 0).
+MEMORY_KINDS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_MODES = ('absolute', 'delta')
 DEFAULT_GROUP = 'action_chunk'         # the one group of a model without output_groups
 IDENTIFIER = re.compile(r'[a-z][a-z0-9_]*')
@@ -556,9 +559,9 @@ def _check_memory(path: Path, spec: ModelSpec) -> None:
         config, kind, _, _ = read_checkpoint(path)
     except CheckpointError as err:
         raise ModelDirError(str(err)) from err
-    if kind != AuraMemLayer.kind:
-        raise ModelDirError(
-            f'{path}: checkpoint is a {kind!r} model, expected {AuraMemLayer.kind!r}')
+    if kind not in MEMORY_KINDS:
+        raise ModelDirError(f'{path}: checkpoint is a {kind!r} model, expected one of '
+                            f'{", ".join(MEMORY_KINDS)}')
     diffs = [d for d in config_differences(config, spec.memory)
              if d.split(':')[0] not in RUNTIME_FIELDS]
     if diffs:

@@ -29,7 +29,15 @@ from .backbone import Backbone
 from .engines import OnnxEngine, TorchEngine
 from .errors import InputError
 from .export import memory_step_path
-from .model_dir import BACKBONE_FILE, ModelSpec, load_memory, load_model_dir
+from .model_dir import (
+    BACKBONE_FILE,
+    MEMORY_FILE,
+    RUNTIME_FIELDS,
+    ModelDirError,
+    ModelSpec,
+    load_memory,
+    load_model_dir,
+)
 from .preprocess import Preprocessor
 
 ENGINES = ('torch', 'onnx')
@@ -90,6 +98,30 @@ def check_threshold(value) -> float:
     return float(value)
 
 
+#: Fixed-size memory baselines (aura_ros.memory.baselines) the torch engine runs as they are.
+STEP_BASELINES = ('gru', 'no_memory')
+
+
+def _load_memory_model(model_dir: Path, spec: ModelSpec, engine: str) -> torch.nn.Module:
+    """The AuraMemLayer of the directory or, if memory.safetensors holds a GRU or no-memory
+    baseline (its 'kind'), that model: so the baselines run through the same node."""
+    from aura_ros.memory.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+
+    path = model_dir / MEMORY_FILE
+    try:
+        kind = read_checkpoint(path)[1]
+    except CheckpointError:
+        kind = ''                                  # load_memory names the problem
+    if kind not in STEP_BASELINES:
+        return load_memory(model_dir, spec)
+    if engine != 'torch':
+        raise ModelDirError(f'{path}: a {kind!r} baseline runs on the torch engine only')
+    try:
+        return load_checkpoint(path, config=spec.memory, ignore=RUNTIME_FIELDS).eval()
+    except CheckpointError as err:
+        raise ModelDirError(str(err)) from err
+
+
 class AuraRuntime:
     """Backbone + AURA memory for one robot, one episode at a time."""
 
@@ -123,7 +155,7 @@ class AuraRuntime:
             self.provider = self.backbone.provider
             features = self.backbone.features
         self.features = features                   # the memory engine reads this tensor
-        layer = load_memory(model_dir, spec)
+        layer = _load_memory_model(model_dir, spec, engine)
         if engine == 'torch':
             self.memory = TorchEngine(layer, features, self.gate_threshold,
                                       cuda_graph=cuda_graph)
@@ -255,8 +287,7 @@ class AuraRuntime:
 
     def load_state(self, state: dict) -> None:
         """Replace the memory state (counters unchanged); all checked before anything is copied."""
-        c = self.spec.memory
-        shapes = {'W': (1, c.d_val, c.d_key), 'b': (1, c.d_val)}
+        shapes = {k: tuple(v.shape) for k, v in self.memory.state.items()}
         if not isinstance(state, dict) or set(state) != set(shapes):
             raise InputError('state', f'state must have exactly the keys {sorted(shapes)}')
         for name, shape in shapes.items():

@@ -1,0 +1,139 @@
+"""The SO-101 demo: the MuJoCo arm driven by aura_node through ROS, headless, one line per task.
+
+Two processes over DDS (loopback): `so101_sim` (lock-step: the world waits for every answer, so
+the run is deterministic and as fast as the machine allows) and `aura_node` with the bundled
+SO-101 model (models/so101) or --model-dir. Prints, per task, the cue, the outcome, its frames
+and the memory writes aura_node made in it, then a summary. A machine that cannot render gets
+one line naming the Debian package to install, and exit code 2.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from aura_ros.ros.so101_eval import EvalError, Loop, Trace, loop_env, run_loop, wilson
+
+
+def bundled_so101_model() -> Path:
+    """models/so101 of the installed share directory, else of the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        shared = Path(get_package_share_directory('aura_ros')) / 'models' / 'so101'
+        if shared.is_dir():
+            return shared
+    except (ImportError, LookupError, ValueError, OSError):   # no ament index: source tree
+        pass
+    return Path(__file__).resolve().parents[2] / 'models' / 'so101'
+
+
+def check_rendering() -> Optional[str]:
+    """None if MuJoCo can render the world here, else the one-line reason (names the package)."""
+    try:
+        from aura_ros.tasks.so101 import RenderError, So101Config, So101World
+    except ImportError as err:
+        return f'cannot import the SO-101 world: {err}'
+    except RuntimeError as err:          # RenderError at import: the GL library is missing
+        return str(err)
+    try:
+        world = So101World(So101Config(), seed=0)
+        world.render()
+        world.close()
+    except (RenderError, FileNotFoundError) as err:
+        return str(err)
+    except (ImportError, OSError, AttributeError) as err:   # a GL library mujoco loads late
+        from aura_ros.tasks.so101 import _GL_PACKAGES
+
+        backend = os.environ.get('MUJOCO_GL', 'egl')
+        return (f'{type(err).__name__}: {err}; MUJOCO_GL={backend} needs the Debian package(s) '
+                f'{_GL_PACKAGES.get(backend, "of an OpenGL driver")}')
+    return None
+
+
+class TaskPrinter:
+    """Prints one line per finished task as its event arrives (writes from the gate so far)."""
+
+    def __init__(self, trace_ref: list):
+        self.trace_ref = trace_ref
+        self.writes = 0
+        self.cues: dict[int, str] = {}
+
+    def __call__(self, event: dict) -> None:
+        if event['event'] == 'cue':
+            self.cues[event['task']] = event['colour']
+        if event['event'] not in ('success', 'failure'):
+            return
+        trace: Trace = self.trace_ref[0]
+        counts = [c for s, c in list(trace.counts.items()) if s < event['stamp']]
+        total = max((w for _, w in counts), default=0)   # aura_node's cumulative writes
+        writes, self.writes = total - self.writes, total
+        cue = self.cues.get(event['task'], '?')
+        outcome = 'SUCCESS' if event['success'] else f'failure ({event["reason"]})'
+        if event['reason'] == 'wrong_pad':
+            outcome = f'failure (pad {event["reached"]})'
+        print(f'task {event["task"]:3d}: cue {cue:>7} -> pad {event["goal"]} | {outcome:<20} | '
+              f'{event["frames"]:4d} frames, {event["distractors"]} distractor(s) | '
+              f'{writes:3d} writes', flush=True)
+
+
+def run(model_dir: Path, tasks: int, seed: int = 0, engine: str = 'torch',
+        duration_s: float = 0.0) -> dict:
+    trace_ref: list = [None]
+    printer = TaskPrinter(trace_ref)
+    loop = Loop(model_dir, tasks, seed=seed, engine=engine, duration_s=duration_s)
+    with tempfile.TemporaryDirectory(prefix='so101_demo_') as work:
+        result, _ = run_loop(loop, Path(work), env=loop_env(), on_event=printer,
+                             trace=_bind(trace_ref))
+    return result
+
+
+def _bind(trace_ref: list) -> Trace:
+    trace_ref[0] = Trace()
+    return trace_ref[0]
+
+
+def main(args: argparse.Namespace) -> int:
+    model_dir = Path(getattr(args, 'model_dir', '') or bundled_so101_model())
+    tasks = int(getattr(args, 'tasks', 0) or 0)
+    duration = float(getattr(args, 'duration', 0.0) or 0.0)
+    if not tasks and not duration:
+        tasks = 10
+    if not (model_dir / 'model.yaml').is_file():
+        print(f'so101 demo: no model at {model_dir} (train one: python -m aura_ros '
+              'record-demos --out BAG, then python -m aura_ros train --data BAG --out DIR)',
+              file=sys.stderr)
+        return 2
+    problem = check_rendering()
+    if problem:
+        print(f'so101 demo: cannot render the SO-101 world: {problem}', file=sys.stderr)
+        return 2
+    what = f'{tasks} tasks' if tasks else f'{duration:g} s of sim time'
+    print(f'so101 demo: so101_sim (MuJoCo, lock-step) + aura_node ({model_dir}) over DDS '
+          f'(loopback), {what}, seed {getattr(args, "seed", 0)}', flush=True)
+    try:
+        result = run(model_dir, tasks, seed=int(getattr(args, 'seed', 0)),
+                     engine=getattr(args, 'engine', 'torch'), duration_s=duration)
+    except EvalError as err:
+        print(f'so101 demo: {err}', file=sys.stderr)
+        return 1
+    n, wins = result['tasks'], result['successes']
+    lo, hi = wilson(wins, n)
+    reasons = ', '.join(f'{k} {v}' for k, v in sorted(result['reasons'].items()))
+    rate = f'{result["write_rate"]:.3f}' if result['write_rate'] is not None else '-'
+    print(f'so101 demo: {wins}/{n} tasks succeeded ({wins / max(n, 1):.0%}, 95% CI '
+          f'[{lo:.0%}, {hi:.0%}]; {reasons}); {result["writes"]} memory writes in '
+          f'{result["steps"]} steps (write rate {rate}); {result["wall_s"]:.0f} s wall',
+          flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--tasks', type=int, default=10)
+    parser.add_argument('--duration', type=float, default=0.0)
+    parser.add_argument('--model-dir', default='')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
+    sys.exit(main(parser.parse_args()))
