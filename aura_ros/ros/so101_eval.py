@@ -35,6 +35,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from aura_ros.training.cue_reach_eval import wilson
+
 METHODS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_TOPIC = '/aura/action_chunk'
 GATE_TOPIC = '/aura/gate'
@@ -43,16 +45,6 @@ READY = 'memory state'          # aura_node's start-up line names the state size
 
 class EvalError(RuntimeError):
     """The closed loop could not run (a process failed, a file is missing); says which."""
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """Wilson score 95% interval of a proportion."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def mean_ci(values) -> dict:
