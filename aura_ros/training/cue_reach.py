@@ -65,6 +65,7 @@ from aura_ros.memory import (
     save_checkpoint,
     sparsity_loss,
 )
+from aura_ros.memory.training import gated_forward, offset_utility
 from aura_ros.runtime import ImageSpec, ModelSpec, SmallCNN, load_model_dir, save_model_dir
 from aura_ros.tasks.cue_reach import (
     ACTION_NAMES,
@@ -324,59 +325,6 @@ class Windows:
                                                replace=False)])
 
 
-def gated_forward(layer: AuraMemLayer, z: torch.Tensor, offsets: tuple,
-                  state: Optional[dict] = None) -> dict:
-    """Sequence forward that also keeps what the sparse-offset counterfactual needs.
-
-    Starts from `state` (default: empty memory) and returns the final one as `state`.
-    """
-    B, T, _ = z.shape
-    proj = layer._project(z)
-    if state is None:
-        state = layer.init_state(B, z.device)
-    reads, ps, gs, prev_W, prev_b, errors = [], [], [], [], [], []
-    for t in range(T):
-        proj_t = {k: v[:, t] for k, v in proj.items()}
-        prev_W.append(state['W'].detach())
-        prev_b.append(state['b'].detach())
-        state, read, p, g, _, e = layer._advance(state, proj_t, t)
-        reads.append(read)
-        ps.append(p)
-        gs.append(g)
-        errors.append(e.detach())
-    read = torch.stack(reads, 1)
-    return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
-            'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
-            'b': torch.stack(prev_b, 1), 'e': torch.stack(errors, 1), 'state': state}
-
-
-@torch.no_grad()
-def offset_utility(layer: AuraMemLayer, out: dict, target: torch.Tensor, offsets: tuple,
-                   scale: float):
-    """u [B, T]: future loss if t skipped minus if t wrote (state before t), and the skip loss."""
-    proj = out['proj']
-    B, T = target.shape[:2]
-    off = torch.tensor(offsets)
-    idx = torch.arange(T)[:, None] + off[None]                     # [T, O]
-    valid = (idx < T).float()
-    idx = idx.clamp(max=T - 1)
-    q_f = proj['q'][:, idx]                                        # [B, T, O, dk]
-    head_x = proj['head_x'].detach()[:, idx]                       # [B, T, O, hidden]
-    beta = proj['beta'].detach()[:, :, None, None]
-    W_skip, b_skip = out['W'], out['b']
-    W_write = W_skip - beta * out['e'][..., :, None] * proj['k'].detach()[:, :, None, :]
-    b_write = b_skip - beta[..., 0] * out['e']
-    read_skip = torch.einsum('btvk,btok->btov', W_skip, q_f) + b_skip[:, :, None]
-    read_write = torch.einsum('btvk,btok->btov', W_write, q_f) + b_write[:, :, None]
-    future = target[:, idx] / scale
-    loss_skip = action_loss(layer.act(head_x, read_skip) / scale, future)
-    loss_write = action_loss(layer.act(head_x, read_write) / scale, future)
-    count = valid.sum(-1).clamp(min=1)
-    utility = ((loss_skip - loss_write) * valid).sum(-1) / count
-    skip = (loss_skip * valid).sum(-1) / count
-    return utility, skip
-
-
 def update(model: nn.Module, opt, sched, loss: torch.Tensor) -> None:
     """One clipped optimiser step and its learning-rate schedule step."""
     opt.zero_grad()
@@ -393,7 +341,8 @@ def objective(model: nn.Module, out: dict, target: torch.Tensor, cfg: TrainConfi
     act = action_loss(out['action'] / scale, target / scale).mean()
     if not gated:
         return act, {'action': act.item()}
-    utility, skip = offset_utility(model, out, target, cfg.offsets, scale)
+    # IB target: utility > margin * skip loss, invariant to the action scale
+    utility, skip = offset_utility(model, out, target, cfg.offsets)
     ib = ib_loss(out['p'], utility, skip, cfg.margin)
     sparse = sparsity_loss(out['p'])
     loss = act + cfg.w_ib * ib + cfg.w_sparse * sparse
@@ -416,7 +365,7 @@ def train_memory(model: nn.Module, windows: Windows, cfg: TrainConfig, iters: in
             # A threshold drawn per update: the head learns to act from memories written by a
             # more or less eager gate, so the deployed threshold can be chosen afterwards.
             model.gate_policy = LearnedGate(float(jitter.uniform(*cfg.threshold_jitter)))
-            out = gated_forward(model, z, cfg.offsets)
+            out = gated_forward(model, z)
         else:
             out = model(z)
         loss, rec = objective(model, out, target, cfg, scale, gated)
@@ -496,7 +445,7 @@ def train_carried(model: nn.Module, streams: Streams, cfg: TrainConfig, iters: i
     def forward(z, state, threshold=None):
         if gated:
             model.gate_policy = LearnedGate(threshold)
-            return gated_forward(model, z, cfg.offsets, state)
+            return gated_forward(model, z, state)
         return model(z, state=state)
 
     burn = rng.integers(0, cfg.carry_burnin // window + 1, B)
