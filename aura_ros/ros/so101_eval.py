@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from aura_ros.ros.bench_node import stop_node
 from aura_ros.training.cue_reach_eval import wilson
 
 METHODS = ('aura', 'always_write', 'gru', 'no_memory')
@@ -184,17 +184,6 @@ def _process(module: str, ros_args: list[str], env: dict, log: Path) -> subproce
                             env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
@@ -290,9 +279,9 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
             time.sleep(0.05)
         time.sleep(0.3)
     finally:
-        node_code = _stop(node) if node is not None else None
+        node_code = stop_node(node) if node is not None else None
         if sim is not None:
-            _stop(sim)
+            stop_node(sim)
         stop.set()
         spinner.join(timeout=5)
         executor.remove_node(listener)
