@@ -303,11 +303,13 @@ class SimNode(Node):
         return text + f', {self.frame} frames simulated'
 
 
-def main(args=None) -> int:
+def run_simulator(make_node, prog: str, args=None) -> int:
+    """Spin a simulator node until it is done; Ctrl-C finishes it (summary), a bad parameter
+    (ValueError) exits 2 with one line. Shared by aura_sim and so101_sim."""
     rclpy.init(args=args)
     node = None
     try:
-        node = SimNode()
+        node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not node.done:
@@ -316,13 +318,17 @@ def main(args=None) -> int:
         if node is not None:
             node.finish()
     except ValueError as err:
-        print(f'aura_sim: {err}')
+        print(f'{prog}: {err}')
         return 2
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(args=None) -> int:
+    return run_simulator(SimNode, 'aura_sim', args)
 
 
 if __name__ == '__main__':
