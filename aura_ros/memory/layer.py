@@ -148,8 +148,12 @@ class AuraMemLayer(nn.Module):
 
     def act(self, head_x: Tensor, read: Tensor) -> Tensor:
         """Action chunk from the precomputed x-part of the head and a memory read."""
+        return self.head_from(head_x + self.head_r(read))
+
+    def head_from(self, hidden: Tensor) -> Tensor:
+        """Action chunk from the head's hidden pre-activation (x-part + r-part)."""
         c = self.config
-        out = self.head_out(F.gelu(head_x + self.head_r(read)))
+        out = self.head_out(F.gelu(hidden))
         return out.reshape(*out.shape[:-1], c.chunk, c.d_action)
 
     # -- public forms -----------------------------------------------------------------------------
@@ -162,13 +166,18 @@ class AuraMemLayer(nn.Module):
                 'read': read, 'state': new_state}
 
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0,
-                counterfactual: bool = False) -> dict:
+                counterfactual: bool = False, keep_states: bool = False) -> dict:
         """Sequence form over z [B, T, d_model]; the same numbers as calling `step` T times.
 
         With `counterfactual=True` it also returns, for every step t, the reads that the next
         `ib_horizon` steps would see if step t wrote (`cf_read_write`) or skipped (`cf_read_skip`),
         both from the state before t: [B, T, H, d_val], plus `cf_valid` [T, H]. The information
         bottleneck loss turns them into the utility of writing.
+
+        With `keep_states=True` it also returns, detached, the state before every step (`W`
+        [B, T, d_val, d_key], `b` [B, T, d_val]), the vector a write at that step stores (`u`
+        [B, T, d_val]) and the projections (`proj`): what the IB target over any step offsets
+        (`training.offset_utility`) needs.
 
         The loop over time is `scan.py` (no autograd inside, a hand-written backward);
         `naive.naive_forward` is the per-step reference it is tested against.
@@ -189,7 +198,8 @@ class AuraMemLayer(nn.Module):
             scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
                                  strict=True))
         else:
-            scan = scan_forward(Wa0, *args, qa=None if counterfactual else tm['qa'])
+            keep = counterfactual or keep_states
+            scan = scan_forward(Wa0, *args, qa=None if keep else tm['qa'])
         if 'Ws' in scan:                                              # [T, B, d_val, d_key + 1]
             read = state_read(scan['Ws'], tm['qa'])
             last = scan['Ws'][-1]
@@ -202,6 +212,10 @@ class AuraMemLayer(nn.Module):
                'read': read, 'state': final, 'x': proj['x'], 'head_x': proj['head_x']}
         if counterfactual:
             out.update(self._counterfactual(Wa0, proj, scan))
+        if keep_states:
+            before = torch.cat([Wa0[None], scan['Ws'][:-1]]).detach().transpose(0, 1)
+            u = -proj['v'] if additive else scan['e'].transpose(0, 1)
+            out.update(W=before[..., :-1], b=before[..., -1], u=u.detach(), proj=proj)
         return out
 
     def _counterfactual(self, Wa0: Tensor, proj: dict, scan: dict) -> dict:

@@ -46,3 +46,26 @@ def naive_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
         out.update(cf_read_write=torch.stack(cf_w, 1), cf_read_skip=torch.stack(cf_s, 1),
                    cf_valid=(steps < T).to(z.device))
     return out
+
+
+def naive_gated_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0) -> dict:
+    """`training.gated_forward`'s outputs (the states before each step, the write vectors), one
+    `_advance` at a time."""
+    B, T, _ = z.shape
+    if state is None:
+        state = layer.init_state(B, z.device)
+    proj = layer._project(z, t0)
+    reads, ps, gs, prev_W, prev_b, writes = [], [], [], [], [], []
+    for t in range(T):
+        proj_t = {k: v[:, t] for k, v in proj.items()}
+        prev_W.append(state['W'].detach())
+        prev_b.append(state['b'].detach())
+        state, read, p, g, _, e = layer._advance(state, proj_t, t0 + t)
+        reads.append(read)
+        ps.append(p)
+        gs.append(g)
+        writes.append(layer._write_vector(e.detach(), proj_t['v'].detach()))
+    read = torch.stack(reads, 1)
+    return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
+            'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
+            'b': torch.stack(prev_b, 1), 'u': torch.stack(writes, 1), 'state': state}

@@ -32,7 +32,6 @@ A gate that closes (write rate 0) or sticks open (1) for `collapse_patience` upd
 `GateCollapseWarning` with what to try, and the history records it.
 """
 
-import inspect
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from .gates import LearnedGate, RandomSchedule
 from .losses import action_loss, ib_loss, sparsity_loss
+from .scan import augment
 
 PHASES = ('warmup', 'gate', 'carry')
 
@@ -376,29 +376,13 @@ def reset_rows(state: dict, rows: np.ndarray) -> dict:
 
 def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0: int = 0) -> dict:
     """Sequence forward of an AuraMemLayer that also keeps what `offset_utility` needs: the
-    (detached) state before every step and the vector a write at that step would store (`e`:
-    the inner prediction error for the delta rule, the layer's `_write_vector` if it has one)."""
-    write_vector = getattr(layer, '_write_vector', lambda e, v: e)
-    B, T, _ = z.shape
-    # time-aware layer variants take the step index of z[:, 0]
-    timed = 't0' in inspect.signature(layer._project).parameters
-    proj = layer._project(z, t0) if timed else layer._project(z)
-    if state is None:
-        state = layer.init_state(B, z.device)
-    reads, ps, gs, prev_W, prev_b, errors = [], [], [], [], [], []
-    for t in range(T):
-        proj_t = {k: v[:, t] for k, v in proj.items()}
-        prev_W.append(state['W'].detach())
-        prev_b.append(state['b'].detach())
-        state, read, p, g, _, e = layer._advance(state, proj_t, t0 + t)
-        reads.append(read)
-        ps.append(p)
-        gs.append(g)
-        errors.append(write_vector(e.detach(), proj_t['v'].detach()))
-    read = torch.stack(reads, 1)
-    return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
-            'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),
-            'b': torch.stack(prev_b, 1), 'e': torch.stack(errors, 1), 'state': state}
+    (detached) state before every step (`W`, `b`) and the vector a write at that step would
+    store (`u`: the inner prediction error for the delta rule, -v for `write_rule='add'`).
+
+    It is the layer's fast scan (`keep_states=True`); `naive.naive_gated_forward` is the per-step
+    reference the tests hold it to.
+    """
+    return layer(z, state=state, t0=t0, keep_states=True)
 
 
 @torch.no_grad()
@@ -415,17 +399,19 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     valid = inside[None].expand(B, -1, -1).float()
     if mask is not None:
         valid = valid * mask[:, idx].float()
-    q_f = proj['q'].detach()[:, idx]                                      # [B, T, O, dk]
-    head_x = proj['head_x'].detach()[:, idx]                              # [B, T, O, hidden]
-    beta = proj['beta'].detach()[:, :, None, None]
-    W_skip, b_skip = out['W'], out['b']
-    W_write = W_skip - beta * out['e'][..., :, None] * proj['k'].detach()[:, :, None, :]
-    b_write = b_skip - beta[..., 0] * out['e']
-    read_skip = torch.einsum('btvk,btok->btov', W_skip, q_f) + b_skip[:, :, None]
-    read_write = torch.einsum('btvk,btok->btov', W_write, q_f) + b_write[:, :, None]
+    q_f = augment(proj['q'].detach())[:, idx]                             # [B, T, O, dk+1]
+    Wa_skip = torch.cat([out['W'], out['b'][..., None]], -1)              # [W | b] before t
+    read_skip = torch.matmul(q_f, Wa_skip.transpose(-1, -2))              # [B, T, O, dv]
+    # A write at t moves the state by -beta u [k | 1]^T: every later read by the vector u times
+    # the scalar beta ([k | 1] . [q | 1]), and the head's hidden layer (linear in the read) by
+    # that scalar times head_r(u). So one head_r over the skip reads serves both branches.
+    kq = torch.matmul(q_f, augment(proj['k'].detach())[..., None])        # [B, T, O, 1]
+    scale = proj['beta'].detach()[:, :, None, None] * kq
+    hidden_skip = proj['head_x'].detach()[:, idx] + layer.head_r(read_skip)
+    hidden_write = hidden_skip - scale * layer.head_r(out['u'])[:, :, None]
     future = target[:, idx]
-    loss_skip = action_loss(layer.act(head_x, read_skip), future, kind)
-    loss_write = action_loss(layer.act(head_x, read_write), future, kind)
+    loss_skip = action_loss(layer.head_from(hidden_skip), future, kind)
+    loss_write = action_loss(layer.head_from(hidden_write), future, kind)
     count = valid.sum(-1).clamp(min=1)
     utility = ((loss_skip - loss_write) * valid).sum(-1) / count
     skip = (loss_skip * valid).sum(-1) / count
