@@ -113,8 +113,9 @@ def generate_launch_description():
                               description="several cameras: 'front:=/topic wrist:=/topic'"),
         DeclareLaunchArgument('image_transport', default_value='raw',
                               description='raw | compressed (subscribes <topic>/compressed)'),
-        DeclareLaunchArgument('input_qos', default_value='sensor_data',
-                              description='sensor_data (best effort) | reliable'),
+        DeclareLaunchArgument('input_qos', default_value='auto',
+                              description='auto (reliable when every publisher is) | '
+                                          'sensor_data (best effort) | reliable'),
         DeclareLaunchArgument('joint_states', default_value='joint_states',
                               description='joint state topic'),
         DeclareLaunchArgument('features', default_value='features',

@@ -257,7 +257,9 @@ def test_gate_threshold_changes_at_run_time(rig):
 @pytest.mark.parametrize('name,value,expected', [
     ('device', 'tpu', 'device'), ('memory_engine', 'tensorrt', 'memory_engine'),
     ('gate_threshold', 1.5, 'gate_threshold'), ('input_depth', 0, 'input_depth'),
-    ('model_dir', '/nonexistent/model', 'model_dir')])
+    ('model_dir', '/nonexistent/model', 'model_dir'),
+    ('input_qos', 'best_effort', "'input_qos' is 'best_effort'; allowed: auto, sensor_data, "
+                                 'reliable')])
 def test_bad_parameter_fails_at_start_with_its_name(rclpy_context, tiny_model_dir, name, value,
                                                     expected):
     overrides = [Parameter('model_dir', value=str(tiny_model_dir)), Parameter(name, value=value)]

@@ -26,7 +26,7 @@ from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -142,17 +142,16 @@ class Robot:
     """The node under test and a client that plays camera, joint states and controllers."""
 
     def __init__(self, make_node, executor, wait_for, model_dir, topics=('image',),
-                 groups=('action_chunk',), msg_type=Image, **params):
+                 groups=('action_chunk',), msg_type=Image, pub_qos=qos_profile_sensor_data,
+                 **params):
         overrides = [Parameter('model_dir', value=str(model_dir))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = AuraNode(context=executor.context, parameter_overrides=overrides)
         executor.add_node(self.node)
         self.executor, self.wait_for = executor, wait_for
         self.client = make_node('robot_test_client')
-        self.pubs = {t: self.client.create_publisher(msg_type, t, qos_profile_sensor_data)
-                     for t in topics}
-        self.joint_pub = self.client.create_publisher(JointState, 'joint_states',
-                                                      qos_profile_sensor_data)
+        self.pubs = {t: self.client.create_publisher(msg_type, t, pub_qos) for t in topics}
+        self.joint_pub = self.client.create_publisher(JointState, 'joint_states', pub_qos)
         self.chunks = {g: [] for g in groups}
         for group in groups:
             self.client.create_subscription(JointTrajectory, f'/aura/{group}',
@@ -469,6 +468,100 @@ def test_a_camera_whose_qos_cannot_match_is_warned_about(robot, models):
     status, _ = rig.diagnostics(lambda s, v: 'incompatible_qos' in s.message, 15,
                                 'an incompatible_qos warning')
     assert status.level == DiagnosticStatus.WARN
+    assert node_subscriptions(rig, '/image') == ['reliable']          # input_qos is kept
+
+
+# -- input_qos: auto (the default) -----------------------------------------------------------
+
+RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+QOS = {'reliable': RELIABLE, 'best_effort': qos_profile_sensor_data}
+
+
+def node_subscriptions(rig, topic):
+    """The reliability of each of the node's subscriptions on topic, as the ROS graph shows it
+    (two while the node switches, until the replaced one has gone)."""
+    return sorted(ReliabilityPolicy(info.qos_profile.reliability).name.lower()
+                  for info in rig.client.get_subscriptions_info_by_topic(topic)
+                  if info.node_name == 'aura')
+
+
+def wait_subscriptions(rig, topic, reliability, what):
+    rig.wait_for(lambda: node_subscriptions(rig, topic) == [reliability], 15, rig.executor, what)
+
+
+def step_frames(rig, count, topic='image'):
+    """count joint states and frames, each stepped (one gate each)."""
+    start = len(rig.gates)
+    for i in range(count):
+        rig.joints()
+        rig.publish(topic, image_msg(smooth_frame(i), rig.now()))
+        rig.wait_gates(start + i + 1)
+
+
+@pytest.mark.parametrize('offered', ['reliable', 'best_effort'])
+def test_auto_subscribes_with_the_reliability_the_publishers_offer(robot, models, offered):
+    """The camera and joint state publishers appear after the node is active (Robot makes them
+    after the node): the node subscribes as they publish, says so on /diagnostics, steps."""
+    rig = robot(models['plain'], pub_qos=QOS[offered], diagnostics_period_s=0.2)
+    assert rig.node.params.input_qos == 'auto'                    # the default
+    wait_subscriptions(rig, '/image', offered, f'a {offered} image subscription')
+    wait_subscriptions(rig, '/joint_states', offered, f'a {offered} joint_states subscription')
+    rig.diagnostics(lambda s, v: v.get('reliability_/image') == offered
+                    and v.get('reliability_/joint_states') == offered, what='reliability keys')
+    rig.connect()
+    step_frames(rig, 5)
+    assert rig.node.received == 5 and rig.node.lost_in_transport == 0
+    assert rig.node.joint_states_received == 5                    # each once
+
+
+def test_auto_switches_without_losing_or_repeating_a_frame(robot, models):
+    """No publisher yet: best effort. A reliable camera appears while frames flow: the node
+    re-subscribes reliable (the new subscription first), and every frame is handed over once.
+    Then a best-effort camera joins: back to best effort, and the reliable subscription's
+    momentary incompatibility is not reported as a problem."""
+    rig = robot(models['plain'], topics=(), pub_qos=RELIABLE, diagnostics_period_s=0.2,
+                input_depth=10)
+    wait_subscriptions(rig, '/image', 'best_effort', 'best effort while there is no publisher')
+    rig.pubs['image'] = rig.client.create_publisher(Image, 'image', RELIABLE)
+    rig.connect()
+    sent = 0
+    deadline = time.monotonic() + 15
+    while node_subscriptions(rig, '/image') != ['reliable'] or sent < 20:
+        assert time.monotonic() < deadline, node_subscriptions(rig, '/image')
+        rig.joints()
+        rig.publish('image', image_msg(smooth_frame(sent), rig.now()))
+        sent += 1
+        rig.spin(0.03)
+    rig.wait_for(lambda: rig.node.received >= sent, 10, rig.executor, f'{sent} frames')
+    rig.spin(0.3)
+    assert rig.node.received == sent and rig.node.lost_in_transport == 0
+    assert rig.node.joint_states_received == sent
+
+    rig.client.create_publisher(Image, 'image', qos_profile_sensor_data)
+    wait_subscriptions(rig, '/image', 'best_effort', 'back to best effort')
+    steps = rig.node.runtime.steps
+    step_frames(rig, 2)                                  # the reliable camera still steps
+    assert rig.node.runtime.steps == steps + 2
+    rig.diagnostics(lambda s, v: v.get('reliability_/image') == 'best_effort', what='the key')
+    assert not any('incompatible_qos' in status.message
+                   for msg in rig.health for status in msg.status)
+
+
+@pytest.mark.parametrize('input_qos,expected', [('sensor_data', 'best_effort'),
+                                                ('reliable', 'reliable')])
+def test_a_fixed_input_qos_never_changes(robot, models, input_qos, expected):
+    """sensor_data stays best effort under a reliable camera (which it still hears); reliable
+    stays reliable. Both as before auto existed."""
+    rig = robot(models['plain'], pub_qos=RELIABLE, input_qos=input_qos,
+                diagnostics_period_s=0.2)
+    rig.connect()
+    count = len(rig.health)
+    rig.wait_for(lambda: len(rig.health) >= count + 5, 10, rig.executor, '5 health ticks')
+    assert node_subscriptions(rig, '/image') == [expected]
+    assert node_subscriptions(rig, '/joint_states') == [expected]
+    step_frames(rig, 2)
+    rig.diagnostics(lambda s, v: v.get('reliability_/image') == expected
+                    and v.get('input_qos') == input_qos, what='reliability key')
 
 
 # -- 7: features in -------------------------------------------------------------------------

@@ -54,7 +54,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -63,6 +62,7 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from aura_ros.ros.adaptive_qos import InputSubscription
 from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
 from aura_ros.ros.health import RecentProblems, Throttle
 from aura_ros.ros.inputs import (
@@ -156,7 +156,7 @@ class AuraNode(LifecycleNode):
         self._busy = False                         # the worker is stepping
         self._active = False
         self._worker: Optional[threading.Thread] = None
-        self._input_subs: list = []
+        self._input_subs: list[InputSubscription] = []
         self._group_pubs: dict = {}
         self.gate_pub = None
         self._watches: dict[str, TopicWatch] = {}
@@ -283,8 +283,8 @@ class AuraNode(LifecycleNode):
         if spec.n_joints:
             # first: when a joint state and a frame are ready together, the executor takes them
             # in creation order, so the frame steps with the joint state that came before it
-            self._input_subs.append(self.create_subscription(
-                JointState, 'joint_states', self._on_joints, qos))
+            self._input_subs.append(self._input(JointState, 'joint_states', self._on_joints,
+                                                qos))
         if spec.features_in:
             self._subscribe(Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
         else:
@@ -298,7 +298,7 @@ class AuraNode(LifecycleNode):
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
-        inputs = ', '.join(w.topic for w in self._watches.values())
+        inputs = ', '.join(f'{i.topic_name} ({i.reliability})' for i in self._input_subs)
         outputs = ', '.join(pub.topic_name for pub in self._group_pubs.values())
         self.get_logger().info(
             f'model {spec.name!r} from {p.model_dir}; device {self.runtime.device}, '
@@ -310,17 +310,25 @@ class AuraNode(LifecycleNode):
         def on_message(msg, info) -> None:
             self._on_observation(name, msg, info)
 
-        def on_incompatible(event) -> None:
-            self._problems.add('incompatible_qos')
-            if self._throttle.ready(f'incompatible_qos {topic}'):
-                self.get_logger().warning(
-                    f'a publisher on {sub.topic_name} offers a QoS this subscription '
-                    f'({self.params.input_qos}) cannot match: no frames from it (set input_qos)')
-
-        sub = self.create_subscription(msg_type, topic, on_message, qos, event_callbacks=(
-            SubscriptionEventCallbacks(incompatible_qos=on_incompatible)))
+        sub = self._input(msg_type, topic, on_message, qos)
         self._input_subs.append(sub)
         self._watches[name] = TopicWatch(sub.topic_name, type_name, self.params.input_timeout_s)
+
+    def _input(self, msg_type, topic: str, callback, qos) -> InputSubscription:
+        """An input subscription: fixed QoS, or with input_qos auto the publishers' reliability
+        (re-checked on every /diagnostics tick); an unmatched QoS is warned about."""
+        def on_incompatible(event) -> None:
+            self._problems.add('incompatible_qos')
+            if self._throttle.ready(f'incompatible_qos {made.topic_name}'):
+                self.get_logger().warning(
+                    f'a publisher on {made.topic_name} offers a QoS this subscription '
+                    f'({self.params.input_qos}: {made.reliability}) cannot match: no messages '
+                    'from it (set input_qos)')
+
+        made = InputSubscription(self, msg_type, topic, callback, qos,
+                                 adaptive=self.params.input_qos == 'auto',
+                                 on_incompatible=on_incompatible)
+        return made
 
     def _warm_up(self) -> None:
         """One step on blank inputs (first-call allocations, CUDA graph capture), then reset:
@@ -343,7 +351,7 @@ class AuraNode(LifecycleNode):
             self.stop()
             self._worker = None
         for sub in self._input_subs:
-            self.destroy_subscription(sub)
+            sub.destroy()
         for pub in [*self._group_pubs.values(), *([self.gate_pub] if self.gate_pub else [])]:
             self.destroy_lifecycle_publisher(pub)
         self._input_subs, self._group_pubs, self.gate_pub = [], {}, None
@@ -367,7 +375,8 @@ class AuraNode(LifecycleNode):
         if watch is None or not self._active:
             return
         watch.heard()
-        self._count_sequence(watch.topic, info)
+        if not self._count_sequence(watch.topic, info):
+            return                                 # a copy, while input_qos auto re-subscribes
         if self.matcher is not None:
             try:
                 stamp = checked_stamp_seconds(msg.header.stamp)
@@ -391,17 +400,20 @@ class AuraNode(LifecycleNode):
             self._frame = (observation, time.monotonic())
             self._lock.notify()
 
-    def _count_sequence(self, topic: str, info: dict) -> None:
+    def _count_sequence(self, topic: str, info: dict, count_loss: bool = True) -> bool:
         """Frames the middleware lost: gaps in each publisher's sequence numbers (frames lost
-        after the last one received stay invisible until the next one comes)."""
+        after the last one received stay invisible until the next one comes). False for a
+        message already had: the second copy while input_qos auto replaces a subscription."""
         sequence = info.get('publication_sequence_number') if info else None
         if not sequence:
-            return
+            return True
         gid = info.get('publisher_gid')
         key = (topic, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
         last = self._last_sequence.get(key)
-        self._last_sequence[key] = sequence if last is None else max(last, sequence)
-        if last is not None and sequence > last + 1:
+        if last is not None and sequence <= last:
+            return False
+        self._last_sequence[key] = sequence
+        if count_loss and last is not None and sequence > last + 1:
             lost = sequence - last - 1
             self.lost_in_transport += lost
             self._problems.add('frames_lost_in_transport')
@@ -409,11 +421,14 @@ class AuraNode(LifecycleNode):
                 self.get_logger().warning(
                     f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
                     'so far): see input_qos and the Fast DDS profile (README "On a real robot")')
+        return True
 
-    def _on_joints(self, msg: JointState) -> None:
+    def _on_joints(self, msg: JointState, info: dict) -> None:
         spec = self.spec
         if spec is None or not self._active:
             return
+        if not self._count_sequence('joint_states', info, count_loss=False):
+            return                                 # a copy, while input_qos auto re-subscribes
         self.joint_states_received += 1
         try:
             stamp = checked_stamp_seconds(msg.header.stamp)
@@ -712,6 +727,7 @@ class AuraNode(LifecycleNode):
                   'joint_states_rejected': self.joint_states_rejected,
                   'image_publishers': self.image_publishers,
                   'image_transport': self.params.image_transport,
+                  'input_qos': self.params.input_qos,
                   'clock_jumps_back': self.clock_jumps_back,
                   'nonfinite_state_discarded': self.nonfinite_discarded,
                   'targets_clipped': self.clipped, 'chunks_expired': self.chunks_expired,
@@ -733,6 +749,8 @@ class AuraNode(LifecycleNode):
             values['latency_p99_ms'] = float(np.percentile(latencies, 99))
         for name, times in list(self.stage_times.items()):
             values[f'stage_{name}_p50_ms'] = float(np.median(list(times))) * 1e3
+        for sub in list(self._input_subs):         # what each input subscribes with now
+            values[f'reliability_{sub.topic_name}'] = sub.reliability
         values['crash_resume'] = self.crash_resume
         if self.params.state_file:
             values['state_saves'] = self.state_saves
@@ -744,7 +762,12 @@ class AuraNode(LifecycleNode):
 
     def _check_inputs(self) -> None:
         """Per input topic: several publishers (one memory fed by several cameras), a publisher
-        of the wrong type (DDS never matches it: 0 frames), or publishers but silence."""
+        of the wrong type (DDS never matches it: 0 frames), or publishers but silence. With
+        input_qos auto, first re-subscribe where the publishers' reliability changed."""
+        for sub in self._input_subs:
+            changed = sub.adapt()
+            if changed:
+                self.get_logger().info(changed)
         watches = list(self._watches.values())
         if not watches:
             self.image_publishers = 0

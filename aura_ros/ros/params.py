@@ -18,7 +18,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 DEVICES = ('auto', 'cpu', 'cuda')
 ENGINES = ('torch', 'onnx')
-INPUT_QOS = ('sensor_data', 'reliable')
+INPUT_QOS = ('auto', 'sensor_data', 'reliable')
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
@@ -59,12 +59,14 @@ class NodeParams:
     autostart: bool
 
     def qos(self) -> QoSProfile:
-        """The input QoS: ROS's sensor-data profile (best effort) or reliable, at input_depth."""
-        if self.input_qos == 'sensor_data':
-            profile = copy(qos_profile_sensor_data)
-            profile.depth = self.input_depth
-            return profile
-        return QoSProfile(depth=self.input_depth, reliability=ReliabilityPolicy.RELIABLE)
+        """The input QoS at input_depth: ROS's sensor-data profile (best effort, volatile), or
+        the same but reliable. For auto the sensor-data one, whose reliability the node then
+        sets per topic to what the publishers offer (aura_ros/ros/adaptive_qos.py)."""
+        profile = copy(qos_profile_sensor_data)
+        profile.depth = self.input_depth
+        if self.input_qos == 'reliable':
+            profile.reliability = ReliabilityPolicy.RELIABLE
+        return profile
 
 
 def _describe(text: str, kind: int, read_only: bool = True, **ranges) -> ParameterDescriptor:
@@ -90,8 +92,11 @@ DECLARATIONS = {
     'gate_threshold': (0.5, _describe('write when the gate probability exceeds this; '
                                       'may change at run time', DOUBLE, read_only=False,
                                       floats=(0.0, 1.0))),
-    'input_qos': ('sensor_data', _describe(f'QoS of image and joint_states: '
-                                           f'{"|".join(INPUT_QOS)}', STRING)),
+    'input_qos': ('auto', _describe(f'reliability of the inputs (cameras, joint_states, '
+                                    f'features): {"|".join(INPUT_QOS)}; auto = reliable when '
+                                    'every publisher of the topic is reliable, else best '
+                                    'effort, re-checked when publishers change; sensor_data = '
+                                    'best effort', STRING)),
     'input_depth': (1, _describe('queue depth of the input subscriptions', INTEGER,
                                  ints=(1, 100))),
     'max_obs_age_s': (0.5, _describe('reject an image older than this (node clock), or whose '
