@@ -1,10 +1,16 @@
 """Camera-frame delivery between two processes on one host, per frame size, QoS and transport.
 
-    python bench/frame_delivery.py [--frames 240] [--rate 30] [--out docs/results/frame_delivery]
+    python bench/frame_delivery.py [--frames 240] [--rate 30] [--sub-qos same|auto]
+                                   [--out docs/results/frame_delivery]
 
 For every case a publisher process (a camera driver stand-in: sensor_msgs/Image rgb8, fresh
-stamp per frame, paced at --rate) and a subscriber process (aura_node's input QoS: best effort
-or reliable, depth 1) are started with the case's Fast DDS environment:
+stamp per frame, paced at --rate, best effort or reliable, depth 1) and a subscriber process
+(depth 1, aura_node's input_depth default) are started with the case's Fast DDS environment.
+The subscriber asks for the publisher's reliability (--sub-qos same: input_qos sensor_data or
+reliable), or with --sub-qos auto does what aura_node's default input_qos auto does, with the
+node's own code (aura_ros/ros/adaptive_qos.py): best effort until it sees the publisher, then
+the publisher's reliability, re-checked every second (the node's /diagnostics period). The
+transports:
 
     default     nothing set (rmw_fastrtps' own transports)
     UDPv4, SHM, LARGE_DATA
@@ -16,8 +22,9 @@ or reliable, depth 1) are started with the case's Fast DDS environment:
 The subscriber counts frames received, and losses it can see by itself: gaps in the publisher's
 sequence numbers (MessageInfo.publication_sequence_number, per publisher_gid), including the
 frames before the first one it got. The table compares that count with the truth (published -
-received). Writes <out>.json and <out>.md. DDS stays on loopback
-(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST); the domain is ROS_DOMAIN_ID or 137.
+received). A frame received twice (by both subscriptions while auto switches) counts once.
+Writes <out>.json and <out>.md. DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST);
+the domain is ROS_DOMAIN_ID or 137.
 
 A benchmark, not a test: it needs two processes and two idle-ish cores; numbers depend on the
 machine and its load, which the results file records.
@@ -109,34 +116,54 @@ def subscribe(args) -> int:
     """Count frames, sequence gaps and latency until --stop-file exists; print one JSON line."""
     import numpy as np
     import rclpy
+    from rclpy.clock import Clock, ClockType
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     rclpy.init()
     node = rclpy.create_node('frame_delivery_sub')
     got = {'received': 0, 'last_seq': {}, 'gaps': 0, 'seq_known': True, 'latency': [],
-           'bad_size': 0}
+           'bad_size': 0, 'copies': 0, 'switches': [], 'while': {}}
+    sub = None
     width, height = SIZES[args.size]
 
     def on_image(msg, info) -> None:
+        seq = info.get('publication_sequence_number')
+        gid = info.get('publisher_gid')
+        key = bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else repr(gid)
+        last = got['last_seq'].get(key, 0)     # a writer's first sample has sequence number 1
+        if seq and seq <= last:
+            got['copies'] += 1                 # had it already (auto: both subscriptions)
+            return
         got['received'] += 1
+        asked = sub.reliability if sub is not None else args.qos     # what the subscriber asks
+        got['while'][asked] = got['while'].get(asked, 0) + 1
         now = node.get_clock().now().nanoseconds
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         got['latency'].append((now - stamp) * 1e-6)
         if len(msg.data) != width * height * 3:
             got['bad_size'] += 1
-        seq = info.get('publication_sequence_number')
-        gid = info.get('publisher_gid')
         if seq is None or not seq:
             got['seq_known'] = False
             return
-        key = bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else repr(gid)
-        last = got['last_seq'].get(key, 0)     # a writer's first sample has sequence number 1
         if seq > last + 1:
             got['gaps'] += seq - last - 1
-        got['last_seq'][key] = max(last, seq)
+        got['last_seq'][key] = seq
 
-    node.create_subscription(Image, 'bench_image', on_image, qos_profile(args.qos))
+    if args.sub_qos == 'auto':
+        from aura_ros.ros.adaptive_qos import InputSubscription
+
+        sub = InputSubscription(node, Image, 'bench_image', on_image, qos_profile('best_effort'),
+                                adaptive=True)
+
+        def adapt() -> None:
+            changed = sub.adapt()
+            if changed:
+                got['switches'].append(changed)
+
+        node.create_timer(1.0, adapt, clock=Clock(clock_type=ClockType.STEADY_TIME))
+    else:
+        node.create_subscription(Image, 'bench_image', on_image, qos_profile(args.qos))
     print('READY', flush=True)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -146,7 +173,8 @@ def subscribe(args) -> int:
     latency = np.asarray(got['latency'])
     print(json.dumps({
         'received': got['received'], 'seq_gaps': got['gaps'] if got['seq_known'] else None,
-        'bad_size': got['bad_size'],
+        'bad_size': got['bad_size'], 'copies': got['copies'], 'switches': got['switches'],
+        'received_while': got['while'],
         'latency_p50_ms': float(np.percentile(latency, 50)) if latency.size else None,
         'latency_p99_ms': float(np.percentile(latency, 99)) if latency.size else None}),
         flush=True)
@@ -158,14 +186,16 @@ def subscribe(args) -> int:
 
 def _role(role: str, case: dict, args) -> subprocess.Popen:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               RMW_IMPLEMENTATION='rmw_fastrtps_cpp')
+               RMW_IMPLEMENTATION='rmw_fastrtps_cpp',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                        os.environ.get('PYTHONPATH')])))
     env.setdefault('ROS_DOMAIN_ID', '137')
     for key in ('FASTDDS_BUILTIN_TRANSPORTS', 'FASTDDS_DEFAULT_PROFILES_FILE'):
         env.pop(key, None)
     env.update(transport_env(case['transport'], role))
     cmd = [sys.executable, __file__, '--role', role, '--size', case['size'], '--qos',
            case['qos'], '--frames', str(args.frames), '--rate', str(args.rate),
-           '--stop-file', args.stop_file]
+           '--stop-file', args.stop_file, '--sub-qos', case.get('sub_qos', 'same')]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -207,7 +237,11 @@ def table(rows: list[dict]) -> str:
         lat = ('-' if r['latency_p50_ms'] is None
                else f'{r["latency_p50_ms"]:.1f} / {r["latency_p99_ms"]:.1f}')
         gaps = 'n/a' if r['seq_gaps'] is None else str(r['seq_gaps'])
-        lines.append(f'| {r["size"]} | {r["qos"]} | {r["transport"]} | '
+        qos = r['qos']
+        if r.get('sub_qos') == 'auto':
+            asked = ', '.join(f'{n} {k}' for k, n in sorted(r['received_while'].items()))
+            qos = f'{qos}; subscriber auto: {asked or "-"}'
+        lines.append(f'| {r["size"]} | {qos} | {r["transport"]} | '
                      f'{r["received"]}/{r["published"]} ({r["delivered"]:.1%}) | {r["lost"]} | '
                      f'{gaps} | {lat} | {r["rate_hz"]:.1f} | {r.get("load_1min", "-")} |')
     return '\n'.join(lines)
@@ -223,6 +257,8 @@ def main() -> int:
     parser.add_argument('--sizes', nargs='+', default=list(SIZES), choices=sorted(SIZES))
     parser.add_argument('--qos-list', nargs='+', default=list(QOS), choices=QOS)
     parser.add_argument('--transports', nargs='+', default=list(TRANSPORTS), choices=TRANSPORTS)
+    parser.add_argument('--sub-qos', default='same', choices=('same', 'auto'),
+                        help="subscriber: the publisher's reliability, or input_qos auto")
     parser.add_argument('--repeat', type=int, default=1, help='runs of the whole matrix')
     parser.add_argument('--out', default=None, help='write <out>.json and <out>.md')
     parser.add_argument('--stop-file', default=None, help=argparse.SUPPRESS)
@@ -239,7 +275,7 @@ def main() -> int:
             for qos in args.qos_list:
                 for transport in args.transports:
                     row = run_case({'size': size, 'qos': qos, 'transport': transport,
-                                    'repeat': repeat}, args)
+                                    'sub_qos': args.sub_qos, 'repeat': repeat}, args)
                     rows.append(row)
                     print(table([row]).splitlines()[-1], flush=True)
     load = os.getloadavg()
@@ -247,8 +283,10 @@ def main() -> int:
             'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '
                        f'{load[0]:.1f} at the end (shared with other jobs)',
             'frames': args.frames, 'rate_hz': args.rate,
-            'subscriber': 'rclpy, depth 1 (aura_node input_depth default)',
-            'publisher': 'rclpy, same reliability, depth 1'}
+            'subscriber': ('rclpy, depth 1 (aura_node input_depth default), '
+                           + ('input_qos auto (aura_ros/ros/adaptive_qos.py, re-checked every '
+                              '1 s)' if args.sub_qos == 'auto' else 'same reliability')),
+            'publisher': 'rclpy, depth 1'}
     print(table(rows))
     if args.out:
         out = Path(args.out)
