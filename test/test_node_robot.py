@@ -514,6 +514,29 @@ def test_auto_subscribes_with_the_reliability_the_publishers_offer(robot, models
     assert rig.node.joint_states_received == 5                    # each once
 
 
+@pytest.mark.parametrize('input_kind', ['compressed', 'features'])
+def test_auto_covers_compressed_and_features_topics(robot, models, input_kind):
+    if input_kind == 'compressed':
+        rig = robot(models['plain'], topics=('image/compressed',), msg_type=CompressedImage,
+                    image_transport='compressed', pub_qos=RELIABLE, diagnostics_period_s=0.2)
+        topic = 'image/compressed'
+
+        def message():
+            return compressed_msg(smooth_frame(0), rig.now())
+    else:
+        rig = robot(models['features'], topics=('features',), pub_qos=RELIABLE,
+                    diagnostics_period_s=0.2)
+        topic = 'features'
+
+        def message():
+            return features_msg(np.zeros(32, np.float32), rig.now())
+    wait_subscriptions(rig, f'/{topic}', 'reliable', f'a reliable {topic} subscription')
+    rig.connect()
+    rig.joints()
+    rig.publish(topic, message())
+    rig.wait_gates(1, f'a step on {topic}')
+
+
 def test_auto_switches_without_losing_or_repeating_a_frame(robot, models):
     """No publisher yet: best effort. A reliable camera appears while frames flow: the node
     re-subscribes reliable (the new subscription first), and every frame is handed over once.
