@@ -201,3 +201,14 @@ def test_forced_gate_collapse_warns_and_is_recorded(data):
         history = train(model, data[0][:8], cfg)
     assert history.collapses[0]['kind'] == 'closed'
     assert history.collapses[0]['phase'] == 'gate'
+
+
+def test_bootstrap_interval_brackets_the_mean_and_weights_blocks_by_steps():
+    from aura_ros.memory.training import bootstrap_interval
+
+    same = bootstrap_interval([2.0, 4.0, 6.0], [1, 2, 3])          # every block's mean is 2
+    assert same == pytest.approx([2.0, 2.0])
+    sums, counts = [1.0, 9.0, 2.0, 8.0, 5.0], [1, 3, 1, 2, 1]       # block means 1, 3, 2, 4, 5
+    low, high = bootstrap_interval(sums, counts)
+    assert 1.0 <= low < sum(sums) / sum(counts) < high <= 5.0
+    assert all(np.isnan(bootstrap_interval([], [])))

@@ -680,9 +680,11 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
 
 @torch.no_grad()
 def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = None,
-             loss: str = 'mse', chained: bool = False) -> dict:
+             loss: str = 'mse', chained: bool = False, block: int = 256) -> dict:
     """Whole episodes, the state carried from their first step (and on across episodes when
-    `chained`): mean action error over scored steps, writes per episode, write rate.
+    `chained`): mean action error over scored steps, writes per episode, write rate, and a 95%
+    bootstrap interval of the action error (`action_error_ci`) over blocks of `block`
+    consecutive steps (steps next to each other are not independent samples).
 
     `threshold` overrides a learned gate's threshold for this call only.
     """
@@ -695,6 +697,7 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
     device = next(model.parameters()).device
     try:
         err_sum, err_n, writes, steps, hits = 0.0, 0, 0.0, 0, 0
+        block_sums, block_counts = [], []
         groups = [episodes] if chained else [[ep] for ep in episodes]
         state = model.init_state(1, device) if chained else None
         for group in groups:
@@ -706,6 +709,10 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
                 m = ep.mask.to(device)
                 err_sum += float(err[m].sum())
                 err_n += int(m.sum())
+                for start in range(0, len(ep), block):
+                    part = m[start:start + block]
+                    block_sums.append(float(err[start:start + block][part].sum()))
+                    block_counts.append(int(part.sum()))
                 writes += float(out['g'][0].float().sum())
                 steps += len(ep)
                 if loss == 'ce':
@@ -714,7 +721,8 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
         result = {'action_error': err_sum / max(err_n, 1),
                   'writes_per_episode': writes / len(episodes),
                   'write_rate': writes / max(steps, 1), 'episodes': len(episodes),
-                  'steps': steps}
+                  'steps': steps,
+                  'action_error_ci': bootstrap_interval(block_sums, block_counts)}
         if loss == 'ce':
             result['accuracy'] = hits / max(err_n, 1)
         return result
@@ -722,6 +730,20 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
         if policy is not None:
             model.gate_policy = policy
         model.train(was_training)
+
+
+def bootstrap_interval(sums: Sequence[float], counts: Sequence[int], level: float = 0.95,
+                       draws: int = 2000, seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of sum(sums) / sum(counts), resampling the blocks."""
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    keep = counts > 0
+    sums, counts = sums[keep], counts[keep]
+    if len(sums) == 0:
+        return [float('nan'), float('nan')]
+    pick = np.random.default_rng(seed).integers(0, len(sums), (draws, len(sums)))
+    means = sums[pick].sum(1) / counts[pick].sum(1)
+    tail = (1.0 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))]
 
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

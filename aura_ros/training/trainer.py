@@ -653,9 +653,10 @@ the same frozen features, same call: {baselines}.
 {held_count} held-out episodes, the memory state carried over each whole episode from its first
 frame. Action error = mean squared error of the normalised action chunk (lower is better).
 The gate threshold {threshold} was selected on these episodes: the fewest writes whose error is
-within {tolerance:.0%} of the best (so AURA's numbers are slightly optimistic).
+within {tolerance:.0%} of the best (so AURA's numbers are slightly optimistic). The interval is a
+95% bootstrap over blocks of 256 consecutive frames.
 
-| model | action error | writes / episode | write rate |
+| model | action error [95% interval] | writes / episode | write rate |
 |---|---|---|---|
 {table}
 
@@ -785,7 +786,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
                           f'the selected threshold {threshold}'})
         log(f'WARNING: AURA wrote nothing on the held-out episodes at threshold {threshold}')
     for m, r in results.items():
-        log(f'held-out {m}: action error {r["action_error"]:.4f}, writes/episode '
+        log(f'held-out {m}: action error {r["action_error"]:.4f} [{r["action_error_ci"][0]:.4f}, '
+            f'{r["action_error_ci"][1]:.4f}], writes/episode '
             f'{r["writes_per_episode"]:.1f}, write rate {r["write_rate"]:.3f}')
     log(f'gate threshold {threshold} (sweep: ' + ', '.join(
         f'{r["threshold"]:g}: {r["action_error"]:.4f}/{r["writes_per_episode"]:.1f}w'
@@ -814,7 +816,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         w_ib=tcfg.w_ib, offsets=list(tcfg.offsets), w_sparse=tcfg.w_sparse,
         carry=tcfg.carry_iters, baselines=', '.join(cfg.baselines) or 'none',
         held_count=len(held_eps), threshold=threshold, tolerance=cfg.select_tolerance,
-        table='\n'.join(f'| {m} | {r["action_error"]:.3g} | {r["writes_per_episode"]:.1f} | '
+        table='\n'.join(f'| {m} | {r["action_error"]:.3g} [{r["action_error_ci"][0]:.3g}, '
+                        f'{r["action_error_ci"][1]:.3g}] | {r["writes_per_episode"]:.1f} | '
                         f'{r["write_rate"]:.3f} |' for m, r in results.items()),
         sweep=', '.join(f'threshold {r["threshold"]:g}: error {r["action_error"]:.3g}, '
                         f'{r["writes_per_episode"]:.1f} writes' for r in sweep),
