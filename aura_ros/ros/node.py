@@ -410,11 +410,12 @@ class AuraNode(LifecycleNode):
         if not sequence:
             return True
         gid = info.get('publisher_gid')
-        key = (topic, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
+        known = isinstance(gid, dict) and 'data' in gid     # else: all publishers share a key
+        key = (topic, bytes(gid['data']) if known else None)
         last = self._last_sequence.get(key)
-        if last is not None and sequence <= last:
+        if known and last is not None and sequence <= last:
             return False
-        self._last_sequence[key] = sequence
+        self._last_sequence[key] = sequence if last is None else max(last, sequence)
         if count_loss and last is not None and sequence > last + 1:
             lost = sequence - last - 1
             self.lost_in_transport += lost
