@@ -6,7 +6,10 @@ frames per second of one training step (forward with `counterfactual=True`, then
 the layer had before) on the same layer and data, two ways:
 
 - `layer`: the layer's forward + backward of the action loss (the layer's own cost);
-- `objective`: a full `aura_objective` step (adds the IB counterfactual heads, the same for both).
+- `objective`: a full `aura_objective` step (adds the IB counterfactual heads, the same for both);
+- `gate_phase`: one update of the trainer's gate phase (`training.objective`: action + IB scored
+  at the default step offsets + sparsity) on `training.gated_forward` (the scan) against
+  `naive.naive_gated_forward` (the per-step loop it had before); the IB part is the same code.
 
 Runs alternate between the two implementations and the best of `--repeats` is kept, which is the
 least load-sensitive figure on a shared machine. It also checks that both give the same outputs.
@@ -23,7 +26,8 @@ import torch
 from aura_ros.bench.memory_step import machine
 from aura_ros.bench.perf import _commit
 from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss, aura_objective
-from aura_ros.memory.naive import naive_forward
+from aura_ros.memory.naive import naive_forward, naive_gated_forward
+from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
 
 BATCH, D_MODEL, D_KEY, D_VAL, CLASSES = 16, 128, 32, 32, 4
 
@@ -38,6 +42,13 @@ def _naive(layer, z, **kw):
 
 def _step(layer, forward, z, target, kind: str) -> None:
     layer.zero_grad(set_to_none=True)
+    if kind == 'gate_phase':
+        forward = gated_forward if forward is _fast else naive_gated_forward
+        mask = torch.ones(target.shape[:2], dtype=torch.bool)
+        loss, _ = objective(layer, forward(layer, z), Batch(z, target, mask, mask),
+                            TrainingConfig(), gated=True)
+        loss.backward()
+        return
     out = forward(layer, z)
     if kind == 'layer':
         loss = action_loss(out['action'], target, 'ce').mean() + out['p'].mean()
@@ -55,6 +66,9 @@ def time_pair(threads: int, length: int, repeats: int, kind: str) -> dict:
     layer = AuraMemLayer(config)
     z = torch.randn(BATCH, length, D_MODEL)
     target = torch.randint(CLASSES, (BATCH, length))
+    if kind == 'gate_phase':                 # the trainer's action chunks: 8 steps x 6 joints
+        layer = AuraMemLayer(config.replace(d_action=6, chunk=8))
+        target = torch.randn(BATCH, length, 8, 6)
     best = {'scan': float('inf'), 'reference': float('inf')}
     for forward in (_fast, _naive):                       # warm-up
         _step(layer, forward, z, target, kind)
@@ -100,17 +114,21 @@ def report(result: dict) -> str:
                      f'{r["speedup"]:.2f}x |')
     lines += ['', '`layer`: forward + backward of the layer (action loss + mean p). `objective`: '
               "a full `aura_objective` training step, which adds the IB term's counterfactual "
-              'action heads (the same code for both forms).', '']
+              'action heads (the same code for both forms). `gate_phase`: one update of the '
+              "trainer's gate phase (`training.objective`, IB at the default offsets 1..128, "
+              '8x6 action chunks), the states for the IB kept by the scan or by the per-step '
+              'loop.', '']
     return '\n'.join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
     lengths = tuple(args.lengths)
     threads = tuple(args.threads)
-    command = ('python -m aura_ros bench train-speed --threads ' + ' '.join(map(str, threads))
-               + ' --lengths ' + ' '.join(map(str, lengths)) + f' --repeats {args.repeats}')
+    command = ' '.join(['python -m aura_ros bench train-speed --kinds', *args.kinds,
+                        '--threads', *map(str, threads), '--lengths', *map(str, lengths),
+                        '--repeats', str(args.repeats)])
     rows = []
-    for kind in ('layer', 'objective'):
+    for kind in args.kinds:
         for n in threads:
             for length in lengths:
                 row = time_pair(n, length, args.repeats, kind)

@@ -88,6 +88,7 @@ class TrainingConfig:
     w_ib: float = 1.0
     w_sparse: float = 0.1
     margin: float = 0.2            # a write must cut the later loss by this fraction
+    ib_reduce: str = 'mean'        # over offsets: 'mean' loss, or the 'best' offset
     target_rate: Optional[float] = None   # sparsity: hinge above this write rate instead of mean p
     threshold: float = 0.5         # gate threshold used outside the jittered updates
     threshold_jitter: tuple[float, float] = (0.3, 0.7)
@@ -132,6 +133,9 @@ class TrainingConfig:
             raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high] with low '
                                 f'<= high, got {jitter!r}')
         object.__setattr__(self, 'threshold_jitter', (lo, hi))
+        if self.ib_reduce not in ('mean', 'best'):
+            raise TrainingError(f"TrainingConfig.ib_reduce must be 'mean' or 'best', got "
+                                f'{self.ib_reduce!r}')
         if self.loss not in ('mse', 'ce'):
             raise TrainingError(f"TrainingConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
 
@@ -387,9 +391,13 @@ def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0:
 
 @torch.no_grad()
 def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequence[int],
-                   mask: Optional[Tensor] = None, kind: str = 'mse') -> tuple[Tensor, Tensor]:
+                   mask: Optional[Tensor] = None, kind: str = 'mse', reduce: str = 'mean',
+                   margin: float = 0.0) -> tuple[Tensor, Tensor]:
     """u [B, T]: loss of the actions at t + offsets if t skipped minus if t wrote, and the skip
-    loss [B, T]; only scored future steps (`mask`) inside the window count."""
+    loss [B, T]; only scored future steps (`mask`) inside the window count.
+
+    `reduce='mean'` averages both over the offsets; `'best'` takes both at the offset where
+    u - margin * skip is largest (the IB target is then: does the write help anywhere)."""
     proj = out['proj']
     B, T = target.shape[:2]
     off = torch.tensor(tuple(offsets), device=target.device)
@@ -412,8 +420,17 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     future = target[:, idx]
     loss_skip = action_loss(layer.head_from(hidden_skip), future, kind)
     loss_write = action_loss(layer.head_from(hidden_write), future, kind)
+    gain = loss_skip - loss_write
+    if reduce == 'best':
+        # the one offset where the write helps most beyond the margin: a cue is worth writing
+        # if it decides the actions at some later step, however many offsets it does not help
+        score = torch.where(valid > 0, gain - margin * loss_skip, torch.full_like(gain, -1e9))
+        best = score.argmax(-1, keepdim=True)
+        none = valid.sum(-1) == 0
+        utility = gain.gather(-1, best)[..., 0].masked_fill(none, 0.0)
+        return utility, loss_skip.gather(-1, best)[..., 0].masked_fill(none, 0.0)
     count = valid.sum(-1).clamp(min=1)
-    utility = ((loss_skip - loss_write) * valid).sum(-1) / count
+    utility = (gain * valid).sum(-1) / count
     skip = (loss_skip * valid).sum(-1) / count
     return utility, skip
 
@@ -433,7 +450,7 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     if not gated:
         return act, record
     utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
-                                   config.loss)
+                                   config.loss, config.ib_reduce, config.margin)
     ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
     sparse = sparsity_loss(out['p'], config.target_rate, weight=batch.valid)
     loss = act + config.w_ib * ib + config.w_sparse * sparse

@@ -1,0 +1,118 @@
+"""Held-out action error of a model trained from SO-101 bags, on every frame and after GO.
+
+    python bench/so101_heldout.py --data BAGS --model-dir DIR [--out docs/results/so101_heldout]
+
+DIR is what `python -m aura_ros train --data BAGS --out DIR` wrote (its checkpoints/ keeps the
+frozen backbone's features, its baselines/ the always-write and no-memory models). The held-out
+episodes are the trainer's own split (same config, same seed). Besides the trainer's every-frame
+error, the error is scored on the frames from each task's GO to its end: there the goal decides
+the action and only a memory of the cue can tell it, so this is where memory must show. The
+frames come from the simulator's `/task_events` recorded in each bag. Intervals are 95%
+bootstrap intervals over blocks of 256 frames (aura_ros.memory.training.evaluate).
+"""
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aura_ros.data import load_demonstrations  # noqa: E402
+from aura_ros.memory import MemoryConfig, build_model, load_checkpoint  # noqa: E402
+from aura_ros.memory.training import FeatureEpisode, evaluate  # noqa: E402
+from aura_ros.training import trainer  # noqa: E402
+
+
+def task_events(bag: Path) -> list[dict]:
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/task_events']
+        return [json.loads(reader.deserialize(raw, c.msgtype).data)
+                for c, _, raw in reader.messages(connections=conns)]
+
+
+def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
+    """Frames from each task's GO up to its outcome."""
+    go = {e['task']: e['stamp'] for e in events if e['event'] == 'go'}
+    mask = np.zeros(len(stamps), bool)
+    for e in events:
+        if e['event'] in ('success', 'failure') and e.get('task') in go:
+            mask |= (stamps >= go[e['task']]) & (stamps <= e['stamp'])
+    return mask
+
+
+def bag_of(data: Path, episode_name: str) -> Path:
+    bags = [p for p in ([data] if (data / 'metadata.yaml').exists() else sorted(data.iterdir()))
+            if p.is_dir() and p.name in episode_name]
+    if len(bags) != 1:
+        raise SystemExit(f'cannot tell the bag of episode {episode_name!r} in {data}')
+    return bags[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--data', required=True, type=Path)
+    ap.add_argument('--model-dir', required=True, type=Path)
+    ap.add_argument('--out', type=Path, default=Path('docs/results/so101_heldout'))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    report = json.loads((args.model_dir / trainer.REPORT_FILE).read_text())
+    cfg = trainer.TrainerConfig.from_dict(report['config'])
+    demos = load_demonstrations(args.data, trainer.data_config(cfg), progress=False)
+    split = trainer.split_episodes(demos, cfg)
+    joint_index, stats = trainer.action_setup(demos, cfg.action_mode, split.train)
+    mean = np.asarray(stats['actions']['mean'], np.float32)
+    std = np.asarray(stats['actions']['std'], np.float32)
+    saved = trainer.load_tensors(args.model_dir / trainer.CHECKPOINTS / 'features.safetensors')
+    every, go_only = [], []
+    for i, ep in enumerate(split.held_out):
+        target = (trainer.targets_of(ep.actions, ep.joints, joint_index, cfg.action_mode)
+                  - mean) / std
+        mask = after_go(ep.stamps, task_events(bag_of(args.data, ep.name)))
+        every.append(FeatureEpisode(saved[f'held{i}'], target.astype(np.float32), name=ep.name))
+        go_only.append(FeatureEpisode(saved[f'held{i}'], target.astype(np.float32),
+                                      mask=torch.from_numpy(mask), name=ep.name))
+    spec = yaml.safe_load((args.model_dir / 'model.yaml').read_text())
+    config = MemoryConfig.from_dict(spec['memory'])
+    paths = {'aura': args.model_dir / 'memory.safetensors',
+             **{m: args.model_dir / trainer.BASELINE_DIR / f'{m}.safetensors'
+                for m in cfg.baselines}}
+    rows = {}
+    for method, path in paths.items():
+        model = load_checkpoint(path, build_model(method, config), config=config)
+        rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
+                        'after_go': evaluate(model, go_only, chained=demos.chained)}
+    result = {'command': 'python ' + ' '.join(sys.argv), 'model_dir': str(args.model_dir),
+              'data': str(args.data), 'split': split.how,
+              'held_out': [ep.name for ep in split.held_out],
+              'after_go_frames': int(sum(int(e.mask.sum()) for e in go_only)),
+              'machine': f'{platform.machine()} CPU, torch {torch.__version__}',
+              'gate_threshold': config.gate_threshold, 'methods': rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
+    lines = [f'# Held-out action error: `{args.model_dir}`', '',
+             f'Command: `{result["command"]}`  ',
+             f'Machine: {result["machine"]}; held out: {split.how} '
+             f'({result["after_go_frames"]} frames after GO)', '',
+             '| method | every frame [95% CI] | after GO [95% CI] | writes / episode |',
+             '|---|---|---|---:|']
+    for method, r in rows.items():
+        e, g = r['every_frame'], r['after_go']
+        lines.append(f'| {method} | {e["action_error"]:.4f} [{e["action_error_ci"][0]:.4f}, '
+                     f'{e["action_error_ci"][1]:.4f}] | {g["action_error"]:.4f} '
+                     f'[{g["action_error_ci"][0]:.4f}, {g["action_error_ci"][1]:.4f}] | '
+                     f'{e["writes_per_episode"]:.1f} |')
+    args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
