@@ -212,3 +212,28 @@ def test_bootstrap_interval_brackets_the_mean_and_weights_blocks_by_steps():
     low, high = bootstrap_interval(sums, counts)
     assert 1.0 <= low < sum(sums) / sum(counts) < high <= 5.0
     assert all(np.isnan(bootstrap_interval([], [])))
+
+
+def test_ib_best_offset_wants_every_write_the_mean_wants_and_more(data):
+    """'best' asks: does the write beat the margin at SOME offset; 'mean': on average. Every
+    step the mean calls useful, the best offset does too; a cue that serves one offset of many
+    is only seen by 'best' (here every step is scored, so most offsets of a cue land before GO,
+    where the memory does not matter)."""
+    from aura_ros.memory.training import Windows, gated_forward, offset_utility
+
+    torch.manual_seed(0)
+    model = build_model('aura', config_for())
+    train(model, data[0], TrainingConfig(**{**FAST.to_dict(), 'gate_iters': 0,
+                                            'carry_iters': 0}))
+    batch = Windows(data[1], T, 1.0, 0).sample(8)
+    with torch.no_grad():
+        out = gated_forward(model, batch.z)
+    offsets, margin = (1, 2, 4, 8, 16, 32, 48, 60), 0.2
+    wanted = {}
+    for reduce in ('mean', 'best'):
+        u, skip = offset_utility(model, out, batch.target, offsets, None, 'mse', reduce, margin)
+        wanted[reduce] = u > margin * skip.clamp(min=1e-6)
+    assert not (wanted['mean'] & ~wanted['best']).any()
+    assert (wanted['best'] & ~wanted['mean']).any()
+    with pytest.raises(TrainingError, match='ib_reduce'):
+        TrainingConfig(ib_reduce='max')
