@@ -9,6 +9,11 @@ error, the error is scored on the frames from each task's GO to its end: there t
 the action and only a memory of the cue can tell it, so this is where memory must show. The
 frames come from the simulator's `/task_events` recorded in each bag. Intervals are 95%
 bootstrap intervals over blocks of 256 frames (aura_ros.memory.training.evaluate).
+
+`--oracle-windows 256 512` also trains, on the same frozen features, an AURA layer whose writes
+are forced onto the cue frames (told by /task_events; no gate is learned), once per training
+window length: what the memory and its read-out can do when the writes are right, i.e. the
+bound a learned gate could reach, and whether a window of that length lets the read-out learn.
 """
 
 import argparse
@@ -25,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aura_ros.data import load_demonstrations  # noqa: E402
 from aura_ros.memory import MemoryConfig, build_model, load_checkpoint  # noqa: E402
-from aura_ros.memory.training import FeatureEpisode, evaluate  # noqa: E402
+from aura_ros.memory.gates import GatePolicy  # noqa: E402
+from aura_ros.memory.losses import action_loss  # noqa: E402
+from aura_ros.memory.training import FeatureEpisode, Windows, evaluate  # noqa: E402
 from aura_ros.training import trainer  # noqa: E402
 
 
@@ -48,6 +55,54 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
     return mask
 
 
+def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5) -> np.ndarray:
+    """The frames that show a cue (from each cue event on, `frames` long)."""
+    mask = np.zeros(len(stamps), bool)
+    for e in events:
+        if e['event'] == 'cue':
+            first = int(np.searchsorted(stamps, e['stamp'] - 1e-6))
+            mask[first:first + frames] = True
+    return mask
+
+
+class CueFrames(GatePolicy):
+    """Writes exactly where `flags` [B, T] (set before each forward) is true; with a `queue` of
+    per-episode flags, each episode's step 0 takes the next one (evaluate() runs them in turn)."""
+
+    def __init__(self):
+        self.flags, self.queue = None, []
+
+    def __call__(self, p, surprise, t):
+        if t == 0 and self.queue:
+            self.flags = self.queue.pop(0)[None]
+        return self.flags[:, t].to(p.dtype)
+
+
+def oracle(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
+    """AURA trained (action loss, Adam) with its writes forced onto the cue frames, which ride in
+    each episode's `mask` here; evaluated on `held` {name: (episodes, cue flags)} the same way."""
+    policy = CueFrames()
+    torch.manual_seed(0)
+    model = build_model('aura', config)
+    model.gate_policy = policy
+    windows = Windows(train_eps, window, 0.5, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(iters):
+        batch = windows.sample(16)
+        policy.flags = batch.mask
+        err = action_loss(model(batch.z)['action'], batch.target)
+        loss = (err * batch.valid).sum() / batch.valid.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    rows = {}
+    for name, (episodes, flags) in held.items():
+        policy.queue = list(flags)
+        rows[name] = evaluate(model, episodes)
+    return rows
+
+
 def bag_of(data: Path, episode_name: str) -> Path:
     bags = [p for p in ([data] if (data / 'metadata.yaml').exists() else sorted(data.iterdir()))
             if p.is_dir() and p.name in episode_name]
@@ -61,6 +116,9 @@ def main() -> int:
     ap.add_argument('--data', required=True, type=Path)
     ap.add_argument('--model-dir', required=True, type=Path)
     ap.add_argument('--out', type=Path, default=Path('docs/results/so101_heldout'))
+    ap.add_argument('--oracle-windows', type=int, nargs='*', default=[],
+                    help='also train AURA with writes forced at the cue frames, per window')
+    ap.add_argument('--oracle-iters', type=int, default=1500)
     args = ap.parse_args()
     torch.set_num_threads(1)
     report = json.loads((args.model_dir / trainer.REPORT_FILE).read_text())
@@ -71,14 +129,17 @@ def main() -> int:
     mean = np.asarray(stats['actions']['mean'], np.float32)
     std = np.asarray(stats['actions']['std'], np.float32)
     saved = trainer.load_tensors(args.model_dir / trainer.CHECKPOINTS / 'features.safetensors')
-    every, go_only = [], []
+    def target(ep):
+        t = trainer.targets_of(ep.actions, ep.joints, joint_index, cfg.action_mode)
+        return ((t - mean) / std).astype(np.float32)
+
+    every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
-        target = (trainer.targets_of(ep.actions, ep.joints, joint_index, cfg.action_mode)
-                  - mean) / std
-        mask = after_go(ep.stamps, task_events(bag_of(args.data, ep.name)))
-        every.append(FeatureEpisode(saved[f'held{i}'], target.astype(np.float32), name=ep.name))
-        go_only.append(FeatureEpisode(saved[f'held{i}'], target.astype(np.float32),
-                                      mask=torch.from_numpy(mask), name=ep.name))
+        events = task_events(bag_of(args.data, ep.name))
+        every.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name))
+        go_only.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name,
+                                      mask=torch.from_numpy(after_go(ep.stamps, events))))
+        held_cues.append(torch.from_numpy(cue_frames(ep.stamps, events)))
     spec = yaml.safe_load((args.model_dir / 'model.yaml').read_text())
     config = MemoryConfig.from_dict(spec['memory'])
     paths = {'aura': args.model_dir / 'memory.safetensors',
@@ -89,6 +150,17 @@ def main() -> int:
         model = load_checkpoint(path, build_model(method, config), config=config)
         rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
+    if args.oracle_windows:
+        # cue flags ride in the mask of these training episodes (the oracle loop reads them)
+        cued = [FeatureEpisode(saved[f'train{i}'], target(ep), name=ep.name,
+                               mask=torch.from_numpy(cue_frames(
+                                   ep.stamps, task_events(bag_of(args.data, ep.name)))))
+                for i, ep in enumerate(split.train)]
+        for window in args.oracle_windows:
+            r = oracle(config, cued, {'every_frame': (every, held_cues),
+                                      'after_go': (go_only, held_cues)},
+                       window, args.oracle_iters)
+            rows[f'cue-frame writes, window {window}'] = r
     result = {'command': 'python ' + ' '.join(sys.argv), 'model_dir': str(args.model_dir),
               'data': str(args.data), 'split': split.how,
               'held_out': [ep.name for ep in split.held_out],

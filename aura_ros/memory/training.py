@@ -75,9 +75,11 @@ def _number(name: str, value, low: float = -math.inf, high: float = math.inf) ->
 class TrainingConfig:
     """How a memory model is trained; checked on creation, every field named in errors."""
 
-    # IB: the steps ahead at which a write's utility is scored (~1.5x apart, up to 128)
-    offsets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
-    window: int = 256              # steps per training window (the BPTT length)
+    # IB: the steps ahead at which a write's utility is scored (~1.5x apart, up to 256)
+    offsets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    # steps per training window (the BPTT length): a cue and the steps that use it must often
+    # fall in one window, or the head never learns to read the memory (docs/training.md)
+    window: int = 512
     batch: int = 16                # windows per update
     warmup_iters: int = 300
     gate_iters: int = 300
