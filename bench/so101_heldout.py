@@ -103,6 +103,14 @@ def oracle(config: MemoryConfig, train_eps: list, held: dict, window: int, iters
     return rows
 
 
+def top_share(scores: list, flags: list, top: float = 0.05) -> dict:
+    """How many of the `top` highest-scoring frames are cue frames, against the cue share."""
+    score, cue = torch.cat(scores), torch.cat(flags)
+    chosen = score > torch.quantile(score, 1.0 - top)
+    return {'top': top, 'chosen': int(chosen.sum()), 'cue_chosen': int((chosen & cue).sum()),
+            'cue_frames': int(cue.sum()), 'frames': len(cue)}
+
+
 def bag_of(data: Path, episode_name: str) -> Path:
     bags = [p for p in ([data] if (data / 'metadata.yaml').exists() else sorted(data.iterdir()))
             if p.is_dir() and p.name in episode_name]
@@ -150,6 +158,19 @@ def main() -> int:
         model = load_checkpoint(path, build_model(method, config), config=config)
         rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
+    # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
+    novelty, surprise = [], []
+    always = load_checkpoint(paths['always_write'], build_model('always_write', config),
+                             config=config) if 'always_write' in paths else None
+    for ep in every:
+        x = torch.nn.functional.layer_norm(ep.features, ep.features.shape[-1:])
+        novelty.append(torch.cat([x.new_zeros(1), (x[1:] - x[:-1]).norm(dim=-1)]))
+        if always is not None:
+            with torch.no_grad():
+                surprise.append(always(ep.features[None])['surprise'][0])
+    frame_scores = {'change from the previous frame': top_share(novelty, held_cues)}
+    if surprise:
+        frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
     if args.oracle_windows:
         # cue flags ride in the mask of these training episodes (the oracle loop reads them)
         cued = [FeatureEpisode(saved[f'train{i}'], target(ep), name=ep.name,
@@ -166,7 +187,8 @@ def main() -> int:
               'held_out': [ep.name for ep in split.held_out],
               'after_go_frames': int(sum(int(e.mask.sum()) for e in go_only)),
               'machine': f'{platform.machine()} CPU, torch {torch.__version__}',
-              'gate_threshold': config.gate_threshold, 'methods': rows}
+              'gate_threshold': config.gate_threshold, 'methods': rows,
+              'cue_in_top_frames': frame_scores}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
     lines = [f'# Held-out action error: `{args.model_dir}`', '',
@@ -181,6 +203,10 @@ def main() -> int:
                      f'{e["action_error_ci"][1]:.4f}] | {g["action_error"]:.4f} '
                      f'[{g["action_error_ci"][0]:.4f}, {g["action_error_ci"][1]:.4f}] | '
                      f'{e["writes_per_episode"]:.1f} |')
+    lines += ['', 'Cue frames among the 5% of held-out frames that score highest:', '']
+    for name, r in frame_scores.items():
+        lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames (the cue is '
+                     f'{r["cue_frames"]} of {r["frames"]} frames)')
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return 0
