@@ -485,8 +485,9 @@ COLLAPSE_ADVICE = {
     'closed': 'the gate never writes: try another warm-up write rate (warmup_write_rate, now '
               '{wrate}; e.g. 0.15 or 0.8: the outcome depends on the task), '
               'lower w_sparse (now {w_sparse}) or the margin (now {margin}), make the offsets '
-              'reach the longest cue-to-use gap (now up to {reach}), and check that the '
-              'features still show the cue (backbone)',
+              'reach the longest cue-to-use gap (now up to {reach}) and the window two to three '
+              'times that gap (now {window}), try ib_reduce: best, and check that the features '
+              'still show the cue (backbone)',
     'open': 'the gate writes every step: raise w_sparse (now {w_sparse}) or set a target_rate, '
             'raise the margin (now {margin}), and check the IB offsets are not longer than the '
             'windows (window {window})',
