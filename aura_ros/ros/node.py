@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import Optional
+from typing import Callable, Optional
 
 # first of all: when aura_node is the program, its Ctrl-C/SIGHUP handler, before torch loads
 from aura_ros.ros.interrupt import INTERRUPT  # isort: split
@@ -320,12 +320,10 @@ class AuraNode(LifecycleNode):
         """An input subscription: fixed QoS, or with input_qos auto the publishers' reliability
         (re-checked on every /diagnostics tick); an unmatched QoS is warned about."""
         def on_incompatible(event) -> None:
-            self._problems.add('incompatible_qos')
-            if self._throttle.ready(f'incompatible_qos {made.topic_name}'):
-                self.get_logger().warning(
-                    f'a publisher on {made.topic_name} offers a QoS this subscription '
-                    f'({self.params.input_qos}: {made.reliability}) cannot match: no messages '
-                    'from it (set input_qos)')
+            self._problem('incompatible_qos', lambda: (
+                f'a publisher on {made.topic_name} offers a QoS this subscription '
+                f'({self.params.input_qos}: {made.reliability}) cannot match: no messages '
+                'from it (set input_qos)'), key=f'incompatible_qos {made.topic_name}')
 
         made = InputSubscription(self, msg_type, topic, callback, qos,
                                  adaptive=self.params.input_qos == 'auto',
@@ -419,11 +417,9 @@ class AuraNode(LifecycleNode):
         if count_loss and last is not None and sequence > last + 1:
             lost = sequence - last - 1
             self.lost_in_transport += lost
-            self._problems.add('frames_lost_in_transport')
-            if self._throttle.ready('frames_lost_in_transport'):
-                self.get_logger().warning(
-                    f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
-                    'so far): see input_qos and the Fast DDS profile (README "On a real robot")')
+            self._problem('frames_lost_in_transport', lambda: (
+                f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
+                'so far): see input_qos and the Fast DDS profile (README "On a real robot")'))
         return True
 
     def _on_joints(self, msg: JointState, info: dict) -> None:
@@ -592,21 +588,17 @@ class AuraNode(LifecycleNode):
         self.points_dropped += timing.dropped
         if not chunks:
             self.chunks_expired += 1
-            self._problems.add('chunk_expired')
-            if self._throttle.ready('chunk_expired'):
-                self.get_logger().warning(
-                    f'a whole action chunk was past when it was ready ({self.chunks_expired} so '
-                    f'far): the step took longer than the chunk lasts; not published')
+            self._problem('chunk_expired', lambda: (
+                f'a whole action chunk was past when it was ready ({self.chunks_expired} so '
+                f'far): the step took longer than the chunk lasts; not published'))
         gate = result.gate
         if gate.wrote:
             self._save_state()
         if gate.discarded:
             self.nonfinite_discarded += 1
-            self._problems.add('nonfinite_state_discarded')
-            if self._throttle.ready('nonfinite_state_discarded'):
-                self.get_logger().warning(
-                    f'step {gate.step}: the new memory state was not finite; write discarded, '
-                    f'the last good state kept ({self.nonfinite_discarded} so far)')
+            self._problem('nonfinite_state_discarded', lambda: (
+                f'step {gate.step}: the new memory state was not finite; write discarded, '
+                f'the last good state kept ({self.nonfinite_discarded} so far)'))
         latency = time.perf_counter() - started
         self.last_gate = {'wrote': gate.wrote, 'p': gate.p, 'surprise': gate.surprise,
                           'step': gate.step, 'writes': gate.writes,
@@ -628,6 +620,13 @@ class AuraNode(LifecycleNode):
             self.stage_times.setdefault(name, deque(maxlen=2000)).append(seconds)
         self.latencies.append(published - received)
 
+    def _problem(self, reason: str, message: Callable[[], str], key: str = '') -> None:
+        """Record a problem for /diagnostics and warn about it, at most once per throttle period
+        per `key` (default: the reason); the message is built only when it is logged."""
+        self._problems.add(reason)
+        if self._throttle.ready(key or reason):
+            self.get_logger().warning(message())
+
     def _reject(self, err: InputError, image: bool) -> None:
         """Count a rejected image or joint state by reason; warn, throttled per reason."""
         self.rejected[err.reason] += 1
@@ -635,13 +634,14 @@ class AuraNode(LifecycleNode):
             self.images_rejected += 1
         else:
             self.joint_states_rejected += 1
-        self._problems.add(err.reason)
-        if self._throttle.ready(err.reason):
+
+        def message() -> str:
             text = str(err)
             if len(text) > LOG_MESSAGE_CHARS:
                 text = f'{text[:LOG_MESSAGE_CHARS]}... ({len(text)} chars)'
-            kind = 'image' if image else 'joint state'
-            self.get_logger().warning(f'rejected {kind} ({err.reason}): {text}')
+            return f'rejected {"image" if image else "joint state"} ({err.reason}): {text}'
+
+        self._problem(err.reason, message)
 
     # -- crash-resume --
 
@@ -706,10 +706,8 @@ class AuraNode(LifecycleNode):
             self.state_saves += 1
         except OSError as err:
             self.state_save_failures += 1
-            self._problems.add('state_save_failed')
-            if self._throttle.ready('state_save_failed'):
-                self.get_logger().warning(f'could not save the state to '
-                                          f'{self.params.state_file}: {err}')
+            self._problem('state_save_failed', lambda err=err: (
+                f'could not save the state to {self.params.state_file}: {err}'))
 
     # -- health --
 
