@@ -503,7 +503,7 @@ class _CollapseGuard:
         self.config, self.history, self.phase, self.name = config, history, phase, name
         self.rates: list[float] = []
 
-    def __call__(self, iteration: int, rate: float) -> None:
+    def __call__(self, rate: float) -> None:
         self.rates.append(rate)
 
     def finish(self) -> None:
@@ -548,6 +548,24 @@ def _bar(iters: int, desc: str, progress: bool):
     return tqdm(range(iters), desc=desc, unit='it', dynamic_ncols=True, leave=False, disable=None)
 
 
+def _phase_log(config, history, phase, name, iters, gated, progress):
+    """The update loop's range (a progress bar with `progress`), and `log(record)`, which keeps
+    each update's record in the history, feeds the collapse guard of a gated phase and shows the
+    record on the bar; the guard's `finish()` judges the phase at its end."""
+    guard = _CollapseGuard(config, history, phase, name)
+    records = history.phases.setdefault(phase, [])
+    bar = _bar(iters, f'{name} {phase}', progress)
+
+    def log(record: dict) -> None:
+        records.append(record)
+        if gated:
+            guard(record['write_rate'])
+        if progress:
+            bar.set_postfix({k: f'{v:.4f}' for k, v in record.items()})
+
+    return bar, log, guard
+
+
 def _state_grows(model: nn.Module) -> bool:
     """True for a memory whose state grows with every step (the KV cache)."""
     one, two = model.init_state(1), None
@@ -568,20 +586,14 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     windows = Windows(episodes, config.window, config.start_at_episode_start, seed)
     jitter = np.random.default_rng(seed + 1)
     opt, sched = _optimiser(model, config.lr, iters)
-    guard = _CollapseGuard(config, history, phase, name)
-    records = history.phases.setdefault(phase, [])
-    bar = _bar(iters, f'{name} {phase}', progress)
-    for i in bar:
+    bar, log, guard = _phase_log(config, history, phase, name, iters, gated, progress)
+    for _ in bar:
         batch = windows.sample(config.batch)
         if gated:
             model.gate_policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         loss, rec = objective(model, _forward(model, batch, None, gated), batch, config, gated)
         _update(model, opt, sched, loss, config.grad_clip)
-        records.append(rec)
-        if gated:
-            guard(i, rec['write_rate'])
-        if progress:
-            bar.set_postfix({k: f'{v:.4f}' for k, v in rec.items()})
+        log(rec)
     if gated:
         guard.finish()
 
@@ -611,10 +623,8 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
                 state = {k: torch.cat([v[:i], row[k], v[i + 1:]]) for k, v in state.items()}
         streams.take_resets()
     opt, sched = _optimiser(model, config.carry_lr, iters)
-    guard = _CollapseGuard(config, history, 'carry', name)
-    records = history.phases.setdefault('carry', [])
-    bar = _bar(iters, f'{name} carry', progress)
-    for i in bar:
+    bar, log, guard = _phase_log(config, history, 'carry', name, iters, gated, progress)
+    for _ in bar:
         batch = streams.next()
         if gated:
             model.gate_policy = LearnedGate(float(rng.uniform(*config.threshold_jitter)))
@@ -627,11 +637,7 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
         for r in np.flatnonzero(restart):
             streams.restart(int(r), position=False)
         state = reset_rows(state, streams.take_resets())
-        records.append(rec)
-        if gated:
-            guard(i, rec['write_rate'])
-        if progress:
-            bar.set_postfix({k: f'{v:.4f}' for k, v in rec.items()})
+        log(rec)
     if gated:
         guard.finish()
 
