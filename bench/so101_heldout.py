@@ -12,8 +12,8 @@ bootstrap intervals over blocks of 256 frames (aura_ros.memory.training.evaluate
 
 `--oracle-windows 256 512` also trains, on the same frozen features, an AURA layer whose writes
 are forced onto the cue frames (told by /task_events; no gate is learned), once per training
-window length: what the memory and its read-out can do when the writes are right, i.e. the
-bound a learned gate could reach, and whether a window of that length lets the read-out learn.
+window length: what the memory and its read-out can do when the writes are right (what a gate
+that wrote the cue frames would get), and whether a window of that length lets the read-out learn.
 """
 
 import argparse
