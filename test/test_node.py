@@ -49,6 +49,19 @@ def joint_msg(stamp, positions=(0.1, -0.2), names=('elbow', 'shoulder', 'gripper
     return msg
 
 
+def aura_statuses(messages, predicate) -> list:
+    """(status, {key: value}) of the AURA policy statuses in DiagnosticArray `messages` for
+    which predicate(status, values) holds, in order."""
+    out = []
+    for msg in messages:
+        for status in msg.status:
+            if 'AURA policy' in status.name:
+                values = {kv.key: kv.value for kv in status.values}
+                if predicate(status, values):
+                    out.append((status, values))
+    return out
+
+
 class Rig:
     """The node under test plus a client node that feeds it and records what comes out."""
 

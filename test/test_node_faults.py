@@ -29,7 +29,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from rosgraph_msgs.msg import Clock as ClockMsg  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from test_crash_resume import _snapshot_bytes  # noqa: E402
-from test_node import FRAMES, REPO, Rig, image_msg, joint_msg  # noqa: E402
+from test_node import FRAMES, REPO, Rig, aura_statuses, image_msg, joint_msg  # noqa: E402
 
 from aura_ros.ros.node import AuraNode  # noqa: E402
 from aura_ros.ros.params import ParameterError  # noqa: E402
@@ -56,14 +56,8 @@ class FaultRig(Rig):
         found = []
 
         def check():
-            for msg in self.health[start:]:
-                for status in msg.status:
-                    if 'AURA policy' in status.name:
-                        values = {kv.key: kv.value for kv in status.values}
-                        if predicate(status, values):
-                            found.append((status, values))
-                            return True
-            return False
+            found[:] = aura_statuses(self.health[start:], predicate)
+            return bool(found)
         self.wait_for(check, timeout, self.executor, what)
         return found[0]
 
@@ -192,13 +186,8 @@ def diagnostics_listener(make_node, executor):
 
 
 def _aura_status(seen, predicate):
-    for msg in seen:
-        for status in msg.status:
-            if 'AURA policy' in status.name:
-                values = {kv.key: kv.value for kv in status.values}
-                if predicate(values):
-                    return status, values
-    return None
+    found = aura_statuses(seen, lambda status, values: predicate(values))
+    return found[0] if found else None
 
 
 @needs_unshare

@@ -29,6 +29,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
+from test_node import aura_statuses  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from aura_ros.memory import AuraMemLayer, MemoryConfig  # noqa: E402
@@ -203,14 +204,8 @@ class Robot:
         found = []
 
         def check():
-            for msg in self.health:
-                for status in msg.status:
-                    if 'AURA policy' in status.name:
-                        values = {kv.key: kv.value for kv in status.values}
-                        if predicate(status, values):
-                            found.append((status, values))
-                            return True
-            return False
+            found[:] = aura_statuses(self.health, predicate)
+            return bool(found)
         self.wait_for(check, timeout, self.executor, what)
         return found[0]
 
