@@ -78,6 +78,22 @@ def _identifier(text: str, index: int) -> str:
     return 'camera' if name == 'joints' else name
 
 
+def fields_of(cls, data: Any, where: str, error: type) -> dict:
+    """`data` (a YAML mapping; None is empty) as keyword arguments of the dataclass `cls`:
+    anything else, or a key that is not a field, raises `error` naming `where`, the unknown keys
+    and the known ones."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f'{where}: expected a mapping, got {type(data).__name__}')
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(map(str, set(data) - known))
+    if unknown:
+        raise error(f'{where}: unknown key(s): {", ".join(unknown)}; known: '
+                    f'{", ".join(sorted(known))}')
+    return dict(data)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How to read demonstrations. Every field has a default that suits a one-camera arm."""
@@ -148,15 +164,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = 'data config') -> 'DataConfig':
         """From a YAML mapping; unknown keys are named, lists become tuples."""
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise DataConfigError(f'{where}: expected a mapping, got {type(data).__name__}')
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataConfigError(f'{where}: unknown key(s): {", ".join(map(str, unknown))}; '
-                                  f'known: {", ".join(sorted(known))}')
+        data = fields_of(cls, data, where, DataConfigError)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
             return cls(**values)

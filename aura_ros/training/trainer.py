@@ -47,6 +47,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from aura_ros.data.config import fields_of
 from aura_ros.memory import MemoryConfig, build_model, load_checkpoint, save_checkpoint
 from aura_ros.memory.training import (
     FeatureEpisode,
@@ -183,15 +184,7 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = 'train config') -> 'TrainerConfig':
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise TrainerError(f'{where}: expected a mapping, got {type(data).__name__}')
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(map(str, set(data) - known))
-        if unknown:
-            raise TrainerError(f'{where}: unknown key(s): {", ".join(unknown)}; known: '
-                               f'{", ".join(sorted(known))}')
+        data = fields_of(cls, data, where, TrainerError)
         try:
             return cls(**data)
         except TrainerError as err:
