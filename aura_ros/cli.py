@@ -98,6 +98,8 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--size', type=int, default=96, help='camera image size')
     parser.add_argument('--delay-max', type=int, default=150,
                         help='frames from the end of the cue to GO, at most (default 150)')
+    parser.add_argument('--distractor-prob', type=float, default=0.02,
+                        help='chance per frame that a distractor flash starts (default 0.02)')
     parser.add_argument('--out', default='docs/results/so101_closed_loop.json',
                         help='results JSON; the .md table goes beside it')
     parser.add_argument('--timeline', default='',
@@ -172,6 +174,8 @@ def _record_demos_args(parser: argparse.ArgumentParser) -> None:
                         help='frames from the end of the cue to GO, at least (default 30)')
     parser.add_argument('--delay-max', type=int, default=150,
                         help='frames from the end of the cue to GO, at most (default 150)')
+    parser.add_argument('--distractor-prob', type=float, default=0.02,
+                        help='chance per frame that a distractor flash starts (default 0.02)')
 
 
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:

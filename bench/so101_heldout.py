@@ -104,11 +104,37 @@ def oracle(config: MemoryConfig, train_eps: list, held: dict, window: int, iters
 
 
 def top_share(scores: list, flags: list, top: float = 0.05) -> dict:
-    """How many of the `top` highest-scoring frames are cue frames, against the cue share."""
+    """How many of the `top` highest-scoring frames are cue frames, against the cue share, and
+    how many cues (runs of cue frames) have at least one frame among them."""
     score, cue = torch.cat(scores), torch.cat(flags)
     chosen = score > torch.quantile(score, 1.0 - top)
+    onset = cue & ~torch.cat([cue.new_zeros(1), cue[:-1]])
+    run = torch.cumsum(onset.long(), 0)            # cue k's frames carry k (1-based)
+    hit = torch.unique(run[chosen & cue])
     return {'top': top, 'chosen': int(chosen.sum()), 'cue_chosen': int((chosen & cue).sum()),
-            'cue_frames': int(cue.sum()), 'frames': len(cue)}
+            'cue_frames': int(cue.sum()), 'frames': len(cue), 'cues': int(onset.sum()),
+            'cues_hit': len(hit)}
+
+
+def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
+    """Per frame of each `held` (features [T, d], joints [T, n]) episode: the squared residual of
+    a ridge regression, fitted on `train`, that predicts a frame's features from the previous
+    frame's features and the joint states of both frames. The change the arm's own motion
+    explains scores low; lamps, flashes, anything the joints cannot predict, high."""
+    def design(z, joints):
+        j = torch.as_tensor(np.asarray(joints), dtype=z.dtype)
+        return torch.cat([z[:-1], j[:-1], j[1:]], -1), z[1:]
+
+    x, y = (torch.cat(parts) for parts in zip(*(design(z, j) for z, j in train), strict=True))
+    mx, sx, my, sy = x.mean(0), x.std(0) + 1e-4, y.mean(0), y.std(0) + 1e-4
+    xn, yn = (x - mx) / sx, (y - my) / sy
+    w = torch.linalg.solve(xn.T @ xn + ridge * torch.eye(xn.shape[1], dtype=x.dtype), xn.T @ yn)
+    scores = []
+    for z, j in held:
+        x, y = design(z, j)
+        residual = (((x - mx) / sx) @ w - (y - my) / sy).pow(2).mean(-1)
+        scores.append(torch.cat([residual.new_zeros(1), residual]))
+    return scores
 
 
 def bag_of(data: Path, episode_name: str) -> Path:
@@ -169,6 +195,11 @@ def main() -> int:
             with torch.no_grad():
                 surprise.append(always(ep.features[None])['surprise'][0])
     frame_scores = {'change from the previous frame': top_share(novelty, held_cues)}
+    joints_unexplained = unexplained_change(
+        [(saved[f'train{i}'], ep.joints) for i, ep in enumerate(split.train)],
+        [(saved[f'held{i}'], ep.joints) for i, ep in enumerate(split.held_out)])
+    frame_scores['change the joint states do not explain'] = top_share(joints_unexplained,
+                                                                       held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
     if args.oracle_windows:
@@ -205,8 +236,8 @@ def main() -> int:
                      f'{e["writes_per_episode"]:.1f} |')
     lines += ['', 'Cue frames among the 5% of held-out frames that score highest:', '']
     for name, r in frame_scores.items():
-        lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames (the cue is '
-                     f'{r["cue_frames"]} of {r["frames"]} frames)')
+        lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '
+                     f'{r["cues"]} cues (the cue is {r["cue_frames"]} of {r["frames"]} frames)')
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return 0

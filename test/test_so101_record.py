@@ -79,3 +79,22 @@ def test_lockstep_recordings_are_deterministic(tmp_path):
         runs.append(joint_rows(tmp_path / name))
     assert runs[0].shape == runs[1].shape and len(runs[0]) > 50
     assert np.array_equal(runs[0], runs[1])
+
+
+
+def test_recorder_passes_the_distractor_rate_to_the_simulator(tmp_path):
+    """--distractor-prob reaches the world: no flash at 0, flashes at 1."""
+    from rosbags.highlevel import AnyReader
+
+    from aura_ros.ros.record import record
+
+    flashes = {}
+    for prob in (0.0, 1.0):
+        out = tmp_path / f'bag_{prob}'
+        record(out, tasks=1, seed=4, size=32, distractor_prob=prob, log=None)
+        with AnyReader([out]) as reader:
+            conns = [c for c in reader.connections if c.topic == '/task_events']
+            events = [json.loads(reader.deserialize(raw, c.msgtype).data)
+                      for c, _, raw in reader.messages(connections=conns)]
+        flashes[prob] = sum(e['event'] == 'distractor' for e in events)
+    assert flashes[0.0] == 0 and flashes[1.0] >= 1

@@ -166,7 +166,7 @@ def _matched(sim: So101SimNode, expert: ExpertNode, recorder: BagRecorder) -> bo
 
 def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96,
            wrist_camera: bool = False, delay: tuple[int, int] = (30, 150),
-           timeout_s: float = 3600.0,
+           distractor_prob: float = 0.02, timeout_s: float = 3600.0,
            log: Optional[Callable[[str], None]] = print) -> dict:
     """Record `tasks` expert tasks into a new bag at `out`; returns a summary dict."""
     out = Path(out)
@@ -183,7 +183,9 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96
             Parameter('max_tasks', value=tasks), Parameter('n_pads', value=n_pads),
             Parameter('image_width', value=size), Parameter('image_height', value=size),
             Parameter('wrist_camera', value=wrist_camera), Parameter('delay_min', value=delay[0]),
-            Parameter('delay_max', value=delay[1]), Parameter('lockstep_timeout_s', value=5.0)])
+            Parameter('delay_max', value=delay[1]),
+            Parameter('distractor_prob', value=float(distractor_prob)),
+            Parameter('lockstep_timeout_s', value=5.0)])
         nodes.append(sim)
         expert = ExpertNode(sim.world, context=context)
         nodes.append(expert)
@@ -239,7 +241,8 @@ def main(args: argparse.Namespace) -> int:
     os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
     summary = record(Path(args.out), args.tasks, seed=args.seed, n_pads=args.pads,
                      size=args.size, wrist_camera=args.wrist_camera,
-                     delay=(args.delay_min, args.delay_max))
+                     delay=(args.delay_min, args.delay_max),
+                     distractor_prob=args.distractor_prob)
     rate = summary['successes'] / max(summary['tasks'], 1)
     print(f'record-demos: {summary["tasks"]} tasks ({rate:.0%} expert successes), '
           f'{summary["frames"]} frames in {summary["wall_seconds"]:.0f} s -> {args.out}')

@@ -164,6 +164,7 @@ class Loop:
     n_pads: int = 3
     size: int = 96
     delay: tuple = (30, 150)
+    distractor_prob: float = 0.02
     lockstep_timeout_s: float = 10.0
     timeout_s: float = 3600.0
     keep_frames: int = 0
@@ -244,7 +245,9 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
                 '-p', f'seed:={loop.seed}',
                 '-p', f'n_pads:={loop.n_pads}', '-p', f'image_width:={loop.size}',
                 '-p', f'image_height:={loop.size}', '-p', f'delay_min:={loop.delay[0]}',
-                '-p', f'delay_max:={loop.delay[1]}', '-p', f'outcomes_file:={outcomes}']
+                '-p', f'delay_max:={loop.delay[1]}',
+                '-p', f'distractor_prob:={float(loop.distractor_prob)}',
+                '-p', f'outcomes_file:={outcomes}']
     trace = trace if trace is not None else Trace()
     context = Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
@@ -397,6 +400,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                        'episode per method',
                'model_dir': str(args.model_dir), 'seed': args.seed, 'n_pads': args.pads,
                'delay_frames': [min(30, args.delay_max), args.delay_max],
+               'distractor_prob': args.distractor_prob,
                'tasks_per_method': args.tasks, 'backbone_sha256': _sha256(model_dir /
                                                                           'backbone.onnx'),
                'methods': {}}
@@ -421,6 +425,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
                         n_pads=args.pads, size=args.size,
                         delay=(min(30, args.delay_max), args.delay_max),
+                        distractor_prob=args.distractor_prob,
                         keep_frames=args.keep_frames if method == 'aura' and timeline else 0,
                         trajectory_topics=tuple(getattr(args, 'action_topics', '')
                                                 .split(',') if getattr(args, 'action_topics', '')
