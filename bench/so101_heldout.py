@@ -10,10 +10,18 @@ the action and only a memory of the cue can tell it, so this is where memory mus
 frames come from the simulator's `/task_events` recorded in each bag. Intervals are 95%
 bootstrap intervals over blocks of 256 frames (aura_ros.memory.training.evaluate).
 
-`--oracle-windows 256 512` also trains, on the same frozen features, an AURA layer whose writes
-are forced onto the cue frames (told by /task_events; no gate is learned), once per training
-window length: what the memory and its read-out can do when the writes are right (what a gate
-that wrote the cue frames would get), and whether a window of that length lets the read-out learn.
+`--forced cue cue+distractor unexplained` also trains, on the same frozen features, an AURA layer
+whose writes are forced onto chosen frames (no gate is learned), once per schedule and training
+window (`--forced-windows`, default 512), and scores it with the same schedule on the held-out
+episodes: what the memory and its read-out can do when the writes are right. Schedules: `cue`,
+the 5 frames from each cue event (told by /task_events: what a gate that wrote the cue frames
+would get); `cue+distractor`, those and the 5 frames from each distractor flash (a gate that
+wrote every lamp); `unexplained`, the 5% of frames whose change the joint states explain least
+(`unexplained_change`; no labels: what a novelty-driven write would give).
+
+It also reports how alike the memory's keys are at initialisation (mean cosine of a cue frame's
+key with every other frame's key): a delta-rule write moves every key's read by that cosine, so
+with alike keys any later write overwrites most of an earlier one.
 """
 
 import argparse
@@ -55,11 +63,12 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
     return mask
 
 
-def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5) -> np.ndarray:
-    """The frames that show a cue (from each cue event on, `frames` long)."""
+def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
+               kinds: tuple = ('cue',)) -> np.ndarray:
+    """The frames that show a cue (from each event of `kinds` on, `frames` long)."""
     mask = np.zeros(len(stamps), bool)
     for e in events:
-        if e['event'] == 'cue':
+        if e['event'] in kinds:
             first = int(np.searchsorted(stamps, e['stamp'] - 1e-6))
             mask[first:first + frames] = True
     return mask
@@ -78,9 +87,9 @@ class CueFrames(GatePolicy):
         return self.flags[:, t].to(p.dtype)
 
 
-def oracle(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
-    """AURA trained (action loss, Adam) with its writes forced onto the cue frames, which ride in
-    each episode's `mask` here; evaluated on `held` {name: (episodes, cue flags)} the same way."""
+def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
+    """AURA trained (action loss, Adam) with its writes forced onto the flagged frames, which ride
+    in each episode's `mask` here; evaluated on `held` {name: (episodes, flags)} the same way."""
     policy = CueFrames()
     torch.manual_seed(0)
     model = build_model('aura', config)
@@ -122,7 +131,7 @@ def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
     frame's features and the joint states of both frames. The change the arm's own motion
     explains scores low; lamps, flashes, anything the joints cannot predict, high."""
     def design(z, joints):
-        j = torch.as_tensor(np.asarray(joints), dtype=z.dtype)
+        j = torch.tensor(np.asarray(joints), dtype=z.dtype)     # a copy: memmaps are read-only
         return torch.cat([z[:-1], j[:-1], j[1:]], -1), z[1:]
 
     x, y = (torch.cat(parts) for parts in zip(*(design(z, j) for z, j in train), strict=True))
@@ -135,6 +144,23 @@ def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
         residual = (((x - mx) / sx) @ w - (y - my) / sy).pow(2).mean(-1)
         scores.append(torch.cat([residual.new_zeros(1), residual]))
     return scores
+
+
+SCHEDULES = {'cue': ('cue',), 'cue+distractor': ('cue', 'distractor'), 'unexplained': ()}
+
+
+@torch.no_grad()
+def key_cosine(config: MemoryConfig, features: list, cues: list, frames: int = 3000) -> dict:
+    """Mean cosine between the keys of a freshly initialised AURA layer (seed 0): of cue frames
+    with all other frames, and over all pairs, on the first `frames` held-out frames."""
+    torch.manual_seed(0)
+    layer = build_model('aura', config)
+    z, cue = torch.cat(features)[:frames], torch.cat(cues)[:frames]
+    k = layer._project(z[None])['k'][0]
+    cos = k @ k.T
+    pairs = ~torch.eye(len(k), dtype=torch.bool)
+    return {'cue_vs_other': float(cos[cue][:, ~cue].mean()), 'all_pairs': float(cos[pairs].mean()),
+            'frames': len(k)}
 
 
 def bag_of(data: Path, episode_name: str) -> Path:
@@ -150,9 +176,11 @@ def main() -> int:
     ap.add_argument('--data', required=True, type=Path)
     ap.add_argument('--model-dir', required=True, type=Path)
     ap.add_argument('--out', type=Path, default=Path('docs/results/so101_heldout'))
-    ap.add_argument('--oracle-windows', type=int, nargs='*', default=[],
-                    help='also train AURA with writes forced at the cue frames, per window')
-    ap.add_argument('--oracle-iters', type=int, default=1500)
+    ap.add_argument('--forced', nargs='*', default=[], choices=sorted(SCHEDULES),
+                    help='also train AURA with its writes forced by these schedules')
+    ap.add_argument('--forced-windows', type=int, nargs='+', default=[512],
+                    help='training window(s) of the forced runs (default 512)')
+    ap.add_argument('--forced-iters', type=int, default=1500)
     args = ap.parse_args()
     torch.set_num_threads(1)
     report = json.loads((args.model_dir / trainer.REPORT_FILE).read_text())
@@ -202,24 +230,35 @@ def main() -> int:
                                                                        held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
-    if args.oracle_windows:
-        # cue flags ride in the mask of these training episodes (the oracle loop reads them)
-        cued = [FeatureEpisode(saved[f'train{i}'], target(ep), name=ep.name,
-                               mask=torch.from_numpy(cue_frames(
-                                   ep.stamps, task_events(bag_of(args.data, ep.name)))))
-                for i, ep in enumerate(split.train)]
-        for window in args.oracle_windows:
-            r = oracle(config, cued, {'every_frame': (every, held_cues),
-                                      'after_go': (go_only, held_cues)},
-                       window, args.oracle_iters)
-            rows[f'cue-frame writes, window {window}'] = r
+    key_alike = key_cosine(config, [e.features for e in every], held_cues)
+    train_z = [(saved[f'train{i}'], ep) for i, ep in enumerate(split.train)]
+    for name in args.forced:
+        if name == 'unexplained':
+            pairs = [(z, ep.joints) for z, ep in train_z]
+            scores = unexplained_change(pairs, pairs)
+            cut = torch.quantile(torch.cat(scores), 0.95)     # the top 5% of training frames
+            train_flags = [s > cut for s in scores]
+            held_flags = [s > cut for s in joints_unexplained]
+        else:
+            def flags(ep, kinds=SCHEDULES[name]):
+                return torch.from_numpy(cue_frames(
+                    ep.stamps, task_events(bag_of(args.data, ep.name)), kinds=kinds))
+            train_flags = [flags(ep) for _, ep in train_z]
+            held_flags = [flags(ep) for ep in split.held_out]
+        # the flags ride in the mask of these training episodes (the forced loop reads them)
+        flagged = [FeatureEpisode(z, target(ep), name=ep.name, mask=f)
+                   for (z, ep), f in zip(train_z, train_flags, strict=True)]
+        for window in args.forced_windows:
+            rows[f'{name} writes, window {window}'] = forced(
+                config, flagged, {'every_frame': (every, held_flags),
+                                  'after_go': (go_only, held_flags)}, window, args.forced_iters)
     result = {'command': 'python ' + ' '.join(sys.argv), 'model_dir': str(args.model_dir),
               'data': str(args.data), 'split': split.how,
               'held_out': [ep.name for ep in split.held_out],
               'after_go_frames': int(sum(int(e.mask.sum()) for e in go_only)),
               'machine': f'{platform.machine()} CPU, torch {torch.__version__}',
               'gate_threshold': config.gate_threshold, 'methods': rows,
-              'cue_in_top_frames': frame_scores}
+              'cue_in_top_frames': frame_scores, 'key_cosine_at_init': key_alike}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
     lines = [f'# Held-out action error: `{args.model_dir}`', '',
@@ -238,6 +277,9 @@ def main() -> int:
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '
                      f'{r["cues"]} cues (the cue is {r["cue_frames"]} of {r["frames"]} frames)')
+    lines += ['', "Keys at initialisation (seed 0): mean cosine of cue frames' keys with the "
+              f'other frames\' keys {key_alike["cue_vs_other"]:.2f}, over all pairs of frames '
+              f'{key_alike["all_pairs"]:.2f} ({key_alike["frames"]} held-out frames).']
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return 0
