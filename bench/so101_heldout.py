@@ -65,7 +65,8 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
 
 def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
                kinds: tuple = ('cue',)) -> np.ndarray:
-    """The frames that show a cue (from each event of `kinds` on, `frames` long)."""
+    """The frames that show an event of `kinds` (a cue by default): from each such event on,
+    `frames` long."""
     mask = np.zeros(len(stamps), bool)
     for e in events:
         if e['event'] in kinds:
@@ -146,6 +147,8 @@ def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
     return scores
 
 
+#: forced-write schedules -> the /task_events kinds they write ('unexplained' uses no events:
+#: it writes the top 5% of frames by unexplained_change)
 SCHEDULES = {'cue': ('cue',), 'cue+distractor': ('cue', 'distractor'), 'unexplained': ()}
 
 
