@@ -81,13 +81,16 @@ def test_closed_loop_through_ros(tiny_model, tmp_path):
 
     out = tmp_path / 'so101.json'
     args = Namespace(model_dir=str(tiny_model), tasks=2, methods='aura,gru', seed=3, pads=3,
-                     size=96, delay_max=10, out=str(out), timeline=str(tmp_path / 'tl.png'),
-                     keep_frames=300)
+                     size=96, delay_max=10, distractor_prob=0.0, out=str(out),
+                     timeline=str(tmp_path / 'tl.png'), keep_frames=300)
     results = evaluate(args, log=lambda *_: None)
     saved = json.loads(out.read_text())
     assert saved['methods'].keys() == {'aura', 'gru'}
+    assert saved['distractor_prob'] == 0.0
     for method, r in saved['methods'].items():
         assert r['tasks'] == 2 and len(r['outcomes']) == 2, method
+        # the rate reached the simulator: no flash in any task
+        assert all(o['distractors'] == 0 for o in r['outcomes']), method
         assert {t['reason'] for t in r['outcomes']} <= REASONS
         assert r['aura_node_exit'] == 0 and r['lockstep_timeouts'] == 0
         assert r['rejected_trajectories'] == {}
