@@ -25,6 +25,7 @@ with alike keys any later write overwrites most of an earlier one.
 """
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -126,11 +127,12 @@ def top_share(scores: list, flags: list, top: float = 0.05) -> dict:
             'cues_hit': len(hit)}
 
 
-def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
-    """Per frame of each `held` (features [T, d], joints [T, n]) episode: the squared residual of
-    a ridge regression, fitted on `train`, that predicts a frame's features from the previous
-    frame's features and the joint states of both frames. The change the arm's own motion
-    explains scores low; lamps, flashes, anything the joints cannot predict, high."""
+def unexplained_change(train: list, ridge: float = 1.0):
+    """A scorer fitted on `train` [(features [T, d], joints [T, n]) per episode]: a ridge
+    regression that predicts a frame's features from the previous frame's features and the
+    joint states of both frames. score(features, joints) -> [T]: each frame's squared residual
+    (0 for the first). The change the arm's own motion explains scores low; lamps, flashes,
+    anything the joints cannot predict, high."""
     def design(z, joints):
         j = torch.tensor(np.asarray(joints), dtype=z.dtype)     # a copy: memmaps are read-only
         return torch.cat([z[:-1], j[:-1], j[1:]], -1), z[1:]
@@ -139,12 +141,13 @@ def unexplained_change(train: list, held: list, ridge: float = 1.0) -> list:
     mx, sx, my, sy = x.mean(0), x.std(0) + 1e-4, y.mean(0), y.std(0) + 1e-4
     xn, yn = (x - mx) / sx, (y - my) / sy
     w = torch.linalg.solve(xn.T @ xn + ridge * torch.eye(xn.shape[1], dtype=x.dtype), xn.T @ yn)
-    scores = []
-    for z, j in held:
-        x, y = design(z, j)
+
+    def score(z, joints):
+        x, y = design(z, joints)
         residual = (((x - mx) / sx) @ w - (y - my) / sy).pow(2).mean(-1)
-        scores.append(torch.cat([residual.new_zeros(1), residual]))
-    return scores
+        return torch.cat([residual.new_zeros(1), residual])
+
+    return score
 
 
 #: forced-write schedules -> the /task_events kinds they write ('unexplained' uses no events:
@@ -198,9 +201,11 @@ def main() -> int:
         t = trainer.targets_of(ep.actions, ep.joints, joint_index, cfg.action_mode)
         return ((t - mean) / std).astype(np.float32)
 
+    # /task_events of an episode's bag, read once however many schedules use them
+    events_of = functools.cache(lambda name: task_events(bag_of(args.data, name)))
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
-        events = task_events(bag_of(args.data, ep.name))
+        events = events_of(ep.name)
         every.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name))
         go_only.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name,
                                       mask=torch.from_numpy(after_go(ep.stamps, events))))
@@ -226,26 +231,24 @@ def main() -> int:
             with torch.no_grad():
                 surprise.append(always(ep.features[None])['surprise'][0])
     frame_scores = {'change from the previous frame': top_share(novelty, held_cues)}
-    joints_unexplained = unexplained_change(
-        [(saved[f'train{i}'], ep.joints) for i, ep in enumerate(split.train)],
-        [(saved[f'held{i}'], ep.joints) for i, ep in enumerate(split.held_out)])
-    frame_scores['change the joint states do not explain'] = top_share(joints_unexplained,
+    train_z = [(saved[f'train{i}'], ep) for i, ep in enumerate(split.train)]
+    unexplained = unexplained_change([(z, ep.joints) for z, ep in train_z])
+    held_unexplained = [unexplained(saved[f'held{i}'], ep.joints)
+                        for i, ep in enumerate(split.held_out)]
+    frame_scores['change the joint states do not explain'] = top_share(held_unexplained,
                                                                        held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
     key_alike = key_cosine(config, [e.features for e in every], held_cues)
-    train_z = [(saved[f'train{i}'], ep) for i, ep in enumerate(split.train)]
     for name in args.forced:
         if name == 'unexplained':
-            pairs = [(z, ep.joints) for z, ep in train_z]
-            scores = unexplained_change(pairs, pairs)
+            scores = [unexplained(z, ep.joints) for z, ep in train_z]
             cut = torch.quantile(torch.cat(scores), 0.95)     # the top 5% of training frames
             train_flags = [s > cut for s in scores]
-            held_flags = [s > cut for s in joints_unexplained]
+            held_flags = [s > cut for s in held_unexplained]
         else:
             def flags(ep, kinds=SCHEDULES[name]):
-                return torch.from_numpy(cue_frames(
-                    ep.stamps, task_events(bag_of(args.data, ep.name)), kinds=kinds))
+                return torch.from_numpy(cue_frames(ep.stamps, events_of(ep.name), kinds=kinds))
             train_flags = [flags(ep) for _, ep in train_z]
             held_flags = [flags(ep) for ep in split.held_out]
         # the flags ride in the mask of these training episodes (the forced loop reads them)
