@@ -19,6 +19,8 @@ would get); `cue+distractor`, those and the 5 frames from each distractor flash 
 wrote every lamp); `unexplained`, the 5% of frames whose change the joint states explain least
 (`unexplained_change`; no labels: what a novelty-driven write would give).
 
+For AURA it also counts the held-out cue frames its gate wrote, and the other frames.
+
 It also reports how alike the memory's keys are at initialisation (mean cosine of a cue frame's
 key with every other frame's key): a delta-rule write moves every key's read by that cosine, so
 with alike keys any later write overwrites most of an earlier one.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aura_ros.data import load_demonstrations  # noqa: E402
 from aura_ros.memory import MemoryConfig, build_model, load_checkpoint  # noqa: E402
-from aura_ros.memory.gates import GatePolicy  # noqa: E402
+from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss  # noqa: E402
 from aura_ros.memory.training import FeatureEpisode, Windows, evaluate  # noqa: E402
 from aura_ros.training import trainer  # noqa: E402
@@ -76,23 +78,10 @@ def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
     return mask
 
 
-class CueFrames(GatePolicy):
-    """Writes exactly where `flags` [B, T] (set before each forward) is true; with a `queue` of
-    per-episode flags, each episode's step 0 takes the next one (evaluate() runs them in turn)."""
-
-    def __init__(self):
-        self.flags, self.queue = None, []
-
-    def __call__(self, p, surprise, t):
-        if t == 0 and self.queue:
-            self.flags = self.queue.pop(0)[None]
-        return self.flags[:, t].to(p.dtype)
-
-
 def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
     """AURA trained (action loss, Adam) with its writes forced onto the flagged frames, which ride
     in each episode's `mask` here; evaluated on `held` {name: (episodes, flags)} the same way."""
-    policy = CueFrames()
+    policy = ForcedWrites()
     torch.manual_seed(0)
     model = build_model('aura', config)
     model.gate_policy = policy
@@ -112,6 +101,16 @@ def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters
         policy.queue = list(flags)
         rows[name] = evaluate(model, episodes)
     return rows
+
+
+@torch.no_grad()
+def cue_writes(model, episodes: list, cues: list) -> dict:
+    """How many of the held-out cue frames a gated model writes, and how many other frames."""
+    wrote = [model(ep.features[None])['g'][0] > 0 for ep in episodes]
+    pairs = list(zip(wrote, cues, strict=True))
+    return {'on_cue_frames': sum(int((w & c).sum()) for w, c in pairs),
+            'elsewhere': sum(int((w & ~c).sum()) for w, c in pairs),
+            'cue_frames': sum(int(c.sum()) for c in cues)}
 
 
 def top_share(scores: list, flags: list, top: float = 0.05) -> dict:
@@ -220,6 +219,8 @@ def main() -> int:
         model = load_checkpoint(path, build_model(method, config), config=config)
         rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
+        if method == 'aura':
+            rows[method]['writes'] = cue_writes(model, every, held_cues)
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -279,6 +280,11 @@ def main() -> int:
                      f'{e["action_error_ci"][1]:.4f}] | {g["action_error"]:.4f} '
                      f'[{g["action_error_ci"][0]:.4f}, {g["action_error_ci"][1]:.4f}] | '
                      f'{e["writes_per_episode"]:.1f} |')
+    for method, r in rows.items():
+        if 'writes' in r:
+            w = r['writes']
+            lines.append(f'\n{method}: wrote {w["on_cue_frames"]} of the {w["cue_frames"]} '
+                         f'held-out cue frames and {w["elsewhere"]} other frames.')
     lines += ['', 'Cue frames among the 5% of held-out frames that score highest:', '']
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '

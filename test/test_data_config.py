@@ -50,6 +50,9 @@ def test_camera_names_from_topics(topics, names):
     ({'camera_skew_s': 'x'}, 'camera_skew_s must be a non-negative number'),
     ({'episode_gap_s': 0}, 'episode_gap_s must be a positive number'),
     ({'cache_dir': ''}, 'cache_dir must be a path'),
+    ({'hint_topic': ' '}, 'hint_topic must be a topic name'),
+    ({'hint_match': '(cue'}, 'hint_match must be a regular expression'),
+    ({'hint_frames': 0}, 'hint_frames must be a positive integer'),
 ])
 def test_bad_fields_are_named(kwargs, message):
     with pytest.raises(DataConfigError, match=message):

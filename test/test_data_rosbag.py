@@ -195,3 +195,32 @@ def test_folder_of_loose_bag_files_both_storages(tmp_path):
     for i, ep in enumerate(demos.episodes):
         check_episode(ep, i, t0=START_S + 10 * i, frames=list(range(83)))
     assert 'mcap+sqlite3' in demos.source
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_hint_topics_mark_the_frames_worth_remembering(tmp_path, storage):
+    """A String without a stamp lands on the first frame the bag received after it; a Header
+    marker on the frame at its own stamp; hint_match keeps only the cue; hint_frames spreads."""
+    write_bag(tmp_path / 'bag', storage, hints=True, seconds=2.5)
+    first = int(np.ceil(CUE_WINDOW_S[0] * FPS - 1e-9))
+    for topic, match in (('/task_events', '"event": "cue"'), ('/marker', 'cue')):
+        demos = load_demonstrations(tmp_path / 'bag', config(
+            tmp_path, hint_topic=topic, hint_match=match, hint_frames=3), progress=False)
+        ep = demos.episodes[0]
+        assert np.flatnonzero(ep.hints).tolist() == [first, first + 1, first + 2], topic
+        assert demos.report['frames_hinted'] == 3
+    every = load_demonstrations(tmp_path / 'bag', config(tmp_path, hint_topic='/task_events'),
+                                progress=False).episodes[0]
+    assert np.flatnonzero(every.hints).tolist() == [first, int(round(2.0 * FPS))]
+    plain = load_demonstrations(tmp_path / 'bag', config(tmp_path), progress=False)
+    assert plain.episodes[0].hints is None
+
+
+def test_a_missing_hint_topic_is_named_with_the_bags_topics(tmp_path):
+    from aura_ros.data import DataError
+
+    write_bag(tmp_path / 'bag', hints=False, seconds=1.0)
+    with pytest.raises(DataError, match=r'hint topic /task_events is not in the bag; it has: '
+                                        r'.*/camera/image_raw \(sensor_msgs/msg/Image\)'):
+        load_demonstrations(tmp_path / 'bag', config(tmp_path, hint_topic='/task_events'),
+                            progress=False)

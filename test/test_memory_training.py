@@ -237,3 +237,46 @@ def test_ib_best_offset_wants_every_write_the_mean_wants_and_more(data):
     assert (wanted['best'] & ~wanted['mean']).any()
     with pytest.raises(TrainingError, match='ib_reduce'):
         TrainingConfig(ib_reduce='max')
+
+
+def hinted(episodes: list[FeatureEpisode]) -> list[FeatureEpisode]:
+    """The same episodes with their cue steps marked as the frames worth remembering."""
+    return [FeatureEpisode(ep.features, ep.targets, ep.mask, name=ep.name,
+                           hint=(ep.features[:, :K] > 1.5).any(-1)) for ep in episodes]
+
+
+def test_a_hinted_gate_learns_the_hint_frames_and_its_writes_are_used(data):
+    """gate_target 'hint': warm-up writes on the hints, the gate learns them, the carried phase
+    trains the rest under the gate's own writes and leaves the gate as it was taught."""
+    train_eps, held_out = hinted(data[0]), hinted(data[1])
+    config = TrainingConfig(**{**FAST.to_dict(), 'gate_target': 'hint', 'gate_iters': 500,
+                               'carry_iters': 20})
+    torch.manual_seed(0)
+    model = build_model('aura', config_for())
+    history = train(model, train_eps, config, phases=('warmup', 'gate'))
+    gate = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith('gate_')}
+    train(model, train_eps, config, phases=('carry',), history=history)
+    assert all(torch.equal(p, gate[n]) for n, p in model.named_parameters() if n in gate)
+    fits = [r['hint'] for r in history.phases['gate']]
+    assert np.mean(fits[-10:]) < 0.5 * np.mean(fits[:10])
+    assert not history.collapses
+    with torch.no_grad():
+        g = torch.stack([model(ep.features[None])['g'][0] > 0 for ep in held_out])
+    hint = torch.stack([ep.hint for ep in held_out])
+    assert (g & hint).sum() >= 0.9 * hint.sum()           # writes the cue steps
+    assert (g & ~hint).sum() <= 0.5 * hint.sum()          # and little else
+    torch.manual_seed(0)
+    none = build_model('no_memory', config_for())
+    train(none, data[0], FAST)
+    assert evaluate(model, held_out)['action_error'] < \
+        0.8 * evaluate(none, held_out)['action_error']
+
+
+def test_hint_target_without_hints_and_bad_hints_are_named(data):
+    model = build_model('aura', config_for())
+    with pytest.raises(TrainingError, match="gate_target 'hint' needs episodes with hint"):
+        train(model, data[0][:4], TrainingConfig(gate_target='hint', warmup_iters=1))
+    with pytest.raises(TrainingError, match='hint must be'):
+        FeatureEpisode(data[0][0].features, data[0][0].targets, hint=np.ones(3, bool))
+    with pytest.raises(TrainingError, match="gate_target must be 'ib' or 'hint'"):
+        TrainingConfig(gate_target='labels')

@@ -121,6 +121,34 @@ def test_the_node_runs_the_bag_trained_model_over_dds(bag_dir, make_node, execut
         rig.close()
 
 
+def test_hints_in_the_bags_teach_the_gate(tmp_path, capsys):
+    """data: hint_topic + training: gate_target hint, end to end through the CLI; a hint topic
+    whose messages never match is a clear error, not a silent gate without teacher."""
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_bags
+
+    bags = write_bags(tmp_path / 'bags', cues=(0, 1, 2), storage='mcap', seconds=2.5, hints=True)
+    config = tmp_path / 'train.yaml'
+    config.write_text(yaml.safe_dump({'data': {'hint_topic': '/marker', 'hint_frames': 3},
+                                      'training': {'gate_target': 'hint'}}))
+    out = tmp_path / 'model'
+    assert main(['train', '--data', str(bags), '--out', str(out), '--quick', '--config',
+                 str(config), '--image-topic', '/camera/image_raw']) == 0
+    load_model_dir(out)
+    report = json.loads((out / 'report.json').read_text())
+    gate = report['histories']['aura']['phases']['gate']
+    assert gate and all('hint' in r and 'ib' not in r for r in gate)
+    assert 'writing exactly on the hinted frames (messages on /marker, 3 frame(s) each)' in \
+        (out / 'MODEL_CARD.md').read_text().replace('\n', ' ')
+    config.write_text(yaml.safe_dump({'data': {'hint_topic': '/task_events',
+                                               'hint_match': 'never'},
+                                      'training': {'gate_target': 'hint'}}))
+    assert main(['train', '--data', str(bags), '--out', str(tmp_path / 'none'), '--quick',
+                 '--config', str(config), '--image-topic', '/camera/image_raw']) == 2
+    assert "no training frame is hinted: no message on /task_events matches 'never'" in \
+        capsys.readouterr().err
+
+
 def test_train_quick_on_a_lerobot_dataset(tmp_path):
     from aura_ros.cli import main
     from aura_ros.data.synthetic import write_lerobot_dataset
@@ -195,6 +223,8 @@ def test_bad_config_keys_are_named(tmp_path):
         TrainerConfig.load(path)
     with pytest.raises(TrainerError, match="action_mode must be 'absolute' or 'delta'"):
         TrainerConfig(action_mode='relative')
+    with pytest.raises(TrainerError, match="gate_target 'hint' needs the frames.*hint_topic"):
+        TrainerConfig(training={'gate_target': 'hint'})
 
 
 def test_cli_names_a_bad_config_key_and_exits_2(tmp_path, capsys):

@@ -12,7 +12,7 @@ Every drop is counted by reason, so a reader can report what it threw away.
 """
 
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -115,6 +115,19 @@ class RawRecording:
     joint_names: tuple
     action_names: tuple
     commands_from: str = ''        # e.g. '/leader/joint_states (sensor_msgs/msg/JointState)'
+    hint_stamps: Optional[np.ndarray] = None   # [K] float64: hint times on the camera clock
+
+
+def hint_flags(stamps: np.ndarray, hint_stamps: np.ndarray, frames: int) -> np.ndarray:
+    """[N] bool: the first frame at or after each hint, and the `frames` - 1 frames after it.
+    Hints more than a frame period before the first frame belong to an earlier episode."""
+    flags = np.zeros(len(stamps), bool)
+    hints = np.asarray(hint_stamps, np.float64)
+    if len(stamps) > 1:
+        hints = hints[hints >= stamps[0] - float(np.median(np.diff(stamps)))]
+    for i in np.searchsorted(stamps, hints - 1e-6):
+        flags[i:i + frames] = True
+    return flags
 
 
 @dataclass

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -81,13 +81,19 @@ class CacheBuilder:
         self.stamps = np.zeros(total, np.float64)
         self.joints = np.zeros((total, n_joints), np.float32)
         self.actions = np.zeros((total, chunk, n_actions), np.float32)
+        self.hints: Optional[np.ndarray] = None
         self.episodes: list[dict] = []
         self.pos = 0
 
     def add(self, name: str, stamps, joints, actions, frames: Sequence[Callable],
-            progress=None) -> None:
-        """frames[c](rows) -> [len(rows), H, W, 3] uint8 for camera c; copied in blocks."""
+            progress=None, hints=None) -> None:
+        """frames[c](rows) -> [len(rows), H, W, 3] uint8 for camera c; copied in blocks.
+        hints: [n] bool frames marked by the hint topic (None: the source has no hints)."""
         n, start = len(stamps), self.pos
+        if hints is not None:
+            if self.hints is None:
+                self.hints = np.zeros(len(self.stamps), bool)
+            self.hints[start:start + n] = hints
         self.stamps[start:start + n] = stamps
         self.joints[start:start + n] = joints
         self.actions[start:start + n] = actions
@@ -106,6 +112,8 @@ class CacheBuilder:
         np.save(self.tmp / 'stamps.npy', self.stamps[:self.pos])
         np.save(self.tmp / 'joints.npy', self.joints[:self.pos])
         np.save(self.tmp / 'actions.npy', self.actions[:self.pos])
+        if self.hints is not None:
+            np.save(self.tmp / 'hints.npy', self.hints[:self.pos])
         manifest = {**meta, 'cache_version': CACHE_VERSION, 'cameras': list(self.cameras),
                     'episodes': self.episodes}
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -134,12 +142,15 @@ def load_cached(entry: Path) -> Demonstrations:
     actions = np.load(entry / 'actions.npy', mmap_mode='r', allow_pickle=False)
     images = {c: np.load(entry / f'images.{c}.npy', mmap_mode='r', allow_pickle=False)
               for c in meta['cameras']}
+    hints = np.load(entry / 'hints.npy', allow_pickle=False) \
+        if (entry / 'hints.npy').is_file() else None
     episodes = []
     for ep in meta['episodes']:
         sl = slice(ep['start'], ep['start'] + ep['length'])
         episodes.append(Episode(name=ep['name'], stamps=stamps[sl],
                                 images={c: a[sl] for c, a in images.items()},
-                                joints=joints[sl], actions=actions[sl]))
+                                joints=joints[sl], actions=actions[sl],
+                                hints=None if hints is None else hints[sl]))
     return Demonstrations(source=meta['source'], cameras=tuple(meta['cameras']),
                           image_size=tuple(meta['image_size']),
                           joint_names=tuple(meta['joint_names']),

@@ -112,6 +112,10 @@ class DataConfig:
     camera_skew_s: float = 0.05               # several cameras: max |t_cam - t_first_cam|
     episode_gap_s: Optional[float] = None     # split an episode at camera gaps larger than this
     cache_dir: Optional[str] = None           # default: <source>/.aura_cache or ~/.cache/aura_ros
+    # hints (rosbag2): frames worth remembering, marked by messages on this topic (any type)
+    hint_topic: Optional[str] = None
+    hint_match: Optional[str] = None          # only messages whose text matches this regex
+    hint_frames: int = 1                      # frames marked from each hint on
 
     def __post_init__(self) -> None:
         topics = _names(self.image_topics, 'image_topics')
@@ -157,6 +161,20 @@ class DataConfig:
         set_(self, 'camera_skew_s',
              _seconds(self.camera_skew_s, 'camera_skew_s', False, zero_ok=True))
         set_(self, 'episode_gap_s', _seconds(self.episode_gap_s, 'episode_gap_s', True))
+        if self.hint_topic is not None and (not isinstance(self.hint_topic, str)
+                                            or not self.hint_topic.strip()):
+            raise DataConfigError(f'DataConfig.hint_topic must be a topic name, got '
+                                  f'{self.hint_topic!r}')
+        if self.hint_match is not None:
+            try:
+                re.compile(self.hint_match)
+            except (re.error, TypeError) as err:
+                raise DataConfigError(f'DataConfig.hint_match must be a regular expression, got '
+                                      f'{self.hint_match!r}: {err}') from err
+        if isinstance(self.hint_frames, bool) or not isinstance(self.hint_frames, int) \
+                or self.hint_frames < 1:
+            raise DataConfigError(f'DataConfig.hint_frames must be a positive integer, '
+                                  f'got {self.hint_frames!r}')
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
                                            or not self.cache_dir.strip()):
             raise DataConfigError(f'DataConfig.cache_dir must be a path, got {self.cache_dir!r}')
@@ -179,4 +197,7 @@ class DataConfig:
         """The fields that change what the cache holds (where it lives does not)."""
         values = self.to_dict()
         values.pop('cache_dir')
+        if self.hint_topic is None:     # caches made before hints existed stay valid
+            for key in ('hint_topic', 'hint_match', 'hint_frames'):
+                values.pop(key)
         return values

@@ -31,6 +31,7 @@ class Episode:
     joints: np.ndarray                 # [T, n_joints] float32: latest joint state at or before t
     actions: np.ndarray                # [T, chunk, n_actions] float32: absolute commanded targets
     features: Optional[np.ndarray] = None   # [T, d] float32 for sources without cameras
+    hints: Optional[np.ndarray] = None      # [T] bool: frames a hint topic marked (DataConfig)
 
     def __post_init__(self) -> None:
         T = len(self.stamps)
@@ -38,7 +39,8 @@ class Episode:
             raise DataError(f'episode {self.name}: no frames')
         for what, array in [('joints', self.joints), ('actions', self.actions),
                             *((f'images[{k}]', v) for k, v in self.images.items()),
-                            *([('features', self.features)] if self.features is not None else [])]:
+                            *([('features', self.features)] if self.features is not None else []),
+                            *([('hints', self.hints)] if self.hints is not None else [])]:
             if len(array) != T:
                 raise DataError(f'episode {self.name}: {what} has {len(array)} rows, '
                                 f'expected {T} (one per frame)')

@@ -19,7 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from . import cache as cache_mod
-from .align import RawRecording, align_episode, check_overlap, median_period, split_by_gap
+from .align import (
+    RawRecording,
+    align_episode,
+    check_overlap,
+    hint_flags,
+    median_period,
+    split_by_gap,
+)
 from .config import DataConfig
 from .demonstrations import DataError, Demonstrations
 from .lerobot import is_lerobot_dataset, lerobot_files, read_lerobot
@@ -85,6 +92,9 @@ def load_demonstrations(path, config: Optional[DataConfig] = None, *, progress: 
 
 def _read(path: Path, config: DataConfig, work: Path, progress: bool):
     if is_lerobot_dataset(path):
+        if config.hint_topic:
+            raise DataError(f'{path}: hint_topic {config.hint_topic} is for rosbag2 sources; a '
+                            'LeRobot dataset has no topics to mark frames with')
         read = read_lerobot(path, config, work, progress=progress)
         return read.recordings, read.cameras, read.action_period_s, read.source
     bags = find_bags(path)
@@ -150,7 +160,11 @@ def _build(entry: Path, recordings, cameras, period: float, source: str, config:
             for name, rec, out in aligned:
                 fetch = [(lambda rows, f=frames, r=out.frame_rows[:, c]: f[r[rows]])
                          for c, frames in enumerate(rec.camera_frames)]
-                builder.add(name, out.stamps, out.joints, out.actions, fetch, bar)
+                hints = None if rec.hint_stamps is None else \
+                    hint_flags(out.stamps, rec.hint_stamps, config.hint_frames)
+                if hints is not None:
+                    report['frames_hinted'] = report.get('frames_hinted', 0) + int(hints.sum())
+                builder.add(name, out.stamps, out.joints, out.actions, fetch, bar, hints)
         builder.commit({'source': source, 'image_size': list(config.image_size),
                         'joint_names': list(joint_names), 'action_names': list(action_names),
                         'action_period_s': period, 'chunk': config.chunk, 'report': report,
@@ -165,7 +179,8 @@ def _report(demos: Demonstrations, progress: bool) -> None:
     drops = {k[8:]: v for k, v in r.items() if k.startswith('dropped_') and v}
     line = (f'{demos.source}: {r.get("episodes")} episodes, {r.get("frames")} of '
             f'{r.get("frames_read")} frames kept' +
-            (f'; dropped {", ".join(f"{k}: {v}" for k, v in drops.items())}' if drops else ''))
+            (f'; dropped {", ".join(f"{k}: {v}" for k, v in drops.items())}' if drops else '') +
+            (f'; {r["frames_hinted"]} frames hinted' if 'frames_hinted' in r else ''))
     log.info(line)
     if progress:
         print(line, file=sys.stderr)

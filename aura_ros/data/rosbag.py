@@ -12,6 +12,8 @@ Streams read (topic names from DataConfig):
   commands  trajectory_msgs/msg/JointTrajectory (points at header.stamp + time_from_start),
             sensor_msgs/msg/JointState (a leader arm), or std_msgs/msg/Float64MultiArray
             (positions in `action_names` order; it has no names of its own)
+  hints     any type on `hint_topic` (optional; `hint_match` filters by text): frames worth
+            remembering, e.g. an instruction or a marker button (see DataConfig)
 
 Time: each message is stamped with its header.stamp when it has a header and the stamp is not
 zero, else with the time the bag received it. Header stamps are what the driver measured, so
@@ -19,6 +21,7 @@ they are preferred; Float64MultiArray has no header and always uses the receive 
 joints and commands must therefore share one clock (all wall time, or all sim time).
 """
 
+import re
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -81,12 +84,13 @@ def _topic_list(topics: dict) -> str:
     return ', '.join(f'{t} ({info.msgtype})' for t, info in sorted(topics.items())) or 'none'
 
 
-def _require(where: str, topics: dict, topic: str, types: tuple, role: str) -> str:
+def _require(where: str, topics: dict, topic: str, types: Optional[tuple], role: str) -> str:
+    """The topic's type; DataError when the bag lacks it or it has none of `types` (None: any)."""
     if topic not in topics:
         raise DataError(f'{where}: {role} topic {topic} is not in the bag; it has: '
                         f'{_topic_list(topics)}')
     msgtype = topics[topic].msgtype
-    if msgtype not in types:
+    if types is not None and msgtype not in types:
         raise DataError(f'{where}: {role} topic {topic} has type {msgtype}; a {role} topic must '
                         f'be {" or ".join(types)}')
     return msgtype
@@ -111,13 +115,21 @@ def pick_action_topic(where: str, topics: dict, config: DataConfig) -> tuple[str
                     f'Float64MultiArray needs it and action_names). Topics: {_topic_list(topics)}')
 
 
-def _stamp(msg, receive_ns: int) -> float:
+def _header_stamp(msg) -> Optional[float]:
+    """The message's own stamp (a header's, or a std_msgs/Header's), None when it has none."""
     header = getattr(msg, 'header', None)
+    if header is None and hasattr(msg, 'stamp') and hasattr(msg, 'frame_id'):
+        header = msg
     if header is not None:
         ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
         if ns != 0:
             return ns / 1e9
-    return receive_ns / 1e9
+    return None
+
+
+def _stamp(msg, receive_ns: int) -> float:
+    stamp = _header_stamp(msg)
+    return receive_ns / 1e9 if stamp is None else stamp
 
 
 class _ByName:
@@ -164,14 +176,15 @@ def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optio
         streams = _Streams(bag, config, workdir, cam_types, action_topic, action_type,
                            joint_names, config.action_names or action_names or joint_names)
         try:
-            wanted = {*config.image_topics, config.joints_topic, action_topic}
+            wanted = {*config.image_topics, config.joints_topic, action_topic,
+                      *([config.hint_topic] if config.hint_topic else [])}
             connections = [c for c in reader.connections if c.topic in wanted]
             messages = tqdm(reader.messages(connections=connections), leave=False,
                             total=sum(c.msgcount for c in connections), desc=f'read {bag.name}',
                             unit='msg', disable=not progress)
             for conn, receive_ns, raw in messages:
                 msg = reader.deserialize(raw, conn.msgtype)
-                streams.add(conn.topic, msg, _stamp(msg, receive_ns))
+                streams.add(conn.topic, msg, _stamp(msg, receive_ns), receive_ns / 1e9)
         finally:
             streams.close()
     finally:
@@ -184,6 +197,8 @@ def _check_topics(where: str, topics: dict, config: DataConfig) -> tuple[list, s
     cam_types = [_require(where, topics, t, CAMERA_TYPES, 'camera') for t in config.image_topics]
     _require(where, topics, config.joints_topic, (JOINT_STATE,), 'joints')
     action_topic, action_type = pick_action_topic(where, topics, config)
+    if config.hint_topic:
+        _require(where, topics, config.hint_topic, None, 'hint')
     if action_type == MULTI_ARRAY and config.action_names is None:
         raise DataError(f'{where}: commands on {action_topic} are std_msgs/'
                         'Float64MultiArray, which carries no joint names; set action_names')
@@ -217,9 +232,17 @@ class _Streams:
         self.pick_joints = _ByName(self.joint_names, config.joints_topic, self.where)
         self.pick_cmd = _ByName(self.action_names, action_topic, self.where)
         self.joint_t, self.joint_v, self.cmd_t, self.cmd_v, self.trajectories = [], [], [], [], []
+        self.received: list = []       # receive times of the first camera's frames
+        self.hints: list = []          # (own stamp or None, receive time) of matching hints
+        self.hint_match = re.compile(config.hint_match) if config.hint_match else None
 
-    def add(self, topic: str, msg, t: float) -> None:
-        if topic in self.cam_index:
+    def add(self, topic: str, msg, t: float, received: float) -> None:
+        if topic == self.config.hint_topic:
+            if self.hint_match is None or self.hint_match.search(_text(msg)):
+                self.hints.append((_header_stamp(msg), received))
+        elif topic in self.cam_index:
+            if self.cam_index[topic] == 0:
+                self.received.append(received)
             self.camera(self.cam_index[topic], topic, msg, t)
         elif topic == self.config.joints_topic:
             self.joint_v.append(self.pick_joints(msg.name, msg.position))
@@ -252,6 +275,23 @@ class _Streams:
         self.spools[i].append(self.resize(image, encoding))
         self.stamps[i].append(t)
 
+    def hint_stamps(self) -> Optional[np.ndarray]:
+        """Hint times on the first camera's clock: a hint's own stamp, else (no header, e.g.
+        std_msgs/String) the stamp of the first frame the bag received at or after it."""
+        if not self.config.hint_topic:
+            return None
+        stamps, received = np.array(self.stamps[0]), np.array(self.received)
+        order = np.argsort(received, kind='stable')
+        out = []
+        for own, at in self.hints:
+            if own is not None:
+                out.append(own)
+                continue
+            i = int(np.searchsorted(received[order], at))
+            if i < len(order):
+                out.append(float(stamps[order[i]]))
+        return np.array(sorted(out), np.float64)
+
     def close(self) -> None:
         for spool in self.spools:
             spool.close()
@@ -274,12 +314,22 @@ class _Streams:
                 times=[p[1] for p in trajectories], positions=[p[2] for p in trajectories])
         else:
             commands = SampledCommands(np.array(self.cmd_t), np.stack(self.cmd_v))
-        return RawRecording(
+        return RawRecording(hint_stamps=self.hint_stamps(),
             name=self.name, camera_stamps=[np.array(s) for s in self.stamps],
             camera_frames=[s.array() for s in self.spools], joint_stamps=np.array(self.joint_t),
             joint_values=np.stack(self.joint_v), commands=commands,
             joint_names=self.joint_names, action_names=self.action_names,
             commands_from=f'{self.action_topic} ({self.action_type})')
+
+
+def _text(msg) -> str:
+    """What `hint_match` searches: a string message's data, a header's frame_id, else repr."""
+    data = getattr(msg, 'data', None)
+    if isinstance(data, str):
+        return data
+    header = getattr(msg, 'header', msg)
+    frame_id = getattr(header, 'frame_id', None)
+    return frame_id if isinstance(frame_id, str) else repr(msg)
 
 
 def _first_names(msg, where: str, topic: str) -> tuple:

@@ -150,6 +150,17 @@ class BagBuilder:
             header=self._header(stamp_ns), joint_names=list(names), points=points)
         self.write(topic, msg, receive_ns)
 
+    def string(self, topic, receive_ns, text: str) -> None:
+        self.write(topic, self.types['std_msgs/msg/String'](data=text), receive_ns)
+
+    def header(self, topic, receive_ns, stamp_ns, frame_id: str) -> None:
+        """A bare std_msgs/Header: a marker with a stamp of its own."""
+        t = self.types
+        msg = t['std_msgs/msg/Header'](
+            stamp=t['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
+                                                  nanosec=stamp_ns % 10**9), frame_id=frame_id)
+        self.write(topic, msg, receive_ns)
+
     def multiarray(self, topic, receive_ns, values) -> None:
         t = self.types
         msg = t['std_msgs/msg/Float64MultiArray'](
@@ -170,7 +181,7 @@ def write_bag(path, storage: str = 'mcap', *, cue: int = 0, seconds: float = 3.0
               image_topic: str = '/camera/image_raw', joints_topic: str = '/joint_states',
               command_topic: Optional[str] = None, wrist_topic: Optional[str] = None,
               pause_s: Optional[tuple[float, float]] = None,
-              shuffle_joints: bool = False) -> Path:
+              shuffle_joints: bool = False, hints: bool = False) -> Path:
     """Write one cue-then-reach episode as a rosbag2 bag; returns the bag's path.
 
     path: bag directory to create (must not exist). storage: 'mcap' or 'sqlite3'.
@@ -187,6 +198,10 @@ def write_bag(path, storage: str = 'mcap', *, cue: int = 0, seconds: float = 3.0
     camera frame is written (to test episode_gap_s). mono8 frames show the red channel.
     shuffle_joints: joint states (and a leader's) in SHUFFLED order with the extra 'base_yaw'
     (then set joint_names=JOINT_NAMES when reading). Trajectories name joints in reverse order.
+    hints: also write what could mark the cue as worth remembering: on /task_events a
+    std_msgs/String '{"event": "cue", ...}' received just before the cue's first frame and
+    '{"event": "go"}' at 2 s (both without a stamp), and on /marker a std_msgs/Header stamped
+    with the cue's first frame time (frame_id 'cue').
     """
     if command not in COMMAND_TOPICS:
         raise ValueError(f'command must be one of {sorted(COMMAND_TOPICS)}, got {command!r}')
@@ -214,6 +229,11 @@ def write_bag(path, storage: str = 'mcap', *, cue: int = 0, seconds: float = 3.0
             if wrist_topic:
                 tw = tn + 4_000_000
                 bag.image(wrist_topic, late(tw, 5), stamp(tw), 255 - rgb)
+        if hints:
+            cue_ns = t0 + _ns(math.ceil(CUE_WINDOW_S[0] * fps - 1e-9) / fps)
+            bag.string('/task_events', late(cue_ns, 1), f'{{"event": "cue", "goal": {cue}}}')
+            bag.string('/task_events', late(t0 + _ns(2.0), 1), '{"event": "go"}')
+            bag.header('/marker', late(cue_ns, 1), cue_ns, 'cue')
         for k in range(int(math.floor(seconds * joint_rate + 1e-9)) + 1):
             t = k / joint_rate
             q = dict(zip(JOINT_NAMES, commanded(t, cue)[0], strict=False))

@@ -49,6 +49,23 @@ class NeverWrite(GatePolicy):
         return torch.zeros_like(p)
 
 
+class ForcedWrites(GatePolicy):
+    """g_t = flags[:, t]: writes exactly on chosen frames (set `flags` [B, T] before each forward).
+
+    The teacher of a hinted gate (`TrainingConfig.gate_target='hint'`) and the benches' oracle
+    schedules. With a `queue` of per-episode flags [T], each step 0 takes the next one, so
+    `evaluate` can run episodes in turn.
+    """
+
+    def __init__(self):
+        self.flags, self.queue = None, []
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        if t == 0 and self.queue:
+            self.flags = self.queue.pop(0)[None]
+        return self.flags[:, t].to(device=p.device, dtype=p.dtype)
+
+
 class RandomSchedule(GatePolicy):
     """Write with probability `rate` at every step, independent of the input (budget-matched)."""
 

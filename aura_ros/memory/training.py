@@ -26,6 +26,14 @@ optional bool mask [T] of the steps whose action is scored. The recipe, for a le
    data is `chained`, so the head and gate learn to act with a memory that holds many old
    writes, as on the robot.
 
+With `gate_target='hint'` the episodes say which frames are worth remembering
+(`FeatureEpisode.hint`, e.g. from recorded task events) and the gate is taught them instead:
+the warm-up writes exactly on the hints, the gate phase trains the gate alone to predict them
+(balanced cross-entropy, writes still on the hints), and the carried phase trains everything
+else under the gate's own writes, the gate frozen. Use it where the action loss cannot find the
+frames: with alike keys a read-out only learns from writes that are already right
+(docs/training.md).
+
 Every other model (always-write, GRU, KV cache, no memory, budget schedules) gets the action loss
 only, for warm-up + gate updates, then the carried phase: the same call, the same data.
 A gate that closes (write rate 0) or sticks open (1) for `collapse_patience` updates raises a
@@ -39,9 +47,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gates import LearnedGate, RandomSchedule
+from .gates import ForcedWrites, LearnedGate, RandomSchedule
 from .losses import action_loss, ib_loss, sparsity_loss
 from .scan import augment
 
@@ -87,6 +96,9 @@ class TrainingConfig:
     lr: float = 2e-3
     carry_lr: float = 5e-4
     warmup_write_rate: float = 0.5  # write dropout of the warm-up (learned gates only)
+    # what teaches the gate: 'ib' (the action loss's counterfactual, the default) or 'hint'
+    # (the episodes' hint flags: warm-up writes on them, the gate learns them, see `train`)
+    gate_target: str = 'ib'
     w_ib: float = 1.0
     w_sparse: float = 0.1
     margin: float = 0.2            # a write must cut the later loss by this fraction
@@ -138,6 +150,9 @@ class TrainingConfig:
         if self.ib_reduce not in ('mean', 'best'):
             raise TrainingError(f"TrainingConfig.ib_reduce must be 'mean' or 'best', got "
                                 f'{self.ib_reduce!r}')
+        if self.gate_target not in ('ib', 'hint'):
+            raise TrainingError(f"TrainingConfig.gate_target must be 'ib' or 'hint', got "
+                                f'{self.gate_target!r}')
         if self.loss not in ('mse', 'ce'):
             raise TrainingError(f"TrainingConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
 
@@ -156,6 +171,7 @@ class FeatureEpisode:
     targets: Tensor                # [T, chunk, d_action] float ('mse') or [T] int ('ce')
     mask: Optional[Tensor] = None  # [T] bool: steps whose action is scored (None: all)
     name: str = ''
+    hint: Optional[Tensor] = None  # [T] bool: frames worth remembering (gate_target 'hint')
 
     def __post_init__(self) -> None:
         self.features = torch.as_tensor(np.asarray(self.features)
@@ -177,6 +193,18 @@ class FeatureEpisode:
                 raise TrainingError(f'episode {self.name or "?"}: mask must be [T] = [{T}], got '
                                     f'{list(self.mask.shape)}')
             self.mask = self.mask.bool()
+        if self.hint is not None:
+            self.hint = torch.as_tensor(self.hint)
+            if self.hint.shape != (T,):
+                raise TrainingError(f'episode {self.name or "?"}: hint must be [T] = [{T}], got '
+                                    f'{list(self.hint.shape)}')
+            self.hint = self.hint.bool()
+
+    def hints(self, sl: slice) -> Tensor:
+        """The hint flags of steps `sl` (all False without hints)."""
+        if self.hint is None:
+            return torch.zeros(len(range(*sl.indices(len(self)))), dtype=torch.bool)
+        return self.hint[sl]
 
     def __len__(self) -> int:
         return len(self.features)
@@ -265,12 +293,14 @@ def set_threshold(model: nn.Module, threshold: float) -> None:
 
 @dataclass
 class Batch:
-    """B windows: features [B, W, d], targets, scored mask [B, W], real-step mask [B, W]."""
+    """B windows: features [B, W, d], targets, scored mask [B, W], real-step mask [B, W], hint
+    flags [B, W]."""
 
     z: Tensor
     target: Tensor
     mask: Tensor
     valid: Tensor
+    hint: Optional[Tensor] = None
     t0: int = 0
 
 
@@ -280,14 +310,16 @@ def _pad(x: Tensor, length: int) -> Tensor:
     return torch.cat([x, x.new_zeros((length - len(x), *x.shape[1:]))])
 
 
-def _stack(parts: list[tuple[Tensor, Tensor, Tensor]], window: int) -> Batch:
-    zs, ts, ms, vs = [], [], [], []
-    for z, t, m in parts:
+def _stack(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], window: int) -> Batch:
+    zs, ts, ms, vs, hs = [], [], [], [], []
+    for z, t, m, h in parts:
         zs.append(_pad(z, window))
         ts.append(_pad(t, window))
         ms.append(_pad(m, window))
         vs.append(_pad(torch.ones(len(z), dtype=torch.bool), window))
-    return Batch(torch.stack(zs), torch.stack(ts), torch.stack(ms), torch.stack(vs))
+        hs.append(_pad(h, window))
+    return Batch(torch.stack(zs), torch.stack(ts), torch.stack(ms), torch.stack(vs),
+                 torch.stack(hs))
 
 
 class Windows:
@@ -309,7 +341,7 @@ class Windows:
             start = 0 if room <= 0 or self.rng.random() < self.start_share \
                 else int(self.rng.integers(0, room + 1))
             sl = slice(start, start + self.window)
-            parts.append((ep.features[sl], ep.targets[sl], ep.mask[sl]))
+            parts.append((ep.features[sl], ep.targets[sl], ep.mask[sl], ep.hints(sl)))
         return _stack(parts, self.window)
 
 
@@ -342,7 +374,7 @@ class Streams:
     def next(self) -> Batch:
         parts = []
         for i in range(len(self.ep)):
-            z_parts, t_parts, m_parts, need = [], [], [], self.window
+            z_parts, t_parts, m_parts, h_parts, need = [], [], [], [], self.window
             while need > 0:
                 ep = self.episodes[self.ep[i]]
                 take = min(need, len(ep) - int(self.pos[i]))
@@ -350,6 +382,7 @@ class Streams:
                 z_parts.append(ep.features[sl])
                 t_parts.append(ep.targets[sl])
                 m_parts.append(ep.mask[sl])
+                h_parts.append(ep.hints(sl))
                 self.pos[i] += take
                 need -= take
                 if self.pos[i] >= len(ep):
@@ -358,7 +391,8 @@ class Streams:
                     else:   # the rest of this window is padding; the next starts a new episode
                         self.restart(i, position=False)
                         break
-            parts.append((torch.cat(z_parts), torch.cat(t_parts), torch.cat(m_parts)))
+            parts.append((torch.cat(z_parts), torch.cat(t_parts), torch.cat(m_parts),
+                          torch.cat(h_parts)))
         return _stack(parts, self.window)
 
     def take_resets(self) -> np.ndarray:
@@ -451,12 +485,31 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}
     if not gated:
         return act, record
+    if config.gate_target == 'hint':
+        return hint_objective(out, batch, config, record)
     utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
                                    config.loss, config.ib_reduce, config.margin)
     ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
     sparse = sparsity_loss(out['p'], config.target_rate, weight=batch.valid)
     loss = act + config.w_ib * ib + config.w_sparse * sparse
     record.update(ib=ib.item(), sparse=sparse.item(), total=loss.item())
+    return loss, record
+
+
+def hint_objective(out: dict, batch: Batch, config: TrainingConfig,
+                   record: dict) -> tuple[Tensor, dict]:
+    """The gate phase of `gate_target='hint'`: binary cross-entropy of the gate's probability
+    against the hint flags, positives weighted up to balance the rare hints (the writes are the
+    teacher's, so the logged write rate is the gate's own at `config.threshold`)."""
+    p = out['p'].float().clamp(1e-6, 1 - 1e-6)
+    hint = batch.hint.float()
+    valid = batch.valid.float()
+    positives = (hint * valid).sum()
+    balance = ((valid.sum() - positives) / positives.clamp(min=1.0)).clamp(min=1.0)
+    weight = valid * (1.0 + (balance - 1.0) * hint)
+    loss = F.binary_cross_entropy(p, hint, weight=weight, reduction='sum') / weight.sum()
+    own = (out['p'] > config.threshold).float()
+    record.update(hint=loss.item(), total=loss.item(), write_rate=_masked_mean(own, valid).item())
     return loss, record
 
 
@@ -526,8 +579,8 @@ class _CollapseGuard:
                       GateCollapseWarning, stacklevel=4)
 
 
-def _optimiser(model: nn.Module, lr: float, iters: int):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+def _optimiser(model: nn.Module, lr: float, iters: int, params=None):
+    opt = torch.optim.Adam(model.parameters() if params is None else params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, iters), eta_min=lr * 0.1)
     return opt, sched
 
@@ -575,6 +628,11 @@ def _state_grows(model: nn.Module) -> bool:
     return any(two[k].shape != one[k].shape for k in one)
 
 
+def _gate_parameters(model: nn.Module) -> list:
+    """The learned gate's own weights (gate_proj, gate_in, gate_out)."""
+    return [p for n, p in model.named_parameters() if n.startswith('gate_')]
+
+
 def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool) -> dict:
     if gated:
         return gated_forward(model, batch.z, state, batch.t0)
@@ -582,16 +640,21 @@ def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool)
 
 
 def _window_phase(model, episodes, config, history, phase, iters, gated, name, progress,
-                  seed) -> None:
+                  seed, teacher: Optional[ForcedWrites] = None, params=None) -> None:
+    """Updates on random windows. `teacher`: the writes follow each batch's hints (not the
+    gate); `params`: train only these."""
     windows = Windows(episodes, config.window, config.start_at_episode_start, seed)
     jitter = np.random.default_rng(seed + 1)
-    opt, sched = _optimiser(model, config.lr, iters)
+    opt, sched = _optimiser(model, config.lr, iters, params)
     bar, log, guard = _phase_log(config, history, phase, name, iters, gated, progress)
     for _ in bar:
         batch = windows.sample(config.batch)
-        if gated:
+        if teacher is not None:
+            teacher.flags = batch.hint
+        elif gated:
             model.gate_policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
-        loss, rec = objective(model, _forward(model, batch, None, gated), batch, config, gated)
+        ib = gated and config.gate_target == 'ib'
+        loss, rec = objective(model, _forward(model, batch, None, ib), batch, config, gated)
         _update(model, opt, sched, loss, config.grad_clip)
         log(rec)
     if gated:
@@ -624,12 +687,14 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
         streams.take_resets()
     opt, sched = _optimiser(model, config.carry_lr, iters)
     bar, log, guard = _phase_log(config, history, 'carry', name, iters, gated, progress)
+    # a hinted gate is already taught: here it only decides the writes the rest learns to use
+    ib = gated and config.gate_target == 'ib'
     for _ in bar:
         batch = streams.next()
         if gated:
             model.gate_policy = LearnedGate(float(rng.uniform(*config.threshold_jitter)))
-        out = _forward(model, batch, state, gated)
-        loss, rec = objective(model, out, batch, config, gated)
+        out = _forward(model, batch, state, ib)
+        loss, rec = objective(model, out, batch, config, ib)
         _update(model, opt, sched, loss, config.grad_clip)
         state = {k: v.detach() for k, v in out['state'].items()} if carries \
             else model.init_state(B, device)
@@ -670,6 +735,11 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
     learned = has_learned_gate(model)
     if learned:
         _check_gated(model)
+    hinted = learned and config.gate_target == 'hint'
+    if hinted and not any(ep.hint is not None and bool(ep.hint.any()) for ep in episodes):
+        raise TrainingError("gate_target 'hint' needs episodes with hint flags (FeatureEpisode."
+                            'hint): none of these episodes marks a frame to remember')
+    teacher = ForcedWrites() if hinted else None
     name = name or getattr(model, 'kind', type(model).__name__)
     history = history if history is not None else TrainHistory()
     torch.manual_seed(config.seed)
@@ -681,15 +751,27 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
             seed = config.seed * 1000 + 17 * index
             if phase == 'warmup' and config.warmup_iters:
                 if learned:
-                    model.gate_policy = RandomSchedule(config.warmup_write_rate, seed)
+                    model.gate_policy = teacher or RandomSchedule(config.warmup_write_rate, seed)
                 _window_phase(model, episodes, config, history, phase, config.warmup_iters,
-                              False, name, progress, seed)
+                              False, name, progress, seed, teacher)
             elif phase == 'gate' and config.gate_iters:
+                if hinted:
+                    model.gate_policy = teacher
                 _window_phase(model, episodes, config, history, phase, config.gate_iters,
-                              learned, name, progress, seed)
+                              learned, name, progress, seed, teacher,
+                              _gate_parameters(model) if hinted else None)
             elif phase == 'carry' and config.carry_iters:
-                _carry_phase(model, episodes, config, history, config.carry_iters, learned,
-                             chained, name, progress, seed)
+                gate = _gate_parameters(model) if hinted else []
+                if learned:
+                    model.gate_policy = LearnedGate(config.threshold)
+                for p in gate:
+                    p.requires_grad_(False)
+                try:
+                    _carry_phase(model, episodes, config, history, config.carry_iters, learned,
+                                 chained, name, progress, seed)
+                finally:
+                    for p in gate:
+                        p.requires_grad_(True)
             if on_phase_end is not None:
                 if learned:
                     model.gate_policy = LearnedGate(config.threshold)

@@ -165,7 +165,11 @@ class TrainerConfig:
                  '(backbone: onnx)')
         need(isinstance(self.data, dict), 'data', 'a mapping of DataConfig fields')
         need(isinstance(self.training, dict), 'training', 'a mapping of TrainingConfig fields')
-        self.training_config()          # fail now on a bad training field
+        # fail now on a bad training field
+        if self.training_config().gate_target == 'hint' and not self.data.get('hint_topic'):
+            raise TrainerError("train config: training: gate_target 'hint' needs the frames "
+                               'worth remembering marked in the data: set data: hint_topic '
+                               '(and hint_match, hint_frames; docs/training.md)')
 
     def training_config(self) -> TrainingConfig:
         known = {f.name for f in fields(TrainingConfig)}
@@ -255,7 +259,8 @@ def split_episodes(demos, cfg: TrainerConfig) -> Split:
         return Episode(name=f'{ep.name}[{sl.start}:{sl.stop}]', stamps=ep.stamps[sl],
                        images={k: v[sl] for k, v in ep.images.items()}, joints=ep.joints[sl],
                        actions=ep.actions[sl],
-                       features=None if ep.features is None else ep.features[sl])
+                       features=None if ep.features is None else ep.features[sl],
+                       hints=None if ep.hints is None else ep.hints[sl])
 
     for b, rows in enumerate(blocks):
         if b in held:
@@ -636,10 +641,8 @@ Config: `{config}`
 Backbone: {backbone_text}
 
 Memory: AURA (d_key {d_key}, d_val {d_val}, state {state_bytes} bytes for any episode length),
-trained with `aura_ros.memory.training.train`: {warmup} warm-up updates writing at random (rate
-{wrate}), {gate} gate-phase updates (action + {w_ib} x IB scored at step offsets {offsets} +
-{w_sparse} x sparsity), {carry} updates with the state carried over whole episodes. Baselines on
-the same frozen features, same call: {baselines}.
+trained with `aura_ros.memory.training.train`: {recipe} Baselines on the same frozen features,
+same call: {baselines}.
 
 ## Held-out results
 
@@ -731,8 +734,14 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
                      {**{f'train{i}': z for i, z in enumerate(z_train)},
                       **{f'held{i}': z for i, z in enumerate(z_held)}})
         ckpt.mark('features')
-    train_eps = [FeatureEpisode(z, target_fn(e), name=e.name)
+    train_eps = [FeatureEpisode(z, target_fn(e), name=e.name, hint=e.hints)
                  for z, e in zip(z_train, split.train, strict=True)]
+    if tcfg.gate_target == 'hint' and not any(e.hints is not None and e.hints.any()
+                                              for e in split.train):
+        dc = data_config(cfg)
+        raise TrainerError(f'{demos.source}: no training frame is hinted: no message on '
+                           f'{dc.hint_topic}' + (f' matches {dc.hint_match!r}' if dc.hint_match
+                                                 else '') + ' within the camera frames')
     held_eps = [FeatureEpisode(z, target_fn(e), name=e.name)
                 for z, e in zip(z_held, split.held_out, strict=True)]
 
@@ -805,9 +814,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         torch_version=torch.__version__, seed=cfg.seed, config=json.dumps(cfg.to_dict()),
         backbone_text=backbone_text(cfg, ckpt.state.get('backbone', {}), demos),
         d_key=cfg.d_key, d_val=cfg.d_val, state_bytes=config.memory_bytes(1),
-        warmup=tcfg.warmup_iters, wrate=tcfg.warmup_write_rate, gate=tcfg.gate_iters,
-        w_ib=tcfg.w_ib, offsets=list(tcfg.offsets), w_sparse=tcfg.w_sparse,
-        carry=tcfg.carry_iters, baselines=', '.join(cfg.baselines) or 'none',
+        recipe=recipe_text(tcfg, data_config(cfg)), baselines=', '.join(cfg.baselines) or 'none',
         held_count=len(held_eps), threshold=threshold, tolerance=cfg.select_tolerance,
         table='\n'.join(f'| {m} | {r["action_error"]:.3g} [{r["action_error_ci"][0]:.3g}, '
                         f'{r["action_error_ci"][1]:.3g}] | {r["writes_per_episode"]:.1f} | '
@@ -850,6 +857,22 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
 
 def machine() -> str:
     return f'{platform.machine()} CPU, {os.cpu_count()} cores'
+
+
+def recipe_text(t: TrainingConfig, data) -> str:
+    """The memory's training recipe, in the card's words."""
+    if t.gate_target == 'hint':
+        match = f' matching `{data.hint_match}`' if data.hint_match else ''
+        return (f'{t.warmup_iters} warm-up updates writing exactly on the hinted frames (messages '
+                f'on {data.hint_topic}{match}, {data.hint_frames} frame(s) each), '
+                f'{t.gate_iters} gate-phase updates teaching the gate those frames (balanced '
+                f"cross-entropy), {t.carry_iters} updates of the rest under the gate's own "
+                'writes with the state carried over whole episodes. The gate was taught where '
+                'to write by the hints, not by the action loss.')
+    return (f'{t.warmup_iters} warm-up updates writing at random (rate {t.warmup_write_rate}), '
+            f'{t.gate_iters} gate-phase updates (action + {t.w_ib} x IB scored at step offsets '
+            f'{list(t.offsets)} + {t.w_sparse} x sparsity), {t.carry_iters} updates with the '
+            'state carried over whole episodes.')
 
 
 def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
