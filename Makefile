@@ -55,10 +55,10 @@ $(STAMP): setup.py setup.cfg package.xml
 	$(VPY) -m pip install -q -e '.[$(EXTRAS)]' '$(TORCH)'
 	touch $@
 
-# The cue-reach simulator driving aura_node with the bundled model, headless, DEMO_SECONDS long.
-DEMO_SECONDS ?= 60
+# The SO-101 MuJoCo world driving aura_node with the bundled model, headless, DEMO_TASKS tasks.
+DEMO_TASKS ?= 10
 demo: venv
-	$(VPY) -m aura_ros demo --duration $(DEMO_SECONDS)
+	$(VPY) -m aura_ros demo so101 --tasks $(DEMO_TASKS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -163,6 +163,14 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
                         help='write the per-task outcomes and success rate as JSON here')
 
 
+def _demo_so101_args(parser: argparse.ArgumentParser) -> None:
+    _demo_args(parser)
+    parser.set_defaults(duration=0.0, tasks=10)
+    parser.add_argument('--distractor-prob', type=float, default=0.0,
+                        help='chance per frame that a distractor flash starts (default 0: the '
+                             'bundled model was trained without distractors)')
+
+
 def _record_demos_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
     parser.add_argument('--tasks', type=int, default=100, help='tasks to record (default 100)')
@@ -256,7 +264,7 @@ COMMANDS: Dict[str, Command] = {
                     _demo_args),
     'demo so101': Command('aura_ros.ros.so101_demo:main',
                           'run the SO-101 MuJoCo world with aura_node (bundled SO-101 model)',
-                          _demo_args),
+                          _demo_so101_args),
     'record-demos': Command('aura_ros.ros.record:main',
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),

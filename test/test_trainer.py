@@ -149,6 +149,13 @@ def test_hints_in_the_bags_teach_the_gate(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_the_so101_train_config_loads():
+    """config/so101_train.yaml (the bundled SO-101 model's settings) stays a valid config."""
+    cfg = TrainerConfig.load(Path(__file__).resolve().parents[1] / 'config/so101_train.yaml')
+    assert cfg.training_config().gate_target == 'hint' and cfg.recon_size == 96
+    assert cfg.data['hint_topic'] == '/task_events' and 'gru' in cfg.baselines
+
+
 def test_train_quick_on_a_lerobot_dataset(tmp_path):
     from aura_ros.cli import main
     from aura_ros.data.synthetic import write_lerobot_dataset

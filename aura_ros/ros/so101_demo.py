@@ -79,10 +79,11 @@ class TaskPrinter:
 
 
 def run(model_dir: Path, tasks: int, seed: int = 0, engine: str = 'torch',
-        duration_s: float = 0.0) -> dict:
+        duration_s: float = 0.0, distractor_prob: float = 0.0) -> dict:
     trace_ref: list = [None]
     printer = TaskPrinter(trace_ref)
-    loop = Loop(model_dir, tasks, seed=seed, engine=engine, duration_s=duration_s)
+    loop = Loop(model_dir, tasks, seed=seed, engine=engine, duration_s=duration_s,
+                distractor_prob=distractor_prob)
     with tempfile.TemporaryDirectory(prefix='so101_demo_') as work:
         result, _ = run_loop(loop, Path(work), env=loop_env(), on_event=printer,
                              trace=_bind(trace_ref))
@@ -114,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
           f'(loopback), {what}, seed {getattr(args, "seed", 0)}', flush=True)
     try:
         result = run(model_dir, tasks, seed=int(getattr(args, 'seed', 0)),
-                     engine=getattr(args, 'engine', 'torch'), duration_s=duration)
+                     engine=getattr(args, 'engine', 'torch'), duration_s=duration,
+                     distractor_prob=float(getattr(args, 'distractor_prob', 0.0)))
     except EvalError as err:
         print(f'so101 demo: {err}', file=sys.stderr)
         return 1
@@ -136,4 +138,5 @@ if __name__ == '__main__':
     parser.add_argument('--model-dir', default='')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
+    parser.add_argument('--distractor-prob', type=float, default=0.0)
     sys.exit(main(parser.parse_args()))
