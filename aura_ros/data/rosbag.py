@@ -314,12 +314,13 @@ class _Streams:
                 times=[p[1] for p in trajectories], positions=[p[2] for p in trajectories])
         else:
             commands = SampledCommands(np.array(self.cmd_t), np.stack(self.cmd_v))
-        return RawRecording(hint_stamps=self.hint_stamps(),
+        return RawRecording(
             name=self.name, camera_stamps=[np.array(s) for s in self.stamps],
             camera_frames=[s.array() for s in self.spools], joint_stamps=np.array(self.joint_t),
             joint_values=np.stack(self.joint_v), commands=commands,
             joint_names=self.joint_names, action_names=self.action_names,
-            commands_from=f'{self.action_topic} ({self.action_type})')
+            commands_from=f'{self.action_topic} ({self.action_type})',
+            hint_stamps=self.hint_stamps())
 
 
 def _text(msg) -> str:
