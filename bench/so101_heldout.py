@@ -40,6 +40,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aura_ros.data import load_demonstrations  # noqa: E402
+from aura_ros.data.align import hint_flags  # noqa: E402
 from aura_ros.memory import MemoryConfig, build_model, load_checkpoint  # noqa: E402
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss  # noqa: E402
@@ -69,13 +70,8 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
 def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
                kinds: tuple = ('cue',)) -> np.ndarray:
     """The frames that show an event of `kinds` (a cue by default): from each such event on,
-    `frames` long."""
-    mask = np.zeros(len(stamps), bool)
-    for e in events:
-        if e['event'] in kinds:
-            first = int(np.searchsorted(stamps, e['stamp'] - 1e-6))
-            mask[first:first + frames] = True
-    return mask
+    `frames` long, placed as the data layer places hints."""
+    return hint_flags(stamps, [e['stamp'] for e in events if e['event'] in kinds], frames)
 
 
 def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
