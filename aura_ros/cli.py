@@ -165,7 +165,7 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
 
 def _demo_so101_args(parser: argparse.ArgumentParser) -> None:
     _demo_args(parser)
-    parser.set_defaults(duration=0.0, tasks=10)
+    parser.set_defaults(duration=0.0)           # then so101_demo runs 10 tasks
     parser.add_argument('--distractor-prob', type=float, default=0.0,
                         help='chance per frame that a distractor flash starts (default 0: the '
                              'bundled model was trained without distractors)')
