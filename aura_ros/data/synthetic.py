@@ -95,11 +95,11 @@ class BagBuilder:
     def __exit__(self, *exc) -> None:
         self.writer.close()
 
-    def _header(self, stamp_ns: int):
+    def _header(self, stamp_ns: int, frame_id: str = ''):
         t = self.types
         return t['std_msgs/msg/Header'](
             stamp=t['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
-                                                  nanosec=stamp_ns % 10**9), frame_id='')
+                                                  nanosec=stamp_ns % 10**9), frame_id=frame_id)
 
     def write(self, topic: str, msg, receive_ns: int) -> None:
         msgtype = msg.__msgtype__
@@ -155,11 +155,7 @@ class BagBuilder:
 
     def header(self, topic, receive_ns, stamp_ns, frame_id: str) -> None:
         """A bare std_msgs/Header: a marker with a stamp of its own."""
-        t = self.types
-        msg = t['std_msgs/msg/Header'](
-            stamp=t['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
-                                                  nanosec=stamp_ns % 10**9), frame_id=frame_id)
-        self.write(topic, msg, receive_ns)
+        self.write(topic, self._header(stamp_ns, frame_id), receive_ns)
 
     def multiarray(self, topic, receive_ns, values) -> None:
         t = self.types
