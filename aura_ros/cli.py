@@ -184,6 +184,11 @@ def _record_demos_args(parser: argparse.ArgumentParser) -> None:
                         help='frames from the end of the cue to GO, at most (default 150)')
     parser.add_argument('--distractor-prob', type=float, default=0.02,
                         help='chance per frame that a distractor flash starts (default 0.02)')
+    parser.add_argument('--perturb', type=float, default=0.0,
+                        help='DART pushes: random joint offsets up to this many rad on the '
+                             'executed command, the clean command recorded (default 0: off)')
+    parser.add_argument('--perturb-rate', type=float, default=0.03,
+                        help='chance per frame that a push (5-15 frames) starts (default 0.03)')
 
 
 def _bench_perf_args(parser: argparse.ArgumentParser) -> None:

@@ -81,7 +81,6 @@ def test_lockstep_recordings_are_deterministic(tmp_path):
     assert np.array_equal(runs[0], runs[1])
 
 
-
 def test_recorder_passes_the_distractor_rate_to_the_simulator(tmp_path):
     """--distractor-prob reaches the world: no flash at 0, flashes at 1."""
     from rosbags.highlevel import AnyReader
@@ -98,3 +97,40 @@ def test_recorder_passes_the_distractor_rate_to_the_simulator(tmp_path):
                       for c, _, raw in reader.messages(connections=conns)]
         flashes[prob] = sum(e['event'] == 'distractor' for e in events)
     assert flashes[0.0] == 0 and flashes[1.0] >= 1
+
+
+def test_dart_pushes_move_the_robot_while_the_leader_keeps_the_clean_command(tmp_path):
+    """--perturb: the executed trajectory differs from the recorded leader command by a held,
+    bounded offset on the arm joints only, on some frames and not on others."""
+    from rosbags.highlevel import AnyReader
+
+    from aura_ros.ros.record import Perturbation, record
+
+    out = tmp_path / 'pushed'
+    summary = record(out, tasks=1, seed=6, size=16, perturbation=Perturbation(0.1, 0.2),
+                     log=None)
+    with AnyReader([out]) as reader:
+        rows = {}
+        for topic in ('/leader/joint_states', '/arm_controller/joint_trajectory'):
+            conns = [c for c in reader.connections if c.topic == topic]
+            msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in
+                    reader.messages(connections=conns)]
+            rows[topic] = np.array([m.position if hasattr(m, 'position')
+                                    else m.points[0].positions for m in msgs])
+    push = rows['/arm_controller/joint_trajectory'] - rows['/leader/joint_states']
+    pushed = np.abs(push).max(1) > 0
+    assert pushed.sum() == summary['pushed_frames'] and 0 < pushed.sum() < len(push)
+    assert np.abs(push).max() <= 0.1 + 1e-9
+    assert np.all(push[:, 4:] == 0)               # wrist roll and gripper are never pushed
+    starts = np.flatnonzero(pushed[1:] & ~pushed[:-1]) + 1
+    assert all(np.allclose(push[s], push[s + 1], atol=1e-9) for s in starts
+               if s + 1 < len(push) and pushed[s + 1])
+
+
+def test_bad_perturbations_are_named():
+    from aura_ros.ros.record import Perturbation
+
+    for bad in ({'size': -0.1}, {'size': 1.0}, {'rate': 0.0}, {'frames': (0, 3)},
+                {'frames': (5, 2)}):
+        with pytest.raises(ValueError, match='perturbation'):
+            Perturbation(**bad)

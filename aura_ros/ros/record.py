@@ -7,7 +7,11 @@ Three nodes in one process, talking over DDS (loopback only):
   `arm_controller/joint_trajectory` (header.stamp = the frame's stamp, one point one action
   period later) and the same targets as sensor_msgs/JointState on `/leader/joint_states`,
   stamped with the time they are due (frame stamp + one period). Its privileged knowledge of
-  the goal (and of GO) comes from the simulator's world object, in process;
+  the goal (and of GO) comes from the simulator's world object, in process. With `perturb`
+  (DART, Laskey et al. 2017) the trajectory it sends is pushed off by short random joint offsets
+  while `/leader/joint_states` keeps the clean command: the bag then shows how the expert brings
+  the arm back from states its own clean runs never visit, which a policy trained on it needs
+  once its own errors take it there;
 - `bag_recorder`: raw (serialized CDR) subscriptions written unchanged into a rosbag2 mcap bag
   with rosbags' Writer and the ROS 2 Kilted message definitions, as `ros2 bag record` does;
   the log time of a message is the sim time at which the recorder received it.
@@ -22,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,7 +43,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.so101_sim import So101SimNode, _seconds_msg
-from aura_ros.tasks.so101 import JOINT_NAMES, ScriptedExpert, So101World
+from aura_ros.tasks.so101 import ARM_JOINTS, JOINT_NAMES, ScriptedExpert, So101World
 
 TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
 LEADER_TOPIC = '/leader/joint_states'
@@ -58,13 +63,55 @@ def demo_topics(cameras: tuple[str, ...]) -> dict[str, str]:
     return topics
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """DART-style pushes on the executed command: a push starts with probability `rate` per
+    frame, holds one random offset per arm joint (uniform in +-`size` rad) for `frames` frames
+    (uniform in the given range). size 0 turns it off."""
+
+    size: float = 0.0
+    rate: float = 0.03
+    frames: tuple[int, int] = (5, 15)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.size <= 0.5:
+            raise ValueError(f'perturbation size must be in [0, 0.5] rad, got {self.size}')
+        if not 0.0 < self.rate <= 1.0:
+            raise ValueError(f'perturbation rate must be in (0, 1], got {self.rate}')
+        if not 1 <= self.frames[0] <= self.frames[1]:
+            raise ValueError(f'perturbation frames must be 1 <= min <= max, got {self.frames}')
+
+
+class Pusher:
+    """The offsets of a Perturbation, frame by frame (zero between pushes)."""
+
+    def __init__(self, perturbation: Perturbation, seed: int):
+        self.p = perturbation
+        self.rng = np.random.default_rng([seed, 0xDA27])
+        self.offset = np.zeros(len(JOINT_NAMES))
+        self.left = 0
+        self.pushed_frames = 0
+
+    def next(self) -> np.ndarray:
+        if self.left == 0 and self.p.size > 0 and self.rng.random() < self.p.rate:
+            self.left = int(self.rng.integers(self.p.frames[0], self.p.frames[1] + 1))
+            self.offset[:ARM_JOINTS] = self.rng.uniform(-self.p.size, self.p.size, ARM_JOINTS)
+        if self.left == 0:
+            return np.zeros(len(JOINT_NAMES))
+        self.left -= 1
+        self.pushed_frames += 1
+        return self.offset.copy()
+
+
 class ExpertNode(Node):
     """The scripted expert as a ROS teleop leader (see the module docstring)."""
 
-    def __init__(self, world: So101World, name: str = 'so101_expert', **kwargs):
+    def __init__(self, world: So101World, name: str = 'so101_expert',
+                 perturbation: Perturbation = Perturbation(), seed: int = 0, **kwargs):
         super().__init__(name, **kwargs)
         self.world = world
         self.expert = ScriptedExpert(world.model, world.hover_points)
+        self.pusher = Pusher(perturbation, seed)
         self.period = world.config.period
         self.images: set[float] = set()
         self.joints: dict[float, np.ndarray] = {}
@@ -99,9 +146,10 @@ class ExpertNode(Node):
         self.publish(targets, stamp)
 
     def publish(self, targets: np.ndarray, stamp: float) -> None:
+        """The leader topic gets the expert's command; the robot gets it plus any push."""
         trajectory = JointTrajectory(joint_names=list(JOINT_NAMES))
         trajectory.header.stamp = _seconds_msg(stamp)
-        point = JointTrajectoryPoint(positions=targets.tolist())
+        point = JointTrajectoryPoint(positions=(targets + self.pusher.next()).tolist())
         point.time_from_start.nanosec = int(round(self.period * 1e9))
         trajectory.points = [point]
         leader = JointState(name=list(JOINT_NAMES), position=targets.tolist())
@@ -166,8 +214,8 @@ def _matched(sim: So101SimNode, expert: ExpertNode, recorder: BagRecorder) -> bo
 
 def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96,
            wrist_camera: bool = False, delay: tuple[int, int] = (30, 150),
-           distractor_prob: float = 0.02, timeout_s: float = 3600.0,
-           log: Optional[Callable[[str], None]] = print) -> dict:
+           distractor_prob: float = 0.02, perturbation: Perturbation = Perturbation(),
+           timeout_s: float = 3600.0, log: Optional[Callable[[str], None]] = print) -> dict:
     """Record `tasks` expert tasks into a new bag at `out`; returns a summary dict."""
     out = Path(out)
     if out.exists():
@@ -187,7 +235,7 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96
             Parameter('distractor_prob', value=float(distractor_prob)),
             Parameter('lockstep_timeout_s', value=5.0)])
         nodes.append(sim)
-        expert = ExpertNode(sim.world, context=context)
+        expert = ExpertNode(sim.world, perturbation=perturbation, seed=seed, context=context)
         nodes.append(expert)
         topics = demo_topics(sim.config.cameras)
         recorder = BagRecorder(out, topics, clock=lambda: sim.sim_time, context=context)
@@ -219,6 +267,7 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96
                    'successes': sum(bool(e['success']) for e in sim.finished),
                    'frames': sim.world.frame + 1, 'sim_seconds': round(sim.world.time, 3),
                    'wall_seconds': round(elapsed, 3), 'lockstep_timeouts': sim.lockstep_timeouts,
+                   'pushed_frames': expert.pusher.pushed_frames,
                    'recorded': dict(recorder.counts)}
     except BaseException:
         if out.exists() and not any(out.glob('*.mcap')):
@@ -239,10 +288,16 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96
 def main(args: argparse.Namespace) -> int:
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
+    try:
+        perturbation = Perturbation(args.perturb, args.perturb_rate)
+    except ValueError as err:
+        print(f'record-demos: {err}')
+        return 2
     summary = record(Path(args.out), args.tasks, seed=args.seed, n_pads=args.pads,
                      size=args.size, wrist_camera=args.wrist_camera,
                      delay=(args.delay_min, args.delay_max),
-                     distractor_prob=args.distractor_prob)
+                     distractor_prob=args.distractor_prob,
+                     perturbation=perturbation)
     rate = summary['successes'] / max(summary['tasks'], 1)
     print(f'record-demos: {summary["tasks"]} tasks ({rate:.0%} expert successes), '
           f'{summary["frames"]} frames in {summary["wall_seconds"]:.0f} s -> {args.out}')
