@@ -152,20 +152,14 @@ def _bench_synthetic_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--duration', type=float, default=60.0,
-                        help='simulated seconds to run (default 60)')
-    parser.add_argument('--tasks', type=int, default=0, help='stop after this many tasks')
+    parser.add_argument('--tasks', type=int, default=0,
+                        help='stop after this many tasks (default 10 when no --duration)')
+    parser.add_argument('--duration', type=float, default=0.0,
+                        help='stop after this many seconds of sim time (0: tasks only)')
     parser.add_argument('--model-dir', default='', help='model directory (default: bundled)')
     parser.add_argument('--seed', type=int, default=0, help='simulator seed')
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'),
                         help='memory engine of aura_node')
-    parser.add_argument('--out', default='',
-                        help='write the per-task outcomes and success rate as JSON here')
-
-
-def _demo_so101_args(parser: argparse.ArgumentParser) -> None:
-    _demo_args(parser)
-    parser.set_defaults(duration=0.0)           # then so101_demo runs 10 tasks
     parser.add_argument('--distractor-prob', type=float, default=0.0,
                         help='chance per frame that a distractor flash starts (default 0: the '
                              'bundled model was trained without distractors)')
@@ -264,12 +258,11 @@ COMMANDS: Dict[str, Command] = {
     'bench perf': Command('aura_ros.bench.perf:main',
                           'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
                           _bench_perf_args),
-    'demo': Command('aura_ros.ros.demo:main',
-                    'run the cue-reach simulator with aura_node, headless, and summarise',
+    'demo': Command('aura_ros.ros.so101_demo:main',
+                    'run the SO-101 MuJoCo world with aura_node (bundled model), headless',
                     _demo_args),
-    'demo so101': Command('aura_ros.ros.so101_demo:main',
-                          'run the SO-101 MuJoCo world with aura_node (bundled SO-101 model)',
-                          _demo_so101_args),
+    # The SO-101 world used to be the second demo; its old name keeps working.
+    'demo so101': Command('aura_ros.ros.so101_demo:main', 'the same as demo', _demo_args),
     'record-demos': Command('aura_ros.ros.record:main',
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
