@@ -202,7 +202,8 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='frames per reported window (latency percentiles, RSS)')
     parser.add_argument('--model-dir', default='',
                         help='model (default: bundled if trained, else a random one)')
-    parser.add_argument('--image-size', type=int, default=64, help='square rgb8 frames sent')
+    parser.add_argument('--image-size', type=int, default=None,
+                        help="square rgb8 frames sent (default: the model's camera size)")
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
     parser.add_argument('--out', default='docs/results/soak.json',
                         help='results JSON; the PNG plot goes beside it')
