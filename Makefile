@@ -58,7 +58,7 @@ $(STAMP): setup.py setup.cfg package.xml
 # The SO-101 MuJoCo world driving aura_node with the bundled model, headless, DEMO_TASKS tasks.
 DEMO_TASKS ?= 10
 demo: venv
-	$(VPY) -m aura_ros demo so101 --tasks $(DEMO_TASKS)
+	$(VPY) -m aura_ros demo --tasks $(DEMO_TASKS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

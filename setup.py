@@ -82,7 +82,6 @@ setup(
     entry_points={
         'console_scripts': [
             'aura_node = aura_ros.ros.node:main',
-            'aura_sim = aura_ros.ros.sim_node:main',
             'aura_so101_sim = aura_ros.ros.so101_sim:main',
         ],
     },

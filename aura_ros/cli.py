@@ -37,20 +37,6 @@ def print_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_cue_reach_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--out', default='models/cue_reach',
-                        help='model directory to write (default models/cue_reach)')
-    parser.add_argument('--quick', action='store_true',
-                        help='a tiny run (a minute or two) that checks the pipeline; not a model')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--carry-only', action='store_true',
-                        help='only the long-episode phase (state carried across windows), '
-                             'fine-tuning AURA and always-write in --out in place; the backbone '
-                             'is not touched')
-    parser.add_argument('--carry-iters', type=int, default=None,
-                        help='updates of the long-episode phase (default 300; 0 skips it)')
-
-
 def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data', help='(required) a rosbag2 bag (.mcap/.db3 or its folder), '
                                        'a folder of bags, or a LeRobot dataset folder')
@@ -69,22 +55,6 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
                         help='continue the run whose checkpoints are in --out/checkpoints')
     parser.add_argument('--force', action='store_true',
                         help='train into an existing non-empty --out anew')
-
-
-def _eval_cue_reach_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--model-dir', default='models/cue_reach',
-                        help='trained model directory (with baselines/)')
-    parser.add_argument('--tasks', type=int, default=200, help='tasks per method (>= 100)')
-    parser.add_argument('--envs', type=int, default=10,
-                        help='parallel long episodes the tasks are split over')
-    parser.add_argument('--seed', type=int, default=0, help='evaluation episodes seed')
-    parser.add_argument('--out', default='docs/results/cue_reach.json',
-                        help='results JSON; the .md table and PNG plots go beside it')
-    parser.add_argument('--long-tasks', type=int, default=80,
-                        help='tasks per long never-reset episode of the long-episode section '
-                             '(AURA and always-write, success by block of 10 tasks; 0 skips it)')
-    parser.add_argument('--long-envs', type=int, default=4,
-                        help='long episodes of that section (seeds 9000001...)')
 
 
 def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
@@ -152,20 +122,14 @@ def _bench_synthetic_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--duration', type=float, default=60.0,
-                        help='simulated seconds to run (default 60)')
-    parser.add_argument('--tasks', type=int, default=0, help='stop after this many tasks')
+    parser.add_argument('--tasks', type=int, default=0,
+                        help='stop after this many tasks (default 10 when no --duration)')
+    parser.add_argument('--duration', type=float, default=0.0,
+                        help='stop after this many seconds of sim time (0: tasks only)')
     parser.add_argument('--model-dir', default='', help='model directory (default: bundled)')
     parser.add_argument('--seed', type=int, default=0, help='simulator seed')
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'),
                         help='memory engine of aura_node')
-    parser.add_argument('--out', default='',
-                        help='write the per-task outcomes and success rate as JSON here')
-
-
-def _demo_so101_args(parser: argparse.ArgumentParser) -> None:
-    _demo_args(parser)
-    parser.set_defaults(duration=0.0)           # then so101_demo runs 10 tasks
     parser.add_argument('--distractor-prob', type=float, default=0.0,
                         help='chance per frame that a distractor flash starts (default 0: the '
                              'bundled model was trained without distractors)')
@@ -208,7 +172,8 @@ def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
                         help='frames per reported window (latency percentiles, RSS)')
     parser.add_argument('--model-dir', default='',
                         help='model (default: bundled if trained, else a random one)')
-    parser.add_argument('--image-size', type=int, default=64, help='square rgb8 frames sent')
+    parser.add_argument('--image-size', type=int, default=None,
+                        help="square rgb8 frames sent (default: the model's camera size)")
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
     parser.add_argument('--out', default='docs/results/soak.json',
                         help='results JSON; the PNG plot goes beside it')
@@ -264,12 +229,11 @@ COMMANDS: Dict[str, Command] = {
     'bench perf': Command('aura_ros.bench.perf:main',
                           'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
                           _bench_perf_args),
-    'demo': Command('aura_ros.ros.demo:main',
-                    'run the cue-reach simulator with aura_node, headless, and summarise',
+    'demo': Command('aura_ros.ros.so101_demo:main',
+                    'run the SO-101 MuJoCo world with aura_node (bundled model), headless',
                     _demo_args),
-    'demo so101': Command('aura_ros.ros.so101_demo:main',
-                          'run the SO-101 MuJoCo world with aura_node (bundled SO-101 model)',
-                          _demo_so101_args),
+    # The SO-101 world used to be the second demo; its old name keeps working.
+    'demo so101': Command('aura_ros.ros.so101_demo:main', 'the same as demo', _demo_args),
     'record-demos': Command('aura_ros.ros.record:main',
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
@@ -277,15 +241,9 @@ COMMANDS: Dict[str, Command] = {
     'train': Command('aura_ros.training.trainer:main',
                      'train a model directory on your own demonstrations (rosbag2 or LeRobot)',
                      _train_args),
-    'train cue-reach': Command('aura_ros.training.cue_reach:main',
-                               'train the bundled cue-reach model and its baselines',
-                               _train_cue_reach_args),
     'eval so101': Command('aura_ros.ros.so101_eval:main',
                           'closed-loop SO-101 evaluation through ROS: AURA vs baselines',
                           _eval_so101_args),
-    'eval cue-reach': Command('aura_ros.training.cue_reach_eval:main',
-                              'closed-loop cue-reach evaluation of AURA and the baselines',
-                              _eval_cue_reach_args),
     'init-model': Command('aura_ros.runtime.init_model:main',
                           'write a randomly initialised model directory (plumbing tests)',
                           _init_model_args),
@@ -313,7 +271,7 @@ def build_parser(commands: Dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
     groups: Dict[Tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest='command', metavar='command', required=True)
     }
-    # A command that is also a group ('train' and 'train cue-reach') runs when no subcommand
+    # A command that is also a group ('demo' and 'demo so101') runs when no subcommand
     # follows it; the group's parser takes the command's own arguments.
     for name, command in sorted(commands.items(), key=lambda item: len(item[0].split())):
         words = tuple(name.split())

@@ -67,10 +67,12 @@ def main() -> int:
     from std_msgs.msg import Header
     from trajectory_msgs.msg import JointTrajectory
 
-    from aura_ros.ros.params import DECLARATIONS
+    from aura_ros.ros.params import BUNDLED_MODEL, DECLARATIONS, bundled_model_dir
     from aura_ros.runtime import load_model_dir
 
-    spec = load_model_dir(REPO / 'models' / 'cue_reach')
+    spec = load_model_dir(bundled_model_dir())          # what the node loads by default
+    joints = (spec.joint_stats.mean if spec.joint_stats is not None
+              else [0.0] * len(spec.joint_names))
     period_ns = spec.action_period_s * NS
     node = subprocess.Popen([sys.executable, '-m', 'aura_ros.ros.node'], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -106,8 +108,8 @@ def main() -> int:
         while time.monotonic() < due:
             executor.spin_once(timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
         stamp = client.get_clock().now().to_msg()
-        joint_pub.publish(JointState(header=Header(stamp=stamp),
-                                     name=['shoulder', 'elbow'], position=[0.1, -0.2]))
+        joint_pub.publish(JointState(header=Header(stamp=stamp), name=list(spec.joint_names),
+                                     position=[float(q) for q in joints]))
         image.header.stamp = stamp
         image.data = frames[i % 4]
         image_pub.publish(image)
@@ -135,7 +137,8 @@ def main() -> int:
         'command': 'python bench/chunk_timing.py ' + ' '.join(sys.argv[1:]),
         'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} '
                    '(shared with other jobs)',
-        'model': 'bundled cue_reach (chunk 4, period 1/30 s)', 'camera': f'{args.size} rgb8',
+        'model': f'bundled models/{BUNDLED_MODEL} ({spec.name!r}, chunk {spec.chunk}, period '
+                 f'{spec.action_period_s * 1e3:.1f} ms)', 'camera': f'{args.size} rgb8',
         'rate_hz': args.rate, 'fastdds_profile': not args.no_profile,
         'chunk_min_lead_s': DECLARATIONS['chunk_min_lead_s'][0],
         'frames_sent': frames_sent, 'chunks_received': len(chunks), 'gates_received': len(gates),

@@ -1,57 +1,56 @@
-"""The headless demo on a machine with ROS 2: the cue-reach simulator driving aura_node.
+"""The headless demo on a machine with ROS 2: the SO-101 world in MuJoCo driving aura_node.
 
-    ros2 launch aura_ros demo.launch.py duration_s:=60
+    ros2 launch aura_ros demo.launch.py tasks:=10
 
-Without `ros2 launch`, `python -m aura_ros demo` (or `make demo`) starts the same two nodes.
-The simulator executes the absolute joint targets aura_node publishes, as a position controller
-would. `fastdds_profile:=<share>/config/fastdds_large_frames.xml` gives both processes that Fast
-DDS profile, as a robot's camera driver and aura_node with large frames need (the demo's 64x64
-frames do not: empty, the default, leaves Fast DDS at its defaults).
+Without `ros2 launch`, `python -m aura_ros demo` (or `make demo`) starts the same two nodes with
+the same parameters (aura_ros/ros/so101_eval.py, `run_loop`) and prints one line per task.
+`so101_sim` runs lock-step: it publishes a frame, waits for the chunk aura_node computes from it
+and executes it like joint_trajectory_controller, then steps the physics one frame; its sim time
+goes out on /clock, so aura_node runs with use_sim_time. Until the first chunk arrives the world
+stands still and republishes its first frame, so the order the two processes start in does not
+matter. The launch ends when the simulator has run `tasks` tasks.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import (
-    DeclareLaunchArgument,
-    EmitEvent,
-    OpaqueFunction,
-    RegisterEventHandler,
-    SetEnvironmentVariable,
-)
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-
-def _profile(context):
-    """Set FASTDDS_DEFAULT_PROFILES_FILE only when a profile is given."""
-    path = LaunchConfiguration('fastdds_profile').perform(context)
-    return [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', path)] if path else []
+ACTION_TOPIC = '/aura/action_chunk'     # aura_node's ~/action_chunk (node name 'aura')
 
 
 def generate_launch_description():
     share = get_package_share_directory('aura_ros')
     arguments = [
         DeclareLaunchArgument('model_dir', default_value='',
-                              description='model directory; empty = the bundled model'),
-        DeclareLaunchArgument('duration_s', default_value='60.0',
-                              description='simulated seconds before the demo ends'),
+                              description='model directory; empty = the bundled SO-101 model'),
+        DeclareLaunchArgument('tasks', default_value='10',
+                              description='chained tasks before the demo ends'),
         DeclareLaunchArgument('seed', default_value='0', description='simulator seed'),
-        DeclareLaunchArgument('fastdds_profile', default_value='',
-                              description='FASTDDS_DEFAULT_PROFILES_FILE of both nodes; empty = '
-                                          'Fast DDS defaults'),
+        DeclareLaunchArgument('distractor_prob', default_value='0.0',
+                              description='chance per frame of a distractor flash (the bundled '
+                                          'model was trained without them)'),
     ]
-    profile = OpaqueFunction(function=_profile)
     policy = Node(package='aura_ros', executable='aura_node', name='aura', output='screen',
                   parameters=[os.path.join(share, 'config', 'aura.yaml'),
-                              {'model_dir': LaunchConfiguration('model_dir')}])
-    simulator = Node(package='aura_ros', executable='aura_sim', name='aura_sim', output='screen',
-                     parameters=[{'duration_s': LaunchConfiguration('duration_s'),
+                              {'model_dir': LaunchConfiguration('model_dir'),
+                               'use_sim_time': True,
+                               'input_qos': 'reliable',       # lock-step: no frame may be lost
+                               'input_depth': 2}])
+    simulator = Node(package='aura_ros', executable='aura_so101_sim', name='so101_sim',
+                     output='screen',
+                     parameters=[{'lockstep': True,
+                                  'wait_for_command': True,
+                                  'lockstep_timeout_s': 10.0,
+                                  'trajectory_topics': [ACTION_TOPIC],
+                                  'max_tasks': LaunchConfiguration('tasks'),
                                   'seed': LaunchConfiguration('seed'),
-                                  'action_mode': 'position'}])
+                                  'distractor_prob': LaunchConfiguration('distractor_prob')}])
     stop_with_simulator = RegisterEventHandler(OnProcessExit(
         target_action=simulator, on_exit=[EmitEvent(event=Shutdown(reason='demo finished'))]))
-    return LaunchDescription([*arguments, profile, policy, simulator, stop_with_simulator])
+    return LaunchDescription([*arguments, policy, simulator, stop_with_simulator])

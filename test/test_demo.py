@@ -1,7 +1,8 @@
-"""The demo command: simulator and aura_node as two processes over DDS, ending with a summary."""
+"""`python -m aura_ros demo`: so101_sim and aura_node with the bundled SO-101 model, two processes
+over DDS, one line per task and a summary (what `make demo` runs, shortened to 3 tasks)."""
 
-import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,33 +10,37 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+pytest.importorskip('mujoco', reason='mujoco not installed')
+
+BUNDLED = Path(__file__).resolve().parents[1] / 'models' / 'so101'
+TASK_LINE = re.compile(r'^task +(\d+): cue .* \| +(\d+) frames, .* \| +(\d+) writes$')
 
 
-def test_demo_runs_both_nodes_and_prints_the_summary(tiny_model_dir):
+def test_demo_runs_the_bundled_so101_model_with_few_writes():
+    """The gate of the bundled model writes the cue's few frames, not every frame (the 5-frame
+    cue; always-write would write all of a task's ~150 frames)."""
     env = dict(os.environ)   # conftest keeps DDS on loopback with this run's domain id
-    proc = subprocess.run([sys.executable, '-m', 'aura_ros', 'demo', '--duration', '8',
-                           '--model-dir', str(tiny_model_dir)], env=env, capture_output=True,
-                          text=True, timeout=180)
+    proc = subprocess.run([sys.executable, '-m', 'aura_ros', 'demo', '--tasks', '3'], env=env,
+                          capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert 'first action chunk received' in out, out
-    assert 'cue-reach summary:' in out, out
-    assert 'aura_node exit 0' in out, out
+    assert f'aura_node ({BUNDLED})' in out, out          # no --model-dir: the bundled model
+    tasks = [TASK_LINE.match(line) for line in out.splitlines() if line.startswith('task ')]
+    assert [int(t[1]) for t in tasks if t] == [0, 1, 2], out
+    for task in tasks:
+        frames, writes = int(task[2]), int(task[3])
+        assert 1 <= writes <= 10 < frames, out
+    assert re.search(r'so101 demo: \d/3 tasks succeeded', out), out
 
 
-BUNDLED = Path(__file__).resolve().parents[1] / 'models' / 'cue_reach' / 'model.yaml'
+def test_demo_so101_is_the_same_command():
+    from aura_ros.cli import COMMANDS, build_parser
 
-
-@pytest.mark.skipif(not BUNDLED.is_file(), reason='no bundled model (python -m aura_ros train '
-                                                  'cue-reach)')
-def test_closed_loop_through_ros_solves_tasks_with_few_writes(tmp_path):
-    """Simulator <-> aura_node over DDS with the bundled model: the in-process evaluation's
-    success (0.995 over 200 tasks) must hold through ROS too, at a handful of writes per task."""
-    out = tmp_path / 'loop.json'
-    proc = subprocess.run([sys.executable, '-m', 'aura_ros', 'demo', '--tasks', '6', '--out',
-                           str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
-    assert result['tasks'] == 6
-    assert result['success']['mean'] >= 5 / 6, proc.stdout
-    assert result['writes_per_task']['mean'] <= 5, proc.stdout   # always-write: ~110 per task
+    assert COMMANDS['demo'].target == COMMANDS['demo so101'].target == \
+        'aura_ros.ros.so101_demo:main'
+    parser = build_parser()
+    plain = vars(parser.parse_args(['demo', '--tasks', '4', '--seed', '2']))
+    alias = vars(parser.parse_args(['demo', 'so101', '--tasks', '4', '--seed', '2']))
+    plain.pop('demo_command')
+    alias.pop('demo_command')
+    assert plain == alias

@@ -116,15 +116,35 @@ def test_parameter_file_matches_the_declarations():
         assert params[name] == default, name
 
 
-def test_demo_launch_starts_the_policy_and_the_simulator():
+def test_demo_launch_starts_the_policy_and_the_so101_simulator():
+    """The same two nodes, joined the same way, as `python -m aura_ros demo` (run_loop)."""
     tree = ast.parse((REPO / 'launch' / 'demo.launch.py').read_text())
-    nodes = {}
+    nodes, parameters = {}, {}
     for call in _calls(tree, 'Node'):
         kwargs = {k.arg: k.value for k in call.keywords}
-        nodes[ast.literal_eval(kwargs['executable'])] = ast.literal_eval(kwargs['name'])
+        executable = ast.literal_eval(kwargs['executable'])
+        nodes[executable] = ast.literal_eval(kwargs['name'])
         assert ast.literal_eval(kwargs['package']) == 'aura_ros'
-    assert nodes == {'aura_node': 'aura', 'aura_sim': 'aura_sim'}
-    assert "'action_mode': 'position'" in (REPO / 'launch' / 'demo.launch.py').read_text()
+        (given,) = [d for d in kwargs['parameters'].elts if isinstance(d, ast.Dict)]
+        parameters[executable] = {ast.literal_eval(k): v
+                                  for k, v in zip(given.keys, given.values, strict=True)}
+    assert nodes == {'aura_node': 'aura', 'aura_so101_sim': 'so101_sim'}
+    sim, policy = parameters['aura_so101_sim'], parameters['aura_node']
+    assert ast.literal_eval(sim['lockstep']) is True
+    assert ast.literal_eval(sim['wait_for_command']) is True
+    assert [ast.unparse(t) for t in sim['trajectory_topics'].elts] == ['ACTION_TOPIC']
+    (topic,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                and n.targets[0].id == 'ACTION_TOPIC']
+    assert topic == f'/{nodes["aura_node"]}/action_chunk'
+    assert ast.literal_eval(policy['use_sim_time']) is True      # stamps are the sim's time
+    assert ast.literal_eval(policy['input_qos']) == 'reliable'
+    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+    pytest.importorskip('mujoco', reason='mujoco not installed')
+    from aura_ros.ros.params import DECLARATIONS
+    from aura_ros.ros.so101_sim import PARAMETERS
+
+    assert set(sim) <= set(PARAMETERS), set(sim) - set(PARAMETERS)   # no misspelled name
+    assert set(policy) - {'use_sim_time'} <= set(DECLARATIONS)
     setup = (REPO / 'setup.py').read_text()
-    assert "'aura_sim = aura_ros.ros.sim_node:main'" in setup
+    assert "'aura_so101_sim = aura_ros.ros.so101_sim:main'" in setup
     assert _calls(tree, 'OnProcessExit'), 'the demo must end when the simulator ends'

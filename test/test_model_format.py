@@ -181,11 +181,16 @@ def test_features_in_model(tmp_path):
         load_model_dir(tmp_path)
 
 
-def test_bundled_model_is_format_2_delta():
+def test_bundled_model_is_format_2_absolute():
+    """models/so101 was trained on the leader arm's absolute joint commands (the retired planar
+    model, migrated from format 1, predicted deltas)."""
     from pathlib import Path
 
-    spec = load_model_dir(Path(__file__).parents[1] / 'models' / 'cue_reach')
-    assert spec.action_mode == 'delta' and spec.groups[0].mode == 'delta'
+    bundled = Path(__file__).parents[1] / 'models' / 'so101'
+    assert yaml.safe_load((bundled / 'model.yaml').read_text())['format'] == 'aura_ros.model/2'
+    spec = load_model_dir(bundled)
+    assert spec.action_mode == 'absolute' and spec.groups[0].mode == 'absolute'
+    assert spec.action_names == spec.joint_names   # absolute targets for the arm's own joints
 
 
 def test_format_1_with_actions_that_are_not_joints_says_how_to_migrate():

@@ -189,6 +189,43 @@ BAD_INPUTS = {
 }
 
 
+def test_empty_model_dir_runs_the_bundled_so101_model(make_node, executor, wait_for):
+    """model_dir '' (config/aura.yaml's default) is models/so101: one camera 'image' of its size,
+    its joints by name, absolute targets for its actions, its chunk and period."""
+    from aura_ros.runtime import load_model_dir
+
+    spec = load_model_dir(REPO / 'models' / 'so101')
+    rig = Rig(make_node, executor, wait_for, '')
+    try:
+        assert rig.node.spec.name == spec.name and rig.node.spec.cameras == spec.cameras
+        (camera,) = spec.cameras
+        assert camera.name == 'image'
+        pixels = np.random.default_rng(3).integers(0, 256, (camera.height, camera.width, 3),
+                                                   dtype=np.uint8)
+        stamp = rig.now()
+        home = np.asarray(spec.joint_stats.mean, float)
+        joints = JointState(name=list(spec.joint_names), position=home.tolist())
+        joints.header.stamp = stamp
+        rig.joint_pub.publish(joints)
+        time.sleep(0.02)
+        rig.image_pub.publish(image_msg(pixels, stamp))
+        wait_for(lambda: rig.chunks and rig.gates, 20, executor, 'action chunk and gate')
+        chunk, gate = rig.chunks[0], rig.gates[0]
+        assert gate.header.stamp == stamp
+        assert chunk.joint_names == list(spec.action_names)
+        first = int(gate_values(gate)['first_point'])
+        assert len(chunk.points) == spec.chunk - first > 0
+        observation, published = nanoseconds(stamp), nanoseconds(chunk.header.stamp)
+        for i, point in enumerate(chunk.points, start=first):
+            at = published + nanoseconds(point.time_from_start)
+            assert abs(at - observation - round((i + 1) * spec.action_period_s * 10**9)) < 2
+            # absolute targets near the arm's working range, not deltas around zero
+            assert np.abs(np.asarray(point.positions) - home).max() < 1.0, point.positions
+        assert int(gate_values(gate)['state_bytes']) == 4224
+    finally:
+        rig.close()
+
+
 @pytest.mark.parametrize('reason', sorted(BAD_INPUTS))
 def test_bad_images_are_rejected_counted_and_leave_the_state(rig, reason):
     rig.step(FRAMES[0])

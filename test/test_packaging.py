@@ -53,8 +53,9 @@ def test_install_has_the_package_and_console_scripts(prefix):
     assert not (site_packages / 'test').exists()
     # pip generates the console scripts in <prefix>/bin from entry_points and ignores
     # setup.cfg's install_scripts (lib/aura_ros), which is for colcon and `ros2 run`.
-    for script in ('aura_node', 'aura_sim', 'aura_so101_sim'):
+    for script in ('aura_node', 'aura_so101_sim'):
         assert (prefix / 'bin' / script).is_file(), script
+    assert not (prefix / 'bin' / 'aura_sim').exists()     # the retired planar simulator
     assert not (prefix / 'lib/aura_ros').exists()
 
 

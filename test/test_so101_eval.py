@@ -34,6 +34,16 @@ def tiny_model(tmp_path_factory) -> Path:
     return root / 'model'
 
 
+def test_wilson_interval():
+    from aura_ros.ros.so101_eval import wilson
+
+    assert wilson(0, 100)[0] == 0.0 and wilson(0, 100)[1] == pytest.approx(0.0370, abs=1e-4)
+    lo, hi = wilson(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    assert wilson(100, 100)[1] == pytest.approx(1.0)
+    assert wilson(0, 0) == [0.0, 1.0]
+
+
 def _frames(n: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(n)]

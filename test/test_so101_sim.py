@@ -217,6 +217,19 @@ def test_bad_parameters_fail_at_start(rclpy_context):
         So101SimNode(context=rclpy_context, parameter_overrides=[Parameter('n_pads', value=9)])
 
 
+def test_a_bad_parameter_exits_2_with_one_line():
+    """The process, as `ros2 run` starts it: no traceback, the parameter named."""
+    import subprocess
+    import sys
+
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    proc = subprocess.run([sys.executable, '-m', 'aura_ros.ros.so101_sim', '--ros-args', '-p',
+                           'frame_hz:=0.0'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines() == [
+        'so101_sim: parameters frame_hz and time_scale must be > 0'], proc.stdout
+
+
 def test_real_time_driven_like_aura_node(make_sim, make_node, executor, wait_for):
     """aura_node's output, unchanged: on every image an absolute chunk stamped with the
     publisher's own clock (at or after publication), point i due (i + 1) action periods later."""

@@ -112,8 +112,9 @@ def main(args: argparse.Namespace) -> int:
                                   progress=lambda row: print(f'  {row}', flush=True)))
     if not args.skip_node:
         from aura_ros.ros import bench_node
+        from aura_ros.ros.params import BUNDLED_MODEL
 
-        result['model'] = args.model_dir or 'bundled (models/cue_reach)'
+        result['model'] = args.model_dir or f'bundled (models/{BUNDLED_MODEL})'
         result['image'] = '224x224 rgb8'
         result.update(bench_node.run(args.model_dir, rate_hz=30.0,
                                      duration_s=10.0 if quick else 60.0,

@@ -57,7 +57,7 @@ def stop_node(proc: subprocess.Popen) -> int:
 class Client:
     """Publishes frames at a rate and matches each step's output to its frame by stamp."""
 
-    def __init__(self, context: Context, joint_names=('shoulder', 'elbow'), size=224):
+    def __init__(self, context: Context, joint_names, size=224):
         self.node = Node('aura_bench_client', context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)

@@ -26,16 +26,19 @@ class ParameterError(ValueError):
     """A parameter value the node cannot run with."""
 
 
+BUNDLED_MODEL = 'so101'       # models/so101: the SO-101 world's model (docs/so101.md)
+
+
 def bundled_model_dir() -> str:
-    """The bundled model: share/aura_ros/models/cue_reach, else the one in the source tree."""
+    """The bundled model: share/aura_ros/models/so101, else the one in the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
-        shared = Path(get_package_share_directory('aura_ros')) / 'models' / 'cue_reach'
+        shared = Path(get_package_share_directory('aura_ros')) / 'models' / BUNDLED_MODEL
         if shared.is_dir():
             return str(shared)
     except (ImportError, LookupError, ValueError, OSError):   # no ament index: source tree
         pass
-    return str(Path(__file__).resolve().parents[2] / 'models' / 'cue_reach')
+    return str(Path(__file__).resolve().parents[2] / 'models' / BUNDLED_MODEL)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ STRING, DOUBLE, INTEGER, BOOL = (ParameterType.PARAMETER_STRING, ParameterType.P
 
 DECLARATIONS = {
     'model_dir': ('', _describe('model directory (model.yaml, backbone.onnx, memory.safetensors); '
-                                'empty = the bundled cue-reach model', STRING)),
+                                'empty = the bundled SO-101 model', STRING)),
     'device': ('auto', _describe(f'inference device: {"|".join(DEVICES)} '
                                  '(auto = cuda when usable)', STRING)),
     'memory_engine': ('torch', _describe(f'memory step engine: {"|".join(ENGINES)}', STRING)),

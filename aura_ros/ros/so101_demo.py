@@ -2,9 +2,9 @@
 
 Two processes over DDS (loopback): `so101_sim` (lock-step: the world waits for every answer, so
 the run is deterministic and as fast as the machine allows) and `aura_node` with the bundled
-SO-101 model (models/so101) or --model-dir. Prints, per task, the cue, the outcome, its frames
-and the memory writes aura_node made in it, then a summary. A machine that cannot render gets
-one line naming the Debian package to install, and exit code 2.
+model (models/so101, aura_node's default) or --model-dir. Prints, per task, the cue, the
+outcome, its frames and the memory writes aura_node made in it, then a summary. A machine that
+cannot render gets one line naming the Debian package to install, and exit code 2.
 """
 
 import argparse
@@ -14,19 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from aura_ros.ros.params import bundled_model_dir
 from aura_ros.ros.so101_eval import EvalError, Loop, Trace, loop_env, run_loop, wilson
-
-
-def bundled_so101_model() -> Path:
-    """models/so101 of the installed share directory, else of the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        shared = Path(get_package_share_directory('aura_ros')) / 'models' / 'so101'
-        if shared.is_dir():
-            return shared
-    except (ImportError, LookupError, ValueError, OSError):   # no ament index: source tree
-        pass
-    return Path(__file__).resolve().parents[2] / 'models' / 'so101'
 
 
 def check_rendering() -> Optional[str]:
@@ -96,7 +85,7 @@ def _bind(trace_ref: list) -> Trace:
 
 
 def main(args: argparse.Namespace) -> int:
-    model_dir = Path(getattr(args, 'model_dir', '') or bundled_so101_model())
+    model_dir = Path(getattr(args, 'model_dir', '') or bundled_model_dir())
     tasks = int(getattr(args, 'tasks', 0) or 0)
     duration = float(getattr(args, 'duration', 0.0) or 0.0)
     if not tasks and not duration:

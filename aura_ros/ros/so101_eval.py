@@ -35,7 +35,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from aura_ros.ros.bench_node import stop_node
-from aura_ros.training.cue_reach_eval import wilson
 
 METHODS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_TOPIC = '/aura/action_chunk'
@@ -45,6 +44,17 @@ READY = 'memory state'          # aura_node's start-up line names the state size
 
 class EvalError(RuntimeError):
     """The closed loop could not run (a process failed, a file is missing); says which."""
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score 95% interval of a proportion: sound at 0 or n successes of few tasks,
+    where the normal approximation gives a zero-width interval."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def mean_ci(values) -> dict:

@@ -32,7 +32,9 @@ import json
 import time
 
 import numpy as np
+import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -42,7 +44,6 @@ from trajectory_msgs.msg import JointTrajectory
 
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.joint_trajectory import TrajectoryError, TrajectoryFollower
-from aura_ros.ros.sim_node import run_simulator
 from aura_ros.tasks.so101 import JOINT_NAMES, So101Config, So101World, summarise
 
 PARAMETERS = {
@@ -320,7 +321,27 @@ class So101SimNode(Node):
 
 
 def main(args=None) -> int:
-    return run_simulator(So101SimNode, 'so101_sim', args)
+    """Spin the simulator until it is done; Ctrl-C finishes it (summary), a bad parameter
+    (ValueError) exits 2 with one line."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = So101SimNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not node.done:
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        if node is not None:
+            node.finish()
+    except ValueError as err:
+        print(f'so101_sim: {err}')
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -74,9 +75,12 @@ def _percentiles(ms: np.ndarray) -> dict:
         'max_ms': round(float(ms.max()), 3), 'mean_ms': round(float(ms.mean()), 3)}
 
 
-def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str = 'torch',
-         rss_every: int = 500, progress=print) -> dict:
-    """Drive aura_node for `frames` closed-loop steps; the per-window record and a summary."""
+def soak(model_dir: str, frames: int, window: int, image_size: Optional[int] = None,
+         engine: str = 'torch', rss_every: int = 500, progress=print) -> dict:
+    """Drive aura_node for `frames` closed-loop steps; the per-window record and a summary.
+
+    Frames are square `image_size` rgb8, or, when None, the size the model's camera expects.
+    """
     import psutil
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -89,6 +93,8 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
     from aura_ros.runtime import load_model_dir
 
     spec = load_model_dir(model_dir)
+    width, height = ((image_size, image_size) if image_size
+                     else (spec.cameras[0].width, spec.cameras[0].height))
     workdir = tempfile.mkdtemp(prefix='aura_soak_')
     state_file = os.path.join(workdir, 'aura.state')
     node = NodeProcess(model_dir, state_file, engine)
@@ -116,7 +122,7 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
                                   time.perf_counter()), 10)
     client.create_subscription(DiagnosticArray, '/diagnostics', on_health, 10)
     rng = np.random.default_rng(0)
-    pool = [rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8).tobytes()
+    pool = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8).tobytes()
             for _ in range(16)]
     names = list(spec.joint_names)
     windows, rss_series, resent = [], [], 0
@@ -136,8 +142,8 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
                 joints = JointState(name=names, position=[0.2 * np.sin(i * 0.01 + k)
                                                           for k in range(len(names))])
                 joints.header.stamp = stamp
-                image = Image(height=image_size, width=image_size, encoding='rgb8',
-                              step=3 * image_size, data=pool[i % len(pool)])
+                image = Image(height=height, width=width, encoding='rgb8', step=3 * width,
+                              data=pool[i % len(pool)])
                 image.header.stamp = stamp
                 key = (stamp.sec, stamp.nanosec)
                 joint_pub.publish(joints)
@@ -181,8 +187,10 @@ def soak(model_dir: str, frames: int, window: int, image_size: int, engine: str 
         code = node.stop()
     snapshot_bytes = os.path.getsize(state_file) if os.path.exists(state_file) else 0
     shutil.rmtree(workdir, ignore_errors=True)             # our own scratch snapshot only
-    return summarise(spec, model_dir, frames, window, engine, windows, rss_series, elapsed,
-                     resent, final_health, node.warnings(), code, snapshot_bytes)
+    result = summarise(spec, model_dir, frames, window, engine, windows, rss_series, elapsed,
+                       resent, final_health, node.warnings(), code, snapshot_bytes)
+    result['image'] = f'{width}x{height} rgb8'
+    return result
 
 
 def summarise(spec, model_dir, frames, window, engine, windows, rss_series, elapsed, resent,
@@ -255,21 +263,21 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def default_model_dir(image_size: int) -> tuple[str, str]:
-    """The bundled model if trained, else a random one with the default memory sizes."""
-    from aura_ros.ros.params import bundled_model_dir
+def default_model_dir(image_size: Optional[int]) -> tuple[str, str]:
+    """The bundled model if it is there, else a random one with the default memory sizes."""
+    from aura_ros.ros.params import BUNDLED_MODEL, bundled_model_dir
 
     try:
         bundled = bundled_model_dir()
     except OSError:                      # ament index without AMENT_PREFIX_PATH: source tree
-        bundled = str(Path(__file__).resolve().parents[2] / 'models' / 'cue_reach')
+        bundled = str(Path(__file__).resolve().parents[2] / 'models' / BUNDLED_MODEL)
     if Path(bundled, 'model.yaml').exists():
         return bundled, 'bundled'
     from aura_ros.runtime.init_model import init_model_dir
 
     out = tempfile.mkdtemp(prefix='aura_soak_model_')
-    init_model_dir(out, image_size=image_size, joints=('shoulder', 'elbow'), name='random')
-    return out, 'random (init-model defaults; the bundled model is not trained yet)'
+    init_model_dir(out, **({'image_size': image_size} if image_size else {}), name='random')
+    return out, 'random (init-model defaults; no bundled model installed)'
 
 
 def main(args) -> int:

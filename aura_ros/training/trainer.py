@@ -919,8 +919,7 @@ def main(args: argparse.Namespace) -> int:
 
     missing = [f'--{k}' for k in ('data', 'out') if not getattr(args, k, None)]
     if missing:
-        print(f'error: python -m aura_ros train needs {" and ".join(missing)} (or a subcommand: '
-              'train cue-reach)', file=sys.stderr)
+        print(f'error: python -m aura_ros train needs {" and ".join(missing)}', file=sys.stderr)
         return 2
     try:
         cfg = TrainerConfig.load(args.config) if args.config else TrainerConfig()
