@@ -7,6 +7,7 @@ files and the contracts, not the model's quality.
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,41 @@ def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
     changed = quick_config(TrainerConfig(seed=1))
     with pytest.raises(TrainerError, match='cannot resume, the config differs: seed'):
         run(demos, changed, out, 'resumed', resume=True)
+
+
+def test_resume_adds_a_baseline_with_its_own_budget(tmp_path, demos):
+    """More baselines (with a smaller budget of their own) on a trained run: only they train,
+    the card names their budget; any other change is still refused."""
+    out = tmp_path / 'model'
+    run(demos, QUICK, out, 'first')
+    aura_before = trainer.load_tensors(out / 'memory.safetensors')
+    more = replace(QUICK, baselines=(*QUICK.baselines, 'gru'), baseline_training={
+        'gru': {'warmup_iters': 2, 'gate_iters': 0, 'carry_iters': 1}})
+    lines = []
+    report = run(demos, more, out, 'with gru', resume=True, log=lines.append)
+    started = [line.split(':')[0] for line in lines if ': training (' in line]
+    assert started == ['gru']
+    phases = report['histories']['gru']['phases']
+    assert len(phases['warmup']) == 2 and len(phases.get('gate', [])) == 0
+    aura_after = trainer.load_tensors(out / 'memory.safetensors')
+    assert aura_after.keys() == aura_before.keys()
+    assert all(np.array_equal(aura_after[k], aura_before[k]) for k in aura_before)
+    assert (out / 'baselines' / 'gru.safetensors').is_file()
+    assert 'gru (warmup_iters 2, gate_iters 0, carry_iters 1)' in \
+        (out / 'MODEL_CARD.md').read_text()
+    state = json.loads((out / 'checkpoints' / 'state.json').read_text())
+    assert state['config']['baselines'] == list(more.baselines)
+    with pytest.raises(TrainerError, match='cannot resume, the config differs: d_model'):
+        run(demos, replace(more, d_model=16), out, 'changed', resume=True)
+
+
+def test_bad_baseline_budgets_are_named():
+    with pytest.raises(TrainerError, match='baseline_training must be a mapping from baselines'):
+        TrainerConfig(baseline_training={'gru': {'warmup_iters': 2}})       # gru not listed
+    with pytest.raises(TrainerError, match='unknown baseline_training.gru key.*warmup'):
+        TrainerConfig(baselines=('gru',), baseline_training={'gru': {'warmup': 2}})
+    with pytest.raises(TrainerError, match='baseline_training.gru: .*warmup_iters'):
+        TrainerConfig(baselines=('gru',), baseline_training={'gru': {'warmup_iters': -1}})
 
 
 def test_forced_gate_collapse_is_logged_and_reported(tmp_path, demos):

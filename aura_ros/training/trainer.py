@@ -97,6 +97,10 @@ class TrainerConfig:
     d_val: int = 32
     head_hidden: int = 256
     baselines: tuple[str, ...] = ('always_write', 'no_memory')
+    # per-baseline TrainingConfig overrides, e.g. {gru: {warmup_iters: 400}}: a baseline too
+    # slow to train on AURA's budget here (the state-matched GRU) gets a smaller one, named in
+    # the model card
+    baseline_training: dict = field(default_factory=dict)
     select_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     select_tolerance: float = 0.05    # relative action error allowed for fewer writes
     # backbone
@@ -149,6 +153,11 @@ class TrainerConfig:
         object.__setattr__(self, 'baselines', tuple(self.baselines))
         unknown = [b for b in self.baselines if b not in METHODS_KNOWN]
         need(not unknown, 'baselines', f'a list of {", ".join(METHODS_KNOWN)}')
+        need(isinstance(self.baseline_training, dict)
+             and set(self.baseline_training) <= set(self.baselines)
+             and all(isinstance(v, dict) for v in self.baseline_training.values()),
+             'baseline_training', 'a mapping from baselines listed in baselines to mappings of '
+             'TrainingConfig fields')
         object.__setattr__(self, 'select_thresholds', tuple(self.select_thresholds))
         need(bool(self.select_thresholds) and all(is_num(t, 0.0, 1.0)
                                                   for t in self.select_thresholds),
@@ -166,22 +175,28 @@ class TrainerConfig:
         need(isinstance(self.data, dict), 'data', 'a mapping of DataConfig fields')
         need(isinstance(self.training, dict), 'training', 'a mapping of TrainingConfig fields')
         # fail now on a bad training field
+        for method in self.baseline_training:
+            self.training_config(method)
         if self.training_config().gate_target == 'hint' and not self.data.get('hint_topic'):
             raise TrainerError("train config: training: gate_target 'hint' needs the frames "
                                'worth remembering marked in the data: set data: hint_topic '
                                '(and hint_match, hint_frames; docs/training.md)')
 
-    def training_config(self) -> TrainingConfig:
+    def training_config(self, method: str = 'aura') -> TrainingConfig:
+        """`training`, with `baseline_training[method]` over it for a baseline."""
+        where = 'training' if method not in self.baseline_training \
+            else f'baseline_training.{method}'
+        overrides = {**self.training, **self.baseline_training.get(method, {})}
         known = {f.name for f in fields(TrainingConfig)}
-        unknown = sorted(set(self.training) - known)
+        unknown = sorted(set(overrides) - known)
         if unknown:
-            raise TrainerError(f'train config: unknown training key(s): {", ".join(unknown)}; '
+            raise TrainerError(f'train config: unknown {where} key(s): {", ".join(unknown)}; '
                                f'known: {", ".join(sorted(known))}')
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.training.items()}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         try:
             return TrainingConfig(**{'seed': self.seed, **values})
         except TrainingError as err:
-            raise TrainerError(f'train config: training: {err}') from err
+            raise TrainerError(f'train config: {where}: {err}') from err
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -479,11 +494,15 @@ def compute_features(backbone, episodes, cameras, joint_stats, batch: int = 256,
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
+DEFAULT_CONFIG = TrainerConfig().to_dict()     # keys a checkpoint from an older trainer lacks
+
+
 class Checkpoints:
     """DIR/checkpoints: state.json (config, stages done, histories) and the tensors of each stage.
 
     A resumed run must have the same config (else the differences are named) and skips every
-    stage already done.
+    stage already done. The one change allowed is more baselines (and their
+    baseline_training): the trained stages stay valid, and only the new baselines train.
     """
 
     def __init__(self, out: Path, cfg: TrainerConfig, source: str, resume: bool):
@@ -492,15 +511,21 @@ class Checkpoints:
         config = cfg.to_dict()
         if resume and self.path.is_file():
             self.state = json.loads(self.path.read_text())
-            diffs = [f'{k}: checkpoint {self.state["config"].get(k)!r}, now {config.get(k)!r}'
-                     for k in sorted(set(config) | set(self.state['config']))
-                     if self.state['config'].get(k) != config.get(k)]
+            old = self.state['config']
+            added = [b for b in config['baselines'] if b not in old.get('baselines', [])]
+            trained = {b: v for b, v in config['baseline_training'].items() if b not in added}
+            same = {**config, 'baselines': [b for b in config['baselines'] if b not in added],
+                    'baseline_training': trained}
+            diffs = [f'{k}: checkpoint {old.get(k, DEFAULT_CONFIG.get(k))!r}, now '
+                     f'{same.get(k)!r}' for k in sorted(set(same) | set(old))
+                     if old.get(k, DEFAULT_CONFIG.get(k)) != same.get(k)]
             if diffs:
                 raise TrainerError(f'{self.path}: cannot resume, the config differs: '
                                    + '; '.join(diffs))
             if self.state.get('source') != source:
                 raise TrainerError(f'{self.path}: cannot resume, it was trained on '
                                    f'{self.state.get("source")!r}, not {source!r}')
+            self.state['config'] = config       # the added baselines are part of it now
         elif resume:
             raise TrainerError(f'{self.path}: nothing to resume (no checkpoint state)')
         else:
@@ -766,8 +791,9 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter('always', GateCollapseWarning)
-                train(model, train_eps, tcfg, chained=demos.chained, phases=todo, name=method,
-                      history=history, progress=True, on_phase_end=on_phase_end)
+                train(model, train_eps, cfg.training_config(method), chained=demos.chained,
+                      phases=todo, name=method, history=history, progress=True,
+                      on_phase_end=on_phase_end)
             for w in caught:
                 if issubclass(w.category, GateCollapseWarning):
                     log(f'WARNING: {w.message}')
@@ -814,7 +840,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         torch_version=torch.__version__, seed=cfg.seed, config=json.dumps(cfg.to_dict()),
         backbone_text=backbone_text(cfg, ckpt.state.get('backbone', {}), demos),
         d_key=cfg.d_key, d_val=cfg.d_val, state_bytes=config.memory_bytes(1),
-        recipe=recipe_text(tcfg, data_config(cfg)), baselines=', '.join(cfg.baselines) or 'none',
+        recipe=recipe_text(tcfg, data_config(cfg)), baselines=baselines_text(cfg),
         held_count=len(held_eps), threshold=threshold, tolerance=cfg.select_tolerance,
         table='\n'.join(f'| {m} | {r["action_error"]:.3g} [{r["action_error_ci"][0]:.3g}, '
                         f'{r["action_error_ci"][1]:.3g}] | {r["writes_per_episode"]:.1f} | '
@@ -857,6 +883,15 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
 
 def machine() -> str:
     return f'{platform.machine()} CPU, {os.cpu_count()} cores'
+
+
+def baselines_text(cfg: TrainerConfig) -> str:
+    """The baselines, each with the budget it got where it is not AURA's."""
+    def one(method: str) -> str:
+        own = cfg.baseline_training.get(method)
+        return method + (' (' + ', '.join(f'{k} {v}' for k, v in own.items()) + ')'
+                         if own else '')
+    return ', '.join(one(m) for m in cfg.baselines) or 'none'
 
 
 def recipe_text(t: TrainingConfig, data) -> str:
