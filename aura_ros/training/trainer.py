@@ -378,6 +378,12 @@ class Frames:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def hinted(self) -> np.ndarray:
+        """Flat indices of the frames the data marks as worth remembering (hints)."""
+        return np.concatenate([np.flatnonzero(e.hints) + o for e, o in
+                               zip(self.episodes, self.offsets, strict=False)
+                               if getattr(e, 'hints', None) is not None] or [np.zeros(0, int)])
+
     def locate(self, idx: np.ndarray):
         e = np.searchsorted(self.offsets, idx, side='right') - 1
         return e, idx - self.offsets[e]
@@ -411,6 +417,8 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     n = len(frames)
     # Mean and spread of every thumbnail pixel over (a sample of) the data, and how rare each
     # frame's pixels are: frames that show something seldom seen (a cue lamp) are over-sampled.
+    # Hinted frames, where the data has them, are the over-sampled ones instead: when much else
+    # is rare too (an arm pushed around, DART), rarity alone loses the few frames that matter.
     sample = rng.choice(n, min(n, 2048), replace=False)
     thumbs = []
     for chunk in np.array_split(sample, max(1, len(sample) // 256)):
@@ -419,6 +427,10 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     mean_img, std_img = thumbs.mean(0), thumbs.std(0) + 0.05
     rarity = ((thumbs - mean_img).abs() / std_img).flatten(1).amax(1).numpy()
     rare = sample[rarity >= np.quantile(rarity, 0.9)]
+    hinted = frames.hinted()
+    rare_text = 'the rarest tenth of frames'
+    if len(hinted):
+        rare, rare_text = hinted, f'the {len(hinted)} hinted frames'
     steps = cfg.cnn_steps
     if steps == 0:
         backbone.eval()
@@ -452,7 +464,8 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     for p in backbone.parameters():
         p.requires_grad_(False)
     tail = history[-max(1, steps // 10):]
-    result = {'steps': steps, 'recon': float(np.mean([h['recon'] for h in tail])),
+    result = {'steps': steps, 'rare': rare_text,
+              'recon': float(np.mean([h['recon'] for h in tail])),
               'action': float(np.mean([h['action'] for h in tail])), 'history': history}
     log(f'backbone: {steps} steps, reconstruction {result["recon"]:.4f}, frame action '
         f'{result["action"]:.4f} (last tenth)')
@@ -920,7 +933,8 @@ def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
             f'trained {result.get("steps", 0)} steps as an autoencoder (reconstruction of '
             f'{cfg.recon_size}x{cfg.recon_size} thumbnails, pixels far from the mean image '
             f'weighted up to {1 + cfg.recon_emphasis:g}x, {cfg.rare_share:.0%} of each batch from '
-            f'the rarest tenth of frames) plus a frame-level action read-out, then frozen; last '
+            f'{result.get("rare", "the rarest tenth of frames")}) plus a frame-level action '
+            f'read-out, then frozen; last '
             f'tenth: reconstruction {result.get("recon", float("nan")):.4f}, frame action '
             f'{result.get("action", float("nan")):.4f}.')
 
