@@ -280,3 +280,31 @@ def test_hint_target_without_hints_and_bad_hints_are_named(data):
         FeatureEpisode(data[0][0].features, data[0][0].targets, hint=np.ones(3, bool))
     with pytest.raises(TrainingError, match="gate_target must be 'ib' or 'hint'"):
         TrainingConfig(gate_target='labels')
+
+
+def test_non_finite_losses_skip_the_update_and_many_stop_the_phase(data, monkeypatch):
+    """A batch whose loss is NaN (a carried state that overflowed) makes no step, so the weights
+    stay finite; a phase where that keeps happening stops with an error naming it."""
+    from aura_ros.memory import training as tr
+
+    train_eps, _ = data
+    real = tr.objective
+    calls = {'n': 0}
+
+    def every_third_nan(*args, **kwargs):
+        loss, rec = real(*args, **kwargs)
+        calls['n'] += 1
+        return (loss * float('nan'), rec) if calls['n'] % 3 == 0 else (loss, rec)
+
+    monkeypatch.setattr(tr, 'objective', every_third_nan)
+    model = build_model('always_write', config_for())
+    few = TrainingConfig(window=T, batch=8, warmup_iters=12, gate_iters=0, carry_iters=12)
+    with pytest.warns(UserWarning, match='always_write: 4 of 12 warmup updates skipped'):
+        train(model, train_eps, few, phases=('warmup',), name='always_write')
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    monkeypatch.setattr(tr, 'objective', lambda *a, **k: (real(*a, **k)[0] * float('nan'),
+                                                          real(*a, **k)[1]))
+    with pytest.raises(TrainingError, match='the carry phase diverged.*lower carry_lr'):
+        train(model, train_eps, few, phases=('carry',), name='always_write')
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -585,13 +585,42 @@ def _optimiser(model: nn.Module, lr: float, iters: int, params=None):
     return opt, sched
 
 
-def _update(model: nn.Module, opt, sched, loss: Tensor, clip: float) -> None:
+def _update(model: nn.Module, opt, sched, loss: Tensor, clip: float) -> bool:
+    """One optimiser step; none (False) for a non-finite loss or gradient, so one bad batch
+    (a carried state that overflowed) cannot turn every weight into NaN."""
     opt.zero_grad(set_to_none=True)
+    if not bool(torch.isfinite(loss)):
+        return False
     loss.backward()
-    if clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    norm = nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
+    if not bool(torch.isfinite(norm)):
+        opt.zero_grad(set_to_none=True)
+        return False
     opt.step()
     sched.step()
+    return True
+
+
+class _Skips:
+    """Counts a phase's skipped updates: a few are survivable (a warning at the end), many mean
+    the phase diverged (TrainingError at once, before the weights are saved)."""
+
+    def __init__(self, name: str, phase: str, iters: int, lr_key: str):
+        self.name, self.phase, self.iters, self.lr_key = name, phase, iters, lr_key
+        self.limit = max(5, iters // 20)
+        self.count = 0
+
+    def __call__(self, stepped: bool) -> None:
+        self.count += not stepped
+        if self.count > self.limit:
+            raise TrainingError(f'{self.name}: the {self.phase} phase diverged: non-finite loss '
+                                f'or gradient in {self.count} updates (at most {self.limit} '
+                                f'of {self.iters} are skipped); lower {self.lr_key} or grad_clip')
+
+    def finish(self) -> None:
+        if self.count:
+            warnings.warn(f'{self.name}: {self.count} of {self.iters} {self.phase} updates '
+                          'skipped (non-finite loss or gradient)', stacklevel=4)
 
 
 def _bar(iters: int, desc: str, progress: bool):
@@ -647,6 +676,7 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     jitter = np.random.default_rng(seed + 1)
     opt, sched = _optimiser(model, config.lr, iters, params)
     bar, log, guard = _phase_log(config, history, phase, name, iters, gated, progress)
+    skips = _Skips(name, phase, iters, 'lr')
     for _ in bar:
         batch = windows.sample(config.batch)
         if teacher is not None:
@@ -655,8 +685,9 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
             model.gate_policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         ib = gated and config.gate_target == 'ib'
         loss, rec = objective(model, _forward(model, batch, None, ib), batch, config, gated)
-        _update(model, opt, sched, loss, config.grad_clip)
+        skips(_update(model, opt, sched, loss, config.grad_clip))
         log(rec)
+    skips.finish()
     if gated:
         guard.finish()
 
@@ -689,20 +720,24 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     bar, log, guard = _phase_log(config, history, 'carry', name, iters, gated, progress)
     # a hinted gate is already taught: here it only decides the writes the rest learns to use
     ib = gated and config.gate_target == 'ib'
+    skips = _Skips(name, 'carry', iters, 'carry_lr')
     for _ in bar:
         batch = streams.next()
         if gated:
             model.gate_policy = LearnedGate(float(rng.uniform(*config.threshold_jitter)))
         out = _forward(model, batch, state, ib)
         loss, rec = objective(model, out, batch, config, ib)
-        _update(model, opt, sched, loss, config.grad_clip)
+        skips(_update(model, opt, sched, loss, config.grad_clip))
         state = {k: v.detach() for k, v in out['state'].items()} if carries \
             else model.init_state(B, device)
         restart = rng.random(B) < config.carry_reset
+        restart |= ~np.logical_and.reduce([torch.isfinite(v).flatten(1).all(1).cpu().numpy()
+                                           for v in state.values()])    # overflowed: anew
         for r in np.flatnonzero(restart):
             streams.restart(int(r), position=False)
         state = reset_rows(state, streams.take_resets())
         log(rec)
+    skips.finish()
     if gated:
         guard.finish()
 
@@ -879,6 +914,10 @@ def select_threshold(model: nn.Module, episodes: Iterable,
         table.append({'threshold': float(th), **{k: row[k] for k in
                                                  ('action_error', 'writes_per_episode',
                                                   'write_rate')}})
+    broken = [r['threshold'] for r in table if not math.isfinite(r['action_error'])]
+    if broken:
+        raise TrainingError(f'the action error is not finite at threshold(s) {broken}: the '
+                            "model's weights or memory state are not finite")
     best = min(r['action_error'] for r in table)
     ok = [r for r in table if r['action_error'] <= best * (1.0 + tolerance) + 1e-12]
     chosen = min(ok, key=lambda r: (r['writes_per_episode'], -r['threshold']))['threshold']
