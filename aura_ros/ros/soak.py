@@ -265,12 +265,9 @@ def plot(result: dict, path: Path) -> None:
 
 def default_model_dir(image_size: Optional[int]) -> tuple[str, str]:
     """The bundled model if it is there, else a random one with the default memory sizes."""
-    from aura_ros.ros.params import BUNDLED_MODEL, bundled_model_dir
+    from aura_ros.ros.params import bundled_model_dir
 
-    try:
-        bundled = bundled_model_dir()
-    except OSError:                      # ament index without AMENT_PREFIX_PATH: source tree
-        bundled = str(Path(__file__).resolve().parents[2] / 'models' / BUNDLED_MODEL)
+    bundled = bundled_model_dir()        # falls back to the source tree by itself
     if Path(bundled, 'model.yaml').exists():
         return bundled, 'bundled'
     from aura_ros.runtime.init_model import init_model_dir

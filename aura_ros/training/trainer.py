@@ -382,7 +382,7 @@ class Frames:
         """Flat indices of the frames the data marks as worth remembering (hints)."""
         return np.concatenate([np.flatnonzero(e.hints) + o for e, o in
                                zip(self.episodes, self.offsets, strict=False)
-                               if getattr(e, 'hints', None) is not None] or [np.zeros(0, int)])
+                               if e.hints is not None] or [np.zeros(0, int)])
 
     def locate(self, idx: np.ndarray):
         e = np.searchsorted(self.offsets, idx, side='right') - 1
