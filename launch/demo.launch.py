@@ -2,8 +2,9 @@
 
     ros2 launch aura_ros demo.launch.py tasks:=10
 
-Without `ros2 launch`, `python -m aura_ros demo` (or `make demo`) starts the same two nodes with
-the same parameters (aura_ros/ros/so101_eval.py, `run_loop`) and prints one line per task.
+Without `ros2 launch`, `python -m aura_ros demo` (or `make demo`) starts the same two nodes,
+joined by the same parameters (`LOCKSTEP_NODE`, `LOCKSTEP_SIM` of aura_ros/ros/so101_eval.py,
+which its `run_loop` passes too), and prints one line per task.
 `so101_sim` runs lock-step: it publishes a frame, waits for the chunk aura_node computes from it
 and executes it like joint_trajectory_controller, then steps the physics one frame; its sim time
 goes out on /clock, so aura_node runs with use_sim_time. Until the first chunk arrives the world
@@ -21,7 +22,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-ACTION_TOPIC = '/aura/action_chunk'     # aura_node's ~/action_chunk (node name 'aura')
+from aura_ros.ros.so101_eval import LOCKSTEP_NODE, LOCKSTEP_SIM
 
 
 def generate_launch_description():
@@ -39,15 +40,10 @@ def generate_launch_description():
     policy = Node(package='aura_ros', executable='aura_node', name='aura', output='screen',
                   parameters=[os.path.join(share, 'config', 'aura.yaml'),
                               {'model_dir': LaunchConfiguration('model_dir'),
-                               'use_sim_time': True,
-                               'input_qos': 'reliable',       # lock-step: no frame may be lost
-                               'input_depth': 2}])
+                               **LOCKSTEP_NODE}])
     simulator = Node(package='aura_ros', executable='aura_so101_sim', name='so101_sim',
                      output='screen',
-                     parameters=[{'lockstep': True,
-                                  'wait_for_command': True,
-                                  'lockstep_timeout_s': 10.0,
-                                  'trajectory_topics': [ACTION_TOPIC],
+                     parameters=[{**LOCKSTEP_SIM,
                                   'max_tasks': LaunchConfiguration('tasks'),
                                   'seed': LaunchConfiguration('seed'),
                                   'distractor_prob': LaunchConfiguration('distractor_prob')}])

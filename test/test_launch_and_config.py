@@ -117,34 +117,40 @@ def test_parameter_file_matches_the_declarations():
 
 
 def test_demo_launch_starts_the_policy_and_the_so101_simulator():
-    """The same two nodes, joined the same way, as `python -m aura_ros demo` (run_loop)."""
+    """The same two nodes, joined by the same parameters, as `python -m aura_ros demo`
+    (run_loop): both take them from so101_eval's LOCKSTEP_NODE / LOCKSTEP_SIM."""
     tree = ast.parse((REPO / 'launch' / 'demo.launch.py').read_text())
-    nodes, parameters = {}, {}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == 'aura_ros.ros.so101_eval' for a in n.names}
+    assert imported == {'LOCKSTEP_NODE', 'LOCKSTEP_SIM'}
+    nodes, literal, unpacked = {}, {}, {}
     for call in _calls(tree, 'Node'):
         kwargs = {k.arg: k.value for k in call.keywords}
         executable = ast.literal_eval(kwargs['executable'])
         nodes[executable] = ast.literal_eval(kwargs['name'])
         assert ast.literal_eval(kwargs['package']) == 'aura_ros'
         (given,) = [d for d in kwargs['parameters'].elts if isinstance(d, ast.Dict)]
-        parameters[executable] = {ast.literal_eval(k): v
-                                  for k, v in zip(given.keys, given.values, strict=True)}
+        literal[executable] = {ast.literal_eval(k) for k in given.keys if k is not None}
+        unpacked[executable] = [v.id for k, v in zip(given.keys, given.values, strict=True)
+                                if k is None]
     assert nodes == {'aura_node': 'aura', 'aura_so101_sim': 'so101_sim'}
-    sim, policy = parameters['aura_so101_sim'], parameters['aura_node']
-    assert ast.literal_eval(sim['lockstep']) is True
-    assert ast.literal_eval(sim['wait_for_command']) is True
-    assert [ast.unparse(t) for t in sim['trajectory_topics'].elts] == ['ACTION_TOPIC']
-    (topic,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                and n.targets[0].id == 'ACTION_TOPIC']
-    assert topic == f'/{nodes["aura_node"]}/action_chunk'
-    assert ast.literal_eval(policy['use_sim_time']) is True      # stamps are the sim's time
-    assert ast.literal_eval(policy['input_qos']) == 'reliable'
-    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
-    pytest.importorskip('mujoco', reason='mujoco not installed')
-    from aura_ros.ros.params import DECLARATIONS
-    from aura_ros.ros.so101_sim import PARAMETERS
-
-    assert set(sim) <= set(PARAMETERS), set(sim) - set(PARAMETERS)   # no misspelled name
-    assert set(policy) - {'use_sim_time'} <= set(DECLARATIONS)
+    assert unpacked == {'aura_node': ['LOCKSTEP_NODE'], 'aura_so101_sim': ['LOCKSTEP_SIM']}
     setup = (REPO / 'setup.py').read_text()
     assert "'aura_so101_sim = aura_ros.ros.so101_sim:main'" in setup
     assert _calls(tree, 'OnProcessExit'), 'the demo must end when the simulator ends'
+    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+    pytest.importorskip('mujoco', reason='mujoco not installed')
+    from aura_ros.ros.params import DECLARATIONS
+    from aura_ros.ros.so101_eval import LOCKSTEP_NODE, LOCKSTEP_SIM, ros_args
+    from aura_ros.ros.so101_sim import PARAMETERS
+
+    assert LOCKSTEP_SIM['lockstep'] is True and LOCKSTEP_SIM['wait_for_command'] is True
+    assert LOCKSTEP_SIM['trajectory_topics'] == [f'/{nodes["aura_node"]}/action_chunk']
+    assert LOCKSTEP_NODE['use_sim_time'] is True                 # stamps are the sim's time
+    assert LOCKSTEP_NODE['input_qos'] == 'reliable'
+    sim = literal['aura_so101_sim'] | set(LOCKSTEP_SIM)
+    policy = literal['aura_node'] | set(LOCKSTEP_NODE)
+    assert sim <= set(PARAMETERS), sim - set(PARAMETERS)         # no misspelled name
+    assert policy - {'use_sim_time'} <= set(DECLARATIONS)
+    assert ros_args({'lockstep': True, 'trajectory_topics': ['/a', '/b'], 'seed': 3}) == [
+        '-p', 'lockstep:=true', '-p', 'trajectory_topics:=["/a", "/b"]', '-p', 'seed:=3']

@@ -40,6 +40,13 @@ METHODS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_TOPIC = '/aura/action_chunk'
 GATE_TOPIC = '/aura/gate'
 READY = 'memory state'          # aura_node's start-up line names the state size
+#: How aura_node and so101_sim are joined in a lock-step loop. run_loop passes these and
+#: launch/demo.launch.py imports them, so `python -m aura_ros demo` and `ros2 launch` wire alike.
+LOCKSTEP_NODE = {'use_sim_time': True,      # the stamps are the simulator's time
+                 'input_qos': 'reliable',    # lock-step: a lost frame would stall the world
+                 'input_depth': 2}
+LOCKSTEP_SIM = {'lockstep': True, 'wait_for_command': True, 'lockstep_timeout_s': 10.0,
+                'trajectory_topics': [ACTION_TOPIC]}
 
 
 class EvalError(RuntimeError):
@@ -175,10 +182,10 @@ class Loop:
     size: int = 96
     delay: tuple = (30, 150)
     distractor_prob: float = 0.02
-    lockstep_timeout_s: float = 10.0
+    lockstep_timeout_s: float = LOCKSTEP_SIM['lockstep_timeout_s']
     timeout_s: float = 3600.0
     keep_frames: int = 0
-    trajectory_topics: tuple = (ACTION_TOPIC,)      # aura_node's output topic(s) the sim runs
+    trajectory_topics: tuple = tuple(LOCKSTEP_SIM['trajectory_topics'])  # topics the sim runs
     duration_s: float = 0.0         # also stop after this much sim time (0: tasks only)
 
     def __post_init__(self) -> None:
@@ -189,9 +196,22 @@ class Loop:
             raise EvalError(f'{self.model_dir} has no model.yaml')
 
 
-def _process(module: str, ros_args: list[str], env: dict, log: Path) -> subprocess.Popen:
+def ros_args(parameters: dict) -> list[str]:
+    """`-p name:=value` overrides for `--ros-args`: booleans as true/false, lists of strings
+    as YAML lists."""
+    def text(value) -> str:
+        if isinstance(value, bool):
+            return 'true' if value else 'false'
+        if isinstance(value, (list, tuple)):
+            return '[' + ', '.join(f'"{v}"' if isinstance(v, str) else str(v)
+                                   for v in value) + ']'
+        return str(value)
+    return [arg for name, value in parameters.items() for arg in ('-p', f'{name}:={text(value)}')]
+
+
+def _process(module: str, arguments: list[str], env: dict, log: Path) -> subprocess.Popen:
     handle = open(log, 'w')
-    return subprocess.Popen([sys.executable, '-u', '-m', module, '--ros-args', *ros_args],
+    return subprocess.Popen([sys.executable, '-u', '-m', module, '--ros-args', *arguments],
                             env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
@@ -242,22 +262,18 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     work.mkdir(parents=True, exist_ok=True)
     outcomes = work / 'outcomes.jsonl'
     outcomes.unlink(missing_ok=True)
-    node_args = ['-p', f'model_dir:={Path(loop.model_dir).resolve()}', '-p', 'use_sim_time:=true',
-                 '-p', f'memory_engine:={loop.engine}', '-p', 'input_qos:=reliable',
-                 '-p', 'input_depth:=2', '-p', 'device:=cpu']
-    if loop.gate_threshold is not None:
-        node_args += ['-p', f'gate_threshold:={loop.gate_threshold}']
-    sim_args = ['-p', 'lockstep:=true', '-p', 'wait_for_command:=true',
-                '-p', f'lockstep_timeout_s:={loop.lockstep_timeout_s}',
-                '-p', 'trajectory_topics:=[' + ', '.join(
-                    f'"{t}"' for t in loop.trajectory_topics) + ']',
-                '-p', f'max_tasks:={loop.tasks}', '-p', f'duration_s:={float(loop.duration_s)}',
-                '-p', f'seed:={loop.seed}',
-                '-p', f'n_pads:={loop.n_pads}', '-p', f'image_width:={loop.size}',
-                '-p', f'image_height:={loop.size}', '-p', f'delay_min:={loop.delay[0]}',
-                '-p', f'delay_max:={loop.delay[1]}',
-                '-p', f'distractor_prob:={float(loop.distractor_prob)}',
-                '-p', f'outcomes_file:={outcomes}']
+    node_args = ros_args({'model_dir': Path(loop.model_dir).resolve(), **LOCKSTEP_NODE,
+                          'memory_engine': loop.engine, 'device': 'cpu',
+                          **({} if loop.gate_threshold is None
+                             else {'gate_threshold': loop.gate_threshold})})
+    sim_args = ros_args({**LOCKSTEP_SIM, 'lockstep_timeout_s': loop.lockstep_timeout_s,
+                         'trajectory_topics': list(loop.trajectory_topics),
+                         'max_tasks': loop.tasks, 'duration_s': float(loop.duration_s),
+                         'seed': loop.seed, 'n_pads': loop.n_pads, 'image_width': loop.size,
+                         'image_height': loop.size, 'delay_min': loop.delay[0],
+                         'delay_max': loop.delay[1],
+                         'distractor_prob': float(loop.distractor_prob),
+                         'outcomes_file': outcomes})
     trace = trace if trace is not None else Trace()
     context = Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
