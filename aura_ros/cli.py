@@ -219,6 +219,18 @@ def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', default='docs/results/fuzz.json', help='results JSON')
 
 
+def _gate_report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('bag', help='a rosbag2 bag (.mcap/.db3 or its folder) holding '
+                                    "aura_node's gate topic (and the camera, for thumbnails)")
+    parser.add_argument('--out', default=None, help='PNG to write (default: <bag name>_gate.png)')
+    parser.add_argument('--gate-topic', default='/aura/gate', help='the gate topic')
+    parser.add_argument('--camera-topic', default=None,
+                        help="camera topic (default: the bag's only image topic, if one)")
+    parser.add_argument('--thumbnails', type=int, default=6,
+                        help='written frames shown, spread over the run (default 6)')
+    parser.add_argument('--width', type=int, default=1200, help='picture width in pixels')
+
+
 COMMANDS: Dict[str, Command] = {
     'bench fuzz': Command('aura_ros.ros.fuzz_bench:main',
                           'fuzz a live aura_node (10^4 drawn inputs) and reset it 1000 times '
@@ -238,6 +250,9 @@ COMMANDS: Dict[str, Command] = {
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
+    'gate-report': Command('aura_ros.data.gate_bag:main',
+                           "draw the write gate of a recorded run (a bag of aura_node's gate "
+                           'topic) as a PNG timeline', _gate_report_args),
     'train': Command('aura_ros.training.trainer:main',
                      'train a model directory on your own demonstrations (rosbag2 or LeRobot)',
                      _train_args),

@@ -66,6 +66,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from aura_ros.ros.adaptive_qos import InputSubscription
 from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
+from aura_ros.ros.gate_topics import GateTopics
 from aura_ros.ros.health import RecentProblems, Throttle
 from aura_ros.ros.inputs import (
     COMPRESSED_TYPE,
@@ -161,6 +162,7 @@ class AuraNode(LifecycleNode):
         self._input_subs: list[InputSubscription] = []
         self._group_pubs: dict = {}
         self.gate_pub = None
+        self.gate_topics: Optional[GateTopics] = None   # ~/gate_image, ~/gate_values
         self._watches: dict[str, TopicWatch] = {}
         self._camera_topics: dict[str, str] = {}   # camera -> resolved topic
         self._last_sequence: dict = {}             # (topic, publisher) -> sequence number
@@ -297,6 +299,8 @@ class AuraNode(LifecycleNode):
         self._group_pubs = {g.name: self.create_lifecycle_publisher(
             JointTrajectory, f'~/{g.name}', 10) for g in spec.groups}
         self.gate_pub = self.create_lifecycle_publisher(DiagnosticArray, '~/gate', 10)
+        self.gate_topics = GateTopics(self, p.gate_image_steps, p.gate_image_rate_hz,
+                                      p.gate_image_thumbnails)
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
@@ -355,6 +359,9 @@ class AuraNode(LifecycleNode):
         for pub in [*self._group_pubs.values(), *([self.gate_pub] if self.gate_pub else [])]:
             self.destroy_lifecycle_publisher(pub)
         self._input_subs, self._group_pubs, self.gate_pub = [], {}, None
+        if self.gate_topics is not None:
+            self.gate_topics.destroy()
+            self.gate_topics = None
         self._watches, self._camera_topics, self._input_problems = {}, {}, []
         self.matcher = None
         with self._lock:
@@ -527,6 +534,7 @@ class AuraNode(LifecycleNode):
             reset['summary'] = self.runtime.reset()
             self.latencies.clear()
             self.last_gate = {}
+            self.gate_topics.view.clear()
             self._save_state()
             reset['event'].set()
             return
@@ -604,6 +612,7 @@ class AuraNode(LifecycleNode):
                           'step': gate.step, 'writes': gate.writes,
                           'discarded': gate.discarded,
                           'write_rate': gate.writes / max(gate.step, 1),
+                          'gate_threshold': self.runtime.gate_threshold,
                           'state_bytes': self.state_bytes,
                           'latency_ms': latency * 1e3,
                           'first_point': timing.first_point, 'clipped': result.clipped}
@@ -612,6 +621,8 @@ class AuraNode(LifecycleNode):
         gate_msg.status.append(status('aura/gate', 'wrote' if gate.wrote else 'skipped',
                                       self.last_gate, hardware_id=self.runtime.device))
         self.gate_pub.publish(gate_msg)
+        self.gate_topics.record(self.last_gate, None if self.spec.features_in
+                                else frames[self.spec.cameras[0].name])
         published = time.perf_counter()
         stages = {'decode': decoded - started, **result.timings,
                   'publish': published - decoded - result.timings.get('total', 0.0),
@@ -735,7 +746,9 @@ class AuraNode(LifecycleNode):
                   'chunk_points_dropped': self.points_dropped,
                   'steps': runtime.steps if runtime else 0,
                   'writes': runtime.writes if runtime else 0,
-                  'state_bytes': self.state_bytes}
+                  'state_bytes': self.state_bytes,
+                  'gate_images_rendered': self.gate_topics.view.renders if self.gate_topics
+                  else 0}
         if runtime is not None:
             values.update({'device': runtime.device, 'execution_provider': runtime.provider,
                            'engine': runtime.engine, 'gate_threshold': runtime.gate_threshold})

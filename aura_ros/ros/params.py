@@ -60,6 +60,9 @@ class NodeParams:
     input_timeout_s: float
     chunk_min_lead_s: float
     autostart: bool
+    gate_image_steps: int
+    gate_image_rate_hz: float
+    gate_image_thumbnails: int
 
     def qos(self) -> QoSProfile:
         """The input QoS at input_depth: ROS's sensor-data profile (best effort, volatile), or
@@ -127,6 +130,12 @@ DECLARATIONS = {
                                          DOUBLE, floats=(0.0, 1.0))),
     'autostart': (True, _describe('configure and activate at start (false: wait for a '
                                   'lifecycle manager)', BOOL)),
+    'gate_image_steps': (300, _describe('~/gate_image: steps shown in its strip chart', INTEGER,
+                                        ints=(10, 100_000))),
+    'gate_image_rate_hz': (5.0, _describe('~/gate_image: pictures per second, drawn only while '
+                                          'it has a subscriber', DOUBLE, floats=(0.1, 30.0))),
+    'gate_image_thumbnails': (4, _describe('~/gate_image: last written frames shown', INTEGER,
+                                           ints=(0, 12))),
 }
 PATHS = ('model_dir', 'state_file')
 DOUBLES = tuple(name for name, (_, d) in DECLARATIONS.items() if d.type == DOUBLE)
