@@ -50,6 +50,7 @@ setup(
         *share('launch', 'launch/*.py'),
         *share('config', 'config/*.yaml'),
         *share('config', 'config/*.xml'),
+        *share('config', 'config/*.json'),   # the Foxglove layout
         *share_tree('models'),
     ],
     install_requires=[
