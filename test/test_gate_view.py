@@ -223,3 +223,59 @@ def rig(make_node, executor, wait_for, tiny_model_dir):
     made = Rig(make_node, executor, wait_for, tiny_model_dir)
     yield made
     made.close()
+
+
+def test_gate_report_draws_a_recorded_run(make_node, executor, wait_for, tiny_model_dir,
+                                          tmp_path):
+    """A run over DDS recorded into an mcap bag (gate + camera), then `gate-report BAG`."""
+    from PIL import Image as PILImage
+
+    from aura_ros.cli import main as cli
+    from aura_ros.data.gate_bag import read_gate_view
+    from aura_ros.ros.record import BagRecorder
+
+    rig = Rig(make_node, executor, wait_for, tiny_model_dir, gate_threshold=1.0)
+    bag, png = tmp_path / 'run', tmp_path / 'gate.png'
+    recorder = None
+    try:
+        rig.client.destroy_publisher(rig.image_pub)     # reliable, as the recorder subscribes
+        rig.image_pub = rig.client.create_publisher(Image, 'image', 10)
+        recorder = BagRecorder(bag, {'/aura/gate': 'diagnostic_msgs/msg/DiagnosticArray',
+                                     '/image': 'sensor_msgs/msg/Image'}, time.time,
+                               context=executor.context)
+        executor.add_node(recorder)
+        wait_for(lambda: rig.image_pub.get_subscription_count() >= 2
+                 and rig.node.gate_pub.get_subscription_count() >= 2, 10, executor, 'recorder')
+        written = []
+        for i, pixels in enumerate(FRAMES):
+            if i in (2, 5):
+                set_threshold(rig, 0.0)
+            _, gate = rig.step(pixels)
+            if i in (2, 5):
+                written.append(int(gate_values(gate)['step']))
+                set_threshold(rig, 1.0)
+        wait_for(lambda: recorder.counts['/aura/gate'] == len(FRAMES), 10, executor, 'recorded')
+    finally:
+        if recorder is not None:
+            executor.remove_node(recorder)
+            recorder.close()
+            recorder.destroy_node()
+        rig.close()
+
+    assert cli(['gate-report', str(bag), '--out', str(png), '--thumbnails', '2']) == 0
+    picture = np.asarray(PILImage.open(png).convert('RGB'))
+    view = read_gate_view(bag, thumbnails=2)
+    assert picture.shape == (view.height, view.width, 3)
+    assert [f.step for f in view.written] == written
+    assert np.array_equal(view.written[0].pixels, FRAMES[2])     # found by stamp
+    steps = [s.step for s in view.samples]
+    assert len(steps) == len(FRAMES)
+    for step in steps:
+        assert tick_at(picture, view, view.step_x(step)) == (step in written), step
+
+
+def test_gate_report_names_a_bag_without_the_gate(tmp_path, capsys):
+    from aura_ros.cli import main as cli
+
+    assert cli(['gate-report', str(tmp_path / 'nothing.mcap')]) == 2
+    assert 'not a rosbag2 bag' in capsys.readouterr().err

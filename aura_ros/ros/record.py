@@ -32,13 +32,14 @@ from typing import Callable, Optional
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from aura_ros.ros.conversions import stamp_seconds
@@ -49,7 +50,10 @@ TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
 LEADER_TOPIC = '/leader/joint_states'
 MESSAGE_CLASSES = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/JointState': JointState,
                    'trajectory_msgs/msg/JointTrajectory': JointTrajectory,
-                   'std_msgs/msg/String': String}
+                   'std_msgs/msg/String': String,
+                   # aura_node's gate topics, for recording a run (gate-report)
+                   'diagnostic_msgs/msg/DiagnosticArray': DiagnosticArray,
+                   'std_msgs/msg/Float64MultiArray': Float64MultiArray}
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
 
