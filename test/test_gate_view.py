@@ -48,6 +48,19 @@ def test_render_marks_each_write_at_its_step_and_shows_its_frame():
     assert np.any(np.all(below == (0, 0, 255), axis=2))
 
 
+def test_a_run_of_writes_is_one_thumbnail():
+    view = GateView(steps=50, thumbnails=3)
+    frames = {step: (np.full((8, 8, 3), step, np.uint8), 'rgb8') for step in range(1, 31)}
+    for step in range(1, 31):
+        wrote = step in (10, 11, 12, 20)
+        view.record(step, 0.9 if wrote else 0.1, 0.5, 1.0, wrote, 0, frames[step])
+    assert [(f.step, f.last) for f in view.written] == [(10, 12), (20, 20)]
+    assert view.written[0].pixels[0, 0, 0] == 10                # the run's first frame
+    picture = view.render()
+    for step in (10, 11, 12, 20):
+        assert tick_at(picture, view, view.step_x(step))
+
+
 def test_render_without_writes_has_no_marks_and_reset_clears():
     view = GateView(steps=20, thumbnails=0)
     for step in range(1, 30):

@@ -5,7 +5,8 @@ rosbag2 bag with the project's reader set-up (aura_ros/data/rosbag.py: `rosbags`
 install) and draws it with the renderer the node uses live (aura_ros/runtime/gate_view.py),
 its window stretched to the whole run. Thumbnails: when the bag also holds the camera
 (sensor_msgs/Image or CompressedImage), the frames of up to `thumbnails` writes spread over the
-run, found by stamp (the gate is stamped with its observation's stamp).
+run (the first frame of each run of consecutive writes), found by stamp: the gate is stamped
+with its observation's stamp.
 
 Record a run with `ros2 bag record /aura/gate /aura/gate_values /image` (README "Debugging").
 """
@@ -86,8 +87,10 @@ def read_gate_view(bag, gate_topic: str = '/aura/gate', camera_topic: Optional[s
             raise DataError(f'{bag}: {gate_topic} holds {len(statuses)} gate step(s); a '
                             'timeline needs at least 2')
         camera = _camera_topic(str(bag), topics, camera_topic) if thumbnails else None
-        writes = [stamp for stamp, v in statuses if v.get('wrote') == '1' and stamp is not None]
-        shown = set(spread(writes, thumbnails)) if camera else set()
+        wrote = [v.get('wrote') == '1' for _, v in statuses]
+        starts = [stamp for i, (stamp, _) in enumerate(statuses)   # of runs of writes
+                  if wrote[i] and not (i and wrote[i - 1]) and stamp is not None]
+        shown = set(spread(starts, thumbnails)) if camera else set()
         frames = _frames(reader, camera, shown) if shown else {}
     finally:
         reader.close()

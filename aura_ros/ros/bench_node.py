@@ -214,3 +214,47 @@ def run(model_dir: str = '', rate_hz: float = 30.0, duration_s: float = 60.0,
         code = stop_node(proc)
     return {'node_e2e': e2e, 'rate_sweep': sweep_rows, 'max_rate_hz': max_rate,
             'node_health': health, 'node_exit_code': code}
+
+
+def compare_gate_image(model_dir: str = '', repeats: int = 3, duration_s: float = 20.0,
+                       rate_hz: float = 30.0, progress=print) -> list[dict]:
+    """The same `rate_hz` run without and with a subscriber on ~/gate_image, interleaved in
+    one aura_node process (default parameters: drawn at 5 Hz while subscribed): what the
+    picture costs the steps. Each row also says how many pictures the node drew in it."""
+    from aura_ros.ros.params import bundled_model_dir
+    from aura_ros.runtime import load_model_dir
+
+    spec = load_model_dir(model_dir or bundled_model_dir())
+    proc = start_node(model_dir)
+    context = Context()
+    rclpy.init(context=context)
+    client = Client(context, spec.joint_names)
+
+    def rendered() -> int:
+        client.stages()                                   # waits for a fresh /diagnostics
+        return int((client.health or {}).get('gate_images_rendered', 0))
+
+    rows = []
+    try:
+        client.wait_for_node()
+        client.run(rate_hz, 2.0)                          # warm-up
+        for _ in range(repeats):
+            for watching in (False, True):
+                pictures: list = []
+                sub = client.node.create_subscription(Image, '/aura/gate_image',
+                                                      pictures.append, 1) if watching else None
+                deadline = time.monotonic() + 15.0
+                while watching and not pictures and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                drawn = rendered()
+                row = {'gate_image_subscriber': watching, **client.run(rate_hz, duration_s)}
+                row.update(pictures_drawn=rendered() - drawn, pictures_received=len(pictures))
+                if sub is not None:
+                    client.node.destroy_subscription(sub)
+                progress(f'  gate_image subscriber {"yes" if watching else "no "}: {row}')
+                rows.append(row)
+    finally:
+        client.close()
+        rclpy.try_shutdown(context=context)
+        stop_node(proc)
+    return rows

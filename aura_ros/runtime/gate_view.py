@@ -50,11 +50,13 @@ class GateSample(NamedTuple):
 
 
 class WrittenFrame(NamedTuple):
-    """A frame the gate wrote, as the camera delivered it (any size, a ROS encoding)."""
+    """The first frame of a run of consecutive writes (steps `step`..`last`), as the camera
+    delivered it (any size, a ROS encoding). A cue seen for five frames is one thumbnail."""
 
     step: int
     pixels: np.ndarray
     encoding: str
+    last: int
 
 
 def _font(size: int):
@@ -95,10 +97,15 @@ class GateView:
 
     def record(self, step: int, p: float, threshold: float, surprise: float, wrote: bool,
                writes: int, frame: Optional[tuple] = None) -> None:
-        """Append one step; `frame` = (pixels, encoding) of a written step is kept by reference."""
+        """Append one step; `frame` = (pixels, encoding) of a written step is kept by reference
+        (a write right after a write only extends that run's step range)."""
         self.samples.append(GateSample(step, p, threshold, surprise, wrote, writes))
-        if wrote and frame is not None and self.thumbnails:
-            self.written.append(WrittenFrame(step, *frame))
+        if not wrote or not self.thumbnails:
+            return
+        if self.written and self.written[-1].last == step - 1:
+            self.written[-1] = self.written[-1]._replace(last=step)
+        elif frame is not None:
+            self.written.append(WrittenFrame(step, *frame, last=step))
 
     def clear(self) -> None:
         """A new episode (reset): its steps count from the start again."""
@@ -245,7 +252,9 @@ class GateView:
             if thumb is None:
                 thumb = self._thumbnail(frame, width, height - 4)
             cache[frame.step] = thumb
-            self._text(draw, (x, top), f'write at step {frame.step}', fill=WRITE)
+            label = f'write at step {frame.step}' if frame.last == frame.step else \
+                f'writes at steps {frame.step}-{frame.last}'
+            self._text(draw, (x, top), label, fill=WRITE)
             draw.rectangle((x, top + LABEL, x + thumb.width + 3, top + LABEL + thumb.height + 3),
                            fill=WRITE)
             image.paste(thumb, (x + 2, top + LABEL + 2))

@@ -1,0 +1,80 @@
+"""What does watching the gate picture cost aura_node's steps?
+
+    python bench/gate_image_cost.py [--seconds 20] [--repeats 3] \
+        [--out docs/results/gate_image_cost]
+
+Starts aura_node (bundled model, default parameters: ~/gate_image drawn at 5 Hz, 300 steps,
+4 thumbnails) as its own process, plays a 30 Hz rgb8 camera and joint states from this process
+(aura_ros/ros/bench_node.py's client), and measures each frame's step latency (image published
+-> its gate received) in segments that alternate between nobody and one subscriber on
+~/gate_image. Writes <out>.json and <out>.md. A benchmark, not a test: the numbers depend on the
+machine and its load, which the file records.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seconds', type=float, default=20.0, help='per segment')
+    parser.add_argument('--repeats', type=int, default=3, help='(off, on) pairs')
+    parser.add_argument('--rate', type=float, default=30.0)
+    parser.add_argument('--out', default=None)
+    args = parser.parse_args()
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.setdefault('ROS_DOMAIN_ID', '138')
+    from aura_ros.ros.bench_node import compare_gate_image
+
+    load_before = os.getloadavg()[0]
+    rows = compare_gate_image(repeats=args.repeats, duration_s=args.seconds, rate_hz=args.rate)
+    load_after = os.getloadavg()[0]
+    summary = {}
+    for watching in (False, True):
+        mine = [r for r in rows if r['gate_image_subscriber'] == watching]
+        summary['with' if watching else 'without'] = {
+            'p50_ms_median': float(np.median([r['p50_ms'] for r in mine])),
+            'p99_ms_median': float(np.median([r['p99_ms'] for r in mine])),
+            'p99_ms_each': [r['p99_ms'] for r in mine],
+            'dropped': sum(r['dropped'] for r in mine), 'frames': sum(r['frames'] for r in mine),
+            'pictures_drawn': sum(r['pictures_drawn'] for r in mine)}
+    result = {
+        'command': 'python bench/gate_image_cost.py ' + ' '.join(sys.argv[1:]),
+        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, no GPU, load average '
+                   f'{load_before:.1f} before / {load_after:.1f} after (shared with other jobs)',
+        'rate_hz': args.rate, 'segment_s': args.seconds, 'summary': summary, 'segments': rows}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        out = Path(args.out)
+        out.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
+        lines = [
+            "# Cost of ~/gate_image to the node's steps", '',
+            f'Command: `{result["command"]}`  ', f'Machine: {result["machine"]}.', '',
+            f'aura_node (bundled model, default parameters) as its own process; a {args.rate:g} '
+            f'Hz rgb8 camera; step latency = image published -> its gate received. Segments of '
+            f'{args.seconds:g} s alternate between no subscriber and one subscriber on '
+            '~/gate_image (drawn at 5 Hz); the medians over the segments:', '',
+            '| ~/gate_image subscriber | p50 ms | p99 ms | p99 of each segment, ms | dropped / '
+            'frames | pictures drawn |', '|---|---|---|---|---|---|']
+        for key in ('without', 'with'):
+            s = summary[key]
+            lines.append(f'| {key} | {s["p50_ms_median"]:.1f} | {s["p99_ms_median"]:.1f} | '
+                         f'{", ".join(f"{v:.1f}" for v in s["p99_ms_each"])} | {s["dropped"]} / '
+                         f'{s["frames"]} | {s["pictures_drawn"]} |')
+        lines += ['', 'The machine was shared with other jobs while this ran (the load average '
+                  'above): the p99 of a segment moves with their load; compare the interleaved '
+                  'segments, not single numbers.', '']
+        out.with_suffix('.md').write_text('\n'.join(lines))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
