@@ -1,14 +1,14 @@
 """What does watching the gate picture cost aura_node's steps?
 
-    python bench/gate_image_cost.py [--seconds 20] [--repeats 3] \
-        [--out docs/results/gate_image_cost]
+    python bench/gate_image_cost.py [--seconds 20] [--repeats 3] [--out PATH]
 
 Starts aura_node (bundled model, default parameters: ~/gate_image drawn at 5 Hz, 300 steps,
 4 thumbnails) as its own process, plays a 30 Hz rgb8 camera and joint states from this process
 (aura_ros/ros/bench_node.py's client), and measures each frame's step latency (image published
 -> its gate received) in segments that alternate between nobody and one subscriber on
 ~/gate_image. Writes <out>.json and <out>.md. A benchmark, not a test: the numbers depend on the
-machine and its load, which the file records.
+machine and its load, which the file records. Also times one picture alone: GateView.render()
+of a full window (300 steps, 4 thumbnails of 96x96 frames), what the timer pays per picture.
 """
 
 import argparse
@@ -23,6 +23,29 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def render_ms(repeats: int = 200) -> dict:
+    """p50/p99 of GateView.render() (ms) with a full default window and 4 thumbnails."""
+    import time
+
+    from aura_ros.runtime.gate_view import GateView
+
+    rng = np.random.default_rng(0)
+    view = GateView()
+    frame = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    for step in range(1, 601):
+        wrote = step % 50 == 0
+        view.record(step, 0.9 if wrote else float(rng.uniform(0, 0.3)), 0.5,
+                    float(rng.uniform(0, 5)), wrote, step // 50, (frame, 'rgb8'))
+    view.render()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        view.render()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {'p50_ms': float(np.percentile(times, 50)), 'p99_ms': float(np.percentile(times, 99)),
+            'picture': f'{view.width}x{view.height} rgb8', 'repeats': repeats}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seconds', type=float, default=20.0, help='per segment')
@@ -35,6 +58,7 @@ def main() -> int:
     from aura_ros.ros.bench_node import compare_gate_image
 
     load_before = os.getloadavg()[0]
+    render = render_ms()
     rows = compare_gate_image(repeats=args.repeats, duration_s=args.seconds, rate_hz=args.rate)
     load_after = os.getloadavg()[0]
     summary = {}
@@ -50,7 +74,8 @@ def main() -> int:
         'command': 'python bench/gate_image_cost.py ' + ' '.join(sys.argv[1:]),
         'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, no GPU, load average '
                    f'{load_before:.1f} before / {load_after:.1f} after (shared with other jobs)',
-        'rate_hz': args.rate, 'segment_s': args.seconds, 'summary': summary, 'segments': rows}
+        'rate_hz': args.rate, 'segment_s': args.seconds, 'render': render, 'summary': summary,
+        'segments': rows}
     print(json.dumps(result, indent=2))
     if args.out:
         out = Path(args.out)
@@ -69,7 +94,10 @@ def main() -> int:
             lines.append(f'| {key} | {s["p50_ms_median"]:.1f} | {s["p99_ms_median"]:.1f} | '
                          f'{", ".join(f"{v:.1f}" for v in s["p99_ms_each"])} | {s["dropped"]} / '
                          f'{s["frames"]} | {s["pictures_drawn"]} |')
-        lines += ['', 'The machine was shared with other jobs while this ran (the load average '
+        lines += ['', f'One picture alone (`GateView.render()`, {render["picture"]}, full '
+                  f'window, 4 thumbnails, {render["repeats"]} times): p50 '
+                  f'{render["p50_ms"]:.1f} ms, p99 {render["p99_ms"]:.1f} ms.',
+                  '', 'The machine was shared with other jobs while this ran (the load average '
                   'above): the p99 of a segment moves with their load; compare the interleaved '
                   'segments, not single numbers.', '']
         out.with_suffix('.md').write_text('\n'.join(lines))

@@ -39,7 +39,8 @@ def test_install_has_the_ament_files(prefix):
     ).read_bytes()
 
 
-@pytest.mark.parametrize('pattern', ['launch/*.py', 'config/*.yaml', 'models/**/*'])
+@pytest.mark.parametrize('pattern', ['launch/*.py', 'config/*.yaml', 'config/*.json',
+                                     'models/**/*'])
 def test_install_has_launch_config_and_models(prefix, pattern):
     for source in ROOT.glob(pattern):
         if source.is_file():
