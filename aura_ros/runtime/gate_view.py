@@ -90,7 +90,7 @@ class GateView:
         self.written: deque = deque(maxlen=max(thumbnails, 1))
         self.renders = 0                      # pictures drawn so far (tests, /diagnostics)
         self._font = _font(11)
-        self._thumb_cache: dict = {}          # step -> thumbnail Image, for the frames shown
+        self._thumb_cache: dict = {}          # (step, frame id) -> thumbnail of a frame shown
         self._base = None                     # the background, drawn at the first render
 
     # -- the worker's side: cheap --
@@ -111,6 +111,7 @@ class GateView:
         """A new episode (reset): its steps count from the start again."""
         self.samples.clear()
         self.written.clear()
+        self._thumb_cache = {}
 
     # -- geometry, shared with whoever reads the picture back --
 
@@ -248,10 +249,11 @@ class GateView:
         cache = {}
         for i, frame in enumerate(written):
             x = LEFT + i * (width + 6)
-            thumb = self._thumb_cache.get(frame.step)
+            key = (frame.step, id(frame.pixels))    # steps restart after a reset
+            thumb = self._thumb_cache.get(key)
             if thumb is None:
                 thumb = self._thumbnail(frame, width, height - 4)
-            cache[frame.step] = thumb
+            cache[key] = thumb
             label = f'write at step {frame.step}' if frame.last == frame.step else \
                 f'writes at steps {frame.step}-{frame.last}'
             self._text(draw, (x, top), label, fill=WRITE)
