@@ -84,7 +84,8 @@ def main() -> int:
             "# Cost of ~/gate_image to the node's steps", '',
             f'Command: `{result["command"]}`  ', f'Machine: {result["machine"]}.', '',
             'aura_node (bundled model, default parameters) as its own process; a 224x224 rgb8 '
-            f'camera at {args.rate:g} Hz; step latency = image published -> its gate received. Segments of '
+            f'camera at {args.rate:g} Hz; step latency = image published -> its gate '
+            'received. Segments of '
             f'{args.seconds:g} s alternate between no subscriber and one subscriber on '
             '~/gate_image (drawn at 5 Hz); the medians over the segments:', '',
             '| ~/gate_image subscriber | p50 ms | p99 ms | p99 of each segment, ms | dropped / '
