@@ -15,7 +15,8 @@ Inputs (relative names, aura_ros/ros/inputs.py): `image` for a one-camera model,
 on every /diagnostics tick (aura_ros/ros/adaptive_qos.py).
 Outputs: the absolute, clipped joint targets of each output group on `~/<group>`
 (`~/action_chunk` for a model without groups), stamped for a controller by the rule of
-aura_ros/ros/trajectory.py; `~/gate`, stamped with the observation's stamp.
+aura_ros/ros/trajectory.py; `~/gate`, stamped with the observation's stamp; the gate for
+plotting tools and people, `~/gate_values` and `~/gate_image` (aura_ros/ros/gate_topics.py).
 
 Threading: one worker thread owns the runtime and its memory state. Subscription callbacks only
 hand the latest observation over (an unprocessed one that a newer one replaces is counted as
