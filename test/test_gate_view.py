@@ -261,6 +261,8 @@ def test_gate_report_draws_a_recorded_run(make_node, executor, wait_for, tiny_mo
                  and rig.node.gate_pub.get_subscription_count() >= 2, 10, executor, 'recorder')
         written = []
         for i, pixels in enumerate(FRAMES):
+            if i == len(FRAMES) - 1:
+                assert rig.reset().success                  # a new episode: steps from 1
             if i in (2, 5):
                 set_threshold(rig, 0.0)
             _, gate = rig.step(pixels)
@@ -282,7 +284,11 @@ def test_gate_report_draws_a_recorded_run(make_node, executor, wait_for, tiny_mo
     assert [f.step for f in view.written] == written
     assert np.array_equal(view.written[0].pixels, FRAMES[2])     # found by stamp
     steps = [s.step for s in view.samples]
-    assert len(steps) == len(FRAMES)
+    assert steps == list(range(1, len(FRAMES) + 1))               # one timeline across the reset
+    assert view.episode_starts == [len(FRAMES)]
+    x = view.step_x(len(FRAMES)) - 1                              # the reset's dark line
+    dark = np.all(picture[view.p_rows[0]:view.p_rows[1], x - 1:x + 2] == (30, 30, 30), axis=2)
+    assert dark.any(axis=1).mean() > 0.8
     for step in steps:
         assert tick_at(picture, view, view.step_x(step)) == (step in written), step
 

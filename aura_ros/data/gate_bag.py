@@ -74,7 +74,9 @@ def spread(items: list, count: int) -> list:
 
 def read_gate_view(bag, gate_topic: str = '/aura/gate', camera_topic: Optional[str] = None,
                    thumbnails: int = 6, width: int = 1200) -> GateView:
-    """A GateView holding every step of the bag's run (and the chosen written frames)."""
+    """A GateView holding every step of the bag's run (and the chosen written frames). After a
+    reset (~/reset: the step count starts again) the steps go on counting across episodes, so
+    the run stays one timeline; `view.episode_starts` lists where each later episode began."""
     bag = Path(bag)
     reader = _open(bag)
     try:
@@ -95,9 +97,15 @@ def read_gate_view(bag, gate_topic: str = '/aura/gate', camera_topic: Optional[s
     finally:
         reader.close()
     view = GateView(steps=max(len(statuses), 2), thumbnails=thumbnails, width=width)
+    offset, last = 0, None
     for stamp, values in statuses:
         try:
-            view.record(int(values['step']), float(values['p']),
+            step = int(values['step'])
+            if last is not None and step + offset <= last:    # a reset: steps count anew
+                offset = last
+                view.episode_starts.append(last + 1)
+            last = step + offset
+            view.record(last, float(values['p']),
                         float(values.get('gate_threshold', DEFAULT_THRESHOLD)),
                         float(values['surprise']), values['wrote'] == '1',
                         int(values['writes']), frames.get(stamp))
@@ -134,6 +142,9 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(view.render()).save(out)
     samples = list(view.samples)
+    resets = (f'; {len(view.episode_starts)} reset(s), steps counted across episodes (later '
+              f'episodes start at steps {", ".join(map(str, view.episode_starts))})'
+              if view.episode_starts else '')
     print(f'gate-report: {len(samples)} steps, {sum(s.wrote for s in samples)} writes, '
-          f'{len(view.written)} thumbnails -> {out}')
+          f'{len(view.written)} thumbnails -> {out}{resets}')
     return 0

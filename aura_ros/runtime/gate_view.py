@@ -92,6 +92,7 @@ class GateView:
         self.samples: deque = deque(maxlen=steps)
         self.written: deque = deque(maxlen=max(thumbnails, 1))
         self.renders = 0                      # pictures drawn so far (tests, /diagnostics)
+        self.episode_starts: list[int] = []   # steps where a later episode began (offline)
         self._font = _font(11)
         self._thumb_cache: dict = {}          # (step, frame id) -> thumbnail of a frame shown
         self._base = None                     # the background, drawn at the first render
@@ -222,6 +223,10 @@ class GateView:
         first, span = self._window(samples)
         xs = LEFT + np.rint((steps - first) * ((self.width - LEFT - RIGHT - 1) /
                                                max(span - 1, 1)))
+        for start in self.episode_starts:     # a reset, in a recorded run: a dark line
+            if first <= start <= steps[-1]:
+                x = self.step_x(start, samples) - 1
+                draw.line((x, p_top, x, s_bottom), fill=TEXT, width=2)
         for x in xs[wrote.astype(bool)].tolist():   # writes first: the lines go over them
             draw.line((x, p_top, x, s_bottom), fill=WRITE)
             draw.polygon([(x - 4, p_top - 6), (x + 4, p_top - 6), (x, p_top - 1)], fill=WRITE)
