@@ -126,6 +126,19 @@ def test_foxglove_layout_is_a_layout_with_the_three_panels():
     assert f'/aura/gate_values.data[{GATE_VALUES.index("wrote")}]' in plotted
 
 
+def test_plotjuggler_layout_plots_p_and_writes_from_gate_values():
+    import xml.etree.ElementTree as ET
+
+    from aura_ros.ros.gate_topics import GATE_VALUES
+
+    root = ET.parse(REPO / 'config' / 'plotjuggler_gate.xml').getroot()
+    curves = [c.get('name') for c in root.iter('curve')]
+    assert curves and all(c.startswith('/aura/gate_values/data[') for c in curves)
+    for name in ('p', 'wrote'):
+        assert f'/aura/gate_values/data[{GATE_VALUES.index(name)}]' in curves
+    assert [t.get('name') for t in root.iter('topic')] == ['/aura/gate_values']
+
+
 def test_layout_check_catches_a_broken_layout():
     layout = json.loads(LAYOUT.read_text())
     layout['layout']['second']['first'] = 'Plot!missing'
