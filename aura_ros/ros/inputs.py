@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from aura_ros.ros.conversions import image_to_array
 from aura_ros.runtime import InputError
-from aura_ros.runtime.decode import decode
+from aura_ros.runtime.decode import MAX_PIXELS, decode
 
 TRANSPORTS = ('raw', 'compressed')
 FEATURES_TOPIC = 'features'
@@ -47,10 +47,18 @@ def message_type(transport: str):
     return CompressedImage if transport == 'compressed' else Image
 
 
-def frame_to_array(msg, min_size: Optional[tuple[int, int]] = None) -> tuple[np.ndarray, str]:
-    """An Image (zero-copy view) or CompressedImage (decoded) -> (pixels, ROS encoding)."""
+def frame_to_array(msg, min_size: Optional[tuple[int, int]] = None,
+                   max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """An Image (zero-copy view) or CompressedImage (decoded) -> (pixels, ROS encoding).
+
+    A frame of more than `max_pixels` is refused ('too_large'): a compressed one by the size
+    its header declares, before any pixel is decoded.
+    """
     if isinstance(msg, CompressedImage):
-        return decode(msg.data, min_size=min_size)
+        return decode(msg.data, min_size=min_size, max_pixels=max_pixels)
+    if msg.width * msg.height > max_pixels:
+        raise InputError('too_large', f'image is {msg.width}x{msg.height}, more than '
+                                      f'{max_pixels} pixels (max_frame_pixels)')
     return image_to_array(msg), msg.encoding
 
 

@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from typing import Callable, Optional
 
@@ -82,9 +83,13 @@ from aura_ros.ros.inputs import (
 from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
+from aura_ros.runtime.admission import Admission
 from aura_ros.runtime.frame_sync import FrameMatcher
+from aura_ros.runtime.runtime import check_threshold
 from aura_ros.runtime.state_file import (
     StateFileError,
+    StateFileInUse,
+    StateFileLock,
     is_snapshot,
     model_fingerprint,
     probe_writable,
@@ -96,6 +101,13 @@ from aura_ros.runtime.state_file import (
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
 IDLE_WAIT_S = 10.0               # deactivate/cleanup wait at most this for the step in progress
+AUTO_MIN_FRAME_PIXELS = 1920 * 1080   # max_frame_pixels 0: at least this, or 64 x the model's
+AUTO_FRAME_SCALE = 64
+
+
+def frame_pixel_limit(setting: int, width: int, height: int) -> int:
+    """The most pixels a frame for a camera of the model's `width` x `height` may have."""
+    return setting or max(AUTO_MIN_FRAME_PIXELS, AUTO_FRAME_SCALE * width * height)
 
 
 def check_device(device: str) -> None:
@@ -182,6 +194,16 @@ class AuraNode(LifecycleNode):
         self.chunks_expired = 0                    # chunks whose every point had passed
         self.points_dropped = 0                    # chunk points left out as already past
         self.lost_in_transport = 0                 # gaps in the publishers' sequence numbers
+        self.missed_by_node = 0                    # gaps while the node itself did not take
+        self._pause_epoch = 0                      # +1 whenever the node stops/starts taking
+        self._taken_epoch: dict = {}               # (topic, publisher) -> epoch of its last take
+        self._executor_seen = time.monotonic()     # the executor last ran one of our callbacks
+        self.publish_failures = 0                  # committed steps whose publishing failed
+        self.failure: Optional[str] = None         # what killed the worker
+        self.exit_code: Optional[int] = None       # set when the process should end (main)
+        self._state_lock: Optional[StateFileLock] = None
+        self.admission: Optional[Admission] = None
+        self._duplicate_names = 0
         self._unmatched_seen = 0
         self.latencies = deque(maxlen=2000)
         self.stage_times: dict[str, deque] = {}
@@ -193,6 +215,7 @@ class AuraNode(LifecycleNode):
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_pre_set_parameters_callback(widen_integers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._failure_guard = self.create_guard_condition(self._on_worker_failure)
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
                           on_clock_change=False), post_callback=self._on_clock_jump)
@@ -233,12 +256,15 @@ class AuraNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self._active = True
+            self._pause_epoch += 1                 # frames missed while inactive were ours
         for watch in self._watches.values():
             watch.restart()
         self.get_logger().info('active: stepping on every observation')
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.failure is not None:               # the worker died: into error processing
+            return TransitionCallbackReturn.ERROR
         with self._lock:
             self._active = False
             self._frame = None
@@ -249,16 +275,23 @@ class AuraNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.failure is not None:
+            return TransitionCallbackReturn.ERROR
         self._release()
         self.get_logger().info('unconfigured: model and memory state released')
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
+        self.get_logger().info('lifecycle shutdown: model released, state saved; exiting')
+        self.exit_code = 0                         # aura_node ends (main)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
+        if self.failure is not None:               # finalized: nothing can bring it back
+            self.exit_code = 1
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
@@ -282,6 +315,16 @@ class AuraNode(LifecycleNode):
             self._open_state_file()
         cameras = tuple(c.name for c in spec.cameras)
         self.matcher = FrameMatcher(cameras, p.camera_max_skew_s) if len(cameras) > 1 else None
+        self.admission = Admission(p.max_obs_age_s, spec.action_period_s, spec.memory.chunk,
+                                   p.chunk_min_lead_s)
+        if self.admission.usable_age_s < p.max_obs_age_s:
+            self.get_logger().info(
+                f'observations older than {self.admission.usable_age_s:.3f} s are refused '
+                f'(stale_for_chunk): the chunk ends {self.admission.horizon_s:.3f} s after the '
+                f'stamp and a point needs chunk_min_lead_s {p.chunk_min_lead_s:g} s of lead; '
+                f'max_obs_age_s is {p.max_obs_age_s:g} s')
+        self._max_pixels = {c.name: frame_pixel_limit(p.max_frame_pixels, c.width, c.height)
+                            for c in spec.cameras}
         qos = p.qos()
         self._last_sequence = {}
         self._watches = {}
@@ -369,8 +412,11 @@ class AuraNode(LifecycleNode):
             self._joints = None
             self._last_stamp = -float('inf')
         device = self.runtime.device if self.runtime is not None else 'cpu'
-        self.runtime = self.spec = None
+        self.runtime = self.spec = self.admission = None
         self._saving = False
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
         self.crash_resume = 'off'
         if device.startswith('cuda'):
             torch.cuda.empty_cache()
@@ -385,10 +431,14 @@ class AuraNode(LifecycleNode):
         watch.heard()
         if not self._count_sequence(watch.topic, info):
             return                                 # a copy, while input_qos auto re-subscribes
-        if self.matcher is not None:
-            try:
+        admission = self.admission
+        if self.matcher is not None and admission is not None:
+            try:     # a frame no camera set could use never waits in the set buffer
                 stamp = checked_stamp_seconds(msg.header.stamp)
+                admission.check(self._now() - stamp, f'{name} frame')
             except InputError as err:
+                with self._lock:
+                    self.received += 1
                 self._reject(err, image=True)
                 return
         with self._lock:
@@ -411,7 +461,16 @@ class AuraNode(LifecycleNode):
     def _count_sequence(self, topic: str, info: dict, count_loss: bool = True) -> bool:
         """Frames the middleware lost: gaps in each publisher's sequence numbers (frames lost
         after the last one received stay invisible until the next one comes). False for a
-        message already had: the second copy while input_qos auto replaces a subscription."""
+        message already had: the second copy while input_qos auto replaces a subscription.
+
+        A gap is the node's own, not transport's (`frames_missed_by_node`), when the node was
+        not taking since the publisher's previous message: it was inactive, a reset or
+        deactivation held the executor, or the executor ran none of our callbacks (not even the
+        /diagnostics timer) for longer than 1.5 periods: the messages were overwritten in the
+        node's own depth-`input_depth` queue."""
+        now = time.monotonic()
+        stalled = now - self._executor_seen > 1.5 * self.params.diagnostics_period_s
+        self._executor_seen = now
         sequence = info.get('publication_sequence_number') if info else None
         if not sequence:
             return True
@@ -422,7 +481,11 @@ class AuraNode(LifecycleNode):
         if known and last is not None and sequence <= last:
             return False
         self._last_sequence[key] = sequence if last is None else max(last, sequence)
-        if count_loss and last is not None and sequence > last + 1:
+        paused = stalled or self._taken_epoch.get(key, self._pause_epoch) != self._pause_epoch
+        self._taken_epoch[key] = self._pause_epoch
+        if count_loss and last is not None and sequence > last + 1 and paused:
+            self.missed_by_node += sequence - last - 1
+        elif count_loss and last is not None and sequence > last + 1:
             lost = sequence - last - 1
             self.lost_in_transport += lost
             self._problem('frames_lost_in_transport', lambda: (
@@ -459,12 +522,16 @@ class AuraNode(LifecycleNode):
             return response
         done = {'event': threading.Event()}
         with self._lock:
+            self._pause_epoch += 1     # the executor waits here: its input queues overflow
             self._reset_request = done
             self._frame = None
             if self.matcher is not None:
                 self.matcher.clear()
             self._lock.notify()
-        if not done['event'].wait(timeout=10.0):
+        answered = done['event'].wait(timeout=10.0)
+        with self._lock:
+            self._pause_epoch += 1
+        if not answered:
             response.success = False
             response.message = 'reset timed out: the worker did not answer within 10 s'
             return response
@@ -481,6 +548,11 @@ class AuraNode(LifecycleNode):
                 return SetParametersResult(successful=False,
                                            reason=f'{param.name} is read-only at run time')
         for param in params:
+            try:             # rclpy's range check lets 1 + 1e-6 through; the runtime would not
+                check_threshold(param.value)
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=f'gate_threshold: {err}')
+        for param in params:
             with self._lock:
                 self._threshold_update = float(param.value)
                 self._lock.notify()                # applied now, frames or not
@@ -494,6 +566,8 @@ class AuraNode(LifecycleNode):
         self._problems.add('clock_jump_back')
         with self._lock:
             self._clock_jumped = True
+            if self.matcher is not None:           # frames waiting from before the jump
+                self.matcher.clear()
             if self._joints is not None \
                     and self._joints[1] - self._now() > self.params.max_obs_age_s:
                 self._joints = None                # from the time before the jump
@@ -525,10 +599,38 @@ class AuraNode(LifecycleNode):
                 self._busy = True
             try:
                 self._work(reset, threshold, frame, joints)
+            except BaseException as err:  # noqa: B036 - a dead worker must not look alive
+                self._fail(err)
+                return
             finally:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+    def _fail(self, err: BaseException) -> None:
+        """The worker cannot go on: say so loudly (log, /diagnostics ERROR at once), then let
+        the executor take the lifecycle through error processing to finalized, and aura_node
+        exit 1 (`_on_worker_failure`). Never a node that says `active` but steps no more."""
+        self.failure = f'{type(err).__name__}: {err}'
+        self.get_logger().fatal(
+            f'the worker failed and can take no more steps ({self.failure}); going to error '
+            f'processing, aura_node exits 1\n{"".join(traceback.format_exception(err))}')
+        with self._lock:
+            self._stopping = True
+        try:
+            self.health_pub.publish(self._health_message())
+        except Exception:  # noqa: BLE001 - shutting down already: the log said it
+            pass
+        self._failure_guard.trigger()
+
+    def _on_worker_failure(self) -> None:
+        """On the executor: active or inactive -> error processing (on_error) -> finalized."""
+        state = self.lifecycle_state
+        if state == 'active':
+            self.trigger_deactivate()
+        elif state == 'inactive':
+            self.trigger_cleanup()
+        self.exit_code = 1
 
     def _work(self, reset, threshold, frame, joints) -> None:
         if reset is not None:
@@ -543,12 +645,20 @@ class AuraNode(LifecycleNode):
             self.runtime.set_gate_threshold(threshold)
             self.get_logger().info(f'gate threshold set to {threshold}')
         if frame is not None:
+            steps = self.runtime.steps
             try:
                 self._step(*frame, joints)
             except InputError as err:
                 self._reject(err, image=True)
-            except Exception as err:  # keep the node alive; the state was not committed
-                self._reject(InputError('step_failed', f'step failed: {err!r}'), image=True)
+            except Exception as err:  # keep the node alive
+                if self.runtime.steps == steps:    # the state was not committed
+                    self._reject(InputError('step_failed', f'step failed: {err!r}'), image=True)
+                elif self.context.ok():            # committed, then publishing failed
+                    self.publish_failures += 1
+                    self._problem('publish_failed', lambda err=err: (
+                        f'step {self.runtime.steps} was taken but publishing its results '
+                        f'failed: {err!r}'))
+                # else: shutting down (Ctrl-C during the step): the step counts as taken
 
     def _step(self, observation: dict, received: float, joints) -> None:
         started = time.perf_counter()
@@ -558,13 +668,7 @@ class AuraNode(LifecycleNode):
         stamp, header_stamp = stamps[newest], observation[newest].header.stamp
         what = 'features' if self.spec.features_in else 'image'
         age = self._now() - stamp
-        if age > self.params.max_obs_age_s:
-            raise InputError('stale_image', f'{what} is {age:.3f} s old '
-                             f'(max_obs_age_s {self.params.max_obs_age_s})')
-        if -age > self.params.max_obs_age_s:
-            # accepted, it would make every later frame 'out_of_order' until its stamp passes
-            raise InputError('future_image', f'{what} stamp is {-age:.3f} s in the future '
-                             f'(max_obs_age_s {self.params.max_obs_age_s})')
+        self.admission.check(age, what, self._step_time())
         if stamp <= self._last_stamp:
             raise InputError('out_of_order', f'{what} stamp {stamp:.3f} is not after the last '
                              f'processed one ({self._last_stamp:.3f})')
@@ -582,7 +686,8 @@ class AuraNode(LifecycleNode):
             decoded = time.perf_counter()
             result = self.runtime.step_features(features, positions)
         else:
-            frames = {c.name: frame_to_array(observation[c.name], (c.width, c.height))
+            frames = {c.name: frame_to_array(observation[c.name], (c.width, c.height),
+                                             self._max_pixels[c.name])
                       for c in self.spec.cameras}
             decoded = time.perf_counter()
             result = self.runtime.step_frames(frames, positions)
@@ -597,9 +702,15 @@ class AuraNode(LifecycleNode):
         self.points_dropped += timing.dropped
         if not chunks:
             self.chunks_expired += 1
+            ready_age = timing.publish_ns * 1e-9 - stamp
+            step_s = time.perf_counter() - started
             self._problem('chunk_expired', lambda: (
                 f'a whole action chunk was past when it was ready ({self.chunks_expired} so '
-                f'far): the step took longer than the chunk lasts; not published'))
+                f'far): the observation was {age:.3f} s old when the step began and '
+                f'{ready_age:.3f} s when its chunk was ready; the chunk ends '
+                f'{self.admission.horizon_s:.3f} s after the stamp and needs '
+                f'{self.params.chunk_min_lead_s:g} s of lead; the step took '
+                f'{step_s * 1e3:.1f} ms; not published (the memory step was taken)'))
         gate = result.gate
         if gate.wrote:
             self._save_state()
@@ -631,6 +742,11 @@ class AuraNode(LifecycleNode):
         for name, seconds in stages.items():
             self.stage_times.setdefault(name, deque(maxlen=2000)).append(seconds)
         self.latencies.append(published - received)
+
+    def _step_time(self) -> float:
+        """The median time of the recent steps (decode to publish), seconds; 0 before any."""
+        times = list(self.latencies)
+        return float(np.median(times)) if times else 0.0
 
     def _problem(self, reason: str, message: Callable[[], str], key: str = '') -> None:
         """Record a problem for /diagnostics and warn about it, at most once per throttle period
@@ -665,6 +781,13 @@ class AuraNode(LifecycleNode):
         first save. A bad snapshot that cannot be set aside is left alone and saving is off.
         """
         path = self.params.state_file
+        try:
+            self._state_lock = StateFileLock(path)
+        except StateFileInUse as err:
+            raise ParameterError(f"parameter 'state_file': {err}") from None
+        except OSError as err:
+            raise ParameterError(f"parameter 'state_file': cannot lock {path}.lock "
+                                 f'({err.strerror or err})') from None
         if os.path.exists(path) and not is_snapshot(path):
             raise ParameterError(f"parameter 'state_file': {path} exists and is not an "
                                  'aura_ros state file; not touching it (move it away or choose '
@@ -736,6 +859,7 @@ class AuraNode(LifecycleNode):
                   'frames_received': self.received, 'frames_dropped': self.dropped,
                   'frames_rejected': self.images_rejected,
                   'frames_lost_in_transport': self.lost_in_transport,
+                  'frames_missed_by_node': self.missed_by_node,
                   'joint_states_received': self.joint_states_received,
                   'joint_states_rejected': self.joint_states_rejected,
                   'image_publishers': self.image_publishers,
@@ -745,6 +869,7 @@ class AuraNode(LifecycleNode):
                   'nonfinite_state_discarded': self.nonfinite_discarded,
                   'targets_clipped': self.clipped, 'chunks_expired': self.chunks_expired,
                   'chunk_points_dropped': self.points_dropped,
+                  'publish_failures': self.publish_failures,
                   'steps': runtime.steps if runtime else 0,
                   'writes': runtime.writes if runtime else 0,
                   'state_bytes': self.state_bytes,
@@ -767,6 +892,8 @@ class AuraNode(LifecycleNode):
         for sub in list(self._input_subs):         # what each input subscribes with now
             values[f'reliability_{sub.topic_name}'] = sub.reliability
         values['crash_resume'] = self.crash_resume
+        if self.failure is not None:
+            values['worker_failure'] = self.failure
         if self.params.state_file:
             values['state_saves'] = self.state_saves
             values['state_bytes_written'] = self.state_bytes_written
@@ -783,6 +910,7 @@ class AuraNode(LifecycleNode):
             changed = sub.adapt()
             if changed:
                 self.get_logger().info(changed)
+        self._check_name()
         watches = list(self._watches.values())
         if not watches:
             self.image_publishers = 0
@@ -814,6 +942,17 @@ class AuraNode(LifecycleNode):
             self._unmatched_seen = unmatched
         self._input_problems = found
 
+    def _check_name(self) -> None:
+        """Two nodes of one name (two `aura` in one namespace): their services and topics mix."""
+        name, namespace = self.get_name(), self.get_namespace()
+        same = sum(1 for n, ns in self.get_node_names_and_namespaces()
+                   if n == name and ns == namespace)
+        self._duplicate_names = same - 1 if same > 1 else 0
+        if self._duplicate_names:
+            self._problem('duplicate_node_name', lambda: (
+                f'{same} nodes are named {self.get_fully_qualified_name()}: their topics, '
+                'services and parameters mix (give each its own name or namespace)'))
+
     def problems(self) -> list[str]:
         """What makes the node WARN now: recent problems by kind, and input topic problems."""
         recent = self._problems.counts()
@@ -822,18 +961,27 @@ class AuraNode(LifecycleNode):
         return found + self._input_problems
 
     def _publish_health(self) -> None:
+        self._executor_seen = time.monotonic()
         self._check_inputs()
+        self.health_pub.publish(self._health_message())
+
+    def _health_message(self) -> DiagnosticArray:
+        """/diagnostics: OK, WARN while problems() names any, ERROR once the worker failed."""
         values = self.health()
         problems = self.problems()
+        if self.failure is not None:
+            problems = [f'the worker failed: {self.failure}', *problems]
+            level = DiagnosticStatus.ERROR
+        else:
+            level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         summary = (f'{values["lifecycle_state"]}: {values["steps"]} steps, '
                    f'{values["writes"]} writes')
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status.append(status(f'{self.get_fully_qualified_name()}: AURA policy',
-                                 '; '.join([*problems, summary]), values,
-                                 level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+                                 '; '.join([*problems, summary]), values, level=level,
                                  hardware_id=values.get('device', '')))
-        self.health_pub.publish(msg)
+        return msg
 
     def stop(self) -> None:
         """Stop and join the worker (the current step finishes first); save the state."""
@@ -864,7 +1012,11 @@ def main(args=None) -> int:
         install_signal_handlers(SignalHandlerOptions.ALL)
         interrupt.release()
         executor.add_node(node)
-        executor.spin()
+        while node.exit_code is None:           # lifecycle shutdown (0) or a failed worker (1)
+            executor.spin_once(timeout_sec=1.0)
+        if node.failure is not None:
+            print(f'aura_node: the worker failed ({node.failure}); exiting', file=sys.stderr)
+        return node.exit_code
     except (ParameterError, ModelDirError) as err:   # a bad parameter or model: say which
         print(f'aura_node: {err}', file=sys.stderr)
         return 2

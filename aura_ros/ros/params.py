@@ -16,6 +16,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
+from aura_ros.runtime.runtime import check_threshold
+
 DEVICES = ('auto', 'cpu', 'cuda')
 ENGINES = ('torch', 'onnx')
 INPUT_QOS = ('auto', 'sensor_data', 'reliable')
@@ -59,6 +61,7 @@ class NodeParams:
     camera_max_skew_s: float
     input_timeout_s: float
     chunk_min_lead_s: float
+    max_frame_pixels: int
     autostart: bool
     gate_image_steps: int
     gate_image_rate_hz: float
@@ -128,6 +131,10 @@ DECLARATIONS = {
     'chunk_min_lead_s': (0.03, _describe('publish only chunk points at least this far ahead of '
                                          'the publish time (the trip to the controller)',
                                          DOUBLE, floats=(0.0, 1.0))),
+    'max_frame_pixels': (0, _describe('refuse (too_large) a camera frame with more pixels than '
+                                      "this, before decoding it; 0 = auto: 64 x the model's "
+                                      'input for that camera, at least 1920 x 1080', INTEGER,
+                                      ints=(0, 1 << 40))),
     'autostart': (True, _describe('configure and activate at start (false: wait for a '
                                   'lifecycle manager)', BOOL)),
     'gate_image_steps': (300, _describe('~/gate_image: steps shown in its strip chart', INTEGER,
@@ -179,6 +186,10 @@ def declare_and_read(node: Node) -> NodeParams:
         if values[name] not in allowed:
             raise ParameterError(f'parameter {name!r} is {values[name]!r}; '
                                  f'allowed: {", ".join(allowed)}')
+    try:        # rclpy's range check allows 1e-6 beyond [0, 1]; the runtime does not
+        check_threshold(values['gate_threshold'])
+    except ValueError as err:
+        raise ParameterError(f"parameter 'gate_threshold': {err}") from None
     values['model_dir'] = values['model_dir'] or bundled_model_dir()
     for name in PATHS:
         values[name] = os.path.expanduser(values[name])

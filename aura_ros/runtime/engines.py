@@ -12,12 +12,15 @@ to the host in a single transfer; the state is allocated once and never leaves t
   state buffers: step k reads A and writes B, step k+1 reads B and writes A. The two bindings
   are made once; a step is one `run_with_iobinding`.
 
-Non-finite guard (both engines): a step whose new state holds NaN or Inf is not kept, so the
-state stays the last good one, bit for bit. The check runs on the device as part of the step
-(one flag in the output buffer, no extra host sync): the torch engine copies
-`where(all_finite, new, old)` into the state, the ONNX engine only swaps its ping-pong buffers when
-the new one is finite. On such a step the action is recomputed as a skip (threshold above 1, so
-g = 0 and the read comes from the kept state): rare, and a robot never gets a NaN action from it.
+Compute, then commit: `compute` runs the step into a pending new state and leaves the state as it
+is; `commit` makes the pending state the state (the torch engine copies it in, the ONNX engine
+swaps its ping-pong buffers). So the runtime can check everything the step produced (action,
+gate, targets) and refuse it with the state untouched; `step` is both at once.
+
+Non-finite guard (both engines): a step whose new state holds NaN or Inf is never committed, so
+the state stays the last good one, bit for bit. The check runs on the device as part of the step
+(one flag in the output buffer, no extra host sync). On such a step the action is recomputed as a
+skip (threshold above 1, so g = 0 and the read comes from the kept state).
 """
 
 import numpy as np
@@ -54,8 +57,9 @@ class Engine:
         """Run the step into `out`; out[-1] = 1 when the new state is finite (and kept)."""
         raise NotImplementedError
 
-    def _commit(self) -> None:
-        """The new state was finite: make it the state (ping-pong engines swap here)."""
+    def commit(self) -> None:
+        """Make the pending state of the last `compute` the state (ping-pong engines swap)."""
+        raise NotImplementedError
 
     def _finite_flag(self, *tensors: Tensor) -> Tensor:
         flag = torch.ones(1, dtype=torch.bool, device=self.device)
@@ -68,12 +72,20 @@ class Engine:
         raise NotImplementedError
 
     def step(self, t: int = 0) -> tuple[np.ndarray, bool, float, float, bool]:
-        """One step from `features`: (action [chunk, d_action], wrote, p, surprise, discarded).
+        """`compute` and, unless the new state was discarded, `commit`."""
+        result = self.compute(t)
+        if not result[4]:
+            self.commit()
+        return result
+
+    def compute(self, t: int = 0) -> tuple[np.ndarray, bool, float, float, bool]:
+        """One step from `features` into the pending state, not committed:
+        (action [chunk, d_action], wrote, p, surprise, discarded).
 
         `t` is the step's index in the episode (0 first); only layers with time features use
         it, and they get it modulo their period (exact in float32 for any episode length).
-        discarded: the new state was not finite and was thrown away (the state is unchanged);
-        the action is then the one of a skip step and wrote is False.
+        discarded: the new state was not finite; it must not be committed, and the action is
+        the one of a skip step (wrote is False).
         """
         with torch.inference_mode():
             if self.timed:
@@ -83,7 +95,6 @@ class Engine:
         h = self.host.numpy()
         p, surprise = float(h[-3]), float(h[-2])
         if h[-1] > 0:
-            self._commit()
             discarded = False
         else:
             discarded = True
@@ -147,6 +158,7 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             self.threshold = torch.tensor([float(threshold)], device=self.device)
             self._state = layer.init_state(1, self.device)
+            self._pending = {k: torch.zeros_like(v) for k, v in self._state.items()}
         self.threshold_value = float(threshold)
         if isinstance(layer, AuraMemLayer):
             layer.gate_policy = ThresholdGate(self.threshold)
@@ -164,8 +176,8 @@ class TorchEngine(Engine):
         out = self.layer.step(self.features, self._state, self.t)
         new = out['state']
         finite = self._finite_flag(*new.values())
-        for name, tensor in self._state.items():   # where, not a branch: no host sync, and
-            tensor.copy_(torch.where(finite, new[name], tensor))   # capturable in a CUDA graph
+        for name, tensor in self._pending.items():  # same addresses every step: capturable
+            tensor.copy_(new[name])
         self.out.copy_(torch.cat([out['action'].reshape(-1), out['g'].reshape(1),
                                   out['p'].reshape(1), out['surprise'].reshape(1),
                                   finite.to(self.out.dtype)]))
@@ -195,6 +207,10 @@ class TorchEngine(Engine):
         else:
             self._eager()
 
+    def commit(self) -> None:
+        with torch.inference_mode():
+            for name, tensor in self._state.items():
+                tensor.copy_(self._pending[name])
 
 
 class OnnxEngine(Engine):
@@ -272,7 +288,7 @@ class OnnxEngine(Engine):
         new = self.buffers[self.current ^ 1]
         self.out[-1:].copy_(self._finite_flag(new['W'], new['b']))
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         self.current ^= 1                          # a non-finite new buffer is never swapped in
 
     def reset(self) -> None:

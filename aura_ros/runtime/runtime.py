@@ -9,9 +9,12 @@ running a backbone. Joints are normalised with the model's joint_stats before th
 chunk is de-normalised with action_stats and made absolute per group (aura_ros.runtime.actions).
 
 Every check of the observation (encoding, shape, size, joints, finite features) happens before
-the memory step, so a rejected observation never touches the state. A step whose new state would
-hold NaN or Inf is discarded by the engine on the device (the state stays the last good one, bit
-for bit); it is reported in `GateRecord.discarded` and counted in `discarded`. All methods take
+the memory step, so a rejected observation never touches the state. The step itself is computed
+without committing the new state: a step whose action, targets or gate probability are not finite
+(finite but huge inputs overflow inside the model) is refused as 'nonfinite_step' with the state
+untouched, so no NaN ever reaches a controller. A step whose new state alone would hold NaN or
+Inf is discarded (the state stays the last good one, bit for bit); it is reported in
+`GateRecord.discarded` and counted in `discarded`. All methods take
 one lock: a reset or threshold change from another thread waits for at most the step in progress.
 """
 
@@ -89,6 +92,26 @@ def resolve_device(device: str) -> torch.device:
     elif dev.type != 'cpu':
         raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
     return dev
+
+
+#: the surprise reported when ||e||^2 overflowed float32 (a discarded write): never inf
+SURPRISE_OVERFLOW = float(np.finfo(np.float32).max)
+
+
+def check_finite_outputs(action: np.ndarray, targets: dict, p: float, surprise: float) -> None:
+    """InputError('nonfinite_step') unless the step's action, targets and gate probability are
+    finite (surprise may be +inf: an overflow, reported as SURPRISE_OVERFLOW). Finite but huge
+    inputs (features of 1e20, a joint of 1e25) overflow inside the model; such a step must
+    never reach a controller nor the memory state."""
+    bad = [name for name, values in (('action', action), ('gate probability', p),
+                                     *((f'targets of {g}', t) for g, t in targets.items()))
+           if not np.isfinite(values).all()]
+    if math.isnan(surprise):
+        bad.append('surprise')
+    if bad:
+        raise InputError('nonfinite_step', f'the step gave non-finite {", ".join(bad)} (inputs '
+                                           'too large for the model?); refused, the memory '
+                                           'state is untouched')
 
 
 def check_threshold(value) -> float:
@@ -256,11 +279,18 @@ class AuraRuntime:
             return self._memory_step(joints, t0, t1)
 
     def _memory_step(self, joints: np.ndarray, t0: float, t1: float) -> StepResult:
-        """The memory step on the features in place, then the action contract."""
+        """The memory step on the features in place, then the action contract; the new state
+        is committed only when everything the step gives out is finite."""
         t2 = time.perf_counter()
-        out, wrote, p, surprise, discarded = self.memory.step(self.steps)
-        action = self.contract.denormalise(out)
-        targets, clipped = self.contract.targets(action, joints)
+        out, wrote, p, surprise, discarded = self.memory.compute(self.steps)
+        with np.errstate(over='ignore', invalid='ignore'):
+            action = self.contract.denormalise(out)
+            targets, clipped = self.contract.targets(action, joints)
+        check_finite_outputs(action, targets, p, surprise)
+        if surprise == math.inf:
+            surprise = SURPRISE_OVERFLOW
+        if not discarded:
+            self.memory.commit()
         t3 = time.perf_counter()
         self.steps += 1
         self.writes += int(wrote)

@@ -11,6 +11,7 @@ header says it is a snapshot (`is_snapshot`) is ever renamed: anything else at t
 user's, and the caller refuses to start rather than touch it.
 """
 
+import fcntl
 import hashlib
 import os
 from dataclasses import dataclass
@@ -160,3 +161,42 @@ def set_aside(path: str | Path) -> Optional[Path]:
     aside = path.with_name(f'{path.name}.rejected-{stamp}')
     os.replace(path, aside)
     return aside
+
+
+class StateFileInUse(StateFileError):
+    """Another process (or node) holds the state file's lock."""
+
+
+class StateFileLock:
+    """An advisory lock (fcntl.flock) on `<state_file>.lock`, held while a node uses the file.
+
+    Two nodes saving one state file would overwrite each other's episode (last writer wins):
+    the second is refused at start. The lock file holds the holder's pid, so the refusal can
+    name it; the kernel drops the lock when its holder exits, however it exits, so a stale
+    lock file never blocks anyone. flock locks belong to the open file, so two nodes in one
+    process exclude each other too.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = f'{path}.lock'
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors='replace').strip()
+            os.close(fd)
+            raise StateFileInUse(f'{path} is in use by another aura_node '
+                                 f'({"pid " + holder if holder.isdigit() else "pid unknown"}; '
+                                 f'lock {self.path}): one state file per node') from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd: Optional[int] = fd
+
+    def release(self) -> None:
+        """Unlock (closing the file drops the lock); the lock file stays, harmlessly."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
