@@ -70,3 +70,54 @@ def test_sixteen_bit_png_is_refused_as_an_encoding():
     with pytest.raises(InputError) as err:
         decode(out.getvalue())
     assert err.value.reason == 'encoding'
+
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) changed to claim width x height."""
+    data = bytearray(jpeg)
+    at = data.find(b'\xff\xc0')
+    data[at + 5:at + 7] = height.to_bytes(2, 'big')
+    data[at + 7:at + 9] = width.to_bytes(2, 'big')
+    return bytes(data)
+
+
+@pytest.mark.parametrize('kind', ['jpeg_claims_more', 'jpeg_cut', 'png_cut', 'png_cut_iend'])
+def test_truncated_or_corrupt_frames_are_refused_not_filled_grey(kind):
+    """Issue 23 row 6: Pillow fills what a JPEG lacks with grey; such a frame is refused."""
+    jpeg, png = encoded(smooth(), 'JPEG'), encoded(smooth(), 'PNG')
+    data = {'jpeg_claims_more': _claiming(jpeg, 512, 512), 'jpeg_cut': jpeg[:len(jpeg) // 2],
+            'png_cut': png[:len(png) // 2],
+            'png_cut_iend': png[:len(png) // 2] + png[-12:]}[kind]
+    with pytest.raises(InputError) as err:
+        decode(data)
+    assert err.value.reason == 'decode_failed'
+
+
+@pytest.mark.parametrize('options', [{'quality': 95}, {'quality': 95, 'progressive': True},
+                                     {'quality': 10, 'optimize': True, 'progressive': True}])
+def test_complete_jpegs_of_any_content_pass_the_coded_size_check(options):
+    for pixels in (np.zeros((48, 64, 3), np.uint8), RNG.integers(0, 256, (48, 64, 3),
+                                                                 dtype=np.uint8)):
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, 'JPEG', **options)
+        assert decode(out.getvalue())[0].shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
+def test_a_small_file_declaring_a_huge_image_is_too_large_before_decoding(fmt):
+    """Issue 23 rows 5, 8: refused by declared pixels (not bytes), counted as too_large."""
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((4096, 4096), np.uint8)).save(out, fmt)
+    data = out.getvalue()
+    assert len(data) < 300_000
+    for bomb in (data, data[:len(data) // 2]):   # cut: refused before any pixel is decoded
+        with pytest.raises(InputError) as err:
+            decode(bomb, max_pixels=1920 * 1080)
+        assert err.value.reason == 'too_large' and '4096x4096' in str(err.value)
+
+
+def test_pillows_own_bomb_limit_counts_as_too_large(monkeypatch):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+    with pytest.raises(InputError) as err:
+        decode(encoded(smooth(), 'PNG'))
+    assert err.value.reason == 'too_large'

@@ -57,8 +57,21 @@ def test_repeated_or_out_of_order_stamps_are_counted_not_used():
     m = FrameMatcher(['a', 'b'], 0.01)
     m.add('a', 1.0, None)
     assert m.add('a', 1.0, None) is None
-    assert m.add('a', 0.5, None) is None
-    assert m.unmatched == {'a': 2}
+    assert m.add('a', 0.5, None) is None          # goes back: 1.0 is dropped, 0.5 waits
+    assert m.unmatched == {'a': 2} and m.pending() == {'a': 1, 'b': 0}
+
+
+@pytest.mark.parametrize('first', [3600.0, 1.5])   # an hour ahead; a camera that restarts
+def test_a_camera_whose_stamps_go_back_starts_over_and_matches_again(first):
+    """Issue 23 row 4: one frame stamped later than every later one blinded the matcher."""
+    m = FrameMatcher(['a', 'b'], 0.01)
+    m.add('a', first, 'bad')
+    for i in range(5):
+        t = 1.0 + i * 0.033
+        m.add('a', t, i)
+        got = m.add('b', t + 0.001, i)
+        assert got is not None and got['a'].item == i
+    assert m.matched == 5 and m.restarts == {'a': 1} and m.unmatched == {'a': 1}
 
 
 def test_bad_arguments():

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from aura_ros.memory import AuraMemLayer, MemoryConfig
-from aura_ros.runtime import AuraRuntime, ImageSpec, ModelSpec, SmallCNN, save_model_dir
+from aura_ros.runtime import (
+    AuraRuntime,
+    ImageSpec,
+    InputError,
+    ModelSpec,
+    SmallCNN,
+    save_model_dir,
+)
+from aura_ros.runtime.runtime import SURPRISE_OVERFLOW
 
 ENGINES = ['torch', 'onnx']
 
@@ -126,3 +134,77 @@ def test_the_guard_on_cuda_with_and_without_a_cuda_graph(overflow_dir, engine, g
     for key, value in rt.state_dict().items():
         assert np.array_equal(value, before[key]), key
     assert rt.discarded == 3
+
+
+@pytest.fixture(scope='module')
+def huge_input_dirs(tmp_path_factory):
+    """A features-in model, and camera models in delta mode with and without joint limits."""
+    root = tmp_path_factory.mktemp('huge')
+    torch.manual_seed(0)
+    memory = MemoryConfig(d_model=16, d_key=4, d_val=4, d_action=2, chunk=2, head_hidden=16,
+                          gate_init_bias=0.0)
+    made = {}
+    for name, cameras, limits in (('features', (), {}), ('limits', 'camera', {'j1': (-1, 1)}),
+                                  ('no_limits', 'camera', {})):
+        image = (ImageSpec(16, 12, (0.5,) * 3, (0.25,) * 3),) if cameras else ()
+        spec = ModelSpec(name, image, ('j1', 'j2') if cameras else (), ('j1', 'j2'), 0.1,
+                         memory, action_mode='delta' if cameras else 'absolute',
+                         joint_limits=limits)
+        save_model_dir(root / name, spec, SmallCNN(12, 16, 2, 16) if cameras else None,
+                       AuraMemLayer(memory))
+        made[name] = root / name
+    return made
+
+
+@pytest.mark.parametrize('engine', ENGINES)
+@pytest.mark.parametrize('model', ['features', 'limits', 'no_limits'])
+def test_finite_but_huge_inputs_are_refused_before_the_state(huge_input_dirs, model, engine):
+    """Issue 23 row 1: features of 1e20, a joint of 1e25 gave NaN targets (counted as clipped)
+    and p = nan. The step is now refused as nonfinite_step: no NaN out, the state untouched."""
+    rt = AuraRuntime.from_model_dir(huge_input_dirs[model], device='cpu', engine=engine,
+                                    threads=1, gate_threshold=0.0)
+    image = np.full((12, 16, 3), 100, np.uint8)
+
+    def step(huge):
+        if model == 'features':
+            return rt.step_features(np.linspace(-1e20, 1e20, 16) if huge else np.full(16, 0.5))
+        return rt.step(image, 'rgb8', [1e25 if huge else 0.1, 0.2])
+
+    def finite(result):
+        return np.isfinite([result.gate.p, result.gate.surprise]).all() and all(
+            np.isfinite(t).all() for t in result.targets.values())
+
+    assert step(False).gate.wrote
+    before = rt.state_dict()
+    try:
+        result = step(True)
+    except InputError as err:
+        assert err.reason == 'nonfinite_step'
+        assert (rt.steps, rt.writes) == (1, 1)
+        for key, value in rt.state_dict().items():
+            assert np.array_equal(value, before[key]), key
+    else:       # ONNX Runtime's LayerNorm is scale-invariant here: a finite step is fine
+        assert engine == 'onnx' and model == 'features' and finite(result)
+    result = step(False)                                     # and the episode goes on
+    assert finite(result) and result.gate.step == rt.steps
+
+
+@pytest.mark.parametrize('engine', ENGINES)
+def test_compute_leaves_the_state_until_commit(plain_dir, engine):
+    rt = AuraRuntime.from_model_dir(plain_dir, device='cpu', engine=engine, threads=1,
+                                    gate_threshold=0.0)
+    image, joints = next(observations(1))
+    rt.step(image, 'rgb8', joints)
+    before = rt.state_dict()
+    assert rt.memory.compute(1)[1]                           # the gate opened...
+    for key, value in rt.state_dict().items():               # ...but nothing is committed
+        assert np.array_equal(value, before[key]), key
+    rt.memory.commit()
+    assert not np.array_equal(rt.state_dict()['W'], before['W'])
+
+
+def test_an_overflowing_surprise_is_reported_finite(overflow_dir):
+    rt = AuraRuntime.from_model_dir(overflow_dir, device='cpu', threads=1, gate_threshold=0.0)
+    image, joints = next(observations(1))
+    gate = rt.step(image, 'rgb8', joints).gate
+    assert gate.discarded and gate.surprise == SURPRISE_OVERFLOW and np.isfinite(gate.p)

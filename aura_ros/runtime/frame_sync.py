@@ -7,8 +7,12 @@ from every other camera the buffered frame closest in time. A completed set cons
 and everything older (an older frame can only make a staler set), so sets come out in time order
 and each frame is used at most once.
 
-A frame that leaves the buffer without being part of a set (evicted by newer ones, or older
-than a completed set) is counted in `unmatched[camera]`: that is the node's "incomplete set"
+A camera whose stamps go back (it restarted, or the clock jumped back) starts over: its waiting
+frames are dropped (counted) and the new one is kept, so one bad stamp never blinds the matcher.
+Frames that no set could ever use (too old, or far in the future) must be refused before `add`
+(the node does, aura_ros/runtime/admission.py). A frame that leaves the buffer without being
+part of a set (evicted by newer ones, older than a completed set, or dropped by a restart) is
+counted in `unmatched[camera]`: that is the node's "incomplete set"
 count, what a stalled or badly skewed camera shows up as. Pure Python, no ROS, no clock of its
 own: stamps are whatever the frames carry (seconds).
 """
@@ -40,14 +44,22 @@ class FrameMatcher:
         self._depth = depth
         self.matched = 0                 # sets completed
         self.unmatched: Counter = Counter()   # per camera: frames that never made a set
+        self.restarts: Counter = Counter()    # per camera: times its stamps went back
 
     def add(self, camera: str, stamp: float, item: Any) -> Optional[dict[str, Frame]]:
         if camera not in self._buffers:
             raise KeyError(f'unknown camera {camera!r}; known: {list(self.cameras)}')
         buffer = self._buffers[camera]
-        if buffer and stamp <= buffer[-1].stamp:      # out of order or repeated: never usable
+        if buffer and stamp == buffer[-1].stamp:      # repeated: never usable
             self.unmatched[camera] += 1
             return None
+        if buffer and stamp < buffer[-1].stamp:
+            # stamps went back (the camera restarted, or the clock): its waiting frames are
+            # from a time that will not come again, and refusing every later frame until the
+            # stamps pass them would blind the node; start this camera over from this frame
+            self.unmatched[camera] += len(buffer)
+            self.restarts[camera] += 1
+            buffer.clear()
         frame = Frame(float(stamp), item)
         buffer.append(frame)
         if len(buffer) > self._depth:
