@@ -183,8 +183,8 @@ def test_finite_but_huge_inputs_are_refused_before_the_state(huge_input_dirs, mo
         assert (rt.steps, rt.writes) == (1, 1)
         for key, value in rt.state_dict().items():
             assert np.array_equal(value, before[key]), key
-    else:       # ONNX Runtime's LayerNorm is scale-invariant here: a finite step is fine
-        assert engine == 'onnx' and model == 'features' and finite(result)
+    else:       # ONNX Runtime's LayerNorm does not overflow here: a finite step is fine
+        assert engine == 'onnx' and finite(result)
     result = step(False)                                     # and the episode goes on
     assert finite(result) and result.gate.step == rt.steps
 
