@@ -235,6 +235,9 @@ class AuraNode(LifecycleNode):
         collector reaches this object, and a later node of the same name would log nowhere."""
         super().destroy_node()
         self._state_machine.destroy_when_not_in_use()
+        lock = getattr(self, '_state_lock', None)
+        if lock is not None:                      # the node is gone: so is its claim on the file
+            lock.release()
 
     @property
     def lifecycle_state(self) -> str:
@@ -528,10 +531,17 @@ class AuraNode(LifecycleNode):
             if self.matcher is not None:
                 self.matcher.clear()
             self._lock.notify()
-        answered = done['event'].wait(timeout=10.0)
+        deadline = time.monotonic() + 10.0
+        while not done['event'].wait(timeout=0.05):
+            if self.failure is not None or time.monotonic() > deadline:
+                break
         with self._lock:
             self._pause_epoch += 1
-        if not answered:
+        if self.failure is not None:
+            response.success = False
+            response.message = f'the worker failed ({self.failure}): the node is stopping'
+            return response
+        if not done['event'].is_set():
             response.success = False
             response.message = 'reset timed out: the worker did not answer within 10 s'
             return response
