@@ -363,3 +363,59 @@ def test_row10_the_shutdown_transition_ends_the_process_with_exit_0(make_node, e
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=15)
+
+
+# -- row 8: Ctrl-C in the middle of a step -----------------------------------------------------
+
+def test_row8_a_step_committed_as_the_context_shuts_down_is_not_step_failed(tiny_model_dir):
+    """Ctrl-C shuts the context down (rclpy's handler) while the worker steps: the step is
+    committed, then publishing fails. That is not a failed step. The worker is held at the
+    runtime's lock so that the shutdown lands exactly between taking the frame and the step."""
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+    from test_node import FRAMES
+    from test_node import image_msg as tiny_image
+    from test_node import joint_msg as tiny_joints
+
+    from aura_ros.ros.node import AuraNode
+
+    context = Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    node = AuraNode(context=context,
+                    parameter_overrides=[Parameter('model_dir', value=str(tiny_model_dir))])
+    client = rclpy.create_node('ctrl_c_client', context=context)
+    try:
+        executor.add_node(node)
+        executor.add_node(client)
+        images = client.create_publisher(Image, 'image', qos_profile_sensor_data)
+        joints = client.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        deadline = time.monotonic() + 10
+        while not (images.get_subscription_count() and joints.get_subscription_count()):
+            assert time.monotonic() < deadline, 'discovery'
+            executor.spin_once(timeout_sec=0.05)
+        runtime = node.runtime
+        with runtime._lock:                       # the worker will wait here, frame in hand
+            now = client.get_clock().now().to_msg()
+            joints.publish(tiny_joints(now))
+            executor.spin_once(timeout_sec=0.2)
+            images.publish(tiny_image(FRAMES[0], now))
+            while node.received == 0:
+                assert time.monotonic() < deadline + 10, 'the frame'
+                executor.spin_once(timeout_sec=0.05)
+            while node._frame is not None:        # taken by the worker
+                time.sleep(0.01)
+            time.sleep(0.2)
+            context.shutdown()                    # what Ctrl-C does
+        deadline = time.monotonic() + 10
+        while runtime.steps == 0 or node._busy:
+            assert time.monotonic() < deadline, 'the step'
+            time.sleep(0.02)
+        assert runtime.steps == 1 and not node.rejected, dict(node.rejected)
+    finally:
+        node.stop()
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)
