@@ -81,6 +81,7 @@ from aura_ros.ros.inputs import (
     message_type,
 )
 from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
+from aura_ros.ros.remaps import remap_rules, unfit_rules
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
@@ -122,6 +123,8 @@ class AuraNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__('aura', **kwargs)
+        self._ros_args = [*(sys.argv if kwargs.get('use_global_arguments', True) else []),
+                          '--', *(kwargs.get('cli_args') or [])]
         try:
             self._set_up()
         except KeyboardInterrupt:          # Ctrl-C/SIGHUP/SIGTERM while starting: state saved
@@ -343,6 +346,11 @@ class AuraNode(LifecycleNode):
             for camera, topic in camera_topics(cameras, p.image_transport).items():
                 self._subscribe(message_type(p.image_transport), topic, camera, kind, qos)
         self._camera_topics = {name: self._watches[name].topic for name in cameras}
+        rules = remap_rules(self._ros_args, self.get_name())
+        self.remap_warnings = unfit_rules(rules, cameras, [g.name for g in spec.groups],
+                                          spec.features_in)
+        for warning in self.remap_warnings:
+            self.get_logger().warning(warning)
         self._group_pubs = {g.name: self.create_lifecycle_publisher(
             JointTrajectory, f'~/{g.name}', 10) for g in spec.groups}
         self.gate_pub = self.create_lifecycle_publisher(DiagnosticArray, '~/gate', 10)
@@ -795,9 +803,10 @@ class AuraNode(LifecycleNode):
             self._state_lock = StateFileLock(path)
         except StateFileInUse as err:
             raise ParameterError(f"parameter 'state_file': {err}") from None
-        except OSError as err:
-            raise ParameterError(f"parameter 'state_file': cannot lock {path}.lock "
-                                 f'({err.strerror or err})') from None
+        except OSError as err:                     # no usable temporary folder: go on
+            self.get_logger().warning(f'state_file {path}: could not take its lock '
+                                      f'({err.strerror or err}); a second node on this file '
+                                      'would not be refused')
         if os.path.exists(path) and not is_snapshot(path):
             raise ParameterError(f"parameter 'state_file': {path} exists and is not an "
                                  'aura_ros state file; not touching it (move it away or choose '

@@ -14,6 +14,7 @@ user's, and the caller refuses to start rather than touch it.
 import fcntl
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,31 +169,35 @@ class StateFileInUse(StateFileError):
 
 
 class StateFileLock:
-    """An advisory lock (fcntl.flock) on `<state_file>.lock`, held while a node uses the file.
+    """An advisory lock (fcntl.flock), held while a node uses a state file.
 
     Two nodes saving one state file would overwrite each other's episode (last writer wins):
-    the second is refused at start. The lock file holds the holder's pid, so the refusal can
-    name it; the kernel drops the lock when its holder exits, however it exits, so a stale
-    lock file never blocks anyone. flock locks belong to the open file, so two nodes in one
-    process exclude each other too.
+    the second is refused at start. The lock is a file in the temporary folder named after the
+    state file's real path (nothing is added beside the state file, which may be on a read-only
+    or full file system); it holds the holder's pid, so the refusal can name it. The kernel drops
+    the lock when its holder exits, however it exits, so a stale lock file never blocks anyone.
+    flock locks belong to the open file, so two nodes in one process exclude each other too.
+    Nodes that do not share the temporary folder (containers) are not excluded.
     """
 
     def __init__(self, path: str | Path):
-        self.path = f'{path}.lock'
+        real = os.path.realpath(path)
+        digest = hashlib.sha256(real.encode()).hexdigest()[:16]
+        self.path = os.path.join(tempfile.gettempdir(), f'aura_ros-state-{digest}.lock')
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors='replace').strip()
+            holder = os.pread(fd, 32, 0).decode(errors='replace').split()
             os.close(fd)
-            raise StateFileInUse(f'{path} is in use by another aura_node '
-                                 f'({"pid " + holder if holder.isdigit() else "pid unknown"}; '
-                                 f'lock {self.path}): one state file per node') from None
+            pid = holder[0] if holder and holder[0].isdigit() else 'unknown'
+            raise StateFileInUse(f'{path} is in use by another aura_node (pid {pid}; lock '
+                                 f'{self.path}): one state file per node') from None
         except OSError:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f'{os.getpid()} {real}\n'.encode(), 0)
         self._fd: Optional[int] = fd
 
     def release(self) -> None:
