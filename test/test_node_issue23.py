@@ -419,3 +419,24 @@ def test_row8_a_step_committed_as_the_context_shuts_down_is_not_step_failed(tiny
         node.stop()
         executor.shutdown()
         rclpy.try_shutdown(context=context)
+
+
+# -- row 14: outputs:= and cameras:= that fit the model are the only silent ones ---------------
+
+def test_row14_remaps_naming_no_group_or_camera_of_the_model_are_warned_about(models):
+    """What `outputs:='arm:=...' cameras:='side:=...'` of aura.launch.py pass to a model without
+    those: the node names the model's groups and cameras instead of publishing into the void."""
+    proc = node_process('-p', f'model_dir:={models["plain"]}', '-p', 'device:=cpu',
+                        '-r', '~/arm:=/arm_controller/joint_trajectory',
+                        '-r', 'side/image:=/cam_side/image_raw',
+                        '-r', 'image:=/camera/image_raw', '-r', '~/action_chunk:=/ctrl/traj')
+    try:
+        output = wait_ready(proc)
+        assert 'memory state' in output, output
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    warnings = [line for line in output.splitlines() if 'remap' in line]
+    assert len(warnings) == 2, output
+    assert '~/arm:=' in warnings[0] and 'output group(s) are action_chunk' in warnings[0]
+    assert 'side/image:=' in warnings[1] and 'on image' in warnings[1]
