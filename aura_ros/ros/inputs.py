@@ -56,10 +56,11 @@ def frame_to_array(msg, min_size: Optional[tuple[int, int]] = None,
     """
     if isinstance(msg, CompressedImage):
         return decode(msg.data, min_size=min_size, max_pixels=max_pixels)
+    pixels = image_to_array(msg)                  # a malformed one: encoding, empty, size
     if msg.width * msg.height > max_pixels:
         raise InputError('too_large', f'image is {msg.width}x{msg.height}, more than '
                                       f'{max_pixels} pixels (max_frame_pixels)')
-    return image_to_array(msg), msg.encoding
+    return pixels, msg.encoding
 
 
 def features_to_array(msg: Image, d_model: int) -> np.ndarray:
