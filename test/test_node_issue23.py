@@ -157,6 +157,11 @@ def test_row2_a_frame_older_than_its_chunk_is_refused_and_the_memory_not_written
 def test_row3_a_threshold_just_above_one_fails_at_start_naming_it(rclpy_context, models):
     with pytest.raises(ParameterError, match="'gate_threshold'"):
         start_node(rclpy_context, models['plain'], gate_threshold=1.0000005)
+    proc = node_process('-p', f'model_dir:={models["plain"]}', '-p', 'device:=cpu',
+                        '-p', 'gate_threshold:=1.0000005')
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 2, output
+    assert "parameter 'gate_threshold'" in output and 'Traceback' not in output
 
 
 def test_row3_a_threshold_just_above_one_is_refused_at_run_time(make_node, executor, wait_for,
@@ -440,3 +445,22 @@ def test_row14_remaps_naming_no_group_or_camera_of_the_model_are_warned_about(mo
     assert len(warnings) == 2, output
     assert '~/arm:=' in warnings[0] and 'output group(s) are action_chunk' in warnings[0]
     assert 'side/image:=' in warnings[1] and 'on image' in warnings[1]
+
+
+def test_row7_frames_overwritten_while_the_executor_stalled_are_not_lost_in_transport(
+        robot, models):
+    """The executor took nothing (not even the /diagnostics timer) while frames came: the ones
+    overwritten in the node's own depth-1 queue are the node's, not the transport's."""
+    rig = robot(models['plain'], diagnostics_period_s=0.2)
+    rig.connect()
+    rig.joints()
+    rig.publish('image', image_msg(smooth_frame(0), rig.now()))
+    rig.wait_gates(1)
+    for i in range(5):                        # nobody spins: a stalled executor
+        rig.publish('image', image_msg(smooth_frame(i), rig.now()))
+        time.sleep(0.2)
+    rig.spin(0.3)
+    rig.joints()
+    rig.publish('image', image_msg(smooth_frame(6), rig.now()))
+    rig.wait_for(lambda: rig.node.received >= 3, 10, rig.executor, 'frames after the stall')
+    assert rig.node.missed_by_node >= 4 and rig.node.lost_in_transport == 0

@@ -980,7 +980,11 @@ class AuraNode(LifecycleNode):
         return found + self._input_problems
 
     def _publish_health(self) -> None:
-        self._executor_seen = time.monotonic()
+        now = time.monotonic()
+        if now - self._executor_seen > 1.5 * self.params.diagnostics_period_s:
+            with self._lock:                       # a stall, seen by the timer first
+                self._pause_epoch += 1
+        self._executor_seen = now
         self._check_inputs()
         self.health_pub.publish(self._health_message())
 
