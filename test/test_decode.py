@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from aura_ros.runtime import InputError
-from aura_ros.runtime.decode import decode
+from aura_ros.runtime.decode import decode, frame_pixel_limit
 
 RNG = np.random.default_rng(0)
 
@@ -121,3 +121,9 @@ def test_pillows_own_bomb_limit_counts_as_too_large(monkeypatch):
     with pytest.raises(InputError) as err:
         decode(encoded(smooth(), 'PNG'))
     assert err.value.reason == 'too_large'
+
+
+def test_the_auto_pixel_limit_follows_the_models_input():
+    assert frame_pixel_limit(0, 32, 24) == 1920 * 1080            # a small model: the floor
+    assert frame_pixel_limit(0, 640, 480) == 64 * 640 * 480        # a large one: 64 x its input
+    assert frame_pixel_limit(5000, 640, 480) == 5000               # set by hand

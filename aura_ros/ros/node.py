@@ -25,7 +25,10 @@ reset is performed by the worker between two steps; the service callback waits f
 
 A step whose new memory state would be NaN/Inf is discarded by the runtime (the state stays the
 last good one); the node publishes that step's chunk (a skip step's), counts it apart from input
-rejections (`nonfinite_state_discarded` on /diagnostics) and warns, throttled.
+rejections (`nonfinite_state_discarded` on /diagnostics) and warns, throttled. A step whose
+targets or gate probability are not finite is refused before the state (`nonfinite_step`): no
+non-finite number is ever published. Anything escaping the worker is fatal and loud: /diagnostics
+ERROR, the lifecycle through error processing to finalized, aura_node exits 1.
 
 Health: /diagnostics runs on a wall-clock (steady) timer, so it is published whatever the ROS
 clock does (use_sim_time without /clock included). Its level is WARN while a problem (rejection,
@@ -85,6 +88,7 @@ from aura_ros.ros.remaps import remap_rules, unfit_rules
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
+from aura_ros.runtime.decode import frame_pixel_limit
 from aura_ros.runtime.frame_sync import FrameMatcher
 from aura_ros.runtime.runtime import check_threshold
 from aura_ros.runtime.state_file import (
@@ -102,13 +106,6 @@ from aura_ros.runtime.state_file import (
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
 IDLE_WAIT_S = 10.0               # deactivate/cleanup wait at most this for the step in progress
-AUTO_MIN_FRAME_PIXELS = 1920 * 1080   # max_frame_pixels 0: at least this, or 64 x the model's
-AUTO_FRAME_SCALE = 64
-
-
-def frame_pixel_limit(setting: int, width: int, height: int) -> int:
-    """The most pixels a frame for a camera of the model's `width` x `height` may have."""
-    return setting or max(AUTO_MIN_FRAME_PIXELS, AUTO_FRAME_SCALE * width * height)
 
 
 def check_device(device: str) -> None:
@@ -206,7 +203,6 @@ class AuraNode(LifecycleNode):
         self.exit_code: Optional[int] = None       # set when the process should end (main)
         self._state_lock: Optional[StateFileLock] = None
         self.admission: Optional[Admission] = None
-        self._duplicate_names = 0
         self._unmatched_seen = 0
         self.latencies = deque(maxlen=2000)
         self.stage_times: dict[str, deque] = {}
@@ -966,8 +962,7 @@ class AuraNode(LifecycleNode):
         name, namespace = self.get_name(), self.get_namespace()
         same = sum(1 for n, ns in self.get_node_names_and_namespaces()
                    if n == name and ns == namespace)
-        self._duplicate_names = same - 1 if same > 1 else 0
-        if self._duplicate_names:
+        if same > 1:
             self._problem('duplicate_node_name', lambda: (
                 f'{same} nodes are named {self.get_fully_qualified_name()}: their topics, '
                 'services and parameters mix (give each its own name or namespace)'))

@@ -39,8 +39,17 @@ JPEG_END = b'\xff\xd9'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
 MAX_PIXELS = 4096 * 4096                 # bigger than any robot camera; refuses bombs early
+AUTO_MIN_FRAME_PIXELS = 1920 * 1080      # frame_pixel_limit(0, ...): at least this...
+AUTO_FRAME_SCALE = 64                    # ...or this many times the model's input
 MODES = {'RGB': 'rgb8', 'L': 'mono8', 'RGBA': 'rgba8'}
 CONVERT = {'P': 'RGB', 'LA': 'RGBA', 'CMYK': 'RGB', 'YCbCr': 'RGB', '1': 'L'}
+
+
+def frame_pixel_limit(setting: int, width: int, height: int) -> int:
+    """The most pixels a frame for a model input of `width` x `height` may have: `setting`, or
+    for 0, 64 x the input and at least 1920 x 1080 (decoding many more pixels than the model
+    takes only to average them away costs time and memory, and is what a bomb exploits)."""
+    return setting or max(AUTO_MIN_FRAME_PIXELS, AUTO_FRAME_SCALE * width * height)
 
 
 def container(data: bytes) -> str:
