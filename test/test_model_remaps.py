@@ -1,6 +1,6 @@
 """Remap rules that fit no output group or camera of the model (issue 23 row 14)."""
 
-from aura_ros.ros.remaps import remap_rules, unfit_rules
+from aura_ros.ros.model_remaps import remap_rules, unfit_rules
 
 ARGS = ['aura_node', '--ros-args', '-r', '~/arm:=/arm_ctrl/traj', '--remap', 'other:~/x:=/y',
         '-r', 'aura:front/image/compressed:=/f/compressed', '-r', '__ns:=/robot', '--',
