@@ -83,8 +83,8 @@ from aura_ros.ros.inputs import (
     frame_to_array,
     message_type,
 )
-from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
 from aura_ros.ros.model_remaps import remap_rules, unfit_rules
+from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
