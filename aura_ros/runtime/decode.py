@@ -10,7 +10,7 @@ Decoding uses Pillow (libjpeg-turbo, zlib). For JPEG, `min_size` lets libjpeg de
 or 1/8 scale directly from the DCT coefficients when the model needs a much smaller image (the
 largest reduction that still covers min_size); the area resize then does the rest. The image
 size is read from the header before any pixel is decoded, so a file declaring more than
-`max_pixels` (a "decompression bomb": a 49 KB PNG may declare 4096x4096) is refused without
+`max_pixels` (a "decompression bomb": a small PNG may declare 4096x4096) is refused without
 decoding or allocating it, whatever its size in bytes; the node ties the limit to the model's
 input size (parameter max_frame_pixels).
 
