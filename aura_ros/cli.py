@@ -37,6 +37,10 @@ def print_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> tuple:
+    return tuple(n.strip() for n in text.split(','))
+
+
 def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data', help='(required) a rosbag2 bag (.mcap/.db3 or its folder), '
                                        'a folder of bags, or a LeRobot dataset folder')
@@ -47,8 +51,21 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--image-topic', action='append', default=None,
                         help="camera topic (repeat for several cameras, in the model's order)")
     parser.add_argument('--joints-topic', default=None, help='sensor_msgs/JointState topic')
-    parser.add_argument('--action-topic', default=None,
-                        help="the commanded actions (default: the bag's only command topic)")
+    parser.add_argument('--action-topic', action='append', default=None,
+                        help='a command topic; repeat for one per controller, each becomes an '
+                             'output group (default: every JointTrajectory topic, else the only '
+                             'JointState topic besides the joints topic)')
+    parser.add_argument('--joints', type=_names, default=None,
+                        help='comma-separated joint names the model reads (default: the '
+                             'commanded joints that the joints topic names)')
+    parser.add_argument('--extra-joints', type=_names, default=None,
+                        help='comma-separated joints read besides the commanded ones')
+    parser.add_argument('--actions', type=_names, default=None,
+                        help='comma-separated action names (default: the joints the command '
+                             'topics name)')
+    parser.add_argument('--urdf', default=None,
+                        help="URDF file whose joint limits clip the model's targets (default: "
+                             "the bag's /robot_description, if recorded)")
     parser.add_argument('--quick', action='store_true',
                         help='a tiny run (seconds) that checks the pipeline; not a model')
     parser.add_argument('--resume', action='store_true',
@@ -82,10 +99,6 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
                         help='add these methods to an existing --out of the same set-up')
     parser.add_argument('--action-topics', default='/aura/action_chunk',
                         help="aura_node's JointTrajectory output topic(s), comma-separated")
-
-
-def _names(text: str) -> tuple:
-    return tuple(n.strip() for n in text.split(','))
 
 
 def _init_model_args(parser: argparse.ArgumentParser) -> None:

@@ -56,12 +56,14 @@ def _pairs(text: str, what: str) -> list:
 
 def remappings(image: str, joint_states: str, features: str, cameras: str, outputs: str,
                transport: str) -> list:
-    """The node's remaps: its relative input names and private output names -> real topics."""
-    suffix = '/compressed' if transport == 'compressed' else ''
+    """The node's remaps: its relative input names and private output names -> real topics.
+    An image_transport other than raw or compressed (empty: each camera as the model was trained;
+    or per camera) remaps both forms of every camera topic: only the one subscribed applies."""
+    suffixes = {'raw': ('',), 'compressed': ('/compressed',)}.get(transport, ('', '/compressed'))
     inputs = [('image', image)] + [(f'{name}/image', topic)
                                    for name, topic in _pairs(cameras, 'cameras')]
     rules = [(f'{name}{suffix}', f'{topic}{suffix}') for name, topic in inputs
-             if name != topic]
+             for suffix in suffixes if name != topic]
     rules += [(name, topic) for name, topic in (('joint_states', joint_states),
                                                 ('features', features)) if name != topic]
     rules += [(f'~/{group}', topic) for group, topic in _pairs(outputs, 'outputs')]
@@ -111,8 +113,10 @@ def generate_launch_description():
                               description='camera topic of a one-camera model'),
         DeclareLaunchArgument('cameras', default_value='',
                               description="several cameras: 'front:=/topic wrist:=/topic'"),
-        DeclareLaunchArgument('image_transport', default_value='raw',
-                              description='raw | compressed (subscribes <topic>/compressed)'),
+        DeclareLaunchArgument('image_transport', default_value='',
+                              description='empty = each camera as the model was trained | raw | '
+                                          'compressed (subscribes <topic>/compressed) | per '
+                                          'camera: front:raw,wrist:compressed'),
         DeclareLaunchArgument('input_qos', default_value='auto',
                               description='auto (reliable when every publisher is) | '
                                           'sensor_data (best effort) | reliable'),

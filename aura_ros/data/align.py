@@ -99,7 +99,26 @@ class TrajectoryCommands:
         return out
 
 
-Commands = Union[SampledCommands, TrajectoryCommands]
+@dataclass(frozen=True)
+class MergedCommands:
+    """Several command streams (one per controller) side by side: at time t the columns of
+    each, in order. Defined where every part is, so a frame needs all controllers' commands."""
+
+    parts: tuple
+
+    @property
+    def start(self) -> float:
+        return max(p.start for p in self.parts)
+
+    @property
+    def end(self) -> float:
+        return min(p.end for p in self.parts)
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        return np.concatenate([p.at(t) for p in self.parts], axis=-1)
+
+
+Commands = Union[SampledCommands, TrajectoryCommands, MergedCommands]
 
 
 @dataclass
@@ -116,6 +135,10 @@ class RawRecording:
     action_names: tuple
     commands_from: str = ''        # e.g. '/leader/joint_states (sensor_msgs/msg/JointState)'
     hint_stamps: Optional[np.ndarray] = None   # [K] float64: hint times on the camera clock
+    # several command topics: (topic, action names it commands) each, in action_names order
+    command_groups: tuple = ()
+    camera_transports: tuple = ()  # per camera 'raw' | 'compressed', as recorded
+    joint_limits: dict = field(default_factory=dict)   # name -> (lower, upper), from a URDF
 
 
 def hint_flags(stamps: np.ndarray, hint_stamps: np.ndarray, frames: int) -> np.ndarray:

@@ -156,7 +156,12 @@ def load_cached(entry: Path) -> Demonstrations:
                           joint_names=tuple(meta['joint_names']),
                           action_names=tuple(meta['action_names']),
                           action_period_s=meta['action_period_s'], chunk=meta['chunk'],
-                          episodes=episodes, report={**meta['report'], 'cache': str(entry)})
+                          episodes=episodes, report={**meta['report'], 'cache': str(entry)},
+                          action_groups=tuple((g, tuple(n)) for g, n in
+                                              meta.get('action_groups', [])),
+                          camera_transports=tuple(meta.get('camera_transports', [])),
+                          joint_limits={k: tuple(v) for k, v in
+                                        meta.get('joint_limits', {}).items()})
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -11,7 +11,7 @@ Everything is checked here, on creation, so a typo in a YAML file fails before h
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .demonstrations import DataError
 
@@ -101,10 +101,16 @@ class DataConfig:
     image_topics: tuple[str, ...] = DEFAULT_IMAGE_TOPICS
     camera_names: Optional[tuple[str, ...]] = None     # default: camera_names_from_topics
     joints_topic: str = '/joint_states'
-    action_topic: Optional[str] = None        # default: the bag's only command-like topic
-    joint_names: Optional[tuple[str, ...]] = None      # default: the first JointState's order
-    action_names: Optional[tuple[str, ...]] = None     # default: joint_names (required for
-    #                                                    Float64MultiArray commands)
+    # one command topic, or several (one per controller: each becomes an output group of the
+    # model, named after its controller); default: every JointTrajectory topic, else the only
+    # JointState topic besides joints_topic
+    action_topic: Optional[Union[str, tuple[str, ...]]] = None
+    joint_names: Optional[tuple[str, ...]] = None      # default: the commanded joints that
+    #                                                    joints_topic names, + extra_joints
+    action_names: Optional[tuple[str, ...]] = None     # default: the joints the command topics
+    #                                                    name (required for Float64MultiArray)
+    extra_joints: tuple[str, ...] = ()        # joints the model reads besides the commanded ones
+    robot_description_topic: str = '/robot_description'   # std_msgs/String URDF: joint limits
     image_size: tuple[int, int] = (96, 96)    # (height, width) of the model input
     chunk: int = 8
     action_period_s: Optional[float] = None   # default: median camera frame period
@@ -134,15 +140,23 @@ class DataConfig:
             raise DataConfigError(f'DataConfig.camera_names must match [a-z][a-z0-9_]* and not '
                                   f'be "joints"; bad: {", ".join(bad)}')
         set_(self, 'camera_names', cameras)
-        for what in ('joints_topic', 'action_topic'):
+        for what in ('joints_topic', 'robot_description_topic'):
             value = getattr(self, what)
-            if not (value is None and what == 'action_topic') and \
-                    (not isinstance(value, str) or not value.strip()):
+            if not isinstance(value, str) or not value.strip():
                 raise DataConfigError(f'DataConfig.{what} must be a topic name, got {value!r}')
-        if self.action_topic is not None and self.action_topic == self.joints_topic:
+        action = self.action_topic
+        if isinstance(action, (list, tuple)):
+            action = _names(action, 'action_topic')
+            set_(self, 'action_topic', action[0] if len(action) == 1 else action)
+        elif action is not None and (not isinstance(action, str) or not action.strip()):
+            raise DataConfigError(f'DataConfig.action_topic must be a topic name or a list of '
+                                  f'them, got {action!r}')
+        if self.joints_topic in (self.action_topics or ()):
             raise DataConfigError('DataConfig.action_topic must differ from joints_topic '
                                   f'({self.joints_topic}): commands are what the robot was told, '
                                   'not where it was')
+        set_(self, 'extra_joints', _names(self.extra_joints, 'extra_joints')
+             if self.extra_joints else ())
         set_(self, 'joint_names', _names(self.joint_names, 'joint_names'))
         set_(self, 'action_names', _names(self.action_names, 'action_names'))
         size = self.image_size
@@ -178,6 +192,13 @@ class DataConfig:
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
                                            or not self.cache_dir.strip()):
             raise DataConfigError(f'DataConfig.cache_dir must be a path, got {self.cache_dir!r}')
+
+    @property
+    def action_topics(self) -> Optional[tuple[str, ...]]:
+        """The configured command topics (None: found in the bag)."""
+        if self.action_topic is None:
+            return None
+        return (self.action_topic,) if isinstance(self.action_topic, str) else self.action_topic
 
     @classmethod
     def from_dict(cls, data: Any, where: str = 'data config') -> 'DataConfig':

@@ -65,6 +65,10 @@ class Demonstrations:
     episodes: list[Episode] = field(default_factory=list)
     chained: bool = False              # consecutive episodes form one never-reset stream
     report: dict = field(default_factory=dict)   # reader's counts: frames read, dropped by reason
+    # several command topics: ((group name, its action names), ...), the model's output groups
+    action_groups: tuple = ()
+    camera_transports: tuple = ()      # per camera 'raw' | 'compressed' as recorded (() = raw)
+    joint_limits: dict = field(default_factory=dict)   # name -> (lower, upper), from a URDF
 
     def __post_init__(self) -> None:
         if not self.episodes:

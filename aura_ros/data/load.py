@@ -30,7 +30,7 @@ from .align import (
 from .config import DataConfig
 from .demonstrations import DataError, Demonstrations
 from .lerobot import is_lerobot_dataset, lerobot_files, read_lerobot
-from .rosbag import bag_files, find_bags, read_bag
+from .rosbag import bag_files, find_bags, group_name, read_bag
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _read(path: Path, config: DataConfig, work: Path, progress: bool):
     names: dict = {}
     for bag in tqdm(bags, desc='bags', unit='bag', disable=not progress or len(bags) < 2):
         rec = read_bag(bag, config, work, progress=progress, **names)
-        names = {'joint_names': rec.joint_names, 'action_names': rec.action_names}
+        names = {'joint_names': rec.joint_names, 'command_groups': rec.command_groups}
         recordings.append(rec)
     storage = sorted({'mcap' if any(f.suffix == '.mcap' for f in bag_files(b)) else 'sqlite3'
                       for b in bags})
@@ -165,8 +165,15 @@ def _build(entry: Path, recordings, cameras, period: float, source: str, config:
                 if hints is not None:
                     report['frames_hinted'] = report.get('frames_hinted', 0) + int(hints.sum())
                 builder.add(name, out.stamps, out.joints, out.actions, fetch, bar, hints)
+        first = recordings[0]
+        limits = {k: list(v) for r in recordings for k, v in r.joint_limits.items()}
         builder.commit({'source': source, 'image_size': list(config.image_size),
                         'joint_names': list(joint_names), 'action_names': list(action_names),
+                        'action_groups': [[group_name(t), list(n)] for t, n in
+                                          first.command_groups] if
+                        len(first.command_groups) > 1 else [],
+                        'camera_transports': list(first.camera_transports),
+                        'joint_limits': limits,
                         'action_period_s': period, 'chunk': config.chunk, 'report': report,
                         'config': config.to_dict()})
     except BaseException:

@@ -28,10 +28,17 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm import tqdm
 
-from .align import Commands, RawRecording, SampledCommands, TrajectoryCommands
+from .align import (
+    Commands,
+    MergedCommands,
+    RawRecording,
+    SampledCommands,
+    TrajectoryCommands,
+)
 from .config import DataConfig
 from .demonstrations import DataError
 from .images import FrameSpool, Resizer, compressed_image, raw_image
+from .urdf import urdf_joint_limits
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -96,23 +103,40 @@ def _require(where: str, topics: dict, topic: str, types: Optional[tuple], role:
     return msgtype
 
 
-def pick_action_topic(where: str, topics: dict, config: DataConfig) -> tuple[str, str]:
-    """The command topic: the configured one, else the only JointTrajectory topic, else the only
-    JointState topic besides the joints topic."""
-    if config.action_topic is not None:
-        return config.action_topic, _require(where, topics, config.action_topic, COMMAND_TYPES,
-                                             'command')
-    for msgtype in (TRAJECTORY, JOINT_STATE):
-        found = sorted(t for t, info in topics.items()
-                       if info.msgtype == msgtype and t != config.joints_topic)
-        if len(found) == 1:
-            return found[0], msgtype
-        if len(found) > 1:
-            raise DataError(f'{where}: several {msgtype} topics could be the commands: '
-                            f'{", ".join(found)}; set action_topic')
+def pick_action_topics(where: str, topics: dict, config: DataConfig) -> list[tuple[str, str]]:
+    """The command topics and their types: the configured ones, else every JointTrajectory topic
+    (one per controller), else the only JointState topic besides the joints topic."""
+    if config.action_topics is not None:
+        return [(t, _require(where, topics, t, COMMAND_TYPES, 'command'))
+                for t in config.action_topics]
+    found = sorted(t for t, info in topics.items()
+                   if info.msgtype == TRAJECTORY and t != config.joints_topic)
+    if found:
+        return [(t, TRAJECTORY) for t in found]
+    found = sorted(t for t, info in topics.items()
+                   if info.msgtype == JOINT_STATE and t != config.joints_topic)
+    if len(found) == 1:
+        return [(found[0], JOINT_STATE)]
+    if len(found) > 1:
+        raise DataError(f'{where}: several {JOINT_STATE} topics could be the commands: '
+                        f'{", ".join(found)}; set action_topic')
     raise DataError(f'{where}: no command topic: no JointTrajectory topic and no JointState topic '
                     f'other than {config.joints_topic}; set action_topic (std_msgs/'
                     f'Float64MultiArray needs it and action_names). Topics: {_topic_list(topics)}')
+
+
+def group_name(topic: str) -> str:
+    """The output group of a command topic: its controller, e.g.
+    '/arm_controller/joint_trajectory' -> 'arm_controller' (the last segment that is not a
+    generic command word), as an identifier."""
+    segments = [s for s in topic.split('/') if s]
+    named = [s for s in segments if s.lower() not in _COMMAND_WORDS] or segments or ['commands']
+    name = re.sub(r'[^a-z0-9_]+', '_', named[-1].lower()).strip('_') or 'commands'
+    return name if name[0].isalpha() else f'group_{name}'
+
+
+_COMMAND_WORDS = {'joint_trajectory', 'commands', 'command', 'joint_states', 'joint_command',
+                  'joint_commands', 'trajectory', 'position_commands', 'cmd'}
 
 
 def _header_stamp(msg) -> Optional[float]:
@@ -157,10 +181,11 @@ class _ByName:
 
 
 def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optional[tuple] = None,
-             action_names: Optional[tuple] = None, progress: bool = True) -> RawRecording:
+             command_groups: Optional[tuple] = None, progress: bool = True) -> RawRecording:
     """One pass over a bag: camera frames decoded and resized into spools under `workdir`,
-    joint states and commands as arrays. `joint_names`/`action_names` (from an earlier bag of the
-    same source) win over the first message's order, so every episode has one column order."""
+    joint states and commands as arrays. `joint_names`/`command_groups` (from an earlier bag of
+    the same source) win over the first messages' names, so every episode has one column
+    order."""
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
@@ -170,14 +195,16 @@ def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optio
     except Exception as err:   # rosbags raises its own error classes per storage plugin
         raise DataError(f'{bag}: cannot open the bag: {err}') from err
     try:
-        cam_types, action_topic, action_type = _check_topics(str(bag), reader.topics, config)
-        joint_names = config.joint_names or joint_names or _first_joint_names(reader, config,
-                                                                              str(bag))
-        streams = _Streams(bag, config, workdir, cam_types, action_topic, action_type,
-                           joint_names, config.action_names or action_names or joint_names)
+        cam_types, commands = _check_topics(str(bag), reader.topics, config)
+        if command_groups is None:
+            joint_names, command_groups = _names_of(reader, config, commands, str(bag))
+        streams = _Streams(bag, config, workdir, cam_types, dict(commands), joint_names,
+                           command_groups)
         try:
-            wanted = {*config.image_topics, config.joints_topic, action_topic,
-                      *([config.hint_topic] if config.hint_topic else [])}
+            described = config.robot_description_topic in reader.topics
+            wanted = {*config.image_topics, config.joints_topic, *streams.commands,
+                      *([config.hint_topic] if config.hint_topic else []),
+                      *([config.robot_description_topic] if described else [])}
             connections = [c for c in reader.connections if c.topic in wanted]
             messages = tqdm(reader.messages(connections=connections), leave=False,
                             total=sum(c.msgcount for c in connections), desc=f'read {bag.name}',
@@ -192,35 +219,117 @@ def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optio
     return streams.recording()
 
 
-def _check_topics(where: str, topics: dict, config: DataConfig) -> tuple[list, str, str]:
-    """Camera types, command topic and command type, or DataError naming what is wrong."""
+def _check_topics(where: str, topics: dict, config: DataConfig) -> tuple[list, list]:
+    """Camera types and (command topic, type) pairs, or DataError naming what is wrong."""
     cam_types = [_require(where, topics, t, CAMERA_TYPES, 'camera') for t in config.image_topics]
     _require(where, topics, config.joints_topic, (JOINT_STATE,), 'joints')
-    action_topic, action_type = pick_action_topic(where, topics, config)
+    commands = pick_action_topics(where, topics, config)
     if config.hint_topic:
         _require(where, topics, config.hint_topic, None, 'hint')
-    if action_type == MULTI_ARRAY and config.action_names is None:
-        raise DataError(f'{where}: commands on {action_topic} are std_msgs/'
+    arrays = [t for t, kind in commands if kind == MULTI_ARRAY]
+    if arrays and config.action_names is None:
+        raise DataError(f'{where}: commands on {arrays[0]} are std_msgs/'
                         'Float64MultiArray, which carries no joint names; set action_names')
-    return cam_types, action_topic, action_type
+    if len(arrays) > 1:
+        raise DataError(f'{where}: several Float64MultiArray command topics ({", ".join(arrays)})'
+                        ': they carry no joint names, so at most one can take the action_names '
+                        'the other command topics do not name')
+    return cam_types, commands
 
 
-def _first_joint_names(reader, config: DataConfig, where: str) -> Optional[tuple]:
-    """The first JointState's names: they name the columns, whatever message comes first."""
-    conns = [c for c in reader.connections if c.topic == config.joints_topic]
+def _first_names_on(reader, topic: str, where: str) -> Optional[tuple]:
+    """The joints the first message on `topic` names (None when it has no message)."""
+    conns = [c for c in reader.connections if c.topic == topic]
     for conn, _, raw in reader.messages(connections=conns):
         return _first_names(reader.deserialize(raw, conn.msgtype), where, conn.topic)
-    return None          # no joint states at all: reported by _Streams.recording
+    return None          # no messages at all: reported by _Streams.recording
+
+
+def _names_of(reader, config: DataConfig, commands: list, where: str) -> tuple[tuple, tuple]:
+    """(joint names, ((command topic, its action names), ...)) by the defaults of DataConfig:
+    actions are what the command topics name (in joint order; of joint_names only, when set),
+    joints the commanded joints that joints_topic names plus extra_joints."""
+    state = _first_names_on(reader, config.joints_topic, where) or ()
+    order = list(config.joint_names or state)
+    named = {t: _first_names_on(reader, t, where) or () for t, kind in commands
+             if kind != MULTI_ARRAY}
+    groups = []
+    for topic, kind in commands:
+        if config.action_names is not None and len(commands) == 1:
+            names = config.action_names
+        elif config.action_names is not None and kind == MULTI_ARRAY:
+            taken = {n for names in named.values() for n in names}
+            names = tuple(n for n in config.action_names if n not in taken)
+        elif config.action_names is not None:
+            names = tuple(n for n in config.action_names if n in named[topic])
+        else:       # what the topic names, in joint order (only joint_names, when set)
+            names = tuple(sorted(named[topic], key=lambda n: (
+                order.index(n) if n in order else len(order), named[topic].index(n))))
+            if config.joint_names is not None:
+                names = tuple(n for n in names if n in config.joint_names) or names
+        if not names:
+            what = 'has no messages' if kind != MULTI_ARRAY and not named[topic] else \
+                'commands none of the action_names'
+            raise DataError(f'{where}: command topic {topic} {what}')
+        groups.append((topic, names))
+    seen: dict = {}
+    for topic, names in groups:
+        for n in names:
+            if n in seen:
+                raise DataError(f'{where}: joint {n} is commanded on both {seen[n]} and {topic}; '
+                                'each joint needs one command topic')
+            seen[n] = topic
+    actions = [n for _, names in groups for n in names]
+    joints = config.joint_names
+    if joints is None:
+        joints = tuple(n for n in state if n in actions) or tuple(state)
+        joints += tuple(n for n in config.extra_joints if n not in joints)
+    return tuple(joints), tuple(groups)
+
+
+class _CommandStream:
+    """One command topic's messages: its action names' positions over time."""
+
+    def __init__(self, topic: str, kind: str, names: tuple, where: str):
+        self.topic, self.kind, self.names, self.where = topic, kind, names, where
+        self.pick = _ByName(names, topic, where)
+        self.t, self.v, self.trajectories = [], [], []
+
+    def add(self, msg, t: float) -> None:
+        if self.kind == TRAJECTORY:
+            self.trajectories.append(_trajectory(msg, t, self.pick))
+            return
+        if self.kind == JOINT_STATE:
+            values = self.pick(msg.name, msg.position)
+        else:
+            values = np.asarray(msg.data, np.float64)
+            if len(values) != len(self.names):
+                raise DataError(f'{self.where}: {self.topic} Float64MultiArray has '
+                                f'{len(values)} values, action_names has {len(self.names)}')
+        self.v.append(values)
+        self.t.append(t)
+
+    def commands(self) -> Commands:
+        trajectories = [p for p in self.trajectories if p is not None]
+        if not self.t and not trajectories:
+            what = 'has no messages' if not self.trajectories else \
+                'has only JointTrajectory messages without points'
+            raise DataError(f'{self.where}: command topic {self.topic} {what}')
+        if self.kind == TRAJECTORY:
+            return TrajectoryCommands(starts=np.array([p[0] for p in trajectories]),
+                                      times=[p[1] for p in trajectories],
+                                      positions=[p[2] for p in trajectories])
+        return SampledCommands(np.array(self.t), np.stack(self.v))
 
 
 class _Streams:
     """Collects one bag's messages per role as they stream past."""
 
     def __init__(self, bag: Path, config: DataConfig, workdir: Path, cam_types: list,
-                 action_topic: str, action_type: str, joint_names, action_names):
+                 command_types: dict, joint_names, command_groups):
         self.where, self.config = str(bag), config
         self.name = bag.name
-        self.cam_types, self.action_topic, self.action_type = cam_types, action_topic, action_type
+        self.cam_types = cam_types
         self.cam_index = {t: i for i, t in enumerate(config.image_topics)}
         self.resize = Resizer(config.image_size)
         self.spools = [FrameSpool(Path(workdir) / f'{bag.name}.{c}.frames', config.image_size)
@@ -228,13 +337,16 @@ class _Streams:
         self.stamps: list = [[] for _ in config.image_topics]
         self.sizes: list = [None] * len(config.image_topics)
         self.joint_names = tuple(joint_names or ())
-        self.action_names = tuple(action_names or ())
         self.pick_joints = _ByName(self.joint_names, config.joints_topic, self.where)
-        self.pick_cmd = _ByName(self.action_names, action_topic, self.where)
-        self.joint_t, self.joint_v, self.cmd_t, self.cmd_v, self.trajectories = [], [], [], [], []
+        self.commands = {topic: _CommandStream(topic, command_types[topic], tuple(names),
+                                               self.where)
+                         for topic, names in command_groups}
+        self.command_groups = tuple((t, tuple(n)) for t, n in command_groups)
+        self.joint_t, self.joint_v = [], []
         self.received: list = []       # receive times of the first camera's frames
         self.hints: list = []          # (own stamp or None, receive time) of matching hints
         self.hint_match = re.compile(config.hint_match) if config.hint_match else None
+        self.joint_limits: dict = {}
 
     def add(self, topic: str, msg, t: float, received: float) -> None:
         if topic == self.config.hint_topic:
@@ -247,18 +359,11 @@ class _Streams:
         elif topic == self.config.joints_topic:
             self.joint_v.append(self.pick_joints(msg.name, msg.position))
             self.joint_t.append(t)
-        elif self.action_type == TRAJECTORY:
-            self.trajectories.append(_trajectory(msg, t, self.pick_cmd))
-        elif self.action_type == JOINT_STATE:
-            self.cmd_v.append(self.pick_cmd(msg.name, msg.position))
-            self.cmd_t.append(t)
-        else:
-            values = np.asarray(msg.data, np.float64)
-            if len(values) != len(self.action_names):
-                raise DataError(f'{self.where}: {topic} Float64MultiArray has {len(values)} '
-                                f'values, action_names has {len(self.action_names)}')
-            self.cmd_v.append(values)
-            self.cmd_t.append(t)
+        elif topic in self.commands:
+            self.commands[topic].add(msg, t)
+        elif topic == self.config.robot_description_topic and isinstance(
+                getattr(msg, 'data', None), str):
+            self.joint_limits = urdf_joint_limits(msg.data, f'{self.where}: {topic}')
 
     def camera(self, i: int, topic: str, msg, t: float) -> None:
         label = f'{self.where}: camera {topic}'
@@ -303,24 +408,19 @@ class _Streams:
         if not self.joint_t:
             raise DataError(f'{self.where}: joints topic {self.config.joints_topic} has no '
                             'messages')
-        trajectories = [p for p in self.trajectories if p is not None]
-        if not self.cmd_t and not trajectories:
-            what = 'has no messages' if not self.trajectories else \
-                'has only JointTrajectory messages without points'
-            raise DataError(f'{self.where}: command topic {self.action_topic} {what}')
-        if self.action_type == TRAJECTORY:
-            commands: Commands = TrajectoryCommands(
-                starts=np.array([p[0] for p in trajectories]),
-                times=[p[1] for p in trajectories], positions=[p[2] for p in trajectories])
-        else:
-            commands = SampledCommands(np.array(self.cmd_t), np.stack(self.cmd_v))
+        parts = [stream.commands() for stream in self.commands.values()]
+        commands: Commands = parts[0] if len(parts) == 1 else MergedCommands(tuple(parts))
         return RawRecording(
             name=self.name, camera_stamps=[np.array(s) for s in self.stamps],
             camera_frames=[s.array() for s in self.spools], joint_stamps=np.array(self.joint_t),
             joint_values=np.stack(self.joint_v), commands=commands,
-            joint_names=self.joint_names, action_names=self.action_names,
-            commands_from=f'{self.action_topic} ({self.action_type})',
-            hint_stamps=self.hint_stamps())
+            joint_names=self.joint_names,
+            action_names=tuple(n for _, names in self.command_groups for n in names),
+            commands_from=', '.join(f'{s.topic} ({s.kind})' for s in self.commands.values()),
+            hint_stamps=self.hint_stamps(), command_groups=self.command_groups,
+            camera_transports=tuple('compressed' if k == COMPRESSED else 'raw'
+                                    for k in self.cam_types),
+            joint_limits=self.joint_limits)
 
 
 def _text(msg) -> str:

@@ -257,6 +257,67 @@ def write_bag(path, storage: str = 'mcap', *, cue: int = 0, seconds: float = 3.0
     return path
 
 
+# A ros2_control rig (not the SO-101): an arm controller and a gripper controller, joint states
+# naming two joints nobody commands, a raw front camera and a JPEG wrist camera of other sizes,
+# and the URDF on /robot_description.
+RIG_GROUPS = {'arm_controller': JOINT_NAMES[:5], 'gripper_controller': JOINT_NAMES[5:]}
+RIG_EXTRA_JOINTS = ('j_extra', 'base_yaw')
+RIG_CAMERAS = {'/front/image_raw': ('raw', (96, 128)),
+               '/wrist/image_raw/compressed': ('jpeg', (64, 64))}
+RIG_LIMITS = {'shoulder_pan': (-0.5, 0.5), 'shoulder_lift': (-1.0, 1.0),
+              'elbow_flex': (-1.0, 1.0), 'wrist_flex': (-1.0, 1.0), 'gripper': (0.0, 0.7)}
+#                                          wrist_roll: continuous (no limit)
+
+
+def rig_urdf() -> str:
+    """The rig's URDF: RIG_LIMITS, wrist_roll continuous, the extra joints fixed."""
+    joints = []
+    for name in (*JOINT_NAMES, *RIG_EXTRA_JOINTS):
+        if name in RIG_LIMITS:
+            lo, hi = RIG_LIMITS[name]
+            joints.append(f'<joint name="{name}" type="revolute"><parent link="a"/>'
+                          f'<child link="b"/><limit lower="{lo}" upper="{hi}" effort="1" '
+                          'velocity="1"/></joint>')
+        else:
+            kind = 'continuous' if name == 'wrist_roll' else 'fixed'
+            joints.append(f'<joint name="{name}" type="{kind}"><parent link="a"/>'
+                          '<child link="b"/></joint>')
+    return f'<?xml version="1.0"?><robot name="rig">{"".join(joints)}</robot>'
+
+
+def write_rig_bag(path, *, cue: int = 0, seconds: float = 2.5, fps: float = 30.0,
+                  start_s: float = START_S) -> Path:
+    """One cue-then-reach episode as such a rig records it (mcap): RIG_GROUPS commanded as
+    JointTrajectory on /<controller>/joint_trajectory (10 Hz, 6 points 0.1 s apart), joint
+    states of JOINT_NAMES + RIG_EXTRA_JOINTS at 100 Hz, RIG_CAMERAS (the wrist shows
+    255 - the front's pattern), and rig_urdf() once on /robot_description."""
+    t0 = _ns(start_s)
+    names = (*JOINT_NAMES, *RIG_EXTRA_JOINTS)
+    with BagBuilder(Path(path), 'mcap') as bag:
+        bag.string('/robot_description', t0, rig_urdf())
+        for k in range(int(math.floor(seconds * fps + 1e-9)) + 1):
+            tn = t0 + _ns(k / fps)
+            for i, (topic, (kind, size)) in enumerate(RIG_CAMERAS.items()):
+                rgb = frame_image(k, k / fps, cue, size)
+                rgb = rgb if i == 0 else 255 - rgb
+                if kind == 'raw':
+                    bag.image(topic, tn + 5_000_000, tn, rgb)
+                else:
+                    bag.compressed(topic, tn + 5_000_000, tn, rgb, kind)
+        for k in range(int(math.floor(seconds * 100 + 1e-9)) + 1):
+            tn = t0 + _ns(k / 100)
+            q = [*commanded(k / 100, cue)[0], 0.3, 0.25]
+            bag.joint_state('/joint_states', tn + 2_000_000, tn, names, q)
+        for k in range(int(math.floor(seconds * 10 + 1e-9)) + 1):
+            t, tn = k / 10, t0 + _ns(k / 10)
+            offsets = np.arange(6) * 0.1
+            targets = dict(zip(JOINT_NAMES, commanded(t + offsets, cue).T, strict=True))
+            for controller, joints in RIG_GROUPS.items():
+                bag.trajectory(f'/{controller}/joint_trajectory', tn, tn, joints, offsets,
+                               np.stack([targets[j] for j in joints], axis=1))
+    return Path(path)
+
+
 def write_bags(folder, cues: Sequence[int] = (0, 1, 2), storage: str = 'mcap', **kwargs) -> Path:
     """A folder of bags 'episode_000'..., one per cue, each starting 10 s after the previous;
     other keyword arguments go to write_bag. Returns the folder."""

@@ -33,14 +33,48 @@ IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 
 
-def camera_topics(cameras: Sequence[str], transport: str) -> dict[str, str]:
-    """{camera: relative topic}: 'image' for one camera, '<camera>/image' for several."""
-    if transport not in TRANSPORTS:
-        raise ValueError(f'transport must be one of {TRANSPORTS}, got {transport!r}')
-    suffix = '/compressed' if transport == 'compressed' else ''
+def camera_topics(cameras: Sequence[str], transport) -> dict[str, str]:
+    """{camera: relative topic}: 'image' for one camera, '<camera>/image' for several, each with
+    '/compressed' where its transport (one for all, or {camera: transport}) is compressed."""
+    per = transport if isinstance(transport, dict) else dict.fromkeys(cameras, transport)
+    bad = {c: t for c, t in per.items() if t not in TRANSPORTS}
+    if bad:
+        raise ValueError(f'transport must be one of {TRANSPORTS}, got {bad!r}')
+
+    def suffix(name):
+        return '/compressed' if per[name] == 'compressed' else ''
     if len(cameras) == 1:
-        return {cameras[0]: 'image' + suffix}
-    return {name: f'{name}/image{suffix}' for name in cameras}
+        return {cameras[0]: 'image' + suffix(cameras[0])}
+    return {name: f'{name}/image{suffix(name)}' for name in cameras}
+
+
+def parse_transports(text: str) -> dict[str, str]:
+    """The image_transport parameter: '' (as trained: {}), 'raw' or 'compressed' (every camera:
+    {'*': t}), or 'front:raw,wrist:compressed' (those cameras). ValueError naming the bad part."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text in TRANSPORTS:
+        return {'*': text}
+    out = {}
+    for part in text.split(','):
+        camera, _, transport = part.strip().partition(':')
+        if not camera or transport not in TRANSPORTS:
+            raise ValueError(f'{part.strip()!r} is not <camera>:<{"|".join(TRANSPORTS)}>')
+        out[camera] = transport
+    return out
+
+
+def camera_transports(cameras, text: str) -> dict[str, str]:
+    """{camera: transport} of the model's camera specs (each as trained) with the image_transport
+    parameter over it; ValueError when it names a camera the model does not have."""
+    wanted = parse_transports(text)
+    names = [c.name for c in cameras]
+    unknown = sorted(set(wanted) - set(names) - {'*'})
+    if unknown:
+        raise ValueError(f'image_transport names camera(s) {", ".join(unknown)}; the model has '
+                         f'{", ".join(names)}')
+    return {c.name: wanted.get(c.name, wanted.get('*', c.transport)) for c in cameras}
 
 
 def message_type(transport: str):

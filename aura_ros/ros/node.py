@@ -79,6 +79,7 @@ from aura_ros.ros.inputs import (
     IMAGE_TYPE,
     TopicWatch,
     camera_topics,
+    camera_transports,
     features_to_array,
     frame_to_array,
     message_type,
@@ -300,11 +301,16 @@ class AuraNode(LifecycleNode):
         """Load and check the model, warm it up, resume the state, create topics and worker."""
         p = self.params
         threshold = self.get_parameter('gate_threshold').value
+        threshold = None if threshold < 0 else threshold      # negative: the model's own
         self.runtime = AuraRuntime.from_model_dir(p.model_dir, device=p.device,
                                                   engine=p.memory_engine,
                                                   gate_threshold=threshold,
                                                   threads=p.inference_threads)
         self.spec = spec = self.runtime.spec
+        threshold = f'{self.runtime.gate_threshold:g} (' + (
+            "the model's, selected in training; the gate_threshold parameter overrides it"
+            if threshold is None else "the gate_threshold parameter; the model's is "
+            f'{spec.memory.gate_threshold:g}') + ')'
         reserved = sorted({g.name for g in spec.groups} & {'gate', 'transition_event'})
         if reserved:
             raise ModelDirError(f'{p.model_dir}: output group(s) {", ".join(reserved)} would '
@@ -338,9 +344,13 @@ class AuraNode(LifecycleNode):
         if spec.features_in:
             self._subscribe(Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
         else:
-            kind = COMPRESSED_TYPE if p.image_transport == 'compressed' else IMAGE_TYPE
-            for camera, topic in camera_topics(cameras, p.image_transport).items():
-                self._subscribe(message_type(p.image_transport), topic, camera, kind, qos)
+            try:
+                transports = camera_transports(spec.cameras, p.image_transport)
+            except ValueError as err:
+                raise ParameterError(f"parameter 'image_transport': {err}") from err
+            for camera, topic in camera_topics(cameras, transports).items():
+                kind = COMPRESSED_TYPE if transports[camera] == 'compressed' else IMAGE_TYPE
+                self._subscribe(message_type(transports[camera]), topic, camera, kind, qos)
         self._camera_topics = {name: self._watches[name].topic for name in cameras}
         rules = remap_rules(self._ros_args, self.get_name())
         self.remap_warnings = unfit_rules(rules, cameras, [g.name for g in spec.groups],
@@ -563,7 +573,8 @@ class AuraNode(LifecycleNode):
                                            reason=f'{param.name} is read-only at run time')
         for param in params:
             try:             # rclpy's range check lets 1 + 1e-6 through; the runtime would not
-                check_threshold(param.value)
+                if param.value >= 0:                 # negative: back to the model's own
+                    check_threshold(param.value)
             except ValueError as err:
                 return SetParametersResult(successful=False, reason=f'gate_threshold: {err}')
         for param in params:
@@ -656,8 +667,11 @@ class AuraNode(LifecycleNode):
             reset['event'].set()
             return
         if threshold is not None:
+            own = threshold < 0                 # negative: back to the model's own
+            threshold = self.spec.memory.gate_threshold if own else threshold
             self.runtime.set_gate_threshold(threshold)
-            self.get_logger().info(f'gate threshold set to {threshold}')
+            self.get_logger().info(f'gate threshold set to {threshold}'
+                                   + (" (the model's)" if own else ''))
         if frame is not None:
             steps = self.runtime.steps
             try:

@@ -16,12 +16,14 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
+from aura_ros.ros.inputs import parse_transports
 from aura_ros.runtime.runtime import check_threshold
 
 DEVICES = ('auto', 'cpu', 'cuda')
 ENGINES = ('torch', 'onnx')
 INPUT_QOS = ('auto', 'sensor_data', 'reliable')
 IMAGE_TRANSPORTS = ('raw', 'compressed')
+MODEL_THRESHOLD = -1.0        # gate_threshold's default: the model's own (model.yaml)
 
 
 class ParameterError(ValueError):
@@ -98,9 +100,10 @@ DECLARATIONS = {
     'device': ('auto', _describe(f'inference device: {"|".join(DEVICES)} '
                                  '(auto = cuda when usable)', STRING)),
     'memory_engine': ('torch', _describe(f'memory step engine: {"|".join(ENGINES)}', STRING)),
-    'gate_threshold': (0.5, _describe('write when the gate probability exceeds this; '
-                                      'may change at run time', DOUBLE, read_only=False,
-                                      floats=(0.0, 1.0))),
+    'gate_threshold': (MODEL_THRESHOLD, _describe(
+        'write when the gate probability exceeds this; negative (the default) = the threshold '
+        'the trainer selected (model.yaml memory.gate_threshold); may change at run time',
+        DOUBLE, read_only=False, floats=(MODEL_THRESHOLD, 1.0))),
     'input_qos': ('auto', _describe(f'reliability of the inputs (cameras, joint_states, '
                                     f'features): {"|".join(INPUT_QOS)}; auto = reliable when '
                                     'every publisher of the topic is reliable, else best '
@@ -120,9 +123,12 @@ DECLARATIONS = {
     'health_window_s': (10.0, _describe('/diagnostics is WARN while a rejection, drop or failure '
                                         'happened in the last this many seconds', DOUBLE,
                                         floats=(0.1, 3600.0))),
-    'image_transport': ('raw', _describe(f'camera frames: {"|".join(IMAGE_TRANSPORTS)} '
-                                         '(compressed: sensor_msgs/CompressedImage JPEG or PNG '
-                                         'on <image topic>/compressed)', STRING)),
+    'image_transport': ('', _describe(f'camera frames: empty (default) = each camera as the '
+                                      f'model was trained (model.yaml cameras[].transport); '
+                                      f'{"|".join(IMAGE_TRANSPORTS)} = every camera so; or per '
+                                      'camera, e.g. "front:raw,wrist:compressed" (compressed: '
+                                      'sensor_msgs/CompressedImage JPEG or PNG on <image '
+                                      'topic>/compressed)', STRING)),
     'camera_max_skew_s': (0.02, _describe('several cameras: a step takes one frame from each, '
                                           'their stamps at most this far apart', DOUBLE,
                                           floats=(0.0, 1.0))),
@@ -182,14 +188,20 @@ def declare_and_read(node: Node) -> NodeParams:
         node.declare_parameter(name, default, descriptor)
     values = {name: node.get_parameter(name).value for name in DECLARATIONS}
     for name, allowed in (('device', DEVICES), ('memory_engine', ENGINES),
-                          ('input_qos', INPUT_QOS), ('image_transport', IMAGE_TRANSPORTS)):
+                          ('input_qos', INPUT_QOS)):
         if values[name] not in allowed:
             raise ParameterError(f'parameter {name!r} is {values[name]!r}; '
                                  f'allowed: {", ".join(allowed)}')
     try:        # rclpy's range check allows 1e-6 beyond [0, 1]; the runtime does not
-        check_threshold(values['gate_threshold'])
+        if values['gate_threshold'] >= 0:          # negative: the model's own
+            check_threshold(values['gate_threshold'])
     except ValueError as err:
         raise ParameterError(f"parameter 'gate_threshold': {err}") from None
+    try:
+        parse_transports(values['image_transport'])
+    except ValueError as err:
+        raise ParameterError(f"parameter 'image_transport': {err}; allowed: empty (as trained), "
+                             f'{", ".join(IMAGE_TRANSPORTS)} or <camera>:<transport>,...') from err
     values['model_dir'] = values['model_dir'] or bundled_model_dir()
     for name in PATHS:
         values[name] = os.path.expanduser(values[name])

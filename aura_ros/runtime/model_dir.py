@@ -56,6 +56,7 @@ RUNTIME_FIELDS = ('gate_threshold',)   # may differ between checkpoint and spec
 #: torch engine runs (always-write is an AuraMemLayer; run it with gate threshold 0).
 MEMORY_KINDS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_MODES = ('absolute', 'delta')
+TRANSPORTS = ('raw', 'compressed')     # how a camera's frames arrive (image_transport names)
 DEFAULT_GROUP = 'action_chunk'         # the one group of a model without output_groups
 IDENTIFIER = re.compile(r'[a-z][a-z0-9_]*')
 JOINTS_INPUT = 'joints'
@@ -118,6 +119,9 @@ class ImageSpec:
     """One camera: resize to height x width, then (pixel/255 - mean)/std per RGB channel.
 
     `name` is the backbone's ONNX input for this camera (and, with several cameras, its topic).
+    `transport` is how the camera was recorded for training, which the node subscribes to by
+    default: raw sensor_msgs/Image, or compressed (sensor_msgs/CompressedImage on
+    <topic>/compressed). Absent in model.yaml means raw.
     """
 
     width: int
@@ -125,6 +129,7 @@ class ImageSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     name: str = 'image'
+    transport: str = 'raw'
 
     def __post_init__(self) -> None:
         for key in ('width', 'height'):
@@ -136,14 +141,20 @@ class ImageSpec:
         _identifier(self.name, 'camera.name')
         if self.name == JOINTS_INPUT:
             raise ModelDirError(f'camera.name must not be {JOINTS_INPUT!r} (the joints input)')
+        if self.transport not in TRANSPORTS:
+            raise ModelDirError(f'camera.transport must be one of {", ".join(TRANSPORTS)}, got '
+                                f'{self.transport!r}')
 
     def to_dict(self) -> dict:
-        return {'name': self.name, 'width': self.width, 'height': self.height,
-                'mean': list(self.mean), 'std': list(self.std)}
+        out = {'name': self.name, 'width': self.width, 'height': self.height,
+               'mean': list(self.mean), 'std': list(self.std)}
+        if self.transport != 'raw':          # raw is the default: older files stay as they were
+            out['transport'] = self.transport
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, what: str = 'camera') -> 'ImageSpec':
-        data = _mapping(data, what, ('name', 'width', 'height', 'mean', 'std'))
+        data = _mapping(data, what, ('name', 'width', 'height', 'mean', 'std', 'transport'))
         return cls(**data)
 
 

@@ -119,6 +119,13 @@ class TrainerConfig:
     encoder_output: str = ''          # its feature output name (default: its first output)
     encoder_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     encoder_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # what the model publishes: {group: [action names]} (default: one group per command topic
+    # when the data has several, else one ~/action_chunk) and the limits its targets are clipped
+    # to: {joint: [lower, upper]} (default: the URDF of `urdf`, else the data's
+    # /robot_description; never guessed from the data)
+    output_groups: dict = field(default_factory=dict)
+    joint_limits: dict = field(default_factory=dict)
+    urdf: str = ''                    # a URDF file to read joint limits from (--urdf)
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 
@@ -172,6 +179,15 @@ class TrainerConfig:
         if self.backbone == 'onnx':
             need(bool(self.encoder_onnx), 'encoder_onnx', 'the path of an ONNX image encoder '
                  '(backbone: onnx)')
+        need(isinstance(self.output_groups, dict) and all(
+            isinstance(k, str) and isinstance(v, (list, tuple)) and v
+            for k, v in self.output_groups.items()), 'output_groups',
+            'a mapping group name -> list of action names')
+        need(isinstance(self.joint_limits, dict) and all(
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(is_num(b) for b in v)
+            and v[0] < v[1] for v in self.joint_limits.values()), 'joint_limits',
+            'a mapping joint -> [lower, upper] with lower < upper')
+        need(isinstance(self.urdf, str), 'urdf', 'the path of a URDF file')
         need(isinstance(self.data, dict), 'data', 'a mapping of DataConfig fields')
         need(isinstance(self.training, dict), 'training', 'a mapping of TrainingConfig fields')
         # fail now on a bad training field
@@ -579,17 +595,56 @@ def load_tensors(path: Path) -> dict:
 def model_spec(cfg: TrainerConfig, demos, memory: MemoryConfig, stats: dict, name: str,
                cameras_spec: Optional[list] = None):
     """The format-2 ModelSpec of the trained model: the only place the trainer builds one."""
-    from aura_ros.runtime.model_dir import CameraSpec, ModelSpec, Stats
+    from dataclasses import replace as with_fields
+
+    from aura_ros.runtime.model_dir import CameraSpec, ModelSpec, OutputGroup, Stats
 
     H, W = demos.image_size
     cameras = cameras_spec if cameras_spec is not None else [
         CameraSpec(name=c, width=W, height=H, mean=IMAGE_MEAN, std=IMAGE_STD)
         for c in demos.cameras]
+    transports = dict(zip(demos.cameras, demos.camera_transports, strict=False))
+    cameras = [with_fields(c, transport=transports.get(c.name, 'raw')) for c in cameras]
     return ModelSpec(name=name, cameras=tuple(cameras), joint_names=demos.joint_names,
                      action_names=demos.action_names, action_period_s=demos.action_period_s,
                      memory=memory,
                      joint_stats=Stats(**stats['joints']) if demos.joint_names else None,
-                     action_stats=Stats(**stats['actions']), action_mode=cfg.action_mode)
+                     action_stats=Stats(**stats['actions']), action_mode=cfg.action_mode,
+                     output_groups=tuple(OutputGroup(g, tuple(j))
+                                         for g, j in output_groups(cfg, demos).items()),
+                     joint_limits=joint_limits(cfg, demos)[0])
+
+
+def output_groups(cfg: TrainerConfig, demos) -> dict:
+    """{group: action names}: the config's, else one per command topic of the data ({}: the one
+    ~/action_chunk). TrainerError when they do not cover every action once."""
+    groups = dict(cfg.output_groups) or {g: list(n) for g, n in demos.action_groups}
+    named = [a for names in groups.values() for a in names]
+    if groups and (sorted(named) != sorted(demos.action_names)):
+        raise TrainerError(f'train config: output_groups must name every action once; they name '
+                           f'{", ".join(named)}, the actions are '
+                           f'{", ".join(demos.action_names)}')
+    return groups
+
+
+def joint_limits(cfg: TrainerConfig, demos) -> tuple[dict, str]:
+    """({action: (lower, upper)}, where they came from): the config's, else the --urdf file's,
+    else the data's robot_description; only the actions' (the targets clipped)."""
+    from aura_ros.data.urdf import read_urdf_limits
+
+    if cfg.joint_limits:
+        unknown = sorted(set(cfg.joint_limits) - set(demos.action_names))
+        if unknown:
+            raise TrainerError(f'train config: joint_limits names {", ".join(unknown)}, not '
+                               f'actions ({", ".join(demos.action_names)})')
+        limits, origin = cfg.joint_limits, 'the train config'
+    elif cfg.urdf:
+        limits, origin = read_urdf_limits(cfg.urdf), cfg.urdf
+    elif demos.joint_limits:
+        limits, origin = demos.joint_limits, 'the robot_description recorded with the data'
+    else:
+        return {}, 'none given (no joint_limits, --urdf or recorded robot_description)'
+    return ({a: tuple(limits[a]) for a in demos.action_names if a in limits}, origin)
 
 
 def memory_config(cfg: TrainerConfig, demos, d_model: int, threshold: float) -> MemoryConfig:
@@ -724,6 +779,12 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         raise TrainerError('backbone: onnx needs camera data; this data is features-in')
     split = split_episodes(demos, cfg)
     log(f'{demos.source}: {demos.frames} frames, {len(demos.episodes)} episode(s); {split.how}')
+    groups = output_groups(cfg, demos)
+    limits, limits_from = joint_limits(cfg, demos)
+    log('outputs: ' + ('; '.join(f'~/{g} ({", ".join(j)})' for g, j in groups.items())
+                       if groups else f'~/action_chunk ({", ".join(demos.action_names)})')
+        + f'; joint limits of {len(limits)} of {len(demos.action_names)} actions from '
+        f'{limits_from}')
     joint_index, stats = action_setup(demos, cfg.action_mode, split.train)
     am = np.asarray(stats['actions']['mean'], np.float32)
     asd = np.asarray(stats['actions']['std'], np.float32)
@@ -880,6 +941,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
               'frames': demos.frames, 'episodes': len(demos.episodes),
               'held_out_episodes': len(held_eps), 'threshold': threshold,
               'threshold_sweep': sweep, 'held_out': results, 'collapses': collapses,
+              'output_groups': groups, 'joint_limits': {k: list(v) for k, v in limits.items()},
+              'joint_limits_from': limits_from,
               'backbone': {k: v for k, v in ckpt.state.get('backbone', {}).items()
                            if k != 'history'},
               'histories': histories}
@@ -943,15 +1006,22 @@ def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
 
 
 def with_topics(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
-    """The config with the command-line topic flags in its `data` mapping (so they are in the
-    model card and a resumed run must use the same)."""
+    """The config with the command-line data flags (topics, names, --urdf) in it (so they are in
+    the model card and a resumed run must use the same)."""
     values = dict(cfg.data)
     if getattr(args, 'image_topic', None):
         values['image_topics'] = list(args.image_topic)
     if getattr(args, 'joints_topic', None):
         values['joints_topic'] = args.joints_topic
-    if getattr(args, 'action_topic', None):
-        values['action_topic'] = args.action_topic
+    topics = getattr(args, 'action_topic', None)
+    if topics:
+        values['action_topic'] = topics[0] if len(topics) == 1 else list(topics)
+    for flag, key in (('joints', 'joint_names'), ('actions', 'action_names'),
+                      ('extra_joints', 'extra_joints')):
+        if getattr(args, flag, None):
+            values[key] = list(getattr(args, flag))
+    if getattr(args, 'urdf', None):
+        cfg = replace(cfg, urdf=args.urdf)
     return replace(cfg, data=values)
 
 
