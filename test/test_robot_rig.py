@@ -150,3 +150,30 @@ def test_the_bundled_so101_model_is_clipped_to_the_so101_joint_ranges():
     spec = load_model_dir(Path(__file__).resolve().parents[1] / 'models' / 'so101')
     assert spec.joint_limits == {a: so101_joint_limits()[a] for a in spec.action_names}
     assert spec.joint_limits['gripper'][0] < 0 < spec.joint_limits['shoulder_pan'][1]
+
+
+def test_image_transport_overrides_the_trained_transport_per_camera(rig_model, executor):
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    from rclpy.parameter import Parameter
+
+    from aura_ros.ros.node import AuraNode
+
+    def topics(transport):
+        node = AuraNode(context=executor.context, parameter_overrides=[
+            Parameter('model_dir', value=str(rig_model)),
+            Parameter('image_transport', value=transport)])
+        try:
+            return dict(node._camera_topics)
+        finally:
+            node.stop()
+            node.destroy_node()
+
+    assert topics('') == {'front': '/front/image', 'wrist': '/wrist/image/compressed'}
+    assert topics('wrist:raw') == {'front': '/front/image', 'wrist': '/wrist/image'}
+    assert topics('compressed') == {'front': '/front/image/compressed',
+                                    'wrist': '/wrist/image/compressed'}
+    with pytest.raises(ValueError, match='image_transport names camera.s. rear; the model has '
+                                         'front, wrist'):
+        topics('rear:raw')
+    with pytest.raises(ValueError, match="'wrist:jpeg' is not <camera>:<raw|compressed>"):
+        topics('wrist:jpeg')
