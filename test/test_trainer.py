@@ -203,9 +203,40 @@ def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
     assert backbone_file.stat().st_mtime_ns == stamp
     assert len(report['histories']['aura']['phases']['warmup']) == QUICK.training['warmup_iters']
     load_model_dir(out)
-    changed = quick_config(TrainerConfig(seed=1))
-    with pytest.raises(TrainerError, match='cannot resume, the config differs: seed'):
-        run(demos, changed, out, 'resumed', resume=True)
+    lines = []
+    run(demos, quick_config(TrainerConfig(seed=1)), out, 'reseeded', resume=True,
+        log=lines.append)     # the split and the backbone read the seed: all again
+    assert 'reusing nothing; retraining backbone (seed changed)' in lines[0]
+    assert backbone_file.stat().st_mtime_ns != stamp
+
+
+def test_resume_after_a_gate_setting_change_keeps_the_backbone_and_features(tmp_path, demos,
+                                                                            monkeypatch):
+    """The gate-collapse advice (another warm-up write rate) costs the memory models only."""
+    out = tmp_path / 'model'
+    run(demos, QUICK, out, 'first')
+    files = {n: (out / 'checkpoints' / f'{n}.safetensors').stat().st_mtime_ns
+             for n in ('backbone', 'features', 'aura')}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('the backbone or its features were computed again')
+
+    monkeypatch.setattr(trainer, 'train_backbone', must_not_run)
+    monkeypatch.setattr(trainer, 'compute_features', must_not_run)
+    rate = replace(QUICK, training={**QUICK.training, 'warmup_write_rate': 0.15})
+    lines = []
+    report = run(demos, rate, out, 'other rate', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features; retraining aura (training changed); '
+                             'always_write (training changed); no_memory (training changed)')
+    assert report['training']['warmup_write_rate'] == 0.15
+    for name in ('backbone', 'features'):
+        assert (out / 'checkpoints' / f'{name}.safetensors').stat().st_mtime_ns == files[name]
+    assert (out / 'checkpoints' / 'aura.safetensors').stat().st_mtime_ns != files['aura']
+    wider = replace(rate, d_key=4)           # a memory setting: the memory models only, too
+    lines = []
+    run(demos, wider, out, 'smaller keys', resume=True, log=lines.append)
+    assert 'reusing backbone, features; retraining aura (d_key changed)' in lines[0]
+    assert load_model_dir(out).memory.d_key == 4
 
 
 def test_resume_adds_a_baseline_with_its_own_budget(tmp_path, demos):
@@ -230,8 +261,9 @@ def test_resume_adds_a_baseline_with_its_own_budget(tmp_path, demos):
         (out / 'MODEL_CARD.md').read_text()
     state = json.loads((out / 'checkpoints' / 'state.json').read_text())
     assert state['config']['baselines'] == list(more.baselines)
-    with pytest.raises(TrainerError, match='cannot resume, the config differs: d_model'):
-        run(demos, replace(more, d_model=16), out, 'changed', resume=True)
+    lines = []
+    run(demos, replace(more, d_model=16), out, 'changed', resume=True, log=lines.append)
+    assert 'reusing nothing; retraining backbone (d_model changed)' in lines[0]
 
 
 def test_bad_baseline_budgets_are_named():
