@@ -11,7 +11,10 @@ def test_defaults():
     c = DataConfig()
     assert c.image_topics == ('/camera/image_raw',) and c.camera_names == ('image',)
     assert c.joints_topic == '/joint_states' and c.action_topic is None
-    assert c.image_size == (96, 96) and c.chunk == 8 and c.action_period_s is None
+    assert c.image_size is None and c.image_short_side == 96    # each camera's own aspect
+    assert c.size_for('image', (480, 640)) == (96, 128)
+    assert c.size_for('image', (64, 64)) == (64, 64)
+    assert c.chunk == 8 and c.action_period_s is None
     assert c.joint_tolerance_s == 0.1 and c.camera_skew_s == 0.05 and c.episode_gap_s is None
     assert isinstance(DataConfigError('x'), DataError)
 
@@ -42,6 +45,8 @@ def test_camera_names_from_topics(topics, names):
     ({'action_names': []}, 'action_names must be non-empty strings'),
     ({'image_size': (96,)}, 'image_size must be \\(height, width\\)'),
     ({'image_size': (96, 0)}, 'image_size must be'),
+    ({'image_size': {'rear': [8, 8]}}, 'image_size names camera.s. rear; the cameras are image'),
+    ({'image_short_side': 4}, 'image_short_side must be an integer >= 8'),
     ({'chunk': 0}, 'chunk must be a positive integer'),
     ({'chunk': True}, 'chunk must be a positive integer'),
     ({'action_period_s': 0}, 'action_period_s must be a positive number'),

@@ -25,6 +25,7 @@ FPS = 30.0
 def config(tmp_path, **kwargs) -> DataConfig:
     kwargs.setdefault('chunk', 8)
     kwargs.setdefault('action_period_s', 1 / FPS)
+    kwargs.setdefault('image_size', (96, 96))     # the pixel checks below are at this size
     return DataConfig(cache_dir=str(tmp_path / 'cache'), **kwargs)
 
 
@@ -224,3 +225,20 @@ def test_a_missing_hint_topic_is_named_with_the_bags_topics(tmp_path):
                                         r'.*/camera/image_raw \(sensor_msgs/msg/Image\)'):
         load_demonstrations(tmp_path / 'bag', config(tmp_path, hint_topic='/task_events'),
                             progress=False)
+
+
+def test_each_camera_keeps_its_aspect_by_default(tmp_path):
+    """A 96x128 camera and a 48x48 one: the model sees 96x128 and 48x48 (never enlarged), or
+    what image_size says per camera."""
+    bag = write_bag(tmp_path / 'bag', cue=0, seconds=0.5, image_size=(96, 128),
+                    wrist_topic='/wrist/image_raw')
+    topics = ('/camera/image_raw', '/wrist/image_raw')
+    demos = load_demonstrations(bag, config(tmp_path, image_topics=topics, image_size=None,
+                                            image_short_side=48), progress=False)
+    assert {c: demos.size_of(c) for c in demos.cameras} == {'camera': (48, 64),
+                                                             'wrist': (48, 64)}
+    assert demos.episodes[0].images['wrist'].shape[1:] == (48, 64, 3)
+    demos = load_demonstrations(bag, config(tmp_path, image_topics=topics, image_size={
+        'wrist': [32, 32]}), progress=False)
+    assert {c: demos.size_of(c) for c in demos.cameras} == {'camera': (96, 128),
+                                                             'wrist': (32, 32)}

@@ -56,6 +56,8 @@ def test_the_trained_rig_model_has_a_group_per_controller_and_the_urdf_limits(ri
     assert spec.joint_limits == RIG_LIMITS                     # wrist_roll: continuous
     assert [(c.name, c.transport) for c in spec.cameras] == [('front', 'raw'),
                                                              ('wrist', 'compressed')]
+    # --quick: 32 px on the short side, each camera's aspect kept (sides multiples of 8)
+    assert [(c.height, c.width) for c in spec.cameras] == [(32, 40), (32, 32)]
     report = json.loads((rig_model / 'report.json').read_text())
     assert spec.memory.gate_threshold == report['threshold']
     assert 'robot_description' in report['joint_limits_from']

@@ -339,7 +339,7 @@ def test_one_long_episode_is_split_by_time_blocks():
 def test_quick_keeps_the_users_settings():
     cfg = quick_config(TrainerConfig(training={'gate_iters': 2}, data={'chunk': 2}))
     assert cfg.training['gate_iters'] == 2 and cfg.training['warmup_iters'] == 6
-    assert cfg.data == {'image_size': (32, 32), 'chunk': 2}
+    assert cfg.data == {'image_short_side': 32, 'chunk': 2}
 
 
 

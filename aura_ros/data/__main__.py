@@ -32,8 +32,8 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(f'source:        {demos.source}')
-    print(f'cameras:       {", ".join(demos.cameras)} ({demos.image_size[0]}x'
-          f'{demos.image_size[1]})')
+    print('cameras:       ' + ', '.join(f'{c} ({demos.size_of(c)[0]}x{demos.size_of(c)[1]})'
+                                          for c in demos.cameras))
     print(f'joints:        {", ".join(demos.joint_names)}')
     print(f'actions:       {", ".join(demos.action_names)}')
     print(f'period, chunk: {demos.action_period_s:.6f} s, {demos.chunk}')

@@ -139,6 +139,7 @@ class RawRecording:
     command_groups: tuple = ()
     camera_transports: tuple = ()  # per camera 'raw' | 'compressed', as recorded
     joint_limits: dict = field(default_factory=dict)   # name -> (lower, upper), from a URDF
+    image_sizes: dict = field(default_factory=dict)    # camera -> (h, w) the frames hold
 
 
 def hint_flags(stamps: np.ndarray, hint_stamps: np.ndarray, frames: int) -> np.ndarray:

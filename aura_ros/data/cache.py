@@ -75,8 +75,10 @@ class CacheBuilder:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.cameras = tuple(cameras)
+        sizes = image_size if isinstance(image_size, dict) else \
+            dict.fromkeys(self.cameras, image_size)        # one (h, w), or one per camera
         self.images = {c: np.lib.format.open_memmap(self.tmp / f'images.{c}.npy', 'w+',
-                                                    np.uint8, (total, *image_size, 3))
+                                                    np.uint8, (total, *sizes[c], 3))
                        for c in self.cameras}
         self.stamps = np.zeros(total, np.float64)
         self.joints = np.zeros((total, n_joints), np.float32)
@@ -153,6 +155,8 @@ def load_cached(entry: Path) -> Demonstrations:
                                 hints=None if hints is None else hints[sl]))
     return Demonstrations(source=meta['source'], cameras=tuple(meta['cameras']),
                           image_size=tuple(meta['image_size']),
+                          image_sizes={c: tuple(v) for c, v in
+                                       meta.get('image_sizes', {}).items()},
                           joint_names=tuple(meta['joint_names']),
                           action_names=tuple(meta['action_names']),
                           action_period_s=meta['action_period_s'], chunk=meta['chunk'],

@@ -22,6 +22,29 @@ _GENERIC_SEGMENTS = {'image_raw', 'image', 'compressed', 'image_rect', 'image_co
                      'image_rect_color', 'color', 'rgb', 'raw', 'camera', 'observation', 'images'}
 
 
+SIZE_MULTIPLE = 8     # the backbone's three stride-2 convolutions: sides divisible by 8
+
+
+def aspect_size(recorded: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(h, w) with the recorded aspect, `short_side` (at most the recorded one) on the short side,
+    each side rounded to a multiple of SIZE_MULTIPLE: 96x128 at 96 -> 96x128, 480x640 -> 96x128,
+    64x64 -> 64x64 (never enlarged)."""
+    h, w = recorded
+    scale = min(short_side, h, w) / min(h, w)
+
+    def side(v):
+        return max(SIZE_MULTIPLE, int(round(v * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+    return side(h), side(w)
+
+
+def _size(value: Any, what: str) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return int(value[0]), int(value[1])
+    raise DataConfigError(f'DataConfig.{what} must be (height, width) positive integers, got '
+                          f'{value!r}')
+
+
 class DataConfigError(DataError):
     """A DataConfig field has a bad value; the message names the field."""
 
@@ -111,7 +134,11 @@ class DataConfig:
     #                                                    name (required for Float64MultiArray)
     extra_joints: tuple[str, ...] = ()        # joints the model reads besides the commanded ones
     robot_description_topic: str = '/robot_description'   # std_msgs/String URDF: joint limits
-    image_size: tuple[int, int] = (96, 96)    # (height, width) of the model input
+    # (height, width) of the model input: one pair for every camera, or {camera: [h, w]};
+    # default (and cameras a mapping leaves out): the camera's aspect, image_short_side pixels on
+    # its short side (never more than recorded), each side a multiple of SIZE_MULTIPLE
+    image_size: Optional[Union[tuple[int, int], dict]] = None
+    image_short_side: int = 96
     chunk: int = 8
     action_period_s: Optional[float] = None   # default: median camera frame period
     joint_tolerance_s: float = 0.1            # frames whose latest joint state is older: dropped
@@ -160,12 +187,19 @@ class DataConfig:
         set_(self, 'joint_names', _names(self.joint_names, 'joint_names'))
         set_(self, 'action_names', _names(self.action_names, 'action_names'))
         size = self.image_size
-        if isinstance(size, (list, tuple)) and len(size) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-            set_(self, 'image_size', (int(size[0]), int(size[1])))
-        else:
-            raise DataConfigError(f'DataConfig.image_size must be (height, width) positive '
-                                  f'integers, got {size!r}')
+        if isinstance(size, dict):
+            unknown = sorted(set(map(str, size)) - set(cameras))
+            if unknown:
+                raise DataConfigError(f'DataConfig.image_size names camera(s) '
+                                      f'{", ".join(unknown)}; the cameras are '
+                                      f'{", ".join(cameras)}')
+            set_(self, 'image_size', {c: _size(v, f'image_size.{c}') for c, v in size.items()})
+        elif size is not None:
+            set_(self, 'image_size', _size(size, 'image_size'))
+        short = self.image_short_side
+        if isinstance(short, bool) or not isinstance(short, int) or short < SIZE_MULTIPLE:
+            raise DataConfigError(f'DataConfig.image_short_side must be an integer >= '
+                                  f'{SIZE_MULTIPLE}, got {short!r}')
         if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
             raise DataConfigError(f'DataConfig.chunk must be a positive integer, '
                                   f'got {self.chunk!r}')
@@ -193,6 +227,14 @@ class DataConfig:
                                            or not self.cache_dir.strip()):
             raise DataConfigError(f'DataConfig.cache_dir must be a path, got {self.cache_dir!r}')
 
+    def size_for(self, camera: str, recorded: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) the model sees of `camera`, recorded at `recorded` (h, w)."""
+        if isinstance(self.image_size, tuple):
+            return self.image_size
+        if isinstance(self.image_size, dict) and camera in self.image_size:
+            return self.image_size[camera]
+        return aspect_size(recorded, self.image_short_side)
+
     @property
     def action_topics(self) -> Optional[tuple[str, ...]]:
         """The configured command topics (None: found in the bag)."""
@@ -212,7 +254,11 @@ class DataConfig:
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-able mapping (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        def plain(v):
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return list(v) if isinstance(v, tuple) else v
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     def cache_fields(self) -> dict:
         """The fields that change what the cache holds (where it lives does not)."""

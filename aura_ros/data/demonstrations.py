@@ -57,7 +57,7 @@ class Demonstrations:
 
     source: str                        # human description: path and format
     cameras: tuple[str, ...]           # camera names, in the model's input order (() = features)
-    image_size: tuple[int, int]        # (height, width) of every image
+    image_size: tuple[int, int]        # (height, width) of the images (the first camera's)
     joint_names: tuple[str, ...]
     action_names: tuple[str, ...]
     action_period_s: float
@@ -69,16 +69,17 @@ class Demonstrations:
     action_groups: tuple = ()
     camera_transports: tuple = ()      # per camera 'raw' | 'compressed' as recorded (() = raw)
     joint_limits: dict = field(default_factory=dict)   # name -> (lower, upper), from a URDF
+    image_sizes: dict = field(default_factory=dict)    # camera -> (h, w) where not image_size
 
     def __post_init__(self) -> None:
         if not self.episodes:
             raise DataError(f'{self.source}: no episodes')
-        H, W = self.image_size
         for ep in self.episodes:
             if set(ep.images) != set(self.cameras):
                 raise DataError(f'episode {ep.name}: cameras {sorted(ep.images)}, expected '
                                 f'{sorted(self.cameras)}')
             for cam, frames in ep.images.items():
+                H, W = self.size_of(cam)
                 if frames.shape[1:] != (H, W, 3) or frames.dtype != np.uint8:
                     raise DataError(f'episode {ep.name}: camera {cam} frames are '
                                     f'{frames.dtype} {list(frames.shape[1:])}, expected uint8 '
@@ -90,6 +91,10 @@ class Demonstrations:
                 raise DataError(f'episode {ep.name}: actions have shape '
                                 f'{list(ep.actions.shape)}, expected [T, {self.chunk}, '
                                 f'{len(self.action_names)}]')
+
+    def size_of(self, camera: str) -> tuple[int, int]:
+        """(height, width) of `camera`'s images (cameras may differ, aspect kept)."""
+        return tuple(self.image_sizes.get(camera, self.image_size))
 
     @property
     def frames(self) -> int:

@@ -229,7 +229,7 @@ def read_lerobot(root, config: DataConfig, workdir: Path, *,
     ts_col = np.where(np.abs(ts_col - grid) < 1e-4, grid, ts_col)
     states, actions = _matrix(table.column(STATE)), _matrix(table.column(ACTION))
 
-    frames = _Frames(root, info, table, config, workdir, cameras, progress)
+    frames = _Frames(root, info, table, config, workdir, cameras, camera_keys, progress)
     recordings = []
     try:
         for ep in tqdm(episodes, desc='episodes', unit='ep', disable=not progress, leave=False):
@@ -246,7 +246,8 @@ def read_lerobot(root, config: DataConfig, workdir: Path, *,
                 joint_stamps=t, joint_values=states[rows][:, joint_cols],
                 commands=SampledCommands(t, actions[rows][:, action_cols]),
                 joint_names=tuple(state_names[i] for i in joint_cols),
-                action_names=tuple(action_names[i] for i in action_cols), commands_from=ACTION))
+                action_names=tuple(action_names[i] for i in action_cols), commands_from=ACTION,
+                image_sizes=dict(frames.sizes)))
     finally:
         frames.close()
     if not recordings:
@@ -273,15 +274,30 @@ def _select_cameras(info: dict, config: DataConfig, where: str) -> tuple[list, t
     return camera_keys, camera_names_from_topics(tuple(camera_keys))
 
 
+def _recorded_size(feature: dict, config: DataConfig) -> tuple[int, int]:
+    """(height, width) of a camera feature, from its shape (named axes, else [h, w, c] or
+    [c, h, w]); a square of image_short_side when the dataset does not say."""
+    shape, names = list(feature.get('shape') or []), list(feature.get('names') or [])
+    if len(shape) != 3:
+        return config.image_short_side, config.image_short_side
+    if 'height' in names and 'width' in names:
+        return int(shape[names.index('height')]), int(shape[names.index('width')])
+    if shape[0] in (1, 3) and shape[2] not in (1, 3):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
 class _Frames:
     """Decodes each camera's frames once into a spool and hands out per-episode row tables."""
 
     def __init__(self, root: Path, info: dict, table, config: DataConfig, workdir: Path,
-                 cameras: tuple, progress: bool):
+                 cameras: tuple, camera_keys: list, progress: bool):
         self.root, self.info, self.table, self.progress = root, info, table, progress
         self.fps = float(info['fps'])
-        self.resize = Resizer(config.image_size)
-        self.spools = [FrameSpool(Path(workdir) / f'lerobot.{c}.frames', config.image_size)
+        self.sizes = {c: config.size_for(c, _recorded_size(info['features'][k], config))
+                      for c, k in zip(cameras, camera_keys, strict=True)}
+        self.resizers = [Resizer(self.sizes[c]) for c in cameras]
+        self.spools = [FrameSpool(Path(workdir) / f'lerobot.{c}.frames', self.sizes[c])
                        for c in cameras]
         self.videos: list[dict] = [{} for _ in cameras]   # path -> (stamps, first spool row)
         self.handed_out: list[_Rows] = []
@@ -302,14 +318,14 @@ class _Frames:
         for cell in self.table.column(key).take(rows).to_pylist():
             data = cell['bytes'] if isinstance(cell, dict) else cell
             with Image.open(io.BytesIO(data)) as img:
-                self.spools[c].append(self.resize(np.asarray(img.convert('RGB'))))
+                self.spools[c].append(self.resizers[c](np.asarray(img.convert('RGB'))))
         return np.arange(start, start + len(rows))
 
     def _video_rows(self, c: int, key: str, ep: dict, t: np.ndarray) -> np.ndarray:
         path = _video_path(self.root, self.info, key, ep)
         if path not in self.videos[c]:
             first = self.spools[c].count
-            stamps = decode_video(path, self.resize, self.spools[c], self.progress)
+            stamps = decode_video(path, self.resizers[c], self.spools[c], self.progress)
             if len(stamps) == 0:
                 raise DataError(f'{path}: no frame could be decoded')
             self.videos[c][path] = (stamps, first)

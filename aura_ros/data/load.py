@@ -102,7 +102,8 @@ def _read(path: Path, config: DataConfig, work: Path, progress: bool):
     names: dict = {}
     for bag in tqdm(bags, desc='bags', unit='bag', disable=not progress or len(bags) < 2):
         rec = read_bag(bag, config, work, progress=progress, **names)
-        names = {'joint_names': rec.joint_names, 'command_groups': rec.command_groups}
+        names = {'joint_names': rec.joint_names, 'command_groups': rec.command_groups,
+                 'image_sizes': rec.image_sizes}
         recordings.append(rec)
     storage = sorted({'mcap' if any(f.suffix == '.mcap' for f in bag_files(b)) else 'sqlite3'
                       for b in bags})
@@ -153,7 +154,8 @@ def _build(entry: Path, recordings, cameras, period: float, source: str, config:
     joint_names, action_names = recordings[0].joint_names, recordings[0].action_names
     total = sum(len(out.stamps) for _, _, out in aligned)
     report['episodes'], report['frames'] = len(aligned), total
-    builder = cache_mod.CacheBuilder(entry, total, cameras, config.image_size, len(joint_names),
+    sizes = {c: tuple(recordings[0].image_sizes[c]) for c in cameras}
+    builder = cache_mod.CacheBuilder(entry, total, cameras, sizes, len(joint_names),
                                      config.chunk, len(action_names))
     try:
         with cache_mod.progress_bar(total, 'cache', progress) as bar:
@@ -167,7 +169,8 @@ def _build(entry: Path, recordings, cameras, period: float, source: str, config:
                 builder.add(name, out.stamps, out.joints, out.actions, fetch, bar, hints)
         first = recordings[0]
         limits = {k: list(v) for r in recordings for k, v in r.joint_limits.items()}
-        builder.commit({'source': source, 'image_size': list(config.image_size),
+        builder.commit({'source': source, 'image_size': list(sizes[cameras[0]]),
+                        'image_sizes': {c: list(v) for c, v in sizes.items()},
                         'joint_names': list(joint_names), 'action_names': list(action_names),
                         'action_groups': [[group_name(t), list(n)] for t, n in
                                           first.command_groups] if

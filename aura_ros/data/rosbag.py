@@ -181,11 +181,12 @@ class _ByName:
 
 
 def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optional[tuple] = None,
-             command_groups: Optional[tuple] = None, progress: bool = True) -> RawRecording:
+             command_groups: Optional[tuple] = None, image_sizes: Optional[dict] = None,
+             progress: bool = True) -> RawRecording:
     """One pass over a bag: camera frames decoded and resized into spools under `workdir`,
-    joint states and commands as arrays. `joint_names`/`command_groups` (from an earlier bag of
-    the same source) win over the first messages' names, so every episode has one column
-    order."""
+    joint states and commands as arrays. `joint_names`/`command_groups`/`image_sizes` (from an
+    earlier bag of the same source) win over the first messages' names and sizes, so every
+    episode has one column order and one input size per camera."""
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
@@ -199,7 +200,7 @@ def read_bag(bag: Path, config: DataConfig, workdir: Path, *, joint_names: Optio
         if command_groups is None:
             joint_names, command_groups = _names_of(reader, config, commands, str(bag))
         streams = _Streams(bag, config, workdir, cam_types, dict(commands), joint_names,
-                           command_groups)
+                           command_groups, image_sizes)
         try:
             described = config.robot_description_topic in reader.topics
             wanted = {*config.image_topics, config.joints_topic, *streams.commands,
@@ -326,14 +327,17 @@ class _Streams:
     """Collects one bag's messages per role as they stream past."""
 
     def __init__(self, bag: Path, config: DataConfig, workdir: Path, cam_types: list,
-                 command_types: dict, joint_names, command_groups):
+                 command_types: dict, joint_names, command_groups, image_sizes=None):
         self.where, self.config = str(bag), config
         self.name = bag.name
         self.cam_types = cam_types
         self.cam_index = {t: i for i, t in enumerate(config.image_topics)}
-        self.resize = Resizer(config.image_size)
-        self.spools = [FrameSpool(Path(workdir) / f'{bag.name}.{c}.frames', config.image_size)
-                       for c in config.camera_names]
+        self.workdir = Path(workdir)
+        # per camera: the model's input size (from an earlier bag, else from the first frame),
+        # its resizer and spool (made at the first frame, when the recorded size is known)
+        self.image_sizes = dict(image_sizes or {})
+        self.resizers: list = [None] * len(config.image_topics)
+        self.spools: list = [None] * len(config.image_topics)
         self.stamps: list = [[] for _ in config.image_topics]
         self.sizes: list = [None] * len(config.image_topics)
         self.joint_names = tuple(joint_names or ())
@@ -373,11 +377,16 @@ class _Streams:
             image, encoding = compressed_image(msg, label), 'rgb8'
         if self.sizes[i] is None:
             self.sizes[i] = image.shape[:2]
+            camera = self.config.camera_names[i]
+            size = self.image_sizes.setdefault(camera, self.config.size_for(camera,
+                                                                            image.shape[:2]))
+            self.resizers[i] = Resizer(size)
+            self.spools[i] = FrameSpool(self.workdir / f'{self.name}.{camera}.frames', size)
         elif self.sizes[i] != image.shape[:2]:
             (h0, w0), (h, w) = self.sizes[i], image.shape[:2]
             raise DataError(f'{label}: mixed image sizes: {w0}x{h0} then {w}x{h} (width x '
                             f'height) at t={t:.3f} s; record one resolution per camera')
-        self.spools[i].append(self.resize(image, encoding))
+        self.spools[i].append(self.resizers[i](image, encoding))
         self.stamps[i].append(t)
 
     def hint_stamps(self) -> Optional[np.ndarray]:
@@ -399,7 +408,8 @@ class _Streams:
 
     def close(self) -> None:
         for spool in self.spools:
-            spool.close()
+            if spool is not None:
+                spool.close()
 
     def recording(self) -> RawRecording:
         for topic, stamps in zip(self.config.image_topics, self.stamps, strict=True):
@@ -420,7 +430,8 @@ class _Streams:
             hint_stamps=self.hint_stamps(), command_groups=self.command_groups,
             camera_transports=tuple('compressed' if k == COMPRESSED else 'raw'
                                     for k in self.cam_types),
-            joint_limits=self.joint_limits)
+            joint_limits=self.joint_limits,
+            image_sizes={c: self.image_sizes[c] for c in self.config.camera_names})
 
 
 def _text(msg) -> str:

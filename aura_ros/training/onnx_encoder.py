@@ -97,6 +97,11 @@ class OnnxEncoder:
         self.cfg, self.cameras = cfg, demos.cameras
         self.model, size = compose(cfg.encoder_onnx, demos.cameras, len(demos.joint_names),
                                    cfg.encoder_input, cfg.encoder_output)
+        sizes = {demos.size_of(c) for c in demos.cameras}
+        if len(sizes) > 1:
+            raise EncoderError(f'{cfg.encoder_onnx}: one encoder takes one image size, but the '
+                               f'cameras differ ({", ".join(f"{h}x{w}" for h, w in sorted(sizes))}'
+                               '): set data: image_size: [height, width]')
         H, W = demos.image_size
         if (size[0] is not None and size[0] != H) or (size[1] is not None and size[1] != W):
             raise EncoderError(f'{cfg.encoder_onnx}: takes {size[0]}x{size[1]} images but the '

@@ -242,7 +242,7 @@ QUICK = {'cnn_steps': 30, 'cnn_batch': 32, 'd_model': 32, 'd_key': 8, 'd_val': 8
          'select_thresholds': (0.3, 0.5, 0.7),
          'training': {'warmup_iters': 6, 'gate_iters': 6, 'carry_iters': 3, 'window': 32,
                       'batch': 4, 'offsets': (1, 2, 4, 8, 16)}}
-QUICK_DATA = {'image_size': (32, 32), 'chunk': 4}
+QUICK_DATA = {'image_short_side': 32, 'chunk': 4}
 
 
 def quick_config(cfg: TrainerConfig) -> TrainerConfig:
@@ -341,12 +341,12 @@ class CameraBackbone(nn.Module):
     """forward(*images, joints) -> features: one SmallCNN per camera, fused by a linear layer
     when there are several (a single camera's SmallCNN is used as it is)."""
 
-    def __init__(self, cameras: tuple[str, ...], height: int, width: int, n_joints: int,
-                 d_model: int, channels: tuple[int, int, int]):
+    def __init__(self, cameras: tuple[str, ...], sizes: list, n_joints: int, d_model: int,
+                 channels: tuple[int, int, int]):
         super().__init__()
         self.cameras = cameras
-        self.cnns = nn.ModuleList(SmallCNN(height, width, n_joints, d_model, channels=channels)
-                                  for _ in cameras)
+        self.cnns = nn.ModuleList(SmallCNN(h, w, n_joints, d_model, channels=channels)
+                                  for h, w in sizes)      # (height, width) per camera
         self.fuse = nn.Linear(d_model * len(cameras), d_model) if len(cameras) > 1 else None
 
     def forward(self, *inputs):
@@ -421,10 +421,10 @@ def thumbnails(images: list, size: int) -> torch.Tensor:
 
 def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.Module, dict]:
     """Autoencoder (mean-image-emphasised reconstruction) + frame-level action read-out."""
-    H, W = demos.image_size
     torch.manual_seed(cfg.seed)
     cams = demos.cameras
-    backbone = CameraBackbone(cams, H, W, len(demos.joint_names), cfg.d_model, cfg.cnn_channels)
+    backbone = CameraBackbone(cams, [demos.size_of(c) for c in cams], len(demos.joint_names),
+                              cfg.d_model, cfg.cnn_channels)
     decoder = Decoder(cfg.d_model, len(cams), cfg.recon_size)
     readout = nn.Sequential(nn.LayerNorm(cfg.d_model, elementwise_affine=False),
                             nn.Linear(cfg.d_model, demos.chunk * len(demos.action_names)))
@@ -644,10 +644,9 @@ def model_spec(cfg: TrainerConfig, demos, memory: MemoryConfig, stats: dict, nam
 
     from aura_ros.runtime.model_dir import CameraSpec, ModelSpec, OutputGroup, Stats
 
-    H, W = demos.image_size
     cameras = cameras_spec if cameras_spec is not None else [
-        CameraSpec(name=c, width=W, height=H, mean=IMAGE_MEAN, std=IMAGE_STD)
-        for c in demos.cameras]
+        CameraSpec(name=c, width=demos.size_of(c)[1], height=demos.size_of(c)[0],
+                   mean=IMAGE_MEAN, std=IMAGE_STD) for c in demos.cameras]
     transports = dict(zip(demos.cameras, demos.camera_transports, strict=False))
     cameras = [with_fields(c, transport=transports.get(c.name, 'raw')) for c in cameras]
     return ModelSpec(name=name, cameras=tuple(cameras), joint_names=demos.joint_names,
@@ -764,7 +763,7 @@ AURA memory policy trained on your demonstrations by `python -m aura_ros train`.
 ## Data
 
 - Source: {source}
-- Cameras: {cameras}; image {height}x{width}; joints: {joints}; actions: {actions}
+- Cameras (height x width, transport): {cameras}; joints: {joints}; actions: {actions}
 - {frames} frames in {episodes} episodes{chained}; action chunk {chunk} x {period:.4f} s
 - Split: {split}
 - Actions: {action_mode} ({mode_text}); normalised with the statistics in model.yaml
@@ -848,8 +847,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         encode, cameras_spec, d_model = encoder.encode, encoder.cameras_spec(), encoder.d_model
         backbone = encoder
     elif demos.cameras:
-        H, W = demos.image_size
-        backbone = CameraBackbone(demos.cameras, H, W, len(demos.joint_names), cfg.d_model,
+        backbone = CameraBackbone(demos.cameras, [demos.size_of(c) for c in demos.cameras],
+                                  len(demos.joint_names), cfg.d_model,
                                   cfg.cnn_channels)
         d_model = cfg.d_model
         if ckpt.done('backbone'):
@@ -947,8 +946,10 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
     spec = model_spec(cfg, demos, config, stats, name, cameras_spec)
     wall = ckpt.state['wall_s'] + time.time() - start
     card = model_card(
-        name=name, source=demos.source, cameras=', '.join(demos.cameras) or 'none (features in)',
-        height=demos.image_size[0], width=demos.image_size[1],
+        name=name, source=demos.source, cameras=', '.join(
+            f'{c} ({demos.size_of(c)[0]}x{demos.size_of(c)[1]}, '
+            f'{dict(zip(demos.cameras, demos.camera_transports, strict=False)).get(c, "raw")})'
+            for c in demos.cameras) or 'none (features in)',
         joints=', '.join(demos.joint_names), actions=', '.join(demos.action_names),
         frames=demos.frames, episodes=len(demos.episodes),
         chained=' (chained: one never-reset stream)' if demos.chained else '',
