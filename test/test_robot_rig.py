@@ -63,8 +63,12 @@ def test_the_trained_rig_model_has_a_group_per_controller_and_the_urdf_limits(ri
     assert 'robot_description' in report['joint_limits_from']
 
 
-def test_the_node_runs_the_rig_model_as_trained(rig_model, make_node, executor, wait_for):
+@pytest.mark.parametrize('which', ['aura', 'baselines/always_write'])
+def test_the_node_runs_the_rig_model_as_trained(rig_model, which, make_node, executor,
+                                                wait_for):
+    """The model, and its always-write baseline's directory as it is (writes every step)."""
     pytest.importorskip('rclpy', reason='rclpy not installed')
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -74,9 +78,10 @@ def test_the_node_runs_the_rig_model_as_trained(rig_model, make_node, executor, 
 
     from aura_ros.ros.node import AuraNode
 
-    spec = load_model_dir(rig_model)
+    model_dir = rig_model if which == 'aura' else rig_model / which
+    spec = load_model_dir(model_dir)
     node = AuraNode(context=executor.context,
-                    parameter_overrides=[Parameter('model_dir', value=str(rig_model))])
+                    parameter_overrides=[Parameter('model_dir', value=str(model_dir))])
     executor.add_node(node)
     try:
         client = make_node('rig_client')
@@ -87,11 +92,14 @@ def test_the_node_runs_the_rig_model_as_trained(rig_model, make_node, executor, 
         got = {g: [] for g in RIG_GROUPS}
         for group, messages in got.items():
             client.create_subscription(JointTrajectory, f'/aura/{group}', messages.append, 10)
+        gates = []
+        client.create_subscription(DiagnosticArray, '/aura/gate', gates.append, 10)
         wait_for(lambda: all(p.get_subscription_count() for p in (front, wrist, joints))
                  and all(client.count_publishers(f'/aura/{g}') for g in got), 10, executor,
                  'discovery')
         # the trainer's threshold, not a default of the node's own
         assert node.runtime.gate_threshold == spec.memory.gate_threshold
+        assert (spec.memory.gate_threshold == 0.0) == (which != 'aura')
         names = (*JOINT_NAMES, *RIG_EXTRA_JOINTS)
         for k in range(3):
             stamp = client.get_clock().now().to_msg()
@@ -106,6 +114,9 @@ def test_the_node_runs_the_rig_model_as_trained(rig_model, make_node, executor, 
             wait_for(lambda counts=counts: all(len(m) > c for m, c in
                                                zip(got.values(), counts, strict=True)),
                      10, executor, 'one trajectory per controller')
+        wait_for(lambda: len(gates) >= 3, 10, executor, 'gate messages')
+        if which != 'aura':
+            assert all(g.status[0].message == 'wrote' for g in gates)
         for group, messages in got.items():
             for msg in messages:
                 assert tuple(msg.joint_names) == RIG_GROUPS[group]

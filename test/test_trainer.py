@@ -60,6 +60,11 @@ def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
                  'error_vs_writes.png', 'baselines/always_write.safetensors',
                  'baselines/no_memory.safetensors'):
         assert (out / name).is_file(), name
+    for method in ('always_write', 'no_memory'):     # complete model directories of their own
+        baseline = load_model_dir(out / 'baselines' / method)
+        assert baseline.name == f'model_{method}' and baseline.cameras == spec.cameras
+        assert baseline.memory.gate_threshold == (0.0 if method == 'always_write' else
+                                                  spec.memory.gate_threshold)
     saved = json.loads((out / 'report.json').read_text())
     assert set(saved['held_out']) == {'aura', 'always_write', 'no_memory'}
     assert saved['held_out']['no_memory']['writes_per_episode'] == 0

@@ -78,13 +78,18 @@ def mean_ci(values) -> dict:
 def method_dir(model_dir: Path, method: str, work: Path) -> tuple[Path, Optional[float]]:
     """(model directory, gate threshold for aura_node or None = the model's) of a method.
 
-    A baseline is the trained checkpoint baselines/<method>.safetensors in a directory of its
+    A baseline is its model directory baselines/<method>/ (the trainer writes it, with its own
+    threshold), else the trained checkpoint baselines/<method>.safetensors in a directory of its
     own with the same model.yaml and backbone.onnx (linked, not copied)."""
     model_dir = Path(model_dir).resolve()
     if method == 'aura':
         return model_dir, None
     if method not in METHODS:
         raise EvalError(f'unknown method {method!r}; known: {", ".join(METHODS)}')
+    complete = model_dir / 'baselines' / method      # a trainer's baseline model directory
+    threshold = 0.0 if method == 'always_write' else None
+    if (complete / 'model.yaml').is_file():
+        return complete, threshold
     checkpoint = model_dir / 'baselines' / f'{method}.safetensors'
     if not checkpoint.is_file():
         raise EvalError(f'{checkpoint} does not exist: train with the {method} baseline '
@@ -96,7 +101,7 @@ def method_dir(model_dir: Path, method: str, work: Path) -> tuple[Path, Optional
         if (model_dir / name).exists():
             (out / name).symlink_to(model_dir / name)
     shutil.copyfile(checkpoint, out / 'memory.safetensors')
-    return out, (0.0 if method == 'always_write' else None)
+    return out, threshold
 
 
 # -- the listener ------------------------------------------------------------------------------

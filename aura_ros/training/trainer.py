@@ -982,6 +982,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
     for m in cfg.baselines:
         save_checkpoint(models[m], out / BASELINE_DIR / f'{m}.safetensors',
                         metadata={'model': name})
+        save_baseline_dir(out, spec, m, models[m], results[m])
     report = {'name': name, 'source': demos.source, 'command': command, 'wall_s': wall,
               'machine': f'{machine()}, torch {torch.__version__}, 1 thread',
               'config': cfg.to_dict(), 'training': tcfg.to_dict(), 'split': split.how,
@@ -1002,6 +1003,34 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
     ckpt.mark('done')
     log(f'wrote {out} in {wall:.0f} s')
     return report
+
+
+# The runtime runs these baselines as they are (MEMORY_KINDS of the model directory).
+RUNNABLE_BASELINES = ('always_write', 'gru', 'no_memory')
+
+
+def save_baseline_dir(out: Path, spec, method: str, model, result: dict) -> Optional[Path]:
+    """<out>/baselines/<method>/: a complete model directory of a baseline that aura_node runs
+    as it is (`-p model_dir:=<out>/baselines/<method>`): the same model.yaml and backbone, the
+    baseline's memory; always-write at gate threshold 0, so it writes every step."""
+    from dataclasses import replace as with_fields
+
+    from aura_ros.runtime.model_dir import BACKBONE_FILE, save_model_dir
+
+    if method not in RUNNABLE_BASELINES:
+        return None
+    threshold = 0.0 if method == 'always_write' else spec.memory.gate_threshold
+    memory = spec.memory.replace(gate_threshold=threshold)
+    baseline = with_fields(spec, name=f'{spec.name}_{method}', memory=memory)
+    target = out / BASELINE_DIR / method
+    backbone = out / BACKBONE_FILE if not spec.features_in else None
+    card = (f'# {baseline.name}\n\nThe {method} baseline of `{spec.name}` (../../MODEL_CARD.md): '
+            f'the same backbone, trained on the same features with the same call. Held-out '
+            f'action error {result["action_error"]:.3g}, {result["writes_per_episode"]:.1f} '
+            f'writes per episode.\n\n    ros2 run aura_ros aura_node --ros-args -p '
+            f'model_dir:={target}\n')
+    save_model_dir(target, baseline, backbone, model, card=card)
+    return target
 
 
 def machine() -> str:
