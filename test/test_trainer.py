@@ -428,3 +428,19 @@ def test_an_unknown_data_key_is_named(tmp_path, capsys):
                  '--config', str(path)])
     err = capsys.readouterr().err
     assert code == 2 and 'data' in err and 'image_topic' in err and 'image_topics' in err
+
+
+def test_every_long_stage_reports_progress_with_rate_and_eta(tmp_path, demos, monkeypatch,
+                                                             capsys):
+    """Plain lines on stderr (a log file gets them; a tqdm bar is off without a terminal)."""
+    from aura_ros import progress
+
+    monkeypatch.setattr(progress, 'EVERY_S', 0.0)       # a line per update, not per 10 s
+    run(demos, QUICK, tmp_path / 'model', 'progress', log=lambda line: None)
+    err = capsys.readouterr().err
+    for stage, unit in (('backbone', 'steps'), ('features (train)', 'frames'),
+                        ('aura warmup', 'updates'), ('aura gate', 'updates'),
+                        ('aura carry', 'updates'), ('always_write warmup', 'updates')):
+        assert f'\n{stage}: done, ' in '\n' + err, stage
+        assert any(line.startswith(f'{stage}: ') and f'{unit}/s, ETA ' in line
+                   for line in err.splitlines()), stage

@@ -624,10 +624,12 @@ class _Skips:
 
 
 def _bar(iters: int, desc: str, progress: bool):
+    """The updates of a phase; with `progress`, throttled lines with rate and ETA on stderr
+    (aura_ros.progress: they reach a log file too, where a tqdm bar would be off)."""
     if not progress:
         return range(iters)
-    from tqdm import tqdm
-    return tqdm(range(iters), desc=desc, unit='it', dynamic_ncols=True, leave=False, disable=None)
+    from aura_ros.progress import Progress
+    return Progress(desc, iters, 'updates')
 
 
 def _phase_log(config, history, phase, name, iters, gated, progress):
@@ -643,7 +645,7 @@ def _phase_log(config, history, phase, name, iters, gated, progress):
         if gated:
             guard(record['write_rate'])
         if progress:
-            bar.set_postfix({k: f'{v:.4f}' for k, v in record.items()})
+            bar.set_postfix({k: f'{v:.4g}' for k, v in record.items()})
 
     return bar, log, guard
 

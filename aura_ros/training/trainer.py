@@ -60,6 +60,7 @@ from aura_ros.memory.training import (
     set_threshold,
     train,
 )
+from aura_ros.progress import Progress
 from aura_ros.runtime import SmallCNN
 
 CHECKPOINTS = 'checkpoints'
@@ -454,11 +455,8 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     opt = torch.optim.Adam(params, lr=cfg.cnn_lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.cnn_lr, total_steps=steps,
                                                 pct_start=0.1)
-    from tqdm import tqdm
-
     history = []
-    bar = tqdm(range(steps), desc='backbone', unit='step', dynamic_ncols=True, leave=False,
-               disable=None)
+    bar = Progress('backbone', steps, 'steps')
     for _ in bar:
         k = int(round(cfg.rare_share * cfg.cnn_batch)) if len(rare) else 0
         idx = np.concatenate([rng.choice(rare, k), rng.integers(0, n, cfg.cnn_batch - k)])
@@ -475,7 +473,7 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
         opt.step()
         sched.step()
         history.append({'recon': recon.item(), 'action': act.item()})
-        bar.set_postfix(recon=f'{recon.item():.3f}', action=f'{act.item():.3f}')
+        bar.set_postfix(recon=f'{recon.item():.3g}', action=f'{act.item():.3g}')
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
@@ -490,16 +488,13 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
 
 @torch.no_grad()
 def compute_features(backbone, episodes, cameras, joint_stats, batch: int = 256,
-                     encode=None) -> list[torch.Tensor]:
+                     encode=None, what: str = 'features') -> list[torch.Tensor]:
     """[T, d_model] features of every frame of every episode (the frozen backbone, once)."""
-    from tqdm import tqdm
-
     jm = np.asarray(joint_stats['mean'], np.float32)
     js = np.asarray(joint_stats['std'], np.float32)
     out = []
     total = sum(len(e) for e in episodes)
-    bar = tqdm(total=total, desc='features', unit='frame', dynamic_ncols=True, leave=False,
-               disable=None)
+    bar = Progress(what, total, 'frames', enabled=total > 0)
     for ep in episodes:
         if not cameras:
             out.append(torch.from_numpy(np.asarray(ep.features, np.float32)))
@@ -871,9 +866,9 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
     else:
         model_like = backbone if cfg.backbone == 'cnn' else None
         z_train = compute_features(model_like, split.train, demos.cameras, stats['joints'],
-                                   encode=encode)
+                                   encode=encode, what='features (train)')
         z_held = compute_features(model_like, split.held_out, demos.cameras, stats['joints'],
-                                  encode=encode)
+                                  encode=encode, what='features (held out)')
         save_tensors(ckpt.file('features.safetensors'),
                      {**{f'train{i}': z for i, z in enumerate(z_train)},
                       **{f'held{i}': z for i, z in enumerate(z_held)}})

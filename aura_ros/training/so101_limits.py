@@ -1,6 +1,6 @@
 """The SO-101's joint limits, from its MJCF, into a model directory's model.yaml.
 
-    python -m aura_ros.tasks.so101_limits models/so101
+    python -m aura_ros.training.so101_limits models/so101
 
 A model's targets are clipped to `joint_limits`; they must be the robot's, never what the
 demonstrations happened to visit. The SO-101's are the `range` of each hinge joint in the
@@ -50,7 +50,7 @@ def write_limits(model_dir) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print('usage: python -m aura_ros.tasks.so101_limits MODEL_DIR', file=sys.stderr)
+        print('usage: python -m aura_ros.training.so101_limits MODEL_DIR', file=sys.stderr)
         return 2
     for name, (lower, upper) in write_limits(argv[0]).items():
         print(f'{name}: [{lower}, {upper}]')
