@@ -4,8 +4,8 @@ A tqdm bar turns itself off when stderr is not a terminal (`nohup`, a CI log, `2
 which is exactly where a run of half an hour is watched. `Progress` writes plain lines instead,
 at most one every `EVERY_S` seconds, so a log stays short:
 
-    backbone: 300/1500 steps (20%), 12.3 steps/s, ETA 1m38s; recon 0.0412
-    backbone: done, 1500 steps in 2m02s (12.3 steps/s)
+    backbone: <done>/<total> steps (<share>), <rate> steps/s, ETA <time>; recon <loss>
+    backbone: done, <total> steps in <time> (<rate> steps/s)
 """
 
 import sys
