@@ -190,3 +190,33 @@ def test_image_transport_overrides_the_trained_transport_per_camera(rig_model, e
         topics('rear:raw')
     with pytest.raises(ValueError, match="'wrist:jpeg' is not <camera>:<raw|compressed>"):
         topics('wrist:jpeg')
+
+
+def test_a_remap_rule_that_matches_nothing_is_named(rig_model, executor):
+    """`-r ~/arm_controller:=...` unquoted reaches the node with the shell's home in place of ~:
+    it matches nothing, and the start-up says so (and how to quote it)."""
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    import os
+
+    from rclpy.parameter import Parameter
+
+    from aura_ros.ros.node import AuraNode
+    from aura_ros.ros.remaps import unmatched_remaps
+
+    home = os.path.expanduser('~')
+    argv = ['--ros-args', '-r', '~/arm_controller:=/arm_controller/joint_trajectory',
+            '-r', f'{home}/gripper_controller:=/gripper_controller/joint_trajectory',
+            '-r', 'other_node:x:=/y']
+    node = AuraNode(context=executor.context, cli_args=argv, use_global_arguments=False,
+                    parameter_overrides=[Parameter('model_dir', value=str(rig_model))])
+    try:
+        topics = {p.topic_name for p in node.publishers}
+        assert '/arm_controller/joint_trajectory' in topics              # the quoted rule
+        assert '/aura/gripper_controller' in topics                      # the expanded one
+        (warning,) = unmatched_remaps(node, node._ros_args)
+        assert warning.startswith(f"remap rule '{home}/gripper_controller:=/gripper_controller/"
+                                  "joint_trajectory' matched nothing")
+        assert "quote the rule, e.g. -r '~/gripper_controller:=" in warning
+    finally:
+        node.stop()
+        node.destroy_node()

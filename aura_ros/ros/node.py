@@ -86,6 +86,7 @@ from aura_ros.ros.inputs import (
 )
 from aura_ros.ros.model_remaps import remap_rules, unfit_rules
 from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
+from aura_ros.ros.remaps import unmatched_remaps
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
@@ -365,6 +366,8 @@ class AuraNode(LifecycleNode):
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
+        for warning in unmatched_remaps(self, self._ros_args):
+            self.get_logger().warning(warning)
         inputs = ', '.join(f'{i.topic_name} ({i.reliability})' for i in self._input_subs)
         outputs = ', '.join(pub.topic_name for pub in self._group_pubs.values())
         self.get_logger().info(
