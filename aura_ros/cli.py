@@ -103,7 +103,22 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
 
 def _init_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, help='model directory to write')
-    parser.add_argument('--image-size', type=int, default=64, help='square input size (pixels)')
+    parser.add_argument('--image-size', type=int, default=64,
+                        help="the one camera 'image': square input size (pixels)")
+    parser.add_argument('--camera', action='append', default=None,
+                        help='a camera NAME[:HxW][:raw|compressed] (repeat for several, in the '
+                             "model's order), instead of the one 'image'")
+    parser.add_argument('--features-in', action='store_true',
+                        help='no camera and no backbone: features come in on ~/features')
+    parser.add_argument('--group', action='append', default=None,
+                        help='an output group NAME=action,action (repeat; they must cover every '
+                             'action): one JointTrajectory topic ~/NAME each')
+    parser.add_argument('--limit', action='append', default=None,
+                        help='joint limits ACTION=LOWER,UPPER the targets are clipped to (repeat)')
+    parser.add_argument('--action-mode', default='absolute', choices=('absolute', 'delta'))
+    parser.add_argument('--period', type=float, default=0.1, help='action_period_s')
+    parser.add_argument('--gate-threshold', type=float, default=None,
+                        help='memory.gate_threshold (the node uses it unless set)')
     parser.add_argument('--d-model', type=int, default=128, help='backbone feature width')
     parser.add_argument('--joints', type=_names, default=('j1', 'j2'),
                         help="comma-separated joint names, in the model's order")

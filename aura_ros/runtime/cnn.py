@@ -58,3 +58,21 @@ class SmallCNN(nn.Module):
         where = torch.matmul(attention, self.coords).flatten(1)    # [B, 2K]: (x, y) per keypoint
         j = F.relu(self.joints_in(joints))
         return self.fuse(torch.cat([pooled, where, j], dim=1))
+
+
+class CameraBackbone(nn.Module):
+    """forward(*images, joints) -> features: one SmallCNN per camera, fused by a linear layer
+    when there are several (a single camera's SmallCNN is used as it is)."""
+
+    def __init__(self, cameras: tuple[str, ...], sizes: list, n_joints: int, d_model: int,
+                 channels: tuple[int, int, int]):
+        super().__init__()
+        self.cameras = cameras
+        self.cnns = nn.ModuleList(SmallCNN(h, w, n_joints, d_model, channels=channels)
+                                  for h, w in sizes)      # (height, width) per camera
+        self.fuse = nn.Linear(d_model * len(cameras), d_model) if len(cameras) > 1 else None
+
+    def forward(self, *inputs):
+        *images, joints = inputs
+        parts = [cnn(img, joints) for cnn, img in zip(self.cnns, images, strict=True)]
+        return parts[0] if self.fuse is None else self.fuse(torch.cat(parts, -1))

@@ -12,8 +12,8 @@ import torch
 
 from aura_ros.memory import AuraMemLayer, ConfigError, MemoryConfig
 
-from .cnn import SmallCNN
-from .model_dir import ImageSpec, ModelDirError, ModelSpec, save_model_dir
+from .cnn import CameraBackbone
+from .model_dir import TRANSPORTS, ImageSpec, ModelDirError, ModelSpec, OutputGroup, save_model_dir
 
 CARD = """# {name}
 
@@ -26,22 +26,78 @@ def init_model_dir(out_dir: str | Path, image_size: int = 64, d_model: int = 128
                    joints: Sequence[str] = ('j1', 'j2'), actions: Sequence[str] = ('a1', 'a2'),
                    chunk: int = 4, seed: int = 0, name: str = 'random',
                    action_period_s: float = 0.1,
-                   memory: Optional[dict] = None) -> ModelSpec:
-    """Write a random SmallCNN + AuraMemLayer model directory; `memory` overrides config fields.
+                   memory: Optional[dict] = None, cameras: Optional[Sequence] = None,
+                   features_in: bool = False, groups: Optional[dict] = None,
+                   limits: Optional[dict] = None, action_mode: str = 'absolute') -> ModelSpec:
+    """Write a random backbone + AuraMemLayer model directory; `memory` overrides config fields.
 
-    `image_size` is an int (square) or a (height, width) pair.
+    `image_size` is an int (square) or a (height, width) pair: the one camera 'image'.
+    `cameras`: several, as ImageSpecs (their sizes and transports); `features_in`: none (no
+    backbone). `groups`: {group: [actions]} output groups; `limits`: {action: (lower, upper)}.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if features_in:
+        specs: tuple = ()
+    elif cameras:
+        specs = tuple(cameras)
+    else:
+        specs = (ImageSpec(width=width, height=height),)
     config = MemoryConfig(d_model=d_model, d_action=len(actions), chunk=chunk, **(memory or {}))
-    spec = ModelSpec(name=name, cameras=ImageSpec(width=width, height=height,
-                                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-                     joint_names=tuple(joints), action_names=tuple(actions),
-                     action_period_s=action_period_s, memory=config)
+    spec = ModelSpec(name=name, cameras=specs, joint_names=tuple(joints),
+                     action_names=tuple(actions), action_period_s=action_period_s,
+                     memory=config, action_mode=action_mode,
+                     output_groups=tuple(OutputGroup(g, tuple(j))
+                                         for g, j in (groups or {}).items()),
+                     joint_limits=dict(limits or {}))
     torch.manual_seed(seed)
-    backbone = SmallCNN(height, width, len(spec.joint_names), d_model)
+    backbone = None if features_in else CameraBackbone(
+        tuple(c.name for c in specs), [(c.height, c.width) for c in specs],
+        len(spec.joint_names), d_model, (16, 32, 32))
     layer = AuraMemLayer(config)
     save_model_dir(out_dir, spec, backbone, layer, card=CARD.format(name=name, seed=seed))
     return spec
+
+
+def parse_camera(text: str) -> ImageSpec:
+    """--camera NAME[:HxW][:compressed] -> ImageSpec (64x64 raw unless given)."""
+    name, *rest = text.split(':')
+    height = width = 64
+    transport = 'raw'
+    for part in rest:
+        if part in TRANSPORTS:
+            transport = part
+        else:
+            h, sep, w = part.partition('x')
+            if not (sep and h.isdigit() and w.isdigit()):
+                raise ModelDirError(f'--camera {text}: expected NAME[:HxW][:raw|compressed]')
+            height, width = int(h), int(w)
+    return ImageSpec(width=width, height=height, name=name, transport=transport)
+
+
+def parse_groups(items: Sequence[str]) -> dict:
+    """--group NAME=a,b (repeated) -> {NAME: [a, b]}."""
+    out = {}
+    for item in items or ():
+        group, sep, names = item.partition('=')
+        if not sep or not group or not names:
+            raise ModelDirError(f'--group {item}: expected NAME=action,action,...')
+        out[group] = [n.strip() for n in names.split(',')]
+    return out
+
+
+def parse_limits(items: Sequence[str]) -> dict:
+    """--limit ACTION=LOWER,UPPER (repeated) -> {ACTION: (LOWER, UPPER)}."""
+    out = {}
+    for item in items or ():
+        action, sep, bounds = item.partition('=')
+        try:
+            lower, upper = (float(v) for v in bounds.split(','))
+        except ValueError:
+            sep = ''
+        if not sep or not action:
+            raise ModelDirError(f'--limit {item}: expected ACTION=LOWER,UPPER')
+        out[action] = (lower, upper)
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,11 +109,20 @@ def main(args: argparse.Namespace) -> int:
     try:
         spec = init_model_dir(out, image_size=args.image_size, d_model=args.d_model,
                               joints=args.joints, actions=args.actions, chunk=args.chunk,
-                              seed=args.seed, name=args.name)
+                              seed=args.seed, name=args.name,
+                              cameras=[parse_camera(c) for c in args.camera or ()],
+                              features_in=args.features_in, groups=parse_groups(args.group),
+                              limits=parse_limits(args.limit), action_mode=args.action_mode,
+                              action_period_s=args.period,
+                              memory={} if args.gate_threshold is None else
+                              {'gate_threshold': args.gate_threshold})
     except (ConfigError, ModelDirError) as err:
         print(f'error: {err}')
         return 2
-    print(f'wrote {out}: {spec.image.height}x{spec.image.width} image, '
+    cameras = ', '.join(f'{c.name} {c.height}x{c.width} {c.transport}' for c in spec.cameras)
+    print(f'wrote {out}: cameras {cameras or "none (features in)"}, '
           f'{spec.n_joints} joints, d_model {spec.memory.d_model}, '
-          f'{spec.memory.d_action} actions x chunk {spec.chunk}')
+          f'{spec.memory.d_action} actions x chunk {spec.chunk} in '
+          f'{", ".join(f"~/{g.name}" for g in spec.groups)}'
+          + (f', limits on {len(spec.joint_limits)}' if spec.joint_limits else ''))
     return 0

@@ -61,7 +61,7 @@ from aura_ros.memory.training import (
     train,
 )
 from aura_ros.progress import Progress
-from aura_ros.runtime import SmallCNN
+from aura_ros.runtime.cnn import CameraBackbone
 
 CHECKPOINTS = 'checkpoints'
 STATE_FILE = 'state.json'
@@ -336,24 +336,6 @@ def action_setup(demos, mode: str, train_eps) -> tuple[np.ndarray, dict]:
 
 
 # -- backbone -------------------------------------------------------------------------------------
-
-
-class CameraBackbone(nn.Module):
-    """forward(*images, joints) -> features: one SmallCNN per camera, fused by a linear layer
-    when there are several (a single camera's SmallCNN is used as it is)."""
-
-    def __init__(self, cameras: tuple[str, ...], sizes: list, n_joints: int, d_model: int,
-                 channels: tuple[int, int, int]):
-        super().__init__()
-        self.cameras = cameras
-        self.cnns = nn.ModuleList(SmallCNN(h, w, n_joints, d_model, channels=channels)
-                                  for h, w in sizes)      # (height, width) per camera
-        self.fuse = nn.Linear(d_model * len(cameras), d_model) if len(cameras) > 1 else None
-
-    def forward(self, *inputs):
-        *images, joints = inputs
-        parts = [cnn(img, joints) for cnn, img in zip(self.cnns, images, strict=True)]
-        return parts[0] if self.fuse is None else self.fuse(torch.cat(parts, -1))
 
 
 class Decoder(nn.Module):
