@@ -242,3 +242,33 @@ def test_each_camera_keeps_its_aspect_by_default(tmp_path):
         'wrist': [32, 32]}), progress=False)
     assert {c: demos.size_of(c) for c in demos.cameras} == {'camera': (96, 128),
                                                              'wrist': (32, 32)}
+
+
+@pytest.mark.parametrize('gripper', ['trajectory', 'float64', 'joint_state'])
+def test_several_command_topics_merge_on_the_camera_clock(tmp_path, gripper):
+    """An arm's JointTrajectory with a gripper's JointTrajectory, Float64MultiArray or leader
+    JointState: one action column each, as commanded, one group per topic; the joint states'
+    extra joints are left out unless listed."""
+    from aura_ros.data.synthetic import RIG_EXTRA_JOINTS, RIG_GROUPS, write_rig_bag
+
+    bag = write_rig_bag(tmp_path / 'rig.mcap', cue=2, seconds=1.5, gripper=gripper)
+    topics = {'trajectory': ['/arm_controller/joint_trajectory',
+                             '/gripper_controller/joint_trajectory'],
+              'float64': ['/arm_controller/joint_trajectory', '/gripper_controller/commands'],
+              'joint_state': ['/arm_controller/joint_trajectory',
+                              '/gripper_leader/joint_states']}[gripper]
+    extra = {} if gripper == 'trajectory' else {'action_topic': topics}
+    if gripper == 'float64':
+        extra['action_names'] = JOINT_NAMES
+    demos = load_demonstrations(bag, config(tmp_path, image_topics=('/front/image_raw',),
+                                            extra_joints=('j_extra',), **extra), progress=False)
+    assert demos.action_names == JOINT_NAMES
+    assert demos.joint_names == (*JOINT_NAMES, 'j_extra') and 'base_yaw' in RIG_EXTRA_JOINTS
+    group = 'gripper_leader' if gripper == 'joint_state' else 'gripper_controller'
+    assert dict(demos.action_groups) == {'arm_controller': RIG_GROUPS['arm_controller'],
+                                         group: ('gripper',)}
+    ep = demos.episodes[0]
+    t = ep.stamps - START_S
+    want = np.stack([commanded(t + (i + 1) / FPS, 2) for i in range(8)], axis=1)
+    np.testing.assert_allclose(ep.actions, want, atol=2e-6)
+    np.testing.assert_allclose(ep.joints[:, -1], 0.3, atol=1e-6)     # j_extra, as listed

@@ -444,3 +444,24 @@ def test_every_long_stage_reports_progress_with_rate_and_eta(tmp_path, demos, mo
         assert f'\n{stage}: done, ' in '\n' + err, stage
         assert any(line.startswith(f'{stage}: ') and f'{unit}/s, ETA ' in line
                    for line in err.splitlines()), stage
+
+
+def test_train_flags_for_topics_names_and_urdf_go_into_the_config(tmp_path):
+    from aura_ros.cli import build_parser
+    from aura_ros.training.trainer import joint_limits, with_topics
+
+    urdf = tmp_path / 'robot.urdf'
+    urdf.write_text('<robot name="r"><joint name="shoulder" type="revolute"><limit lower="-1" '
+                    'upper="1"/></joint><joint name="elbow" type="continuous"/></robot>')
+    args = build_parser().parse_args([
+        'train', '--data', 'x', '--out', 'y', '--action-topic', '/arm/joint_trajectory',
+        '--action-topic', '/grip/joint_trajectory', '--joints', 'shoulder,elbow,j_extra',
+        '--actions', 'shoulder,elbow', '--extra-joints', 'j_extra', '--urdf', str(urdf)])
+    cfg = with_topics(TrainerConfig(), args)
+    assert cfg.data == {'action_topic': ['/arm/joint_trajectory', '/grip/joint_trajectory'],
+                        'joint_names': ['shoulder', 'elbow', 'j_extra'],
+                        'action_names': ['shoulder', 'elbow'], 'extra_joints': ['j_extra']}
+    demos = cue_demonstrations(episodes=2, frames=8)          # actions: shoulder, elbow
+    assert joint_limits(cfg, demos) == ({'shoulder': (-1.0, 1.0)}, str(urdf))
+    with pytest.raises(TrainerError, match='joint_limits names wrist, not actions'):
+        joint_limits(replace(cfg, joint_limits={'wrist': [0, 1]}), demos)

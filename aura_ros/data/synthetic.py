@@ -286,11 +286,13 @@ def rig_urdf() -> str:
 
 
 def write_rig_bag(path, *, cue: int = 0, seconds: float = 2.5, fps: float = 30.0,
-                  start_s: float = START_S) -> Path:
+                  start_s: float = START_S, gripper: str = 'trajectory') -> Path:
     """One cue-then-reach episode as such a rig records it (mcap): RIG_GROUPS commanded as
     JointTrajectory on /<controller>/joint_trajectory (10 Hz, 6 points 0.1 s apart), joint
     states of JOINT_NAMES + RIG_EXTRA_JOINTS at 100 Hz, RIG_CAMERAS (the wrist shows
-    255 - the front's pattern), and rig_urdf() once on /robot_description."""
+    255 - the front's pattern), and rig_urdf() once on /robot_description. gripper: 'float64'
+    commands the gripper as Float64MultiArray on /gripper_controller/commands, 'joint_state' as
+    a leader's JointState on /gripper_leader/joint_states (both at 50 Hz) instead."""
     t0 = _ns(start_s)
     names = (*JOINT_NAMES, *RIG_EXTRA_JOINTS)
     with BagBuilder(Path(path), 'mcap') as bag:
@@ -313,8 +315,17 @@ def write_rig_bag(path, *, cue: int = 0, seconds: float = 2.5, fps: float = 30.0
             offsets = np.arange(6) * 0.1
             targets = dict(zip(JOINT_NAMES, commanded(t + offsets, cue).T, strict=True))
             for controller, joints in RIG_GROUPS.items():
-                bag.trajectory(f'/{controller}/joint_trajectory', tn, tn, joints, offsets,
-                               np.stack([targets[j] for j in joints], axis=1))
+                if controller == 'arm_controller' or gripper == 'trajectory':
+                    bag.trajectory(f'/{controller}/joint_trajectory', tn, tn, joints, offsets,
+                                   np.stack([targets[j] for j in joints], axis=1))
+        for k in range(int(math.floor(seconds * 50 + 1e-9)) + 1 if gripper != 'trajectory'
+                       else 0):
+            tn = t0 + _ns(k / 50)
+            value = commanded(k / 50, cue)[0, JOINT_NAMES.index('gripper')]
+            if gripper == 'float64':
+                bag.multiarray('/gripper_controller/commands', tn, [value])
+            else:
+                bag.joint_state('/gripper_leader/joint_states', tn, tn, ['gripper'], [value])
     return Path(path)
 
 
