@@ -9,8 +9,9 @@ at start, so `ros2 run` / `ros2 launch` alone run it; a bad model then stops it 
 
 Inputs (relative names, aura_ros/ros/inputs.py): `image` for a one-camera model,
 `<camera>/image` for each camera of a several-camera model (one frame from each, stamps within
-`camera_max_skew_s`, make one step: aura_ros/runtime/frame_sync.py), `<topic>/compressed` with
-`image_transport: compressed`, `features` for a model without cameras; `joint_states`. With
+`camera_max_skew_s`, make one step: aura_ros/runtime/frame_sync.py), `<topic>/compressed` for a
+camera trained compressed or set so by `image_transport`, `features` for a model without
+cameras; `joint_states`. With
 `input_qos: auto` (default) each subscribes with the reliability its publishers offer, re-checked
 on every /diagnostics tick (aura_ros/ros/adaptive_qos.py).
 Outputs: the absolute, clipped joint targets of each output group on `~/<group>`
