@@ -61,6 +61,8 @@ def test_the_trained_rig_model_has_a_group_per_controller_and_the_urdf_limits(ri
     report = json.loads((rig_model / 'report.json').read_text())
     assert spec.memory.gate_threshold == report['threshold']
     assert 'robot_description' in report['joint_limits_from']
+    card = (rig_model / 'MODEL_CARD.md').read_text()
+    assert '~/gripper_controller (gripper)' in card and 'gripper [0, 0.7]' in card
 
 
 @pytest.mark.parametrize('which', ['aura', 'baselines/always_write'])

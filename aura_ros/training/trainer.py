@@ -741,6 +741,7 @@ AURA memory policy trained on your demonstrations by `python -m aura_ros train`.
 
 - Source: {source}
 - Cameras (height x width, transport): {cameras}; joints: {joints}; actions: {actions}
+- Outputs: {outputs}; joint limits ({limits_from}): {limits}
 - {frames} frames in {episodes} episodes{chained}; action chunk {chunk} x {period:.4f} s
 - Split: {split}
 - Actions: {action_mode} ({mode_text}); normalised with the statistics in model.yaml
@@ -928,6 +929,9 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
             f'{dict(zip(demos.cameras, demos.camera_transports, strict=False)).get(c, "raw")})'
             for c in demos.cameras) or 'none (features in)',
         joints=', '.join(demos.joint_names), actions=', '.join(demos.action_names),
+        outputs='; '.join(f'~/{g} ({", ".join(j)})' for g, j in groups.items())
+        or f'~/action_chunk ({", ".join(demos.action_names)})', limits_from=limits_from,
+        limits=', '.join(f'{k} [{v[0]:g}, {v[1]:g}]' for k, v in limits.items()) or 'none',
         frames=demos.frames, episodes=len(demos.episodes),
         chained=' (chained: one never-reset stream)' if demos.chained else '',
         chunk=demos.chunk, period=demos.action_period_s, split=split.how,
