@@ -208,13 +208,17 @@ def test_a_remap_rule_that_matches_nothing_is_named(rig_model, executor):
     home = os.path.expanduser('~')
     argv = ['--ros-args', '-r', '~/arm_controller:=/arm_controller/joint_trajectory',
             '-r', f'{home}/gripper_controller:=/gripper_controller/joint_trajectory',
-            '-r', 'other_node:x:=/y']
+            '-r', 'other_node:x:=/y',
+            # as the launch file remaps a camera when the model decides its transport
+            '-r', 'front/image:=/front/image_raw',
+            '-r', 'front/image/compressed:=/front/image_raw/compressed']
     node = AuraNode(context=executor.context, cli_args=argv, use_global_arguments=False,
                     parameter_overrides=[Parameter('model_dir', value=str(rig_model))])
     try:
         topics = {p.topic_name for p in node.publishers}
         assert '/arm_controller/joint_trajectory' in topics              # the quoted rule
         assert '/aura/gripper_controller' in topics                      # the expanded one
+        assert '/front/image_raw' in {s.topic_name for s in node.subscriptions}
         (warning,) = unmatched_remaps(node, node._ros_args)
         assert warning.startswith(f"remap rule '{home}/gripper_controller:=/gripper_controller/"
                                   "joint_trajectory' matched nothing")

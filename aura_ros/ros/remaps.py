@@ -11,6 +11,7 @@ import os
 from typing import Iterable
 
 REMAP_FLAGS = ('-r', '--remap')
+COMPRESSED = '/compressed'
 
 
 def remap_rules(argv: Iterable[str], node_name: str) -> list[str]:
@@ -43,22 +44,30 @@ def remap_rules(argv: Iterable[str], node_name: str) -> list[str]:
 
 def unmatched_remaps(node, argv: Iterable[str]) -> list[str]:
     """Warnings for the rules of `argv` (for this node) that renamed none of its topics and
-    services."""
+    services. A camera rule whose other transport's rule matched is not one: the launch file
+    remaps both `<camera>/image` and `<camera>/image/compressed` when the model decides."""
     topics = {p.topic_name for p in node.publishers} | {s.topic_name for s in node.subscriptions}
     names = topics | {s.srv_name for s in node.services}
-    warnings = []
+    targets = {}
     for rule in remap_rules(argv, node.get_name()):
         left, _, right = rule.partition(':=')
         try:
-            target = node.resolve_topic_name(right, only_expand=True)
+            targets[rule] = node.resolve_topic_name(right, only_expand=True)
         except Exception:  # rclpy raises its own invalid-name errors; rcl already refused those
             continue
-        if target not in names:
-            home = os.path.expanduser('~')
-            hint = f' (the shell expanded "~" to {home}: quote the rule, e.g. ' \
-                f"-r '~/{left[len(home):].lstrip('/')}:={right}')" \
-                if home not in ('~', '/') and left.startswith(home + '/') else ''
-            warnings.append(f"remap rule {rule!r} matched nothing: none of the node's topics or "
-                            f'services is renamed to {target}{hint}; its topics: '
-                            f'{", ".join(sorted(topics))}')
+    matched = {rule.partition(':=')[0] for rule, target in targets.items() if target in names}
+    warnings = []
+    for rule, target in targets.items():
+        left, _, right = rule.partition(':=')
+        sibling = left.removesuffix(COMPRESSED) if left.endswith(COMPRESSED) \
+            else left + COMPRESSED
+        if left in matched or sibling in matched:
+            continue
+        home = os.path.expanduser('~')
+        hint = f' (the shell expanded "~" to {home}: quote the rule, e.g. ' \
+            f"-r '~/{left[len(home):].lstrip('/')}:={right}')" \
+            if home not in ('~', '/') and left.startswith(home + '/') else ''
+        warnings.append(f"remap rule {rule!r} matched nothing: none of the node's topics or "
+                        f'services is renamed to {target}{hint}; its topics: '
+                        f'{", ".join(sorted(topics))}')
     return warnings
