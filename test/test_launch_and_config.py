@@ -63,6 +63,9 @@ def test_remaps_reach_cameras_controllers_and_compressed_topics():
                      ('wrist/image/compressed', '/cw/image_raw/compressed'),
                      ('~/arm', '/arm_controller/joint_trajectory'),
                      ('~/gripper', '/gripper_controller/joint_trajectory')]
+    # the default (each camera as the model was trained): both forms, the node uses one
+    assert remappings('image', 'joint_states', 'features', 'front:=/cf/image_raw', '', '') == [
+        ('front/image', '/cf/image_raw'), ('front/image/compressed', '/cf/image_raw/compressed')]
     with pytest.raises(ValueError, match='cameras: expected name:=topic'):
         remappings('image', 'joint_states', 'features', 'front', '', 'raw')
 
