@@ -30,7 +30,7 @@ from .align import (
 from .config import DataConfig
 from .demonstrations import DataError, Demonstrations
 from .lerobot import is_lerobot_dataset, lerobot_files, read_lerobot
-from .rosbag import bag_files, find_bags, group_name, read_bag
+from .rosbag import bag_files, find_bags, group_name, read_bag, with_bag_cameras
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def load_demonstrations(path, config: Optional[DataConfig] = None, *, progress: 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        recordings, cameras, period, source = _read(path, config, work, progress)
-        _build(entry, recordings, cameras, period, source, config, progress)
+        recordings, cameras, period, source, read_as = _read(path, config, work, progress)
+        _build(entry, recordings, cameras, period, source, read_as, progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     demos = cache_mod.load_cached(entry)
@@ -96,8 +96,9 @@ def _read(path: Path, config: DataConfig, work: Path, progress: bool):
             raise DataError(f'{path}: hint_topic {config.hint_topic} is for rosbag2 sources; a '
                             'LeRobot dataset has no topics to mark frames with')
         read = read_lerobot(path, config, work, progress=progress)
-        return read.recordings, read.cameras, read.action_period_s, read.source
+        return read.recordings, read.cameras, read.action_period_s, read.source, config
     bags = find_bags(path)
+    config = with_bag_cameras(bags[0], config)
     recordings: list[RawRecording] = []
     names: dict = {}
     for bag in tqdm(bags, desc='bags', unit='bag', disable=not progress or len(bags) < 2):
@@ -110,7 +111,7 @@ def _read(path: Path, config: DataConfig, work: Path, progress: bool):
     period = config.action_period_s or median_period([r.camera_stamps[0] for r in recordings])
     source = f'{path} (rosbag2 {"+".join(storage)}, {len(bags)} bag(s), commands from ' \
              f'{recordings[0].commands_from})'
-    return recordings, config.camera_names, period, source
+    return recordings, config.camera_names, period, source, config
 
 
 def _segments(rec: RawRecording, config: DataConfig):

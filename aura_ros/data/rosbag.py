@@ -35,7 +35,7 @@ from .align import (
     SampledCommands,
     TrajectoryCommands,
 )
-from .config import DataConfig
+from .config import DEFAULT_IMAGE_TOPICS, DataConfig
 from .demonstrations import DataError
 from .images import FrameSpool, Resizer, compressed_image, raw_image
 from .urdf import urdf_joint_limits
@@ -123,6 +123,27 @@ def pick_action_topics(where: str, topics: dict, config: DataConfig) -> list[tup
     raise DataError(f'{where}: no command topic: no JointTrajectory topic and no JointState topic '
                     f'other than {config.joints_topic}; set action_topic (std_msgs/'
                     f'Float64MultiArray needs it and action_names). Topics: {_topic_list(topics)}')
+
+
+def with_bag_cameras(bag: Path, config: DataConfig) -> DataConfig:
+    """`config`, with every camera topic of the bag (Image or CompressedImage, in name order)
+    when image_topics is left at its default and the bag has no such topic: a rig's cameras
+    are rarely on /camera/image_raw, and the user should not have to list what the bag says."""
+    from dataclasses import replace
+
+    if tuple(config.image_topics) != DEFAULT_IMAGE_TOPICS:
+        return config
+    from rosbags.highlevel import AnyReader
+
+    try:
+        with AnyReader([Path(bag)], default_typestore=_typestore()) as reader:
+            topics = reader.topics
+    except Exception:  # rosbags' own error classes: read_bag reports them with the bag's name
+        return config
+    found = sorted(t for t, info in topics.items() if info.msgtype in CAMERA_TYPES)
+    if DEFAULT_IMAGE_TOPICS[0] in topics or not found:
+        return config
+    return replace(config, image_topics=tuple(found), camera_names=None)
 
 
 def group_name(topic: str) -> str:
