@@ -202,7 +202,6 @@ def test_a_remap_rule_that_matches_nothing_is_named(rig_model, executor):
     from rclpy.parameter import Parameter
 
     from aura_ros.ros.node import AuraNode
-    from aura_ros.ros.remaps import unmatched_remaps
 
     home = os.path.expanduser('~')
     argv = ['--ros-args', '-r', '~/arm_controller:=/arm_controller/joint_trajectory',
@@ -218,9 +217,9 @@ def test_a_remap_rule_that_matches_nothing_is_named(rig_model, executor):
         assert '/arm_controller/joint_trajectory' in topics              # the quoted rule
         assert '/aura/gripper_controller' in topics                      # the expanded one
         assert '/front/image_raw' in {s.topic_name for s in node.subscriptions}
-        (warning,) = unmatched_remaps(node, node._ros_args)
-        assert warning.startswith(f"remap rule '{home}/gripper_controller:=/gripper_controller/"
-                                  "joint_trajectory' matched nothing")
+        (warning,) = node.remap_warnings
+        assert warning.startswith(f'remap {home}/gripper_controller:=/gripper_controller/'
+                                  'joint_trajectory matched nothing')
         assert "quote the rule, e.g. -r '~/gripper_controller:=" in warning
     finally:
         node.stop()

@@ -32,6 +32,12 @@ def remap_rules(args: Sequence[str], node_name: str) -> list[tuple[str, str]]:
     return rules
 
 
+def is_model_name(source: str) -> bool:
+    """A rule for the model's own names, which unfit_rules judges: `~/...` or a camera input."""
+    name = source.removesuffix('/compressed')
+    return source.startswith('~/') or name == 'image' or name.endswith('/image')
+
+
 def unfit_rules(rules: Sequence[tuple[str, str]], cameras: Sequence[str],
                 groups: Sequence[str], features_in: bool) -> list[str]:
     """A warning for each rule naming an output group or camera the model does not have."""

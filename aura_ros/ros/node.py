@@ -367,7 +367,9 @@ class AuraNode(LifecycleNode):
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
-        for warning in unmatched_remaps(self, self._ros_args):
+        unmatched = unmatched_remaps(self, rules)         # every topic exists now
+        self.remap_warnings += unmatched
+        for warning in unmatched:
             self.get_logger().warning(warning)
         inputs = ', '.join(f'{i.topic_name} ({i.reliability})' for i in self._input_subs)
         outputs = ', '.join(pub.topic_name for pub in self._group_pubs.values())

@@ -1,73 +1,39 @@
-"""Remap rules that match nothing: said at start instead of publishing somewhere unexpected.
+"""Remap rules that match nothing at all: said at start instead of publishing somewhere unexpected.
 
 `-r ~/arm:=/arm_controller/joint_trajectory`, unquoted in bash, reaches the node as
 `/home/user/arm:=...` (the shell expands `~`); the rule then matches nothing, the node publishes
-on `/aura/arm`, and ROS says nothing. rcl does not tell which rules matched, so this checks the
-outcome: a rule for this node whose right side names none of the node's topics or services
-(after start-up, when every topic exists) matched nothing, and is named in a warning.
+on `/aura/arm`, and ROS says nothing. aura_ros/ros/model_remaps.py judges the rules for the
+model's own names (`~/<group>`, the cameras); this judges every other rule by its outcome, since
+rcl does not tell which rules matched: a rule whose right side names none of the node's topics
+or services (after start-up, when every topic exists) matched nothing.
 """
 
 import os
-from typing import Iterable
+from typing import Sequence
 
-REMAP_FLAGS = ('-r', '--remap')
-COMPRESSED = '/compressed'
-
-
-def remap_rules(argv: Iterable[str], node_name: str) -> list[str]:
-    """The `from:=to` remap rules in `--ros-args` sections of argv that apply to `node_name`
-    (no node prefix, or `node_name:`), without special rules such as `__ns:=`."""
-    rules, in_ros, take = [], False, False
-    for arg in argv:
-        if arg == '--ros-args':
-            in_ros = True
-        elif arg == '--':
-            in_ros = False
-        elif in_ros and take:
-            rules.append(arg)
-            take = False
-        elif in_ros and arg in REMAP_FLAGS:
-            take = True
-    out = []
-    for rule in rules:
-        left, sep, right = rule.partition(':=')
-        if not sep:
-            continue
-        prefix, colon, name = left.rpartition(':')
-        if colon and prefix not in (node_name,):
-            continue                       # another node's rule
-        name = name if colon else left
-        if not name.startswith('__'):
-            out.append(f'{name}:={right}')
-    return out
+from aura_ros.ros.model_remaps import is_model_name
 
 
-def unmatched_remaps(node, argv: Iterable[str]) -> list[str]:
-    """Warnings for the rules of `argv` (for this node) that renamed none of its topics and
-    services. A camera rule whose other transport's rule matched is not one: the launch file
-    remaps both `<camera>/image` and `<camera>/image/compressed` when the model decides."""
+def unmatched_remaps(node, rules: Sequence[tuple[str, str]]) -> list[str]:
+    """A warning for each (from, to) rule for this node (model_remaps.remap_rules) that renamed
+    none of its topics and services, other than the model's own names (model_remaps)."""
     topics = {p.topic_name for p in node.publishers} | {s.topic_name for s in node.subscriptions}
     names = topics | {s.srv_name for s in node.services}
-    targets = {}
-    for rule in remap_rules(argv, node.get_name()):
-        left, _, right = rule.partition(':=')
+    warnings = []
+    for source, target in rules:
+        if is_model_name(source):
+            continue
         try:
-            targets[rule] = node.resolve_topic_name(right, only_expand=True)
+            resolved = node.resolve_topic_name(target, only_expand=True)
         except Exception:  # rclpy raises its own invalid-name errors; rcl already refused those
             continue
-    matched = {rule.partition(':=')[0] for rule, target in targets.items() if target in names}
-    warnings = []
-    for rule, target in targets.items():
-        left, _, right = rule.partition(':=')
-        sibling = left.removesuffix(COMPRESSED) if left.endswith(COMPRESSED) \
-            else left + COMPRESSED
-        if left in matched or sibling in matched:
+        if resolved in names:
             continue
         home = os.path.expanduser('~')
         hint = f' (the shell expanded "~" to {home}: quote the rule, e.g. ' \
-            f"-r '~/{left[len(home):].lstrip('/')}:={right}')" \
-            if home not in ('~', '/') and left.startswith(home + '/') else ''
-        warnings.append(f"remap rule {rule!r} matched nothing: none of the node's topics or "
-                        f'services is renamed to {target}{hint}; its topics: '
+            f"-r '~/{source[len(home):].lstrip('/')}:={target}')" \
+            if home not in ('~', '/') and source.startswith(home + '/') else ''
+        warnings.append(f"remap {source}:={target} matched nothing: none of the node's topics or "
+                        f'services is renamed to {resolved}{hint}; its topics: '
                         f'{", ".join(sorted(topics))}')
     return warnings
