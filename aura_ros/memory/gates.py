@@ -9,6 +9,8 @@ identical, which is what makes their comparison fair.
 import torch
 from torch import Tensor
 
+from . import parallel
+
 
 class GatePolicy:
     """Base class; `learned` says whether g_t follows the trained gate probability."""
@@ -77,7 +79,10 @@ class RandomSchedule(GatePolicy):
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
-        draw = torch.rand(p.shape, generator=self._generator)
+        # under torchrun: the draws of the global batch, this rank's rows (memory.parallel)
+        B = p.shape[0] if p.dim() else 1
+        draw = torch.rand((B * parallel.world(), *p.shape[1:]), generator=self._generator)
+        draw = draw[parallel.rows(B)].reshape(p.shape)
         return (draw < self.rate).to(device=p.device, dtype=p.dtype)
 
 

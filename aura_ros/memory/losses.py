@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import parallel
+
 
 def action_loss(pred: Tensor, target: Tensor, kind: str = 'mse') -> Tensor:
     """Per-step loss [..., T] of action chunks pred [..., chunk, d_action].
@@ -81,7 +83,7 @@ def _weighted_mean(values: Tensor, weight: Optional[Tensor]) -> Tensor:
     if weight is None:
         return values.mean()
     w = weight.to(values.dtype)
-    return (values * w).sum() / w.sum().clamp(min=1)
+    return (values * w).sum() / parallel.per_rank(w.sum()).clamp(min=1)
 
 
 def ib_loss(p: Tensor, utility: Tensor, loss_skip: Tensor, margin: float = 0.2,

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import parallel
 from .gates import ForcedWrites, LearnedGate, RandomSchedule
 from .losses import action_loss, ib_loss, sparsity_loss
 from .scan import augment
@@ -322,6 +323,14 @@ def _stack(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], window: int) -> B
                  torch.stack(hs))
 
 
+def _rows(batch: Batch, sl: slice) -> Batch:
+    """Rows `sl` of a batch (this rank's share of the global batch under torchrun)."""
+    if sl == slice(0, len(batch.z)):
+        return batch
+    return Batch(batch.z[sl], batch.target[sl], batch.mask[sl], batch.valid[sl],
+                 None if batch.hint is None else batch.hint[sl], batch.t0)
+
+
 class Windows:
     """Random training windows: a share start at step 0 of an episode (so what the memory must
     hold is inside the window), the rest anywhere; windows longer than an episode are padded."""
@@ -473,7 +482,7 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
 
 def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
     w = weight.to(values.dtype)
-    return (values * w).sum() / w.sum().clamp(min=1)
+    return (values * w).sum() / parallel.per_rank(w.sum()).clamp(min=1)
 
 
 def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
@@ -589,9 +598,12 @@ def _update(model: nn.Module, opt, sched, loss: Tensor, clip: float) -> bool:
     """One optimiser step; none (False) for a non-finite loss or gradient, so one bad batch
     (a carried state that overflowed) cannot turn every weight into NaN."""
     opt.zero_grad(set_to_none=True)
-    if not bool(torch.isfinite(loss)):
+    if not parallel.all_true(bool(torch.isfinite(loss))):
+        if parallel.active():     # every rank runs the backward DDP waits for, then all skip
+            loss.backward()
+            opt.zero_grad(set_to_none=True)
         return False
-    loss.backward()
+    loss.backward()     # under torchrun DDP all-reduces the gradients: the norm is the same
     norm = nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
     if not bool(torch.isfinite(norm)):
         opt.zero_grad(set_to_none=True)
@@ -641,6 +653,7 @@ def _phase_log(config, history, phase, name, iters, gated, progress):
     bar = _bar(iters, f'{name} {phase}', progress)
 
     def log(record: dict) -> None:
+        record = parallel.mean_record(record)
         records.append(record)
         if gated:
             guard(record['write_rate'])
@@ -670,6 +683,14 @@ def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool)
     return model(batch.z, state=state, t0=batch.t0)
 
 
+def _loss(model: nn.Module, batch: Batch, state: Optional[dict], ib: bool,
+          config: TrainingConfig, gated: bool) -> tuple[Tensor, dict, dict]:
+    """One update's forward: (loss, logged terms, the state after it, detached)."""
+    out = _forward(model, batch, state, ib)
+    loss, record = objective(model, out, batch, config, gated)
+    return loss, record, {k: v.detach() for k, v in out['state'].items()}
+
+
 def _window_phase(model, episodes, config, history, phase, iters, gated, name, progress,
                   seed, teacher: Optional[ForcedWrites] = None, params=None) -> None:
     """Updates on random windows. `teacher`: the writes follow each batch's hints (not the
@@ -679,14 +700,15 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     opt, sched = _optimiser(model, config.lr, iters, params)
     bar, log, guard = _phase_log(config, history, phase, name, iters, gated, progress)
     skips = _Skips(name, phase, iters, 'lr')
+    step, mine = parallel.data_parallel(model), parallel.rows(config.batch)
     for _ in bar:
-        batch = windows.sample(config.batch)
+        batch = _rows(windows.sample(config.batch * parallel.world()), mine)
         if teacher is not None:
             teacher.flags = batch.hint
         elif gated:
             model.gate_policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         ib = gated and config.gate_target == 'ib'
-        loss, rec = objective(model, _forward(model, batch, None, ib), batch, config, gated)
+        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         log(rec)
     skips.finish()
@@ -697,8 +719,9 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
 def _carry_phase(model, episodes, config, history, iters, gated, chained, name, progress,
                  seed) -> None:
     rng = np.random.default_rng(seed)
-    streams = Streams(episodes, config.batch, config.window, chained, seed + 1)
-    B = config.batch
+    B, mine = config.batch, parallel.rows(config.batch)
+    # every rank plays the same world * B streams and trains on its own B of them
+    streams = Streams(episodes, B * parallel.world(), config.window, chained, seed + 1)
     device = next(model.parameters()).device
     state = model.init_state(B, device)
     # A state that grows with every step (KV cache) is not carried: it would grow by a window
@@ -709,35 +732,36 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     with torch.no_grad():
         if gated:
             model.gate_policy = LearnedGate(config.threshold)
-        for i in range(B):
-            ep = episodes[streams.ep[i]]
+        for i in range(B * parallel.world()):
+            ep, j = episodes[streams.ep[i]], i - mine.start
             if not carries:
                 streams.pos[i] = 0
-            elif streams.pos[i] > 0:
+            elif streams.pos[i] > 0 and 0 <= j < B:
                 row = model(ep.features[None, :streams.pos[i]].to(device),
                             state=model.init_state(1, device))['state']
-                state = {k: torch.cat([v[:i], row[k], v[i + 1:]]) for k, v in state.items()}
+                state = {k: torch.cat([v[:j], row[k], v[j + 1:]]) for k, v in state.items()}
         streams.take_resets()
     opt, sched = _optimiser(model, config.carry_lr, iters)
     bar, log, guard = _phase_log(config, history, 'carry', name, iters, gated, progress)
     # a hinted gate is already taught: here it only decides the writes the rest learns to use
     ib = gated and config.gate_target == 'ib'
     skips = _Skips(name, 'carry', iters, 'carry_lr')
+    step = parallel.data_parallel(model)
     for _ in bar:
-        batch = streams.next()
+        batch = _rows(streams.next(), mine)
         if gated:
             model.gate_policy = LearnedGate(float(rng.uniform(*config.threshold_jitter)))
-        out = _forward(model, batch, state, ib)
-        loss, rec = objective(model, out, batch, config, ib)
+        loss, rec, after = step(_loss, model, batch, state, ib, config, ib)
         skips(_update(model, opt, sched, loss, config.grad_clip))
-        state = {k: v.detach() for k, v in out['state'].items()} if carries \
-            else model.init_state(B, device)
-        restart = rng.random(B) < config.carry_reset
-        restart |= ~np.logical_and.reduce([torch.isfinite(v).flatten(1).all(1).cpu().numpy()
-                                           for v in state.values()])    # overflowed: anew
+        state = after if carries else model.init_state(B, device)
+        restart = rng.random(B * parallel.world()) < config.carry_reset
+        overflow = np.zeros_like(restart)
+        overflow[mine] = ~np.logical_and.reduce([torch.isfinite(v).flatten(1).all(1).cpu()
+                                                 .numpy() for v in state.values()])
+        restart |= parallel.any_rows(overflow)      # a state that overflowed starts anew
         for r in np.flatnonzero(restart):
             streams.restart(int(r), position=False)
-        state = reset_rows(state, streams.take_resets())
+        state = reset_rows(state, streams.take_resets()[mine])
         log(rec)
     skips.finish()
     if gated:

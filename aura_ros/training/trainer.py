@@ -62,6 +62,7 @@ from aura_ros.memory.training import (
 )
 from aura_ros.progress import Progress
 from aura_ros.runtime.cnn import CameraBackbone
+from aura_ros.training import distributed
 
 CHECKPOINTS = 'checkpoints'
 STATE_FILE = 'state.json'
@@ -437,25 +438,32 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     opt = torch.optim.Adam(params, lr=cfg.cnn_lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.cnn_lr, total_steps=steps,
                                                 pct_start=0.1)
-    history = []
-    bar = Progress('backbone', steps, 'steps')
-    for _ in bar:
-        k = int(round(cfg.rare_share * cfg.cnn_batch)) if len(rare) else 0
-        idx = np.concatenate([rng.choice(rare, k), rng.integers(0, n, cfg.cnn_batch - k)])
-        images, joints, target = frames.batch(idx)
+
+    def losses(images, joints, target):
         z = backbone(*images, joints)
         thumb = thumbnails(images, cfg.recon_size)
         weight = 1.0 + cfg.recon_emphasis * ((thumb - mean_img).abs() / std_img).clamp(max=3) / 3
         recon = (weight * (decoder(z) - thumb) ** 2).mean()
         act = F.mse_loss(readout(z), target.flatten(1))
-        loss = cfg.recon_weight * recon + cfg.action_weight * act
+        return cfg.recon_weight * recon + cfg.action_weight * act, recon.item(), act.item()
+
+    # under torchrun every rank draws the global batch (cnn_batch per rank) and trains on its
+    # rows; DDP averages the gradients (aura_ros.memory.parallel)
+    step = distributed.data_parallel(backbone, decoder, readout)
+    batch, mine = cfg.cnn_batch * distributed.world(), distributed.rows(cfg.cnn_batch)
+    history = []
+    bar = Progress('backbone', steps, 'steps')
+    for _ in bar:
+        k = int(round(cfg.rare_share * batch)) if len(rare) else 0
+        idx = np.concatenate([rng.choice(rare, k), rng.integers(0, n, batch - k)])
+        loss, recon, act = step(losses, *frames.batch(idx[mine]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        history.append({'recon': recon.item(), 'action': act.item()})
-        bar.set_postfix(recon=f'{recon.item():.3g}', action=f'{act.item():.3g}')
+        history.append(distributed.mean_record({'recon': recon, 'action': act}))
+        bar.set_postfix(recon=f'{recon:.3g}', action=f'{act:.3g}')
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
@@ -471,13 +479,21 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
 @torch.no_grad()
 def compute_features(backbone, episodes, cameras, joint_stats, batch: int = 256,
                      encode=None, what: str = 'features') -> list[torch.Tensor]:
-    """[T, d_model] features of every frame of every episode (the frozen backbone, once)."""
+    """[T, d_model] features of every frame of every episode (the frozen backbone, once;
+    under torchrun each rank computes every world-th episode and all get all)."""
+
+    def owner(i: int) -> int:
+        return i % distributed.world()
+
     jm = np.asarray(joint_stats['mean'], np.float32)
     js = np.asarray(joint_stats['std'], np.float32)
     out = []
     total = sum(len(e) for e in episodes)
     bar = Progress(what, total, 'frames', enabled=total > 0)
-    for ep in episodes:
+    for i, ep in enumerate(episodes):
+        if owner(i) != distributed.rank():
+            out.append(None)
+            continue
         if not cameras:
             out.append(torch.from_numpy(np.asarray(ep.features, np.float32)))
             bar.update(len(ep))
@@ -494,7 +510,7 @@ def compute_features(backbone, episodes, cameras, joint_stats, batch: int = 256,
             bar.update(len(joints))
         out.append(torch.cat(parts).float())
     bar.close()
-    return out
+    return distributed.gather_list(out, owner)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -589,6 +605,8 @@ class Checkpoints:
         self.save()
 
     def save(self) -> None:
+        if not distributed.is_main():      # under torchrun rank 0 alone writes
+            return
         tmp = self.path.with_suffix('.tmp')
         tmp.write_text(json.dumps(self.state, indent=1))
         tmp.replace(self.path)
@@ -603,6 +621,8 @@ def _stage_order(stage: str) -> tuple:
 
 def save_tensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
+    if not distributed.is_main():
+        return
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
@@ -791,6 +811,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
 
     torch.set_num_threads(1)
     start = time.time()
+    if not distributed.is_main():
+        log = lambda *_: None   # noqa: E731  (rank 0 speaks for the run)
     out = Path(out)
     name = cfg.name or out.name or 'model'
     tcfg = cfg.training_config()
@@ -882,7 +904,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
             log(f'{method}: training ({", ".join(todo)})')
 
             def on_phase_end(phase, hist, method=method, model=model, path=path):
-                save_checkpoint(model, path)
+                if distributed.is_main():
+                    save_checkpoint(model, path)
                 ckpt.state['histories'][method] = hist.to_dict()
                 ckpt.mark(f'{method}:{phase}')
 
@@ -898,6 +921,8 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         models[method], histories[method] = model, history.to_dict()
         collapses += history.collapses
+    if not distributed.is_main():     # the evaluation and every file are rank 0's
+        return {}
 
     # held-out evaluation and threshold selection
     aura = models['aura']
@@ -966,6 +991,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
         save_baseline_dir(out, spec, m, models[m], results[m])
     report = {'name': name, 'source': demos.source, 'command': command, 'wall_s': wall,
               'machine': f'{machine()}, torch {torch.__version__}, 1 thread',
+              'ranks': distributed.world(),
               'config': cfg.to_dict(), 'training': tcfg.to_dict(), 'split': split.how,
               'frames': demos.frames, 'episodes': len(demos.episodes),
               'held_out_episodes': len(held_eps), 'threshold': threshold,
@@ -1090,7 +1116,13 @@ def data_config(cfg: TrainerConfig):
 
 
 def main(args: argparse.Namespace) -> int:
-    """`python -m aura_ros train --data PATH --out DIR` (arguments: aura_ros/cli.py)."""
+    """`python -m aura_ros train --data PATH --out DIR` (arguments: aura_ros/cli.py); under
+    `torchrun` data-parallel (aura_ros.training.distributed)."""
+    with distributed.session():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     from aura_ros.data import DataError
 
     missing = [f'--{k}' for k in ('data', 'out') if not getattr(args, k, None)]
@@ -1110,10 +1142,13 @@ def main(args: argparse.Namespace) -> int:
         dcfg = data_config(cfg)
         from aura_ros.data import load_demonstrations
 
-        demos = load_demonstrations(args.data, dcfg)
+        # under torchrun rank 0 builds the decode cache; the others map it after a barrier
+        demos = distributed.main_first(lambda: load_demonstrations(args.data, dcfg))
         command = 'python -m aura_ros ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) \
             if sys.argv[1:2] == ['train'] else f'python -m aura_ros train --data {args.data} ' \
             f'--out {args.out}' + (' --quick' if args.quick else '')
+        if distributed.active():
+            command = command.replace('python -m', f'torchrun ({distributed.world()} ranks) -m', 1)
         run(demos, cfg, out, command, resume=args.resume)
     except (TrainerError, TrainingError, DataError) as err:
         print(f'error: {err}', file=sys.stderr)
