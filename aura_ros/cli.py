@@ -221,6 +221,12 @@ def _bench_train_speed_args(parser: argparse.ArgumentParser) -> None:
                         help='results JSON; the .md goes beside it')
 
 
+def _bench_train_scale_args(parser: argparse.ArgumentParser) -> None:
+    from aura_ros.bench.train_scale import add_args
+
+    add_args(parser)
+
+
 def _bench_popgym_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seeds', type=int, default=3, help='seeds per method (default 3)')
     parser.add_argument('--updates', type=int, default=600,
@@ -296,6 +302,9 @@ COMMANDS: Dict[str, Command] = {
     'bench train-speed': Command('aura_ros.bench.train_speed:main',
                                  'training throughput of the AURA layer: scan vs reference loop',
                                  _bench_train_speed_args),
+    'bench train-scale': Command('aura_ros.bench.train_scale:main',
+                                 'training throughput at 1 and N ranks (torchrun), GRU update',
+                                 _bench_train_scale_args),
     'bench popgym': Command('aura_ros.training.popgym_bench:main',
                             'POPGym memory tasks: AURA variants vs always-write vs GRU',
                             _bench_popgym_args),

@@ -70,3 +70,33 @@ def test_unknown_method_and_missing_rate_are_named():
         build_model('lstm', SMALL)
     with pytest.raises(ValueError, match='random_budget needs'):
         build_model('random_budget', SMALL)
+
+
+def test_gru_sequence_backward_is_nn_grus_to_rounding_and_keeps_its_weights():
+    """The state-matched GRU trains through gru.gru_sequence (weight gradients in one product):
+    outputs, carried state and every gradient equal nn.GRU's autograd (float64, so rounding
+    is ~1e-16), with nn.GRU's own parameter names (older checkpoints load) and the state size
+    of AURA's (W, b)."""
+    torch.manual_seed(0)
+    config = MemoryConfig(d_model=6, d_key=3, d_val=2, d_action=2, chunk=2)
+    fused = build_model('gru', config).double()
+    reference = build_model('gru', config).double()
+    reference.load_state_dict(fused.state_dict())
+    reference.sequence_backward = False
+    assert fused.sequence_backward and fused.hidden == config.state_floats
+    assert {'cell.weight_ih_l0', 'cell.weight_hh_l0', 'cell.bias_ih_l0',
+            'cell.bias_hh_l0'} <= set(fused.state_dict())
+    z = torch.randn(3, 11, config.d_model, dtype=torch.float64)
+    h0 = torch.randn(3, fused.hidden, dtype=torch.float64)
+    results = []
+    for model in (fused, reference):
+        zz, hh = z.clone().requires_grad_(), h0.clone().requires_grad_()
+        out = model(zz, state={'h': hh})
+        loss = (out['action'] ** 2).sum() + (out['state']['h'] * torch.arange(
+            fused.hidden, dtype=torch.float64)).sum()
+        loss.backward()
+        results.append([out['action'], out['state']['h'], zz.grad, hh.grad,
+                        *[p.grad for p in model.parameters()]])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert build_model('gru', MemoryConfig()).memory_bytes(1) == 4224

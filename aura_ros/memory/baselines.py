@@ -23,6 +23,7 @@ from .gates import (
     RandomSchedule,
     SurpriseThreshold,
 )
+from .gru import gru_sequence
 from .layer import AuraMemLayer, State
 
 
@@ -73,7 +74,14 @@ class NoMemory(_HeadMixin):
 
 
 class DenseGRU(_HeadMixin):
-    """A GRU that writes every step; by default its state has as many floats as AURA's (W, b)."""
+    """A GRU that writes every step; by default its state has as many floats as AURA's (W, b).
+
+    Trained through `gru.gru_sequence` (nn.GRU's weights and result, a backward that does the
+    weight gradients in one product: about half the update time here, docs/results/
+    train_scale.md); `sequence_backward = False` trains through nn.GRU's own autograd.
+    """
+
+    sequence_backward = True
 
     kind = 'gru'
 
@@ -92,8 +100,12 @@ class DenseGRU(_HeadMixin):
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0) -> dict:
         x = self.norm(z)
         h0 = (state or self.init_state(z.shape[0], z.device))['h']
-        read, h = self.cell(x, h0[None].contiguous())
-        return {'action': self.act(self.head_x(x), read), 'read': read, 'state': {'h': h[0]},
+        if self.sequence_backward:
+            read, h = gru_sequence(self.cell, x, h0)
+        else:
+            read, h = self.cell(x, h0[None].contiguous())
+            h = h[0]
+        return {'action': self.act(self.head_x(x), read), 'read': read, 'state': {'h': h},
                 **self._gate_record(x[..., 0], 1.0)}
 
     def step(self, z_t: Tensor, state: State, t: int = 0) -> dict:
