@@ -13,7 +13,11 @@ Checks, each recorded as pass/fail with its numbers (exit 1 if any fails, 2 if t
                        results (action, g, p, surprise) and the finite-features flag, never
                        the features or the state
 and per-step latency p50/p99 for torch eager, torch CUDA graph and the ONNX engine (the memory
-engine alone, and the whole step with a 640x480 frame).
+engine alone, and the whole step with a 640x480 frame). Then `python -m aura_ros bench
+train-scale` at 1, 2, 4 and 8 ranks (--train-scale-ranks; torchrun, DDP) on the lent machine's
+cores (the trainer trains on the CPU: this is the rank scaling the 2-core dev machine cannot
+show), written to docs/results/train_scale_gpu_machine.json/.md; check `train_scale` passes
+when it exits 0.
 """
 
 import argparse
@@ -92,6 +96,21 @@ def device_to_host_copies(rt: AuraRuntime, steps: int = 20) -> dict:
             'note': 'pass=None: the profiler saw no memcpy at all (CUPTI unavailable)'}
 
 
+def train_scale(ranks) -> dict:
+    """`bench train-scale` at these rank counts, in its own processes (torchrun)."""
+    import subprocess
+
+    out = Path('docs/results/train_scale_gpu_machine.json')
+    cmd = [sys.executable, '-m', 'aura_ros', 'bench', 'train-scale', '--ranks',
+           *map(str, ranks), '--out', str(out)]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=1800)
+    if done.returncode != 0:
+        return {'pass': False, 'error': done.stderr[-2000:]}
+    rows = json.loads((Path(__file__).resolve().parents[1] / out).read_text())['rows']
+    return {'pass': True, 'out': str(out), 'rows': rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model-dir', help='model directory (default: a random one)')
@@ -100,6 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument('--image-size', type=int, default=64)
     parser.add_argument('--steps', type=int, default=1000)
     parser.add_argument('--out', default='docs/results/gpu_check.json')
+    parser.add_argument('--train-scale-ranks', type=int, nargs='*', default=[1, 2, 4, 8],
+                        help='rank counts of bench train-scale (none: skip it)')
     parser.add_argument('--cpu-dry-run', action='store_true',
                         help='run the same code on the CPU (device checks fail by design): '
                              'exercises this script where there is no GPU')
@@ -211,6 +232,9 @@ def main(argv=None) -> int:
                 timings[name] = {'error': f'{type(err).__name__}: {err}'}
                 checks[f'timing_{name}'] = {'pass': False, 'error': timings[name]['error']}
                 print(f'{name}: FAIL {timings[name]["error"]}')
+
+    if args.train_scale_ranks:
+        check('train_scale', lambda: train_scale(args.train_scale_ranks))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

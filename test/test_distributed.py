@@ -139,6 +139,34 @@ def test_a_distributed_run_resumes(bags, one_process, tmp_path):
     assert 'no_memory' in json.loads((out / 'report.json').read_text())['held_out']
 
 
+def test_a_hinted_gate_trains_alike_on_two_ranks(tmp_path):
+    """gate_target: hint (teacher writes, the gate's balanced cross-entropy) on 2 ranks with
+    batch B as in one process with 2B: the class balance is the global batch's."""
+    from aura_ros.cli import main
+    from aura_ros.data.synthetic import write_bags
+
+    bags = write_bags(tmp_path / 'bags', cues=(0, 1, 2), storage='mcap', seconds=2.5,
+                      hints=True)
+    hinted = {'data': {'hint_topic': '/marker', 'hint_frames': 3},
+              'training': {'gate_target': 'hint'}}
+    outs = []
+    for per_rank in (2, 1):
+        config = write_config(tmp_path / f'b{per_rank}.yaml', per_rank, baselines=())
+        cfg = yaml.safe_load(config.read_text())
+        cfg['data'].update(hinted['data'])
+        cfg['training'].update(hinted['training'])
+        config.write_text(yaml.safe_dump(cfg))
+        out = tmp_path / f'model{per_rank}'
+        args = ['--data', str(bags), '--out', str(out), '--config', str(config), *TOPICS[:2]]
+        if per_rank == 2:
+            assert main(['train', *args]) == 0
+        else:
+            torchrun(args)
+        outs.append(state(out))
+    assert outs[0]['histories']['aura']['phases']['gate'][0]['hint'] > 0
+    assert_same_losses(*outs, ('aura',))
+
+
 def test_backend_follows_the_device():
     assert distributed.backend_for('cpu') == 'gloo'
     assert distributed.backend_for('cuda:1') == 'nccl'

@@ -33,9 +33,12 @@ from aura_ros.bench.memory_step import machine
 from aura_ros.bench.perf import _commit
 
 D_MODEL, D_KEY, D_VAL, CHUNK, D_ACTION = 128, 32, 32, 8, 6
-# (name, method, window, global batch, threads): the runs at every rank count, then 1-rank only
-SCALED = (('aura', 'aura', 512, 16, 1), ('gru', 'gru', 512, 16, 1))
-ONE_RANK = (('gru, 2 threads', 'gru', 512, 16, 2), ('gru, window 64 x 128', 'gru', 64, 128, 1))
+# (name, method, window, global batch, threads, GRU through gru_sequence): the runs at every
+# rank count, then the one-rank variants of the GRU
+SCALED = (('aura', 'aura', 512, 16, 1, True), ('gru', 'gru', 512, 16, 1, True))
+ONE_RANK = (('gru before (nn.GRU autograd)', 'gru', 512, 16, 1, False),
+            ('gru, 2 threads', 'gru', 512, 16, 2, True),
+            ('gru, window 64 x 128', 'gru', 64, 128, 1, True))
 IMAGES, IMAGE_BATCH = 96, 64
 
 
@@ -48,8 +51,10 @@ def _episodes(n: int = 8, length: int = 1024):
             for _ in range(n)]
 
 
-def _time_memory(method: str, window: int, batch: int, updates: int) -> float:
-    """Seconds per update of `updates` warm-up updates (after one untimed)."""
+def _time_memory(method: str, window: int, batch: int, updates: int,
+                 sequence_backward: bool = True) -> float:
+    """Seconds of one warm-up update, the best of `updates` (after one untimed): the least
+    load-sensitive figure on a shared machine."""
     from aura_ros.memory import MemoryConfig, build_model
     from aura_ros.memory.training import TrainingConfig, train
     from aura_ros.training import distributed
@@ -59,10 +64,12 @@ def _time_memory(method: str, window: int, batch: int, updates: int) -> float:
     episodes = _episodes()
     per_rank = batch // distributed.world()
 
-    def run(iters: int) -> float:
+    def run() -> float:
         torch.manual_seed(0)
         model = build_model(method, config)
-        cfg = TrainingConfig(window=window, batch=per_rank, warmup_iters=iters, gate_iters=0,
+        if method == 'gru':
+            model.sequence_backward = sequence_backward
+        cfg = TrainingConfig(window=window, batch=per_rank, warmup_iters=1, gate_iters=0,
                              carry_iters=0)
         distributed.barrier()
         start = time.perf_counter()
@@ -70,8 +77,8 @@ def _time_memory(method: str, window: int, batch: int, updates: int) -> float:
         distributed.barrier()
         return time.perf_counter() - start
 
-    first = run(1)
-    return (run(updates + 1) - first) / updates
+    run()                                   # untimed: first-call costs
+    return min(run() for _ in range(updates))
 
 
 def _time_backbone(steps: int) -> float:
@@ -111,9 +118,9 @@ def worker(args: argparse.Namespace) -> int:
     with distributed.session():
         ranks = distributed.world()
         runs = SCALED + (ONE_RANK if ranks == 1 else ())
-        for name, method, window, batch, threads in runs:
+        for name, method, window, batch, threads, sequence in runs:
             torch.set_num_threads(threads)
-            s = _time_memory(method, window, batch, args.updates)
+            s = _time_memory(method, window, batch, args.updates, sequence)
             rows.append({'stage': 'memory', 'name': name, 'ranks': ranks, 'threads': threads,
                          'window': window, 'batch': batch, 's_per_update': s,
                          'frames_per_s': window * batch / s})
@@ -160,17 +167,19 @@ READING = (
     'The global batch is the same at every rank count (strong scaling: each of R ranks trains '
     'on 1/R of it), so s / update is what a run of the same budget pays per update. Two ranks on '
     'a 2-core machine can show that the ranks train together (the gradients are all-reduced '
-    'every update) and what the all-reduce costs; they cannot show the speed-up of a machine '
-    'with a core or a GPU per rank: the two ranks share two cores with each other and with '
-    'whatever else runs (this machine was shared with other jobs while it ran), so the ratio '
-    'is a floor, not a forecast. On a multi-GPU machine the same command times one rank per GPU '
-    '(bench/gpu_check.py runs it when a GPU is lent). The GRU rows: `torch.nn.GRU` (already the '
-    'fused form, no per-step Python cell) spends its time in the 1,056 x 3,168 recurrent '
-    'product at every step; its input projection (128 x 3,168) is about an eighth of that, so a '
-    'smaller one cannot cut much; window 64 with 8x the windows (truncated BPTT, the same frames) '
-    "runs larger products per step, but a gradient then reaches back 64 steps instead of AURA's "
-    '512, which is not the same training. What cuts a same-budget update is more compute per '
-    'update: threads, ranks, a GPU.')
+    'every update) and what that costs; they cannot show the speed-up of a machine with a core '
+    'per rank: the two ranks share two cores with each other and with whatever else runs (this '
+    'machine was shared with other jobs while it ran), so the ratio is a floor, not a '
+    'forecast. The trainer keeps its tensors on the CPU (one thread per rank), so on a machine '
+    'with more cores the same command shows ranks that each have a core; GPUs do not enter it '
+    '(bench/gpu_check.py runs it on the 16-core GPU machine when one is lent). The GRU rows: it '
+    'was already `torch.nn.GRU` (no per-step Python cell), whose CPU backward adds a rank-16 '
+    'update to the 3,168 x 1,056 recurrent weight gradient at every step; `gru.gru_sequence` '
+    '(now used) does those in one product (before: the nn.GRU autograd row; after: the gru '
+    'rows). What remains is the recurrent product at every step; the input projection '
+    '(3,168 x 128) is about an eighth of it, so a smaller one cannot cut much; window 64 with '
+    "8x the windows (truncated BPTT, the same frames) runs larger products per step, but a "
+    "gradient then reaches back 64 steps instead of AURA's 512, which is not the same training.")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -206,7 +215,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ranks', type=int, nargs='+', default=[1, 2],
                         help='rank counts to time (default 1 2)')
     parser.add_argument('--updates', type=int, default=3,
-                        help='timed updates per run, after one untimed (default 3)')
+                        help='timed updates per memory run, the best kept, after one untimed '
+                             '(default 3)')
     parser.add_argument('--backbone-steps', type=int, default=20,
                         help='backbone updates timed (default 20)')
     parser.add_argument('--out', default='docs/results/train_scale.json',

@@ -513,10 +513,12 @@ def hint_objective(out: dict, batch: Batch, config: TrainingConfig,
     p = out['p'].float().clamp(1e-6, 1 - 1e-6)
     hint = batch.hint.float()
     valid = batch.valid.float()
-    positives = (hint * valid).sum()
-    balance = ((valid.sum() - positives) / positives.clamp(min=1.0)).clamp(min=1.0)
+    positives = parallel.per_rank((hint * valid).sum())   # counts of the global batch / ranks
+    balance = ((parallel.per_rank(valid.sum()) - positives)
+               / positives.clamp(min=1.0 / parallel.world())).clamp(min=1.0)
     weight = valid * (1.0 + (balance - 1.0) * hint)
-    loss = F.binary_cross_entropy(p, hint, weight=weight, reduction='sum') / weight.sum()
+    loss = F.binary_cross_entropy(p, hint, weight=weight, reduction='sum') \
+        / parallel.per_rank(weight.sum())
     own = (out['p'] > config.threshold).float()
     record.update(hint=loss.item(), total=loss.item(), write_rate=_masked_mean(own, valid).item())
     return loss, record
