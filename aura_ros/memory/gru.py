@@ -23,8 +23,8 @@ class _SequenceGRU(torch.autograd.Function):
         H = h0.shape[-1]
         gi = torch.addmm(b_ih, x.reshape(B * T, -1), w_ih.t()).reshape(B, T, 3 * H)
         h = h0
-        hs = x.new_empty(B, T, H)
-        saved = x.new_empty(4, B, T, H)          # r, z, n, the recurrent part of n
+        hs = x.new_empty(T, B, H)                # time-major: one contiguous write per step
+        saved = x.new_empty(T, 4, B, H)          # r, z, n, the recurrent part of n
         w_hh_t = w_hh.t()
         for t in range(T):
             gh = torch.addmm(b_hh, h, w_hh_t)
@@ -34,37 +34,36 @@ class _SequenceGRU(torch.autograd.Function):
             z = torch.sigmoid(i_z + h_z)
             n = torch.tanh(torch.addcmul(i_n, r, h_n))
             h = torch.lerp(n, h, z)               # (1 - z) n + z h
-            hs[:, t] = h
-            saved[0, :, t], saved[1, :, t], saved[2, :, t], saved[3, :, t] = r, z, n, h_n
+            hs[t] = h
+            torch.stack((r, z, n, h_n), out=saved[t])
         ctx.save_for_backward(x, h0, w_ih, w_hh, hs, saved)
-        return hs, h
+        return hs.transpose(0, 1), h
 
     @staticmethod
     def backward(ctx, d_hs, d_last):
         x, h0, w_ih, w_hh, hs, saved = ctx.saved_tensors
-        B, T, H = hs.shape
-        r_all, z_all, n_all, hn_all = saved
-        h_prev = torch.cat([h0[:, None], hs[:, :-1]], 1)
-        d_gates = x.new_empty(B, T, 3 * H)        # gradients of the gates' inputs (pre-activation)
+        T, B, H = hs.shape
+        h_prev = torch.cat([h0[None], hs[:-1]])                    # [T, B, H]
+        d_gi = x.new_empty(T, B, 3 * H)     # gradients of the gates' inputs (pre-activation)
+        d_gh = x.new_empty(T, B, 3 * H)     # ... and of the recurrent products
         d_h = d_last.clone() if d_last is not None else x.new_zeros(B, H)
+        d_out = d_hs.transpose(0, 1) if d_hs is not None else None
         for t in range(T - 1, -1, -1):
-            if d_hs is not None:
-                d_h = d_h + d_hs[:, t]
-            r, z, n, h_n = r_all[:, t], z_all[:, t], n_all[:, t], hn_all[:, t]
+            if d_out is not None:
+                d_h = d_h + d_out[t]
+            r, z, n, h_n = saved[t]
             d_n = d_h * (1 - z) * (1 - n * n)
-            d_z = d_h * (h_prev[:, t] - n) * z * (1 - z)
+            d_z = d_h * (h_prev[t] - n) * z * (1 - z)
             d_r = d_n * h_n * r * (1 - r)
-            d_gates[:, t, :H], d_gates[:, t, H:2 * H], d_gates[:, t, 2 * H:] = d_r, d_z, d_n
-            d_gh = torch.cat([d_r, d_z, d_n * r], -1)
-            d_h = torch.addmm(d_h * z, d_gh, w_hh)
-        d_gi = d_gates.reshape(B * T, 3 * H)
-        d_gh_all = d_gates.clone()
-        d_gh_all[..., 2 * H:] *= r_all.permute(0, 1, 2)
-        d_gh_all = d_gh_all.reshape(B * T, 3 * H)
+            torch.cat((d_r, d_z, d_n), -1, out=d_gi[t])
+            torch.cat((d_r, d_z, d_n * r), -1, out=d_gh[t])
+            d_h = torch.addmm(d_h * z, d_gh[t], w_hh)
+        d_gi = d_gi.transpose(0, 1).reshape(B * T, 3 * H)         # batch-major, as x
+        d_gh = d_gh.reshape(T * B, 3 * H)
         d_x = (d_gi @ w_ih).reshape(x.shape) if ctx.needs_input_grad[0] else None
         d_w_ih = d_gi.t() @ x.reshape(B * T, -1)
-        d_w_hh = d_gh_all.t() @ h_prev.reshape(B * T, H)
-        return d_x, d_h, d_w_ih, d_w_hh, d_gi.sum(0), d_gh_all.sum(0)
+        d_w_hh = d_gh.t() @ h_prev.reshape(T * B, H)
+        return d_x, d_h, d_w_ih, d_w_hh, d_gi.sum(0), d_gh.sum(0)
 
 
 def gru_sequence(gru: nn.GRU, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
