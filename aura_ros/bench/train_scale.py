@@ -178,8 +178,8 @@ READING = (
     '(now used) does those in one product (before: the nn.GRU autograd row; after: the gru '
     'rows). What remains is the recurrent product at every step; the input projection '
     '(3,168 x 128) is about an eighth of it, so a smaller one cannot cut much; window 64 with '
-    "8x the windows (truncated BPTT, the same frames) runs larger products per step, but a "
-    "gradient then reaches back 64 steps instead of AURA's 512, which is not the same training.")
+    '8x the windows (truncated BPTT, the same frames) shows whether larger products per step '
+    "pay, but its gradient reaches back 64 steps instead of AURA's 512: not the same training.")
 
 
 def main(args: argparse.Namespace) -> int:
