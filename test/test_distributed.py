@@ -50,12 +50,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list, ranks: int = 2) -> subprocess.CompletedProcess:
+def torchrun(args: list, ranks: int = 2, rdzv: bool = False) -> subprocess.CompletedProcess:
+    """`torchrun -m aura_ros train ARGS` on loopback; `rdzv`: the c10d rendezvous that runs on
+    several machines use (--nnodes, --rdzv-endpoint), here with one node."""
     env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'GLOO_SOCKET_IFNAME': 'lo',
            'OMP_NUM_THREADS': '1'}
+    where = ['--nnodes', '1', '--rdzv-backend', 'c10d', '--rdzv-endpoint',
+             f'127.0.0.1:{free_port()}'] if rdzv else \
+        ['--master_addr', '127.0.0.1', '--master_port', str(free_port())]
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(ranks),
-           '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
-           '-m', 'aura_ros', 'train', *args]
+           *where, '-m', 'aura_ros', 'train', *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -131,7 +135,7 @@ def test_a_distributed_run_resumes(bags, one_process, tmp_path):
     before = state(out)
     assert 'no_memory' not in before['histories']
     done = torchrun(['--data', str(bags), '--out', str(out), '--resume', '--config',
-                     str(write_config(tmp_path / 'b.yaml', per_rank=1)), *TOPICS])
+                     str(write_config(tmp_path / 'b.yaml', per_rank=1)), *TOPICS], rdzv=True)
     assert 'no_memory: training' in done.stdout and 'aura: training' not in done.stdout
     after = state(out)
     assert after['histories']['aura'] == before['histories']['aura']

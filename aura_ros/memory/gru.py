@@ -68,8 +68,9 @@ class _SequenceGRU(torch.autograd.Function):
 
 def gru_sequence(gru: nn.GRU, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
     """(outputs [B, T, H], last state [B, H]) of a one-layer batch-first `gru` from `h0` [B, H]:
-    nn.GRU's result, with the backward above when a gradient is needed."""
-    if not torch.is_grad_enabled():
+    nn.GRU's result, with the backward above when a gradient is needed on the CPU (on CUDA
+    nn.GRU's cuDNN kernel already does the whole sequence at once)."""
+    if not torch.is_grad_enabled() or x.device.type != 'cpu':
         out, h = gru(x, h0[None].contiguous())
         return out, h[0]
     return _SequenceGRU.apply(x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0,
