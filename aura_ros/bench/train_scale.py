@@ -4,16 +4,18 @@
 R -m aura_ros.bench.train_scale --worker` on loopback; the ranks time the trainer's own code:
 
 - memory stages: `memory.training.train` (warm-up phase: window updates, AURA writing at random)
-  of AURA and of the state-matched GRU (1,056 state floats, `baselines.DenseGRU`: `torch.nn.GRU`)
+  of AURA and of the state-matched GRU (1,056 state floats, `baselines.DenseGRU`, trained
+  through `gru.gru_sequence`)
   at the SO-101 recipe's shape (d_model 128, d_key = d_val = 32, 8x6 action chunks, window
   512, 16 windows per update), the global batch split over the ranks (the same budget);
 - the backbone stage: `trainer.train_backbone` (SmallCNN autoencoder + action read-out) on
   96x96 frames, 64 images per update split over the ranks (its rarity pass over the frames
   included).
 
-and one-rank variants of the GRU, to see which change cuts its update time: 2 threads, and
-truncated BPTT at window 64 with 8x the windows (the same frames per update). Each rank runs one
-thread (as the trainer). Writes docs/results/train_scale.json and .md.
+and one-rank variants of the GRU, to see which change cuts its update time: through nn.GRU's
+own autograd (before gru_sequence), 2 threads, and truncated BPTT at window 64 with 8x the
+windows (the same frames per update). Each rank runs one thread (as the trainer). Writes
+docs/results/train_scale.json and .md.
 """
 
 import argparse
