@@ -43,6 +43,24 @@ def image_msg(pixels, stamp, encoding='rgb8'):
     return msg
 
 
+def assert_chunk_contract(chunk, observation_ns, period_s, points, min_lead_s):
+    """The stamping rule, whatever the machine's speed: at least one point, none less than
+    min_lead_s after the publish stamp, and the points that remain are the chunk's last ones at
+    the times the model meant (observation + (i + 1) periods). Returns the first point's index."""
+    from aura_ros.ros.trajectory import answers
+
+    assert 1 <= len(chunk.points) <= points, len(chunk.points)
+    published = nanoseconds(chunk.header.stamp)
+    leads = [nanoseconds(p.time_from_start) for p in chunk.points]
+    assert min(leads) >= round(min_lead_s * 10**9), f'a point {min(leads) / 1e6:.1f} ms ahead'
+    first = answers(chunk, observation_ns, period_s)
+    assert first == points - len(chunk.points), (first, len(chunk.points))
+    for i, lead in enumerate(leads, start=first):
+        meant = observation_ns + round((i + 1) * period_s * 10**9)
+        assert abs(published + lead - meant) <= 2, (i, published + lead - meant)
+    return first
+
+
 def joint_msg(stamp, positions=(0.1, -0.2), names=('elbow', 'shoulder', 'gripper')):
     msg = JointState(name=list(names), position=[positions[1], positions[0], 0.0][:len(names)])
     msg.header.stamp = stamp
