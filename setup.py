@@ -4,6 +4,8 @@ import os
 from glob import glob
 
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop
+from setuptools.command.install_scripts import install_scripts
 
 PACKAGE = 'aura_ros'
 ROS_WHEELS = [
@@ -18,6 +20,45 @@ ROS_WHEELS = [
     'ros-rmw-fastrtps-cpp',
     'ros-lifecycle-msgs',   # rclpy.lifecycle: aura_node is a managed node
 ]
+
+
+CONSOLE_SCRIPTS = {
+    # Each calls a tiny entry module that installs the signal handler before the heavy imports.
+    'aura_node': 'aura_ros.ros.console:aura_node',
+    'aura_so101_sim': 'aura_ros.ros.console:aura_so101_sim',
+}
+DIRECT_WRAPPER = """{shebang}
+# aura_ros console script: its entry point imported directly (aura_ros's setup.py), not found by
+# a scan of every installed distribution first.
+import sys
+
+from {module} import {function}
+
+if __name__ == '__main__':
+    sys.exit({function}())
+"""
+
+
+class DirectWrappers:
+    """colcon's `setup.py install` / `develop` write easy_install wrappers that scan every
+    installed distribution (importlib.metadata; long on a ROS install) before they import the
+    entry point, so a Ctrl-C then ended the node with a traceback. Write pip's direct-import
+    wrapper instead (pip itself ignores these commands)."""
+
+    def write_script(self, script_name, contents, *args, **kwargs):
+        if script_name in CONSOLE_SCRIPTS and 'EASY-INSTALL-ENTRY-SCRIPT' in contents:
+            module, function = CONSOLE_SCRIPTS[script_name].split(':')
+            contents = DIRECT_WRAPPER.format(shebang=contents.split('\n', 1)[0].rstrip(),
+                                             module=module, function=function)
+        return super().write_script(script_name, contents, *args, **kwargs)
+
+
+class InstallScripts(DirectWrappers, install_scripts):
+    pass
+
+
+class Develop(DirectWrappers, develop):
+    pass
 
 
 def share(subdir, pattern):
@@ -81,9 +122,7 @@ setup(
     },
     zip_safe=False,
     entry_points={
-        'console_scripts': [
-            'aura_node = aura_ros.ros.node:main',
-            'aura_so101_sim = aura_ros.ros.so101_sim:main',
-        ],
+        'console_scripts': [f'{name} = {target}' for name, target in CONSOLE_SCRIPTS.items()],
     },
+    cmdclass={'install_scripts': InstallScripts, 'develop': Develop},
 )

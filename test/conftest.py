@@ -127,3 +127,53 @@ def one_torch_thread():
 def isolated_export_cache(tmp_path, monkeypatch):
     """Exported memory steps go to this test's own cache, not ~/.cache/aura_ros."""
     monkeypatch.setenv('AURA_ROS_CACHE', str(tmp_path / 'cache'))
+
+
+def handles_sighup(pid: int) -> bool:
+    """Whether process `pid` catches SIGHUP (Linux /proc): our deferring handler
+    (aura_ros/ros/interrupt.py) is then installed. Python and rclpy never catch SIGHUP."""
+    import signal
+
+    with open(f'/proc/{pid}/status') as status:
+        caught = next(line for line in status if line.startswith('SigCgt:')).split()[1]
+    return bool(int(caught, 16) >> (signal.SIGHUP - 1) & 1)
+
+
+def interrupt_process(args, after_s=0.0, signum=None, ready_line=None, again_s=None, env=None,
+                      timeout=120):
+    """Start `args`, wait until its signal handler is installed (and, with `ready_line`, until
+    that text was printed), sleep `after_s`, send `signum` (SIGINT) (and again `again_s` later);
+    returns (exit code, output). Waiting for the handler, not a fixed time, keeps this
+    independent of the machine's speed: before it, only the interpreter's own start-up runs."""
+    import signal
+    import subprocess
+
+    if not os.path.isdir('/proc/self'):
+        pytest.skip('needs Linux /proc to see when the signal handler is installed')
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+    lines = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not handles_sighup(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                'the signal handler was never installed: ' + proc.communicate()[0]
+            time.sleep(0.002)
+        if ready_line:
+            for line in proc.stdout:
+                lines.append(line)
+                if ready_line in line:
+                    break
+            assert ready_line in ''.join(lines), ''.join(lines)
+        time.sleep(after_s)
+        proc.send_signal(signum or signal.SIGINT)
+        if again_s is not None:
+            time.sleep(again_s)
+            if proc.poll() is None:
+                proc.send_signal(signum or signal.SIGINT)
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, ''.join(lines) + (output or '')

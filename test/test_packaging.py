@@ -1,5 +1,6 @@
 """Packaging: pip installs what colcon installs, package.xml is sound, CI runs the README."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +30,53 @@ def prefix(tmp_path_factory):
         check=True,
     )
     return tmp / 'prefix'
+
+
+@pytest.fixture(scope='module')
+def colcon_prefix(tmp_path_factory):
+    """What colcon's ament_python build runs: `setup.py ... install` of a copy of the tree into
+    a prefix, the console scripts in <prefix>/lib/aura_ros (`ros2 run` looks there)."""
+    tmp = tmp_path_factory.mktemp('colcon')
+    source, build = tmp / 'src', tmp / 'build'
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    build.mkdir()
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(build),
+                    'build', '--build-base', str(build), 'install', '--prefix',
+                    str(tmp / 'prefix'), '--record', str(build / 'install.log'),
+                    '--single-version-externally-managed'],
+                   cwd=source, check=True, capture_output=True)
+    return tmp / 'prefix'
+
+
+HEAVY = ('importlib.metadata', 'numpy', 'torch', 'rclpy', 'mujoco')
+
+
+def imports_in_order(stderr: str) -> list:
+    """The modules `python -X importtime` reports, in the order their imports finished."""
+    return [line.rsplit('|', 1)[1].strip() for line in stderr.splitlines()
+            if line.startswith('import time:') and '|' in line][1:]
+
+
+@pytest.mark.parametrize('script,args', [('aura_node', ['-p', 'device:=nonsense']),
+                                         ('aura_so101_sim', ['-p', 'frame_hz:=0.0'])])
+def test_colcon_console_scripts_install_the_signal_handler_before_any_heavy_import(
+        colcon_prefix, script, args):
+    """setuptools' own wrapper scans every installed distribution (importlib.metadata) before
+    it imports the entry point: Ctrl-C in that window (long on a ROS install) ended aura_node
+    with a traceback. The wrapper setup.py writes imports the entry module first, and that
+    installs the handler before numpy, torch, rclpy or MuJoCo."""
+    wrapper = colcon_prefix / 'lib' / 'aura_ros' / script
+    assert 'importlib.metadata' not in wrapper.read_text() and \
+        'from aura_ros.ros.console import' in wrapper.read_text()
+    (site_packages,) = colcon_prefix.glob('lib/python3*/site-packages')
+    proc = subprocess.run([sys.executable, '-X', 'importtime', str(wrapper), '--ros-args',
+                           *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'PYTHONPATH': str(site_packages)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]   # the bad parameter
+    modules = imports_in_order(proc.stderr)
+    handler = modules.index('aura_ros.ros.interrupt')
+    assert not [m for m in modules[:handler] if m.split('.')[0] in HEAVY or m in HEAVY], \
+        modules[:handler]
 
 
 def test_install_has_the_ament_files(prefix):
@@ -90,3 +138,28 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / '.ci' / 'run').read_text().splitlines()
     assert command in [line.strip() for line in ci]
     assert (ROOT / '.ci' / 'run').stat().st_mode & 0o111, '.ci/run must be executable'
+
+
+@pytest.mark.parametrize('installer', ['pip', 'colcon'])
+@pytest.mark.parametrize('script', ['aura_node', 'aura_so101_sim'])
+@pytest.mark.parametrize('after_s', [0.0, 0.2])
+def test_ctrl_c_right_after_a_console_script_starts_exits_0_quietly(colcon_prefix, installer,
+                                                                    script, after_s):
+    """Ctrl-C as soon as the entry module runs (while torch, rclpy or MuJoCo still load): exit
+    0, no traceback, for the script pip writes (.venv/bin) and the one colcon's install does."""
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    from conftest import interrupt_process
+
+    env = {}
+    if installer == 'pip':
+        wrapper = Path(sys.executable).parent / script
+        if not wrapper.is_file():
+            pytest.skip(f'{wrapper} is not installed (make venv)')
+    else:
+        wrapper = colcon_prefix / 'lib' / 'aura_ros' / script
+        (site_packages,) = colcon_prefix.glob('lib/python3*/site-packages')
+        env['PYTHONPATH'] = str(site_packages)
+    code, output = interrupt_process([str(wrapper), '--ros-args', '-p', 'device:=cpu']
+                                     if script == 'aura_node' else [str(wrapper)],
+                                     after_s=after_s, env=env)
+    assert code == 0 and 'Traceback' not in output, output

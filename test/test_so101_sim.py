@@ -251,3 +251,28 @@ def test_real_time_driven_like_aura_node(make_sim, make_node, executor, wait_for
     wait_for(answer, TIMEOUT, executor, 'the arm to follow the chunks to the goal')
     assert sim.trajectories >= 20
     assert sum(sim.rejected.values()) <= sim.trajectories // 10   # a late chunk under load
+
+
+@pytest.mark.parametrize('params,after_s,again_s,signum', [
+    ([], 0.0, None, 'SIGINT'),                           # right after the node was built
+    ([], 1.0, None, 'SIGINT'),                           # real time, frames flowing
+    ([], 1.0, 0.05, 'SIGINT'),                           # Ctrl-C twice (ros2 launch, then you)
+    ([], 1.0, None, 'SIGTERM'),                          # ros2 launch's second step
+    (['-p', 'lockstep:=true', '-p', 'wait_for_command:=true'], 1.0, None, 'SIGINT'),
+])
+def test_a_signal_finishes_the_simulator_process_cleanly(params, after_s, again_s, signum):
+    """The process as `ros2 launch aura_ros demo.launch.py` starts it: a signal at any moment
+    publishes the summary and exits 0, no traceback (it was RCLError in finish(), exit 1, or
+    KeyboardInterrupt in destroy_node(), exit -2)."""
+    import signal
+    import sys
+
+    from conftest import interrupt_process
+
+    pytest.importorskip('rclpy', reason='rclpy not installed')
+    code, output = interrupt_process(
+        [sys.executable, '-m', 'aura_ros.ros.so101_sim', '--ros-args', '-p', 'image_width:=48',
+         '-p', 'image_height:=40', *params], after_s=after_s, again_s=again_s,
+        signum=getattr(signal, signum), ready_line='SO-101 simulator:')
+    assert code == 0 and 'Traceback' not in output, output
+    assert 'SO-101 summary' in output, output

@@ -1,14 +1,16 @@
-"""aura_node's SIGINT/SIGTERM/SIGHUP handler: a signal is held while the node cannot act on it.
+"""The SIGINT/SIGTERM/SIGHUP handler of the console-script nodes: a signal is held while the
+node cannot act on it.
 
-Imported by aura_ros/ros/node.py before anything heavy. When aura_node is the program (`aura_node`
-or `python -m aura_ros.ros.node`) it is installed at once, before torch and rclpy load (seconds on
-a busy machine): a KeyboardInterrupt raised inside those imports printed a traceback, and one
-swallowed by some library's bare `except:` left the node running, deaf to that Ctrl-C. While the
-node is being built it has no name yet in main(), so an interrupt there would skip the final save;
-the signal is held until the node exists, then raised (main() installs rclpy's own handlers only
-then: they shut the context down at once, which broke the half-built node with a traceback).
-During shutdown a second Ctrl-C is held too, so the save finishes quietly. Importing this module
-elsewhere (tests) changes nothing.
+Installed first by the entry module of each console script (aura_ros/ros/console.py), and at
+import when `python -m aura_ros.ros.node` or `... .so101_sim` is the program: before torch, rclpy
+and MuJoCo load (seconds on a busy machine). A KeyboardInterrupt raised inside those imports
+printed a traceback, and one swallowed by some library's bare `except:` left the node running,
+deaf to that Ctrl-C. While aura_node is being built it has no name yet in main(), so an
+interrupt there would skip the final save; the signal is held until the node exists, then
+raised (main() installs rclpy's own handlers only then: they shut the context down at once,
+which broke the half-built node with a traceback). The simulator holds every signal and polls
+`pending` (its summary needs a live context). During shutdown a second Ctrl-C is held too, so
+the save finishes quietly. Importing this module elsewhere (tests) changes nothing.
 """
 
 import os
@@ -41,6 +43,8 @@ class DeferredInterrupt:
 
 
 INTERRUPT = DeferredInterrupt()
-if os.path.basename(sys.argv[0]) == 'aura_node' \
-        or sys.argv[0].endswith(os.path.join('aura_ros', 'ros', 'node.py')):
+PROGRAMS = {'aura_node': 'node.py', 'aura_so101_sim': 'so101_sim.py'}
+if os.path.basename(sys.argv[0]) in PROGRAMS or any(
+        sys.argv[0].endswith(os.path.join('aura_ros', 'ros', module))
+        for module in PROGRAMS.values()):
     INTERRUPT.install()

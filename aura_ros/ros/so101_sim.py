@@ -31,12 +31,15 @@ end: tasks, successes). An evaluator counts tasks by their one 'success' or 'fai
 import json
 import time
 
+from aura_ros.ros.interrupt import INTERRUPT  # isort: split
+
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -321,19 +324,28 @@ class So101SimNode(Node):
 
 
 def main(args=None) -> int:
-    """Spin the simulator until it is done; Ctrl-C finishes it (summary), a bad parameter
-    (ValueError) exits 2 with one line."""
-    rclpy.init(args=args)
+    """Spin the simulator until it is done; Ctrl-C, SIGTERM or SIGHUP finishes it (summary) and
+    exits 0, a bad parameter (ValueError) exits 2 with one line.
+
+    Signals stay held for the whole run (interrupt.py) and the loop polls them: rclpy's own
+    handlers shut the context down at once, so the summary could not be published
+    (RCLError, exit 1), and a KeyboardInterrupt could land anywhere, destroy_node included."""
+    interrupt = INTERRUPT
+    interrupt.install()
+    if interrupt.pending:                      # a signal while the modules loaded
+        return 0
     node = None
     try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = So101SimNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not node.done:
+        while rclpy.ok() and not node.done and not interrupt.pending:
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is not None:
+        if rclpy.ok():
             node.finish()
+    except ExternalShutdownException:
+        pass
     except ValueError as err:
         print(f'so101_sim: {err}')
         return 2
