@@ -17,8 +17,9 @@ one-camera model uses `image:=`), `outputs` maps each output group to its contro
 image_transport:=compressed every camera topic gets `/compressed` on both sides, as
 image_transport names it. `fastdds_profile` (default: the profile shipped in config/) is set as
 FASTDDS_DEFAULT_PROFILES_FILE for the node; start the camera driver with the same file
-(docs/results/frame_delivery.md: large frames need it in both processes). Empty = Fast DDS
-defaults.
+(docs/results/frame_delivery.md: large frames need it in both processes).
+`fastdds_profile:=none` = Fast DDS defaults (the variable is unset, also if the shell exported
+it; `ros2 launch` refuses an empty `fastdds_profile:=`).
 
 The launch arguments model_dir, device, image_transport, input_qos and autostart override the
 parameter file. Under SROS2, pass the node's enclave (created with `ros2 security
@@ -30,7 +31,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    OpaqueFunction,
+    SetEnvironmentVariable,
+    UnsetEnvironmentVariable,
+)
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -41,6 +47,21 @@ def ros_arguments(log_level: str, enclave: str) -> list:
     if enclave:
         args += ['--enclave', enclave]
     return args
+
+
+def fastdds_profile_file(value: str):
+    """The node's FASTDDS_DEFAULT_PROFILES_FILE, or None for Fast DDS defaults.
+
+    'none' (any case), and an empty or quoted-empty value ('' or "", which a shell can let
+    through), mean defaults; anything else must be an existing file: Fast DDS itself only
+    prints an XML parser error and carries on without the profile."""
+    text = value.strip().strip('\'"').strip()
+    if not text or text.lower() == 'none':
+        return None
+    if not os.path.isfile(text):
+        raise ValueError(f'fastdds_profile: no such file {text!r} (fastdds_profile:=none for '
+                         f'Fast DDS defaults)')
+    return text
 
 
 def _pairs(text: str, what: str) -> list:
@@ -75,10 +96,9 @@ def _node(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in (
         'image', 'joint_states', 'features', 'cameras', 'outputs', 'image_transport',
         'log_level', 'enclave', 'fastdds_profile')}
-    actions = []
-    if value['fastdds_profile']:
-        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                                              value['fastdds_profile']))
+    profile = fastdds_profile_file(value['fastdds_profile'])
+    actions = [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', profile) if profile
+               else UnsetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE')]
     actions.append(Node(
         package='aura_ros',
         executable='aura_node',
@@ -133,7 +153,7 @@ def generate_launch_description():
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config',
                                                          'fastdds_large_frames.xml'),
-                              description='FASTDDS_DEFAULT_PROFILES_FILE of the node; empty = '
+                              description='FASTDDS_DEFAULT_PROFILES_FILE of the node; none = '
                                           'Fast DDS defaults'),
         DeclareLaunchArgument('log_level', default_value='info', description='ROS log level'),
         DeclareLaunchArgument('enclave', default_value='',

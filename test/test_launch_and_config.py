@@ -7,6 +7,7 @@ file); with them it is also loaded and its description inspected.
 
 import ast
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,26 @@ def _launch_function(name):
     """One plain function of the launch file, compiled alone (no launch import needed)."""
     tree = ast.parse(LAUNCH.read_text())
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
-    namespace = {}
+    namespace = {'os': os}
     exec(compile(ast.Module([fn], type_ignores=[]), str(LAUNCH), 'exec'), namespace)
     return namespace[name]
+
+
+def test_fastdds_profile_none_means_fast_dds_defaults(tmp_path):
+    """Stock `ros2 launch` refuses `fastdds_profile:=` (empty) and passes `"''"` on as a file
+    name (a Fast DDS XML parser error): `none` works; a missing file is named at launch."""
+    profile_file = _launch_function('fastdds_profile_file')
+    for value in ('none', 'None', 'NONE', '', "''", '""', ' none '):
+        assert profile_file(value) is None, value
+    shipped = REPO / 'config' / 'fastdds_large_frames.xml'
+    assert profile_file(str(shipped)) == str(shipped)
+    with pytest.raises(ValueError, match=r"no such file '/nowhere/x.xml' \(fastdds_profile:=none"):
+        profile_file('/nowhere/x.xml')
+    tree = ast.parse(LAUNCH.read_text())
+    (node_fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == '_node']
+    assert [c.args[0].value for c in _calls(node_fn, 'UnsetEnvironmentVariable')] == \
+        ['FASTDDS_DEFAULT_PROFILES_FILE']
+    assert 'fastdds_profile:=none' in (REPO / 'README.md').read_text()
 
 
 def test_enclave_reaches_the_node_only_when_given():
@@ -92,7 +110,8 @@ def test_enclave_reaches_the_node_only_when_given():
 
 def test_launch_executable_is_an_entry_point_of_the_package():
     setup = (REPO / 'setup.py').read_text()
-    assert "'aura_node = aura_ros.ros.node:main'" in setup
+    assert "'aura_node': 'aura_ros.ros.console:aura_node'" in setup
+    assert importlib.util.find_spec('aura_ros.ros.console') is not None
     assert importlib.util.find_spec('aura_ros.ros.node') is not None
 
 
@@ -139,7 +158,7 @@ def test_demo_launch_starts_the_policy_and_the_so101_simulator():
     assert nodes == {'aura_node': 'aura', 'aura_so101_sim': 'so101_sim'}
     assert unpacked == {'aura_node': ['LOCKSTEP_NODE'], 'aura_so101_sim': ['LOCKSTEP_SIM']}
     setup = (REPO / 'setup.py').read_text()
-    assert "'aura_so101_sim = aura_ros.ros.so101_sim:main'" in setup
+    assert "'aura_so101_sim': 'aura_ros.ros.console:aura_so101_sim'" in setup
     assert _calls(tree, 'OnProcessExit'), 'the demo must end when the simulator ends'
     pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
     pytest.importorskip('mujoco', reason='mujoco not installed')
