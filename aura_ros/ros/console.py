@@ -3,7 +3,8 @@
 A console script imports this module and calls one function at once. Each installs the
 deferring SIGINT/SIGTERM/SIGHUP handler (interrupt.py) before it imports its node's module
 (torch, rclpy, MuJoCo: seconds on a busy machine), so a Ctrl-C from then on ends the process
-with exit 0 and no traceback. Keep this module free of heavy imports.
+with exit 0 and no traceback; once main() returned, signals are ignored (the exit is under
+way). Keep this module free of heavy imports.
 """
 
 from aura_ros.ros.interrupt import INTERRUPT
@@ -13,11 +14,17 @@ def aura_node() -> int:
     INTERRUPT.install()
     from aura_ros.ros.node import main
 
-    return main()
+    try:
+        return main()
+    finally:
+        INTERRUPT.ignore()
 
 
 def aura_so101_sim() -> int:
     INTERRUPT.install()
     from aura_ros.ros.so101_sim import main
 
-    return main()
+    try:
+        return main()
+    finally:
+        INTERRUPT.ignore()

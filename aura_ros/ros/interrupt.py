@@ -35,6 +35,14 @@ class DeferredInterrupt:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self)
 
+    def ignore(self) -> None:
+        """Exiting: ignore further signals. The interpreter resets the handlers it knows to the
+        default (killing) action while it tears down, so a second Ctrl-C then ended a clean
+        exit with -2."""
+        self.deferring = True
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+
     def release(self) -> None:
         """Stop deferring; a signal that came meanwhile is raised now."""
         self.deferring = False

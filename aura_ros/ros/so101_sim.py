@@ -14,7 +14,10 @@ its first point on, unnamed joints keep their plan (aura_ros.ros.joint_trajector
 
 Clock: sim time = the ROS time at start + frames / frame_hz. In real time (default) the
 physics follows the wall clock times `time_scale`; with time_scale 1 the stamps match other
-nodes' wall clocks, otherwise they must run with use_sim_time. With `lockstep` the world
+nodes' wall clocks, otherwise they must run with use_sim_time. The stamps never fall behind that
+clock: while the world waits for its first command, and when the simulator cannot keep up (more
+than MAX_CATCH_UP frames due at once: a slow render, a loaded machine), the sim time skips ahead
+(`frames_skipped`, warned) instead of stepping every frame late. With `lockstep` the world
 advances one frame as soon as a trajectory answering the last frame arrives (header.stamp at or
 after the frame's stamp, or zero), or after `lockstep_timeout_s` of wall time: faster than real
 time when the controller is fast, and deterministic. Sim time then runs ahead of the wall
@@ -114,6 +117,7 @@ class So101SimNode(Node):
         self.rejected: dict[str, int] = {}
         self.trajectories = 0
         self.lockstep_timeouts = 0
+        self.frames_skipped = 0             # real time: frames not stepped to stay on the clock
 
         sensor = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pubs = {cam: self.create_publisher(Image, cam, sensor)
@@ -160,6 +164,7 @@ class So101SimNode(Node):
             return
         self.started = True
         self.base = self.get_clock().now().nanoseconds * 1e-9
+        self.clock_start = self.base
         self.wall_start = time.monotonic()
         self.follower = TrajectoryFollower(JOINT_NAMES, self.world.data.ctrl[:len(JOINT_NAMES)],
                                            now=self.sim_time)
@@ -226,22 +231,32 @@ class So101SimNode(Node):
             self.awaiting = False
             self.advance()
 
+    def clock(self) -> float:
+        """Real time: the sim clock now (ROS seconds), the wall clock times `time_scale`."""
+        return self.clock_start + (time.monotonic() - self.wall_start) * self.params['time_scale']
+
     def tick(self) -> None:
-        """Real time: step the frames that are due by the wall clock, publish the last one."""
+        """Real time: step the frames that are due by the clock, publish the last one."""
         if self.done:
             return
-        if self.waiting:
-            self.wall_start = time.monotonic() - self.world.time / self.params['time_scale']
+        if self.waiting:                      # time passes, the world stands still
+            self.base = self.clock() - self.world.time
             if time.monotonic() - self.published_wall > 1.0:
                 self.publish_frame()          # late joiners see the first frame
             return
-        due = int((time.monotonic() - self.wall_start) * self.params['time_scale'] / self.period)
-        behind = due - self.world.frame
+        behind = int((self.clock() - self.sim_time) / self.period + 1e-9)
         if behind <= 0:
             return
-        if behind > MAX_CATCH_UP:             # too slow: drop wall time rather than spiral
-            self.wall_start += (behind - MAX_CATCH_UP) * self.period / self.params['time_scale']
+        if behind > MAX_CATCH_UP:             # too slow: skip sim time rather than fall behind
+            skipped = behind - MAX_CATCH_UP
+            self.base += skipped * self.period
+            self.frames_skipped += skipped
             behind = MAX_CATCH_UP
+            self.get_logger().warning(
+                f'real time: {skipped} frame(s) skipped to keep the stamps on the clock '
+                f'({self.frames_skipped} so far; the simulator cannot keep up with '
+                f'{self.params["frame_hz"]:g} Hz x{self.params["time_scale"]:g})',
+                throttle_duration_sec=5.0)
         for i in range(behind):
             self.advance(publish=i == behind - 1)
 
@@ -311,7 +326,8 @@ class So101SimNode(Node):
         summary = {'event': 'summary', **score,
                    'frames': self.world.frame, 'time': round(self.world.time, 6),
                    'trajectories': self.trajectories, 'rejected': dict(self.rejected),
-                   'lockstep_timeouts': self.lockstep_timeouts}
+                   'lockstep_timeouts': self.lockstep_timeouts,
+                   'frames_skipped': self.frames_skipped}
         self.publish_events([{**summary, 'frame': self.world.frame}])
         self.get_logger().info(
             f'SO-101 summary: {len(self.finished)} tasks, {wins} successes, '
@@ -333,6 +349,7 @@ def main(args=None) -> int:
     interrupt = INTERRUPT
     interrupt.install()
     if interrupt.pending:                      # a signal while the modules loaded
+        interrupt.ignore()
         return 0
     node = None
     try:
@@ -353,6 +370,7 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        interrupt.ignore()
     return 0
 
 
