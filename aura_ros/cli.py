@@ -246,6 +246,9 @@ def _bench_popgym_args(parser: argparse.ArgumentParser) -> None:
 def _bench_fuzz_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--cases', type=int, default=10_000,
                         help='hypothesis-drawn (joint state, image) pairs (default 10^4)')
+    parser.add_argument('--kind-cases', type=int, default=1000,
+                        help='cases of each further input kind: features, JPEG/PNG, '
+                             'two-camera stamps (default 1000 each)')
     parser.add_argument('--resets', type=int, default=1000,
                         help='resets at random moments under streaming load (default 1000)')
     parser.add_argument('--rate', type=float, default=30.0, help='frame rate of the reset phase')

@@ -6,6 +6,10 @@ controls (sizes, row step, encodings including garbage strings, data lengths, Na
 positions, joint names with duplicates, stamps in the past and future). The oracle predicts, from
 the message alone and the node's last stamp and kept joint state, the reason the node must give,
 or None when it must step. `check_case` sends one drawn pair and checks the node against it.
+A finite joint position of HUGE or more may overflow inside the model (1e25 did, issue 23): the
+oracle then accepts a step or a refusal as nonfinite (OVERFLOW); that nothing non-finite is
+published is checked on the outputs (fuzz_attacks.nonfinite_numbers). The other input kinds
+(features, JPEG/PNG, two-camera stamps) are in fuzz_attacks.py.
 
 Needs hypothesis (a test dependency): import this module only where hypothesis is installed.
 """
@@ -25,12 +29,16 @@ JOINTS = ('shoulder', 'elbow')                    # the joints of the tests' tin
 KNOWN = {'encoding', 'empty', 'size', 'shape', 'dtype', 'stale_image', 'future_image',
          'out_of_order', 'no_joints', 'stale_joints', 'malformed_joints', 'missing_joints',
          'nonfinite_joints', 'joint_count', 'nonfinite_features', 'future_joints',
-         'malformed_stamp'}
+         'malformed_stamp', 'nonfinite_step', 'stale_for_chunk'}
+HUGE = 1e15            # |input| from which a float32 model may overflow (LayerNorm squares it)
+OVERFLOW = 'step or nonfinite'
+OVERFLOW_REASONS = {'nonfinite_step', 'nonfinite_features'}
 
 texts = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\x00'),
                 max_size=12)
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                   st.sampled_from([0.0, 0.5, -1.0, 1e300, -1e39, math.nan, math.inf]))
+                   st.sampled_from([0.0, 0.5, -1.0, 1e300, -1e39, math.nan, math.inf,
+                                    1e20, -1e25, 1e25, 3e38]))
 # stamp offsets from now, far from the 0.5 s limits so timing cannot flip the verdict
 offsets = st.sampled_from([0.0] * 6 + [-0.2, -30.0, 30.0, -1e6, None])
 # a good joint state, drawn often so that most images reach the image checks
@@ -119,8 +127,11 @@ def image_verdict(img: dict, stamp: tuple[int, int], last_stamp: float, joints, 
     if img['step'] < row or len(img['data']) != img['step'] * img['height']:
         return 'size'
     with np.errstate(over='ignore'):
-        if not np.isfinite(np.asarray(positions, np.float32)).all():
+        single = np.asarray(positions, np.float32)
+        if not np.isfinite(single).all():
             return 'nonfinite_joints'               # finite in float64, inf in float32
+    if single.size and np.abs(single).max() >= HUGE:
+        return OVERFLOW
     return None
 
 
@@ -181,9 +192,15 @@ def check_case(h: Harness, img: dict, js: Optional[dict]) -> Optional[str]:
     sent_at = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
     late = new == {'stale_image': 1} and expected != 'stale_image' \
         and h.now_ns() * 1e-9 - sent_at > MAX_AGE          # stale by the time the node took it
+    if expected == OVERFLOW and not late and node.runtime.steps == steps + 1 and not new:
+        return None                                 # the model took it without overflowing
     if expected is None and not late:
         assert node.runtime.steps == steps + 1 and not new, ('expected a step', new)
         return None
+    if expected == OVERFLOW and not late:
+        assert len(new) == 1 and set(new) <= OVERFLOW_REASONS and sum(new.values()) == 1, \
+            (expected, new)
+        expected = next(iter(new))
     assert late or new == {expected: 1}, (expected, new)
     assert node.runtime.steps == steps
     for key, value in h.state().items():
