@@ -7,6 +7,9 @@ an independent oracle predicts (or step, when the oracle says the input is good)
 state bit-identical on any rejection, and still answer a good frame afterwards. Strategies, oracle
 and the per-case check live in aura_ros/ros/fuzz_cases.py (shared with `bench fuzz`). The
 examples are derandomised (reproducible in CI) and bounded (~150, well under a minute).
+The input kinds of issue 23 (aura_ros/ros/fuzz_attacks.py: finite but huge features, JPEG/PNG
+bombs and truncations, two-camera stamp attacks) run the same way on nodes of their own, and no
+message the node publishes may carry a NaN or Inf.
 """
 
 import time
@@ -19,6 +22,8 @@ hypothesis = pytest.importorskip('hypothesis')
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from test_node import FRAMES, Rig, gate_values  # noqa: E402
 
+from aura_ros.ros.fuzz_attacks import fuzz_model, nonfinite_numbers  # noqa: E402
+from aura_ros.ros.fuzz_bench import KINDS, BenchHarness, fuzz_phase  # noqa: E402
 from aura_ros.ros.fuzz_cases import any_joint_state, check_case, images  # noqa: E402
 
 MAX_EXAMPLES = 150
@@ -66,6 +71,8 @@ def test_fuzzed_inputs_never_crash_never_touch_the_state_and_are_counted(
         elapsed = time.monotonic() - started
         chunk, gate = rig.step(FRAMES[1])                  # alive at the end
         assert len(chunk.points) == 3 - int(gate_values(gate)['first_point'])   # past: left out
+        published = rig.chunks + rig.gates + rig.health
+        assert not [n for msg in published for n in nonfinite_numbers(msg)]
         assert int(gate_values(gate)['step']) == node.runtime.steps
         assert tried['cases'] >= MAX_EXAMPLES and tried['stepped'] > 0
         assert sum(node.rejected.values()) > 0 and 'step_failed' not in node.rejected
@@ -91,3 +98,28 @@ def test_a_frame_stamped_in_the_future_is_rejected_and_blocks_nothing(
         assert rig.node.runtime.steps == 3 and 'out_of_order' not in rig.node.rejected
     finally:
         rig.close()
+
+
+KIND_CASES = 40
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_issue23_input_kinds_are_refused_by_reason_and_nothing_nonfinite_is_published(
+        rclpy_context, tmp_path, kind):
+    """Per kind, drawn inputs (the fixed seed of `bench fuzz`): each stepped or refused by the
+    oracle's reason with the state untouched, a good frame still steps, and no published chunk,
+    gate or /diagnostics message carries a NaN or Inf."""
+    h = BenchHarness(rclpy_context, str(fuzz_model(tmp_path / kind, kind)), kind)
+    try:
+        h.good_frame(FRAMES[0])
+        result = fuzz_phase(h, KIND_CASES, 0, FRAMES, kind, max_failures=3)
+    finally:
+        h.close()
+    print(f'fuzz {kind}: {result["cases"]} cases, {result["stepped"]} stepped, '
+          f'{result["verdicts"]}')
+    assert result['failures'] == 0, result['first_failures']
+    assert result['nonfinite_published'] == 0 and result['alive_at_end']
+    assert result['messages_checked_finite'] > 0 and result['cases'] == KIND_CASES
+    assert result['stepped'] + result['late_stale_image'] + sum(result['verdicts'].values()) \
+        == KIND_CASES
+    assert len(result['verdicts']) >= 3, result['verdicts']     # the kinds were drawn

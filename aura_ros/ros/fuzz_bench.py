@@ -141,7 +141,7 @@ class BenchHarness:
     def good_frame(self, pixels) -> None:
         """A valid observation must give a step (its gate; its chunk may be left out as past on
         a loaded machine, README "On a real robot"): the node is alive and answering."""
-        gates = len(self.gates)
+        gates, steps = len(self.gates), self.node.runtime.steps
         self.good_joints()
         stamp = self.now_msg()
         if 'features' in self.pubs:
@@ -158,7 +158,9 @@ class BenchHarness:
         else:
             for topic in self.pubs:
                 self.publish(topic, image_msg(pixels, stamp))
-        self.spin_until(lambda: len(self.gates) > gates, 10, 'the step of a good frame')
+        # its step, and a gate (this step's, or an earlier one's still in flight)
+        self.spin_until(lambda: self.node.runtime.steps > steps and len(self.gates) > gates, 10,
+                        'the step of a good frame')
 
     def close(self) -> None:
         self.executor.remove_node(self.node)
@@ -204,9 +206,10 @@ def kind_cases(h: BenchHarness, kind: str, frames: list):
 
 
 def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list,
-               kind: str = 'camera') -> dict:
+               kind: str = 'camera', max_failures: int = 0) -> dict:
     """`cases` drawn inputs of one kind, each checked against the oracle; after each, nothing
-    non-finite published; every 100 cases (and at the end) a good frame must still step."""
+    non-finite published; every 100 cases (and at the end) a good frame must still step.
+    max_failures: stop trying cases after that many failures (0: never)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hypothesis_seed
 
@@ -223,6 +226,8 @@ def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list,
               suppress_health_check=list(HealthCheck))
     @given(**strategies)
     def case(**drawn):
+        if max_failures and len(failures) >= max_failures:
+            return
         tally['cases'] += 1
         try:
             outcome = check(**drawn)
