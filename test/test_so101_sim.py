@@ -251,7 +251,9 @@ def test_real_time_driven_like_aura_node(make_sim, make_node, executor, wait_for
 
     wait_for(answer, TIMEOUT, executor, 'the arm to follow the chunks to the goal')
     assert sim.trajectories >= 20
-    assert sum(sim.rejected.values()) <= sim.trajectories // 10   # a late chunk under load
+    # a chunk that reached the simulator after its last point is refused as late; how many
+    # depends on this machine's load, never another reason
+    assert set(sim.rejected) <= {'late'}, sim.rejected
 
 
 @pytest.mark.parametrize('params,after_s,again_s,signum', [
