@@ -109,9 +109,12 @@ class Rig:
 
     def send(self, pixels, encoding='rgb8', stamp=None, joints=True):
         """Publish joints then an image; wait until the node has taken the image."""
-        if joints:
+        if joints:                  # taken before the image is sent: no race between topics
+            kept, refused = self.node._joints, sum(self.node.rejected.values())
             self.joint_pub.publish(joint_msg(self.now()))
-            time.sleep(0.02)
+            self.wait_for(lambda: self.node._joints is not kept
+                          or sum(self.node.rejected.values()) > refused, 5, self.executor,
+                          'the joint state taken')
         before = self.node.received
         self.image_pub.publish(image_msg(pixels, stamp or self.now(), encoding))
         self.wait_for(lambda: self.node.received > before, 5, self.executor, 'image received')
@@ -227,8 +230,9 @@ def test_empty_model_dir_runs_the_bundled_so101_model(make_node, executor, wait_
             sent[nanoseconds(stamp)] = stamp
             joints = JointState(name=list(spec.joint_names), position=home.tolist())
             joints.header.stamp = stamp
+            kept = rig.node._joints
             rig.joint_pub.publish(joints)
-            time.sleep(0.02)
+            wait_for(lambda kept=kept: rig.node._joints is not kept, 5, executor, 'joints')
             gates = len(rig.gates)
             rig.image_pub.publish(image_msg(pixels, stamp))
             wait_for(lambda gates=gates: len(rig.gates) > gates, 20, executor, 'gate')

@@ -172,9 +172,16 @@ class Robot:
         return self.client.get_clock().now().to_msg()
 
     def joints(self, names=JOINTS, positions=Q):
+        """Publish a joint state and wait until the node kept or refused it (a fixed sleep
+        assumed this machine's speed: the image could overtake it)."""
+        kept, refused = self.node._joints, sum(self.node.rejected.values())
         self.joint_pub.publish(joint_msg(self.now(), names, positions))
-        time.sleep(0.02)
-        self.spin(0.02)
+        if not (self.node._active and self.node.spec.joint_names):
+            self.spin(0.02)                  # nothing takes it: inactive, or a features model
+            return
+        self.wait_for(lambda: self.node._joints is not kept
+                      or sum(self.node.rejected.values()) > refused, 5, self.executor,
+                      'the joint state taken')
 
     def spin(self, seconds):
         end = time.monotonic() + seconds
