@@ -62,35 +62,19 @@ def nonfinite_numbers(msg) -> list:
 
 
 def fuzz_model(root, kind: str, period_s: float = 0.25) -> Path:
-    """The random model directory a kind runs on (camera, features, two_cameras). The period
-    is long (chunk 0.25-0.75 s ahead) so no frame the oracle calls fresh is refused as too old
-    for its chunk on a loaded machine."""
-    import torch
-
-    from aura_ros.memory import AuraMemLayer, MemoryConfig
-    from aura_ros.runtime import ImageSpec, ModelSpec, save_model_dir
+    """The random model directory a kind runs on (camera, compressed, features, two_cameras).
+    The period is long (chunk 0.25-0.75 s ahead) so no frame the oracle calls fresh is refused
+    as too old for its chunk on a loaded machine."""
+    from aura_ros.runtime import ImageSpec
     from aura_ros.runtime.init_model import init_model_dir
 
-    root = Path(root)
-    memory = {'d_key': 8, 'd_val': 8, 'gate_init_bias': 0.0}
-    if kind in ('camera', 'compressed'):
-        init_model_dir(root, image_size=SIZE, d_model=D_MODEL, joints=JOINTS, actions=JOINTS,
-                       chunk=3, action_period_s=period_s, memory=memory)
-        return root
-    torch.manual_seed(0)
-    config = MemoryConfig(d_model=D_MODEL, d_action=len(JOINTS), chunk=3, **memory)
-    if kind == 'features':
-        cameras, joints, backbone = (), (), None
-    else:
-        from aura_ros.training.trainer import CameraBackbone
-
-        cameras = tuple(ImageSpec(SIZE[1], SIZE[0], name=c) for c in CAMERAS)
-        joints = JOINTS
-        backbone = CameraBackbone(CAMERAS, *SIZE, len(JOINTS), D_MODEL, (8, 8, 8))
-    spec = ModelSpec(name=f'fuzz_{kind}', cameras=cameras, joint_names=joints,
-                     action_names=JOINTS, action_period_s=period_s, memory=config)
-    save_model_dir(root, spec, backbone, AuraMemLayer(config))
-    return root
+    cameras = [ImageSpec(SIZE[1], SIZE[0], name=c) for c in CAMERAS] \
+        if kind == 'two_cameras' else None
+    init_model_dir(root, image_size=SIZE, d_model=D_MODEL, actions=JOINTS, chunk=3,
+                   joints=() if kind == 'features' else JOINTS, action_period_s=period_s,
+                   memory={'d_key': 8, 'd_val': 8, 'gate_init_bias': 0.0}, cameras=cameras,
+                   features_in=kind == 'features', name=f'fuzz_{kind}')
+    return Path(root)
 
 
 # -- features ------------------------------------------------------------------------------------
