@@ -277,6 +277,7 @@ def test_stale_and_out_of_order_stamps_are_rejected(rig):
     last = rig.gates[-1].header.stamp                         # the image's stamp
     before = rig.state()
     rig.send(FRAMES[1], stamp=last)                           # not after the last one
+    rig.settle()                                              # judged before the next comes
     old = rig.now()
     old.sec -= 5
     rig.send(FRAMES[2], stamp=old)                            # older than max_obs_age_s

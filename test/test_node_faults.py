@@ -542,7 +542,9 @@ def test_row20_warnings_are_throttled_per_reason(make_rig):
     rig = make_rig()
     rig.step(FRAMES[0])
     rig.send(FRAMES[1], encoding='yuv422')
+    rig.settle()                                            # each judged before the next comes
     rig.send(np.zeros((0, 0, 3), np.uint8))
+    rig.settle()
     rig.send(FRAMES[2], encoding='yuv422')                  # same reason within 2 s: throttled
     rig.wait_for(lambda: rig.warnings('(empty)') and rig.warnings('(encoding)'), 5,
                  rig.executor, 'one warning for each reason')

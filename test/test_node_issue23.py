@@ -143,8 +143,9 @@ def test_row2_a_frame_older_than_its_chunk_is_refused_and_the_memory_not_written
     for i in range(3):                        # 0.09 s behind: the chunk (0.1 s) is all past
         rig.joints()
         rig.publish('image', image_msg(smooth_frame(i), stamp_at(rig, -0.09)))
-    rig.wait_for(lambda: rig.node.rejected['stale_for_chunk'] == 3, 10, rig.executor,
-                 'stale_for_chunk refusals')
+        # one at a time: on a loaded machine a second frame could replace the first unjudged
+        rig.wait_for(lambda n=i + 1: rig.node.rejected['stale_for_chunk'] == n, 10,
+                     rig.executor, 'stale_for_chunk refusals')
     assert rig.node.runtime.steps == 0 and rig.node.runtime.writes == 0
     assert rig.node.chunks_expired == 0
     rig.joints()
@@ -272,10 +273,10 @@ def test_rows5_6_8_bombs_are_too_large_and_truncated_frames_decode_failed(robot,
     jpeg = bytearray(encoded(smooth_frame(0, 24, 32), 'JPEG'))
     sof = jpeg.find(b'\xff\xc0')
     jpeg[sof + 5:sof + 9] = (512).to_bytes(2, 'big') * 2              # claims 512x512
-    for data in (bomb, bytes(jpeg)):
+    for n, data in enumerate((bomb, bytes(jpeg)), 1):
         rig.joints()
         rig.publish('image/compressed', compressed(data, rig.now()))
-    rig.wait_for(lambda: rig.node.images_rejected == 2, 10, rig.executor, 'two refusals')
+        rig.wait_for(lambda n=n: rig.node.images_rejected == n, 10, rig.executor, 'refusals')
     assert rig.node.rejected == {'too_large': 1, 'decode_failed': 1}
     assert rig.node.runtime.steps == 0
     rig.joints()
