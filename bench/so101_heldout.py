@@ -184,25 +184,21 @@ def main() -> int:
     ap.add_argument('--forced-iters', type=int, default=1500)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    report = json.loads((args.model_dir / trainer.REPORT_FILE).read_text())
-    cfg = trainer.TrainerConfig.from_dict(report['config'])
-    demos = load_demonstrations(args.data, trainer.data_config(cfg), progress=False)
-    split = trainer.split_episodes(demos, cfg)
-    joint_index, stats = trainer.action_setup(demos, cfg.action_mode, split.train)
-    mean = np.asarray(stats['actions']['mean'], np.float32)
-    std = np.asarray(stats['actions']['std'], np.float32)
-    saved = trainer.load_tensors(args.model_dir / trainer.CHECKPOINTS / 'features.safetensors')
-    def target(ep):
-        t = trainer.targets_of(ep.actions, ep.joints, joint_index, cfg.action_mode)
-        return ((t - mean) / std).astype(np.float32)
+    cfg = trainer.TrainerConfig.from_dict(
+        json.loads((args.model_dir / trainer.REPORT_FILE).read_text())['config'])
+    demos = load_demonstrations(args.data, cfg.data_config(), progress=False)
+    episodes = trainer.prepare(demos, cfg)         # the trainer's split, statistics, targets
+    split, target = episodes.split, episodes.targets
+    z_train, z_held = trainer.saved_features(
+        args.model_dir / trainer.CHECKPOINTS / 'features.safetensors', split)
 
     # /task_events of an episode's bag, read once however many schedules use them
     events_of = functools.cache(lambda name: task_events(bag_of(args.data, name)))
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
         events = events_of(ep.name)
-        every.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name))
-        go_only.append(FeatureEpisode(saved[f'held{i}'], target(ep), name=ep.name,
+        every.append(FeatureEpisode(z_held[i], target(ep), name=ep.name))
+        go_only.append(FeatureEpisode(z_held[i], target(ep), name=ep.name,
                                       mask=torch.from_numpy(after_go(ep.stamps, events))))
         held_cues.append(torch.from_numpy(cue_frames(ep.stamps, events)))
     spec = yaml.safe_load((args.model_dir / 'model.yaml').read_text())
@@ -228,9 +224,9 @@ def main() -> int:
             with torch.no_grad():
                 surprise.append(always(ep.features[None])['surprise'][0])
     frame_scores = {'change from the previous frame': top_share(novelty, held_cues)}
-    train_z = [(saved[f'train{i}'], ep) for i, ep in enumerate(split.train)]
+    train_z = [(z_train[i], ep) for i, ep in enumerate(split.train)]
     unexplained = unexplained_change([(z, ep.joints) for z, ep in train_z])
-    held_unexplained = [unexplained(saved[f'held{i}'], ep.joints)
+    held_unexplained = [unexplained(z_held[i], ep.joints)
                         for i, ep in enumerate(split.held_out)]
     frame_scores['change the joint states do not explain'] = top_share(held_unexplained,
                                                                        held_cues)

@@ -23,10 +23,10 @@ from aura_ros.training import trainer  # noqa: E402
 from aura_ros.training.trainer import (  # noqa: E402
     TrainerConfig,
     TrainerError,
+    pipeline,
     quick_config,
     run,
     split_episodes,
-    targets_of,
 )
 
 QUICK = quick_config(TrainerConfig())
@@ -200,19 +200,19 @@ def test_cli_refuses_a_non_empty_out_without_resume(bag_dir, capsys):
 
 def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
     out = tmp_path / 'model'
-    real_train = trainer.train
+    real_train = pipeline.train
 
     def crash_on_always_write(model, *args, **kwargs):
         if kwargs.get('name') == 'always_write':
             raise KeyboardInterrupt('stopped by the test')
         return real_train(model, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, 'train', crash_on_always_write)
+    monkeypatch.setattr(pipeline, 'train', crash_on_always_write)
     with pytest.raises(KeyboardInterrupt):
         run(demos, QUICK, out, 'first')
     state = json.loads((out / 'checkpoints' / 'state.json').read_text())
     assert state['done'] == ['backbone', 'features', 'aura:warmup', 'aura:gate', 'aura:carry']
-    monkeypatch.setattr(trainer, 'train', real_train)
+    monkeypatch.setattr(pipeline, 'train', real_train)
     backbone_file = out / 'checkpoints' / 'backbone.safetensors'
     stamp = backbone_file.stat().st_mtime_ns
     lines = []
@@ -242,8 +242,8 @@ def test_resume_after_a_gate_setting_change_keeps_the_backbone_and_features(tmp_
     def must_not_run(*args, **kwargs):
         raise AssertionError('the backbone or its features were computed again')
 
-    monkeypatch.setattr(trainer, 'train_backbone', must_not_run)
-    monkeypatch.setattr(trainer, 'compute_features', must_not_run)
+    monkeypatch.setattr(pipeline, 'train_backbone', must_not_run)
+    monkeypatch.setattr(pipeline, 'compute_features', must_not_run)
     rate = replace(QUICK, training={**QUICK.training, 'warmup_write_rate': 0.15})
     lines = []
     report = run(demos, rate, out, 'other rate', resume=True, log=lines.append)
@@ -331,13 +331,6 @@ def test_cli_names_a_bad_config_key_and_exits_2(tmp_path, capsys):
     code = main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'm'),
                  '--config', str(path)])
     assert code == 2 and 'backbone_kind' in capsys.readouterr().err
-
-
-def test_delta_targets_integrate_back_to_the_commands(demos):
-    ep = demos.episodes[0]
-    deltas = targets_of(ep.actions, ep.joints, np.array([0, 1]), 'delta')
-    rebuilt = ep.joints[:, None, :] + np.cumsum(deltas, axis=1)
-    assert np.allclose(rebuilt, ep.actions, atol=1e-6)
 
 
 def test_delta_mode_model_dir(tmp_path, demos):

@@ -9,6 +9,8 @@ the model predicts. The model's head gives normalised numbers; this module appli
     target_i = clip(target_i, joint_limits)                   (each clipped value counted)
 
 All index tables are built once per model, so a step costs a few small numpy operations.
+`encode_targets` is the inverse the trainer applies to the recorded commands, kept here so the
+two sides of the delta convention have one owner.
 """
 
 from dataclasses import dataclass
@@ -16,6 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model_dir import ModelSpec
+
+
+def encode_targets(actions: np.ndarray, joints: np.ndarray, joint_index: np.ndarray,
+                   mode: str) -> np.ndarray:
+    """Recorded commands [T, chunk, n_actions] -> what a model of `mode` learns to predict, in
+    joint units: the commands (absolute), or the increments `ActionContract.targets` integrates
+    back (delta: point 0 over the step's joint state `joints[:, joint_index]`, point i over
+    point i-1)."""
+    if mode == 'absolute':
+        return actions.astype(np.float32)
+    q = joints[:, joint_index][:, None, :]
+    previous = np.concatenate([q, actions[:, :-1]], axis=1)
+    return (actions - previous).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,11 @@ def _mapping(value: Any, what: str, allowed: tuple[str, ...]) -> dict:
     return value
 
 
+# The normalisation a camera gets unless the model says otherwise (the trainer's own backbone).
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.25, 0.25, 0.25)
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """One camera: resize to height x width, then (pixel/255 - mean)/std per RGB channel.
@@ -126,8 +131,8 @@ class ImageSpec:
 
     width: int
     height: int
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    mean: tuple[float, float, float] = IMAGE_MEAN
+    std: tuple[float, float, float] = IMAGE_STD
     name: str = 'image'
     transport: str = 'raw'
 

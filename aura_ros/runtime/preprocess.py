@@ -7,6 +7,9 @@ reduceat's segments are the boxes; when upsampling a box shrinks to one input pi
 becomes nearest-neighbour; at the model's own size it is the identity. 'nearest' is there
 for speed on very large frames. Channels are reordered to RGB after resizing, on the small image.
 
+`normalise` is the one image normalisation of training and serving: the trainer feeds the
+backbone it trains through it too.
+
 The index tables depend only on the input size, so they are cached per size: a camera that keeps
 its resolution pays for them once.
 """
@@ -64,6 +67,18 @@ def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(((np.arange(n_out) * 2 + 1) * n_in) // (2 * n_out), n_in - 1)
 
 
+def normalise(pixels: np.ndarray, mean, std, out: np.ndarray | None = None) -> np.ndarray:
+    """[..., H, W, 3] pixel values (0..255, uint8 or float) -> [..., 3, H, W] float32,
+    (pixel/255 - mean)/std per RGB channel, into `out` when given."""
+    chw = np.moveaxis(np.asarray(pixels), -1, -3)
+    if out is None:        # laid out as the pixels are (channels last), seen channels first
+        out = np.moveaxis(np.empty(np.shape(pixels), np.float32), -1, -3)
+    np.divide(chw, np.float32(255.0), out=out, dtype=np.float32)
+    out -= np.asarray(mean, np.float32)[:, None, None]
+    out /= np.asarray(std, np.float32)[:, None, None]
+    return out
+
+
 class Preprocessor:
     """Callable: (image, encoding) -> [1, 3, height, width] float32, (pixel/255 - mean)/std."""
 
@@ -71,10 +86,6 @@ class Preprocessor:
         if mode not in MODES:
             raise ValueError(f'resize mode must be one of {MODES}, got {mode!r}')
         self.spec, self.mode = image, mode
-        std = np.asarray(image.std, np.float32)
-        # (x/255 - mean)/std == x * scale + offset, per RGB channel
-        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self.offset = (-np.asarray(image.mean, np.float32) / std).astype(np.float32)
         self._tables: dict[tuple[int, int], tuple] = {}
 
     def _table(self, h: int, w: int):
@@ -116,10 +127,8 @@ class Preprocessor:
         pixels = self.resize(image)                    # [H, W, 1 or 3], small from here on
         if channels != 1 and order != (0, 1, 2):
             pixels = pixels[:, :, list(order)]
-        chw = np.broadcast_to(pixels.transpose(2, 0, 1),
-                              (3, self.spec.height, self.spec.width))
+        rgb = np.broadcast_to(pixels, (self.spec.height, self.spec.width, 3))
         if out is None:
             out = np.empty((1, 3, self.spec.height, self.spec.width), np.float32)
-        np.multiply(chw, self.scale[:, None, None], out=out[0])
-        out[0] += self.offset[:, None, None]
+        normalise(rgb, self.spec.mean, self.spec.std, out=out[0])
         return out

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from aura_ros.runtime.model_dir import JOINTS_INPUT, CameraSpec
+from aura_ros.runtime.preprocess import normalise
 
 
 class EncoderError(ValueError):
@@ -112,16 +113,14 @@ class OnnxEncoder:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(self.model.SerializeToString(), options,
                                             providers=['CPUExecutionProvider'])
-        self.mean = np.asarray(cfg.encoder_mean, np.float32)[:, None, None]
-        self.std = np.asarray(cfg.encoder_std, np.float32)[:, None, None]
         probe = self.encode([np.zeros((1, H, W, 3), np.uint8) for _ in self.cameras],
                             torch.zeros(1, len(demos.joint_names)))
         self.d_model = int(probe.shape[1])
 
     def encode(self, images: list, joints: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] per camera + normalised joints -> features [N, d_model]."""
-        feed = {cam: ((np.asarray(img, np.float32).transpose(0, 3, 1, 2) / 255.0 - self.mean)
-                      / self.std).astype(np.float32)
+        feed = {cam: np.ascontiguousarray(normalise(img, self.cfg.encoder_mean,
+                                                    self.cfg.encoder_std))
                 for cam, img in zip(self.cameras, images, strict=True)}
         feed[JOINTS_INPUT] = joints.numpy().astype(np.float32)
         (features,) = self.session.run(['features'], feed)
