@@ -186,7 +186,7 @@ def main() -> int:
     torch.set_num_threads(1)
     cfg = trainer.TrainerConfig.from_dict(
         json.loads((args.model_dir / trainer.REPORT_FILE).read_text())['config'])
-    demos = load_demonstrations(args.data, cfg.data_config(), progress=False)
+    demos = load_demonstrations(args.data, cfg.data, progress=False)
     episodes = trainer.prepare(demos, cfg)         # the trainer's split, statistics, targets
     split, target = episodes.split, episodes.targets
     z_train, z_held = trainer.saved_features(

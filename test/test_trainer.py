@@ -70,7 +70,7 @@ def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
     assert saved['held_out']['no_memory']['writes_per_episode'] == 0
     assert saved['held_out']['always_write']['write_rate'] == 1.0
     assert len(saved['threshold_sweep']) == len(QUICK.select_thresholds)
-    assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training['gate_iters']
+    assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training.gate_iters
     card = (out / 'MODEL_CARD.md').read_text()
     assert 'synthetic cue demonstrations' in card and '| always_write |' in card
     assert 'offsets [1, 2, 4, 8, 16]' in card
@@ -175,7 +175,7 @@ def test_the_so101_train_config_loads():
     """config/so101_train.yaml (the bundled SO-101 model's settings) stays a valid config."""
     cfg = TrainerConfig.load(Path(__file__).resolve().parents[1] / 'config/so101_train.yaml')
     assert cfg.training_config().gate_target == 'hint' and cfg.recon_size == 96
-    assert cfg.data['hint_topic'] == '/task_events'
+    assert cfg.data.hint_topic == '/task_events'
 
 
 def test_train_quick_on_a_lerobot_dataset(tmp_path):
@@ -222,7 +222,7 @@ def test_resume_skips_what_was_done(tmp_path, demos, monkeypatch):
                    for line in lines)
     assert any(line.startswith('always_write: training') for line in lines)
     assert backbone_file.stat().st_mtime_ns == stamp
-    assert len(report['histories']['aura']['phases']['warmup']) == QUICK.training['warmup_iters']
+    assert len(report['histories']['aura']['phases']['warmup']) == QUICK.training.warmup_iters
     load_model_dir(out)
     lines = []
     run(demos, quick_config(TrainerConfig(seed=1)), out, 'reseeded', resume=True,
@@ -244,7 +244,7 @@ def test_resume_after_a_gate_setting_change_keeps_the_backbone_and_features(tmp_
 
     monkeypatch.setattr(pipeline, 'train_backbone', must_not_run)
     monkeypatch.setattr(pipeline, 'compute_features', must_not_run)
-    rate = replace(QUICK, training={**QUICK.training, 'warmup_write_rate': 0.15})
+    rate = replace(QUICK, training=replace(QUICK.training, warmup_write_rate=0.15))
     lines = []
     report = run(demos, rate, out, 'other rate', resume=True, log=lines.append)
     assert lines[0].endswith('reusing backbone, features; retraining aura (training changed); '
@@ -352,8 +352,9 @@ def test_one_long_episode_is_split_by_time_blocks():
 
 def test_quick_keeps_the_users_settings():
     cfg = quick_config(TrainerConfig(training={'gate_iters': 2}, data={'chunk': 2}))
-    assert cfg.training['gate_iters'] == 2 and cfg.training['warmup_iters'] == 6
-    assert cfg.data == {'image_short_side': 32, 'chunk': 2}
+    assert cfg.training.gate_iters == 2 and cfg.training.warmup_iters == 6
+    assert cfg.data.chunk == 2 and cfg.data.image_short_side == 32
+    assert cfg.to_dict()['data'] == {'image_short_side': 32, 'chunk': 2}
 
 
 
@@ -467,10 +468,44 @@ def test_train_flags_for_topics_names_and_urdf_go_into_the_config(tmp_path):
         '--action-topic', '/grip/joint_trajectory', '--joints', 'shoulder,elbow,j_extra',
         '--actions', 'shoulder,elbow', '--extra-joints', 'j_extra', '--urdf', str(urdf)])
     cfg = with_topics(TrainerConfig(), args)
-    assert cfg.data == {'action_topic': ['/arm/joint_trajectory', '/grip/joint_trajectory'],
-                        'joint_names': ['shoulder', 'elbow', 'j_extra'],
-                        'action_names': ['shoulder', 'elbow'], 'extra_joints': ['j_extra']}
+    assert cfg.data.action_topic == ('/arm/joint_trajectory', '/grip/joint_trajectory')
+    assert cfg.to_dict()['data'] == {
+        'action_topic': ['/arm/joint_trajectory', '/grip/joint_trajectory'],
+        'joint_names': ['shoulder', 'elbow', 'j_extra'], 'action_names': ['shoulder', 'elbow'],
+        'extra_joints': ['j_extra']}
     demos = cue_demonstrations(episodes=2, frames=8)          # actions: shoulder, elbow
     assert joint_limits(cfg, demos) == ({'shoulder': (-1.0, 1.0)}, str(urdf))
     with pytest.raises(TrainerError, match='joint_limits names wrist, not actions'):
         joint_limits(replace(cfg, joint_limits={'wrist': [0, 1]}), demos)
+
+
+def test_the_data_and_training_sub_configs_are_typed_and_checked_on_creation():
+    from aura_ros.data import DataError
+    from aura_ros.data.config import DataConfig
+    from aura_ros.memory.training import TrainingConfig
+
+    cfg = TrainerConfig.from_dict({'seed': 3, 'data': {'chunk': 2},
+                                   'training': {'gate_iters': 5}})
+    assert isinstance(cfg.data, DataConfig) and cfg.data.chunk == 2
+    assert isinstance(cfg.training, TrainingConfig)
+    assert (cfg.training.gate_iters, cfg.training.seed) == (5, 3)     # the top-level seed
+    assert TrainerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(DataError, match='chunk'):
+        TrainerConfig(data={'chunk': 0})                      # on creation, not at load time
+
+
+def test_resume_reads_a_checkpoint_whose_config_spells_out_defaults(tmp_path, quick_dir, demos):
+    """Older trainers wrote the data mapping as given, defaults included: the same config."""
+    import shutil
+
+    out = tmp_path / 'model'
+    shutil.copytree(quick_dir[0], out)
+    state_file = out / 'checkpoints' / 'state.json'
+    state = json.loads(state_file.read_text())
+    state['config']['data'] = {**state['config']['data'], 'image_topics': ['/camera/image_raw'],
+                               'joints_topic': '/joint_states'}
+    state['config']['training'] = {**state['config']['training'], 'lr': 2e-3}
+    state_file.write_text(json.dumps(state))
+    lines = []
+    run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory')

@@ -59,17 +59,19 @@ class Checkpoints:
 
     def _invalidate(self, old: dict, cfg: TrainerConfig) -> None:
         """Forget the stages whose inputs changed between the checkpoint's config and `cfg`."""
+        try:          # the checkpoint's config, typed (keys an older trainer lacked: defaults)
+            before = TrainerConfig.from_dict({**DEFAULT_CONFIG, **old})
+        except (TrainerError, DataError):
+            before = None                   # one this trainer cannot read: compare as written
         new = cfg.to_dict()
 
         def changed(keys) -> list[str]:
-            return [k for k in keys if old.get(k, DEFAULT_CONFIG.get(k)) != new.get(k)]
+            if before is None:
+                return [k for k in keys if old.get(k, DEFAULT_CONFIG.get(k)) != new.get(k)]
+            return [k for k in keys if getattr(before, k) != getattr(cfg, k)]
 
-        def training(config: dict, method: str) -> Optional[dict]:
-            try:
-                merged = TrainerConfig.from_dict({**DEFAULT_CONFIG, **config})
-                return merged.training_config(method).to_dict()
-            except (TrainerError, DataError):
-                return None
+        def training(config: Optional[TrainerConfig], method: str):
+            return None if config is None else config.training_config(method)
 
         done = self.state['done']
         stages = {s.split(':')[0] for s in done if s != 'done'}
@@ -80,8 +82,8 @@ class Checkpoints:
             memory = changed(MEMORY_KEYS)
             forget, why = set(), {}
             for method in stages - {'backbone', 'features'}:
-                what = memory or (['training'] if training(old, method) !=
-                                  training(new, method) else [])
+                what = memory or (['training'] if training(before, method) !=
+                                  training(cfg, method) else [])
                 if what:
                     forget.add(method)
                     why[method] = f'{", ".join(what)} changed'

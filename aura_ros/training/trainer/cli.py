@@ -37,7 +37,7 @@ def _main(args: argparse.Namespace) -> int:
                   '--force to train into it anew)', file=sys.stderr)
             return 2
         cfg = with_topics(cfg, args)
-        dcfg = cfg.data_config()
+        dcfg = cfg.data
         from aura_ros.data import load_demonstrations
 
         # under torchrun rank 0 builds the decode cache; the others map it after a barrier

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from aura_ros.data.config import DataConfig, fields_of
+from aura_ros.data.config import DataConfig, camera_names_from_topics, fields_of
 from aura_ros.memory.training import TrainingConfig, TrainingError
 
 METHODS_KNOWN = ('always_write', 'gru', 'no_memory', 'kv_cache')
@@ -23,11 +23,11 @@ class TrainerError(ValueError):
 class TrainerConfig:
     """Everything that decides the trained model (`--config train.yaml`); unknown keys named.
 
-    `data` holds DataConfig fields (topics, names, image size, chunk, ...), `training` and each
-    `baseline_training` entry TrainingConfig fields (iterations, IB offsets, loss weights, ...),
-    as the user wrote them (so `--quick` and a resumed run see what was set); they are parsed
-    into their typed configs once, on creation (`data_config()`, `training_config(method)`), so a
-    bad field fails before any data is read. The rest is here.
+    `data` is a DataConfig (topics, names, image size, chunk, ...), `training` a TrainingConfig
+    (iterations, IB offsets, loss weights, ...); a YAML mapping given for either is parsed on
+    creation (a mapping without `seed` gets the top-level one), so a bad field fails, named,
+    before any data is read. `baseline_training` keeps each baseline's overrides of `training`,
+    checked on creation too (`training_config(method)`). The rest is here.
     """
 
     name: str = ''                    # model name (default: the output directory's name)
@@ -70,8 +70,8 @@ class TrainerConfig:
     output_groups: dict = field(default_factory=dict)
     joint_limits: dict = field(default_factory=dict)
     urdf: str = ''                    # a URDF file to read joint limits from (--urdf)
-    data: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
@@ -132,14 +132,20 @@ class TrainerConfig:
             and v[0] < v[1] for v in self.joint_limits.values()), 'joint_limits',
             'a mapping joint -> [lower, upper] with lower < upper')
         need(isinstance(self.urdf, str), 'urdf', 'the path of a URDF file')
-        need(isinstance(self.data, dict), 'data', 'a mapping of DataConfig fields')
-        need(isinstance(self.training, dict), 'training', 'a mapping of TrainingConfig fields')
-        # the sub-configs, parsed (and so checked, every field named) once, here
-        object.__setattr__(self, '_data', DataConfig.from_dict(dict(self.data),
-                                                               where='train config: data'))
-        object.__setattr__(self, '_training', {m: self._parse_training(m) for m in
-                                               ('aura', *self.baseline_training)})
-        if self.training_config().gate_target == 'hint' and not self._data.hint_topic:
+        need(isinstance(self.data, (dict, DataConfig)), 'data', 'a mapping of DataConfig fields')
+        if isinstance(self.data, dict):
+            object.__setattr__(self, 'data', DataConfig.from_dict(self.data,
+                                                                  where='train config: data'))
+        need(isinstance(self.training, (dict, TrainingConfig)), 'training',
+             'a mapping of TrainingConfig fields')
+        if isinstance(self.training, dict):
+            object.__setattr__(self, 'training', self._training_of(
+                {'seed': self.seed}, self.training, 'training'))
+        object.__setattr__(self, 'baseline_training', {m: dict(v) for m, v in
+                                                       self.baseline_training.items()})
+        for method in self.baseline_training:           # fail now on a bad baseline field
+            self.training_config(method)
+        if self.training.gate_target == 'hint' and not self.data.hint_topic:
             raise TrainerError("train config: training: gate_target 'hint' needs the frames "
                                'worth remembering marked in the data: set data: hint_topic '
                                '(and hint_match, hint_frames; docs/training.md)')
@@ -147,29 +153,36 @@ class TrainerConfig:
     def training_config(self, method: str = 'aura') -> TrainingConfig:
         """The TrainingConfig of `method`: `training`, with `baseline_training[method]` over it
         for a baseline."""
-        return self._training.get(method, self._training['aura'])
+        if method not in self.baseline_training:
+            return self.training
+        return self._training_of(asdict(self.training), self.baseline_training[method],
+                                 f'baseline_training.{method}')
 
-    def data_config(self) -> DataConfig:
-        """The DataConfig of `data`."""
-        return self._data
-
-    def _parse_training(self, method: str) -> TrainingConfig:
-        where = 'training' if method not in self.baseline_training \
-            else f'baseline_training.{method}'
-        overrides = {**self.training, **self.baseline_training.get(method, {})}
+    @staticmethod
+    def _training_of(base: dict, overrides: dict, where: str) -> TrainingConfig:
         known = {f.name for f in fields(TrainingConfig)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(map(str, set(overrides) - known))
         if unknown:
             raise TrainerError(f'train config: unknown {where} key(s): {", ".join(unknown)}; '
                                f'known: {", ".join(sorted(known))}')
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         try:
-            return TrainingConfig(**{'seed': self.seed, **values})
+            return TrainingConfig(**{**base, **values})
         except TrainingError as err:
             raise TrainerError(f'train config: {where}: {err}') from err
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        """The YAML/JSON form (the model card's, report.json's and the checkpoint's): `data` and
+        `training` hold only the fields set away from their defaults, so from_dict gives the
+        same config back and `--quick` can tell what the user set."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ('data', 'training')}
+        out['data'] = _changed(self.data.to_dict(), DataConfig().to_dict())
+        if self.data.camera_names == camera_names_from_topics(self.data.image_topics):
+            out['data'].pop('camera_names', None)      # derived from the topics, not set
+        out['training'] = _changed(self.training.to_dict(),
+                                   TrainingConfig(seed=self.seed).to_dict())
+        return json.loads(json.dumps(out))
 
     @classmethod
     def from_dict(cls, data: Any, where: str = 'train config') -> 'TrainerConfig':
@@ -191,6 +204,10 @@ class TrainerConfig:
         return cls.from_dict(data, where=str(path))
 
 
+def _changed(values: dict, defaults: dict) -> dict:
+    return {k: v for k, v in values.items() if v != defaults.get(k)}
+
+
 QUICK = {'cnn_steps': 30, 'cnn_batch': 32, 'd_model': 32, 'd_key': 8, 'd_val': 8,
          'head_hidden': 32, 'cnn_channels': (8, 16, 16), 'recon_size': 16,
          'select_thresholds': (0.3, 0.5, 0.7),
@@ -202,14 +219,15 @@ QUICK_DATA = {'image_short_side': 32, 'chunk': 4}
 def quick_config(cfg: TrainerConfig) -> TrainerConfig:
     """A run of seconds that checks the whole pipeline; the user's own settings stay."""
     changes = {k: v for k, v in QUICK.items() if k not in ('training',)}
-    return replace(cfg, **changes, training={**QUICK['training'], **cfg.training},
-                   data={**QUICK_DATA, **cfg.data})
+    own = cfg.to_dict()
+    return replace(cfg, **changes, training={**QUICK['training'], **own['training']},
+                   data={**QUICK_DATA, **own['data']})
 
 
 def with_topics(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
     """The config with the command-line data flags (topics, names, --urdf) in it (so they are in
     the model card and a resumed run must use the same)."""
-    values = dict(cfg.data)
+    values = cfg.to_dict()['data']
     if getattr(args, 'image_topic', None):
         values['image_topics'] = list(args.image_topic)
     if getattr(args, 'joints_topic', None):

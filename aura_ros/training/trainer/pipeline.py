@@ -171,7 +171,7 @@ def features_of(r: Run, backbone: Backbone) -> tuple[list, list]:
                  for z, e in zip(z_train, split.train, strict=True)]
     if r.cfg.training_config().gate_target == 'hint' and not any(
             e.hints is not None and e.hints.any() for e in split.train):
-        dc = r.cfg.data_config()
+        dc = r.cfg.data
         raise TrainerError(f'{r.demos.source}: no training frame is hinted: no message on '
                            f'{dc.hint_topic}' + (f' matches {dc.hint_match!r}' if dc.hint_match
                                                  else '') + ' within the camera frames')

@@ -186,7 +186,7 @@ def card_text(run, spec, evaluation, wall: float) -> str:
         torch_version=torch.__version__, seed=cfg.seed, config=json.dumps(cfg.to_dict()),
         backbone_text=backbone_text(cfg, run.ckpt.state.get('backbone', {}), demos),
         d_key=cfg.d_key, d_val=cfg.d_val, state_bytes=spec.memory.memory_bytes(1),
-        recipe=recipe_text(tcfg, cfg.data_config()), baselines=baselines_text(cfg),
+        recipe=recipe_text(tcfg, cfg.data), baselines=baselines_text(cfg),
         held_count=len(run.episodes.split.held_out), threshold=evaluation.threshold,
         tolerance=cfg.select_tolerance,
         table='\n'.join(f'| {m} | {r["action_error"]:.3g} [{r["action_error_ci"][0]:.3g}, '
