@@ -225,8 +225,8 @@ def quick_config(cfg: TrainerConfig) -> TrainerConfig:
 
 
 def with_topics(cfg: TrainerConfig, args: argparse.Namespace) -> TrainerConfig:
-    """The config with the command-line data flags (topics, names, --urdf) in it (so they are in
-    the model card and a resumed run must use the same)."""
+    """The config with the command-line data flags (topics, names, --urdf) in it, so a resumed
+    run is compared with them and the model card's command and config show them."""
     values = cfg.to_dict()['data']
     if getattr(args, 'image_topic', None):
         values['image_topics'] = list(args.image_topic)
