@@ -509,3 +509,22 @@ def test_resume_reads_a_checkpoint_whose_config_spells_out_defaults(tmp_path, qu
     lines = []
     run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
     assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory')
+
+
+def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, demos):
+    """What bench/so101_heldout.py re-runs: the trainer's split, targets and saved features."""
+    from aura_ros.memory import MemoryConfig, build_model, load_checkpoint
+    from aura_ros.memory.training import FeatureEpisode, evaluate
+
+    out, report, _ = quick_dir
+    cfg = TrainerConfig.from_dict(json.loads((out / trainer.REPORT_FILE).read_text())['config'])
+    assert cfg == QUICK
+    episodes = trainer.prepare(demos, cfg)
+    _, z_held = trainer.saved_features(out / trainer.CHECKPOINTS / 'features.safetensors',
+                                       episodes.split)
+    held = [FeatureEpisode(z, episodes.targets(e), name=e.name)
+            for z, e in zip(z_held, episodes.split.held_out, strict=True)]
+    config = MemoryConfig.from_dict(yaml.safe_load((out / 'model.yaml').read_text())['memory'])
+    aura = load_checkpoint(out / 'memory.safetensors', build_model('aura', config), config=config)
+    assert evaluate(aura, held)['action_error'] == pytest.approx(
+        report['held_out']['aura']['action_error'], rel=1e-6)

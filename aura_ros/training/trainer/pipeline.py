@@ -13,7 +13,7 @@ changed; under torchrun every rank trains and rank 0 evaluates and writes.
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +63,7 @@ class Run:
     limits: dict
     limits_from: str
     log: Callable
-    start: float = field(default_factory=time.time)
+    start: float                      # time.time() when the run began (its wall time)
 
 
 @dataclass
@@ -104,6 +104,7 @@ def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False
 def start(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False,
           log=print) -> Run:
     """Open (or resume) the checkpoints and run stage 1: the split, statistics and outputs."""
+    began = time.time()
     if not distributed.is_main():
         log = lambda *_: None   # noqa: E731  (rank 0 speaks for the run)
     out = Path(out)
@@ -121,7 +122,7 @@ def start(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = Fal
     log(f'outputs: {outputs_text(groups, demos)}; joint limits of {len(limits)} of '
         f'{len(demos.action_names)} actions from {limits_from}')
     return Run(demos, cfg, out, cfg.name or out.name or 'model', command, ckpt, episodes,
-               groups, limits, limits_from, log)
+               groups, limits, limits_from, log, began)
 
 
 def fit_backbone(r: Run) -> Backbone:
