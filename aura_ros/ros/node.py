@@ -859,8 +859,7 @@ class AuraNode(LifecycleNode):
             self.get_logger().warning(f'state_file {path} not used: {err}; kept aside as '
                                       f'{aside}; starting fresh')
             return True
-        self.runtime.load_state(snapshot.state)
-        self.runtime.steps, self.runtime.writes = snapshot.steps, snapshot.writes
+        self.runtime.resume(snapshot.state, snapshot.steps, snapshot.writes)
         self.get_logger().info(f'resumed the memory state from {path}: {snapshot.steps} steps, '
                                f'{snapshot.writes} writes')
         return True
