@@ -44,7 +44,6 @@ frames step again, and a kept joint state from after the new time is dropped. Th
 as it is (the episode goes on); call ~/reset if the loop means a new episode.
 """
 
-import os
 import sys
 import threading
 import time
@@ -91,20 +90,11 @@ from aura_ros.ros.remaps import unmatched_remaps
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
+from aura_ros.runtime.crash_resume import CrashResume, CrashResumeRefused
 from aura_ros.runtime.decode import frame_pixel_limit
 from aura_ros.runtime.frame_sync import FrameMatcher
 from aura_ros.runtime.runtime import check_threshold
-from aura_ros.runtime.state_file import (
-    StateFileError,
-    StateFileInUse,
-    StateFileLock,
-    is_snapshot,
-    model_fingerprint,
-    probe_writable,
-    read_snapshot,
-    save_snapshot,
-    set_aside,
-)
+from aura_ros.runtime.state_file import model_fingerprint
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
@@ -155,11 +145,8 @@ class AuraNode(LifecycleNode):
         self.spec = None
         self.matcher: Optional[FrameMatcher] = None
         self.state_bytes = 0
-        self.state_saves = 0
-        self.state_bytes_written = 0
-        self.state_save_failures = 0
-        self.crash_resume = 'off'                  # 'on', or 'off' with the reason
-        self._saving = False
+        # crash-resume policy (aura_ros/runtime/crash_resume.py), opened by every configure
+        self.crash = CrashResume(p.state_file, self.get_logger()) if p.state_file else None
         self._throttle = Throttle(WARN_THROTTLE_S)
         self._problems = RecentProblems(p.health_window_s)
         self._configure_error: Optional[Exception] = None
@@ -204,7 +191,6 @@ class AuraNode(LifecycleNode):
         self.publish_failures = 0                  # committed steps whose publishing failed
         self.failure: Optional[str] = None         # what killed the worker
         self.exit_code: Optional[int] = None       # set when the process should end (main)
-        self._state_lock: Optional[StateFileLock] = None
         self.admission: Optional[Admission] = None
         self._unmatched_seen = 0
         self.latencies = deque(maxlen=2000)
@@ -237,9 +223,9 @@ class AuraNode(LifecycleNode):
         collector reaches this object, and a later node of the same name would log nowhere."""
         super().destroy_node()
         self._state_machine.destroy_when_not_in_use()
-        lock = getattr(self, '_state_lock', None)
-        if lock is not None:                      # the node is gone: so is its claim on the file
-            lock.release()
+        crash = getattr(self, 'crash', None)
+        if crash is not None:                     # the node is gone: so is its claim on the file
+            crash.release()
 
     @property
     def lifecycle_state(self) -> str:
@@ -321,8 +307,10 @@ class AuraNode(LifecycleNode):
         self.state_bytes = self.runtime.memory_bytes()     # constant while configured
         self._warm_up()
         if p.state_file:
-            self._fingerprint = model_fingerprint(p.model_dir)
-            self._open_state_file()
+            try:
+                self.crash.open(self.runtime, model_fingerprint(p.model_dir))
+            except CrashResumeRefused as err:
+                raise ParameterError(f"parameter 'state_file': {err}") from None
         cameras = tuple(c.name for c in spec.cameras)
         self.matcher = FrameMatcher(cameras, p.camera_max_skew_s) if len(cameras) > 1 else None
         self.admission = Admission(p.max_obs_age_s, spec.action_period_s, spec.memory.chunk,
@@ -436,11 +424,8 @@ class AuraNode(LifecycleNode):
             self._last_stamp = -float('inf')
         device = self.runtime.device if self.runtime is not None else 'cpu'
         self.runtime = self.spec = self.admission = None
-        self._saving = False
-        if self._state_lock is not None:
-            self._state_lock.release()
-            self._state_lock = None
-        self.crash_resume = 'off'
+        if self.crash is not None:
+            self.crash.release()
         if device.startswith('cuda'):
             torch.cuda.empty_cache()
 
@@ -807,75 +792,13 @@ class AuraNode(LifecycleNode):
 
     # -- crash-resume --
 
-    def _open_state_file(self) -> None:
-        """Resume from `state_file` if it holds this model's snapshot; check it can be saved.
-
-        Only a snapshot (its header says so) is ever set aside; any other file there, or a
-        folder we cannot write in, stops the node at start (ParameterError) instead of at the
-        first save. A bad snapshot that cannot be set aside is left alone and saving is off.
-        """
-        path = self.params.state_file
-        try:
-            self._state_lock = StateFileLock(path)
-        except StateFileInUse as err:
-            raise ParameterError(f"parameter 'state_file': {err}") from None
-        except OSError as err:                     # no usable temporary folder: go on
-            self.get_logger().warning(f'state_file {path}: could not take its lock '
-                                      f'({err.strerror or err}); a second node on this file '
-                                      'would not be refused')
-        if os.path.exists(path) and not is_snapshot(path):
-            raise ParameterError(f"parameter 'state_file': {path} exists and is not an "
-                                 'aura_ros state file; not touching it (move it away or choose '
-                                 'another path)')
-        if os.path.exists(path):
-            if not self._resume_state(path):
-                return
-        else:
-            self.get_logger().info(f'state_file {path} does not exist yet: starting fresh')
-        folder = os.path.dirname(os.path.abspath(path))
-        err = probe_writable(folder)
-        if err is not None:
-            raise ParameterError(f"parameter 'state_file': cannot write in {folder} "
-                                 f'({err.strerror or err})')
-        self._saving = True
-        self.crash_resume = 'on'
-
-    def _resume_state(self, path: str) -> bool:
-        """Continue the saved episode; False when a bad snapshot could not be set aside."""
-        shapes = {k: v.shape for k, v in self.runtime.state_dict().items()}
-        try:
-            snapshot = read_snapshot(path, self._fingerprint, shapes)
-        except StateFileError as err:
-            try:
-                aside = set_aside(path)
-            except OSError as move:
-                self.crash_resume = (f'off: {path} is unusable ({err}) and could not be set '
-                                     f'aside ({move.strerror or move})')
-                self.get_logger().warning(
-                    f'state_file {path} not used: {err}; it could not be set aside '
-                    f'({move.strerror or move}) and will not be overwritten: crash-resume is '
-                    'off for this run; starting fresh')
-                return False
-            self.get_logger().warning(f'state_file {path} not used: {err}; kept aside as '
-                                      f'{aside}; starting fresh')
-            return True
-        self.runtime.resume(snapshot.state, snapshot.steps, snapshot.writes)
-        self.get_logger().info(f'resumed the memory state from {path}: {snapshot.steps} steps, '
-                               f'{snapshot.writes} writes')
-        return True
-
     def _save_state(self) -> None:
         """Snapshot the state (after a write, a reset, at shutdown): bytes follow the writes."""
-        if not self._saving:
+        if self.crash is None or self.runtime is None:
             return
-        try:
-            self.state_bytes_written += save_snapshot(
-                self.params.state_file, self.runtime.state_dict(), self._fingerprint,
-                self.runtime.steps, self.runtime.writes)
-            self.state_saves += 1
-        except OSError as err:
-            self.state_save_failures += 1
-            self._problem('state_save_failed', lambda err=err: (
+        err = self.crash.save(self.runtime)
+        if err is not None:
+            self._problem('state_save_failed', lambda: (
                 f'could not save the state to {self.params.state_file}: {err}'))
 
     # -- health --
@@ -925,13 +848,11 @@ class AuraNode(LifecycleNode):
             values[f'stage_{name}_p50_ms'] = float(np.median(list(times))) * 1e3
         for sub in list(self._input_subs):         # what each input subscribes with now
             values[f'reliability_{sub.topic_name}'] = sub.reliability
-        values['crash_resume'] = self.crash_resume
+        values['crash_resume'] = self.crash.status if self.crash is not None else 'off'
         if self.failure is not None:
             values['worker_failure'] = self.failure
-        if self.params.state_file:
-            values['state_saves'] = self.state_saves
-            values['state_bytes_written'] = self.state_bytes_written
-            values['state_save_failures'] = self.state_save_failures
+        if self.crash is not None:
+            values.update(self.crash.values())
         for reason, count in sorted(list(self.rejected.items())):
             values[f'rejected_{reason}'] = count
         return values
