@@ -502,8 +502,8 @@ class AuraNode(LifecycleNode):
         return True
 
     def _on_joints(self, msg: JointState, info: dict) -> None:
-        spec = self.spec
-        if spec is None or not self._active:
+        spec, admission = self.spec, self.admission
+        if spec is None or admission is None or not self._active:
             return
         if not self._count_sequence('joint_states', info, count_loss=False):
             return                                 # a copy, while input_qos auto re-subscribes
@@ -511,11 +511,7 @@ class AuraNode(LifecycleNode):
         try:
             stamp = checked_stamp_seconds(msg.header.stamp)
             positions = joints_to_array(msg, spec.joint_names)
-            ahead = stamp - self._now()
-            if ahead > self.params.max_obs_age_s:
-                # kept, it would pass every staleness check of every image from now on
-                raise InputError('future_joints', f'joint state stamp is {ahead:.3f} s in the '
-                                 f'future (max_obs_age_s {self.params.max_obs_age_s})')
+            admission.check_joint_state(stamp - self._now())
         except InputError as err:
             self._reject(err, image=False)
             return
@@ -686,20 +682,12 @@ class AuraNode(LifecycleNode):
         newest = max(stamps, key=stamps.get)       # a camera set is as recent as its newest
         stamp, header_stamp = stamps[newest], observation[newest].header.stamp
         what = 'features' if self.spec.features_in else 'image'
-        age = self._now() - stamp
-        self.admission.check(age, what, self._step_time())
-        if stamp <= self._last_stamp:
-            raise InputError('out_of_order', f'{what} stamp {stamp:.3f} is not after the last '
-                             f'processed one ({self._last_stamp:.3f})')
-        positions = np.zeros(0, np.float32)
-        if self.spec.n_joints:
-            if joints is None:
-                raise InputError('no_joints', 'no valid joint state received yet')
-            positions, joint_stamp = joints
-            if stamp - joint_stamp > self.params.max_obs_age_s:
-                raise InputError('stale_joints', f'latest joint state is '
-                                 f'{stamp - joint_stamp:.3f} s older than the {what} '
-                                 f'(max_obs_age_s {self.params.max_obs_age_s})')
+        now = self._now()
+        age = now - stamp
+        self.admission.check_step(stamp, now, self._last_stamp,
+                                  None if joints is None else joints[1],
+                                  bool(self.spec.n_joints), what, self._step_time())
+        positions = joints[0] if self.spec.n_joints else np.zeros(0, np.float32)
         if self.spec.features_in:
             features = features_to_array(observation[newest], self.spec.memory.d_model)
             decoded = time.perf_counter()
