@@ -427,15 +427,20 @@ class AuraNode(LifecycleNode):
         return made
 
     def _warm_up(self) -> None:
-        """One step on blank inputs (first-call allocations, CUDA graph capture), then reset:
-        the first real observation pays no set-up cost and meets a fresh state."""
+        """One step of every robot on blank inputs (first-call allocations, CUDA graph
+        capture), then reset: the first real observation pays no set-up cost and meets a fresh
+        state."""
         spec, runtime = self.spec, self.runtime
         joints = np.zeros(spec.n_joints, np.float32)
         if spec.features_in:
-            runtime.step_features(np.zeros(spec.memory.d_model, np.float32), joints)
+            inputs = np.zeros(spec.memory.d_model, np.float32)
         else:
-            runtime.step_frames({c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
-                                 for c in spec.cameras}, joints)
+            inputs = {c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
+                      for c in spec.cameras}
+        results = runtime.step_rows({robot.row: (inputs, joints) for robot in self.robots})
+        for result in results.values():
+            if isinstance(result, Exception):
+                raise result
         runtime.reset()
 
     def _release(self) -> None:
