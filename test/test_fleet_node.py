@@ -214,3 +214,57 @@ def test_each_robot_resumes_its_own_state_file(make_node, executor, wait_for, ti
         assert again.node.robot_health(again.robot('arm2'))['crash_resume'] == 'on'
     finally:
         again.close()
+
+
+def test_the_fleet_file_remaps_each_robots_topics(make_node, executor, wait_for,
+                                                  tiny_model_dir):
+    """config/fleet.yaml's rules, given to the node as remaps: arm2's camera, joints and chunk
+    live on the topics the file names for arm2."""
+    from pathlib import Path
+
+    from aura_ros.ros.fleet_file import fleet_remappings, load_fleet
+
+    fleet = load_fleet(Path(__file__).resolve().parents[1] / 'config' / 'fleet.yaml')
+    assert list(fleet) == ['arm1', 'arm2', 'arm3']
+    rules = fleet_remappings(fleet, 'aura', 'raw')
+    assert ('arm2/image', '/arm2/camera/image_raw') in rules
+    node = AuraNode(context=executor.context, cli_args=[
+        '--ros-args', *[arg for a, b in rules for arg in ('-r', f'{a}:={b}')]],
+        parameter_overrides=[Parameter('model_dir', value=str(tiny_model_dir)),
+                             Parameter('robots', value=list(fleet)),
+                             Parameter('input_qos', value='reliable')])
+    executor.add_node(node)
+    try:
+        client = make_node('aura_fleet_file_client')
+        image = client.create_publisher(Image, '/arm2/camera/image_raw', RELIABLE)
+        joints = client.create_publisher(JointState, '/arm2/joint_states', RELIABLE)
+        chunks = []
+        client.create_subscription(JointTrajectory, '/arm2/arm_controller/joint_trajectory',
+                                   chunks.append, 10)
+        wait_for(lambda: image.get_subscription_count() and joints.get_subscription_count()
+                 and client.count_publishers('/arm2/arm_controller/joint_trajectory'), 10,
+                 executor, 'discovery')
+        msg = JointState(name=['shoulder', 'elbow'], position=[0.1, 0.2])
+        msg.header.stamp = client.get_clock().now().to_msg()
+        joints.publish(msg)
+        wait_for(lambda: node.robots[1].joints is not None, 5, executor, 'joints')
+        image.publish(image_msg(np.zeros((24, 32, 3), np.uint8),
+                                client.get_clock().now().to_msg()))
+        wait_for(lambda: chunks, 10, executor, "arm2's chunk on its controller topic")
+        assert [node.runtime.counters[i].steps for i in range(3)] == [0, 1, 0]
+    finally:
+        executor.remove_node(node)
+        node.stop()
+        node.destroy_node()
+
+
+def test_a_bad_fleet_file_names_the_robot_and_key(tmp_path):
+    from aura_ros.ros.fleet_file import FleetFileError, load_fleet
+
+    path = tmp_path / 'fleet.yaml'
+    for text, match in (('robots: {arm1: {camera: /x}}', r'robots.arm1: unknown key'),
+                        ('robots: {arm1: {outputs: /x}}', r'robots.arm1.outputs must map'),
+                        ('arms: [a]', 'expected a mapping')):
+        path.write_text(text)
+        with pytest.raises(FleetFileError, match=match):
+            load_fleet(path)
