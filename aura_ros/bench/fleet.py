@@ -134,13 +134,14 @@ def serve(runtime, robots: int, rate_hz: float, duration_s: float, seed: int = 0
             'state_bytes': runtime.memory_bytes()}
 
 
-def memory_alone(model_dir: Path, rows_list, samples: int = 200) -> list[dict]:
+def memory_alone(model_dir: Path, rows_list, samples: int = 200,
+                 device: str = 'cpu') -> list[dict]:
     """One batched compute + commit of every row, features fixed: microseconds per call."""
     from aura_ros.runtime import AuraRuntime
 
     out = []
     for rows in rows_list:
-        rt = AuraRuntime.from_model_dir(model_dir, device='cpu', robots=rows, threads=1)
+        rt = AuraRuntime.from_model_dir(model_dir, device=device, robots=rows, threads=1)
         every, steps = list(range(rows)), [0] * rows
         with torch.inference_mode():
             rt.features.normal_()
@@ -191,7 +192,8 @@ def report(result: dict) -> str:
     m = result['machine']
     lines = ['# Fleet: one runtime, N robots, batched', '',
              f'Command: `{result["command"]}`  ', f'Machine: {m["platform"]}, {m["cpus"]} CPUs, '
-             f'torch {m["torch"]} ({m["torch_threads"]} thread); no GPU. {result["note"]}', '',
+             f'torch {m["torch"]} ({m["torch_threads"]} thread); device '
+             f'{result.get("device", "cpu")}. {result["note"]}', '',
              f'In-process, no DDS: each robot a frame at {result["rate_hz"]:g} Hz, '
              f'{result["duration_s"]:g} s per N; latency = frame time -> its batched step done.',
              '']
@@ -234,7 +236,10 @@ def main(args: argparse.Namespace) -> int:
     robots = tuple(n for n in ROBOTS if n <= args.max_robots)
     command = 'python -m aura_ros bench fleet' + (f' --duration {args.duration:g}'
                                                   if args.duration != 3.0 else '')
+    if args.device != 'cpu':
+        command += f' --device {args.device}'
     result = {'command': command, 'machine': {**machine(), 'torch_threads': 1},
+              'device': args.device,
               'note': args.note, 'rate_hz': args.rate, 'duration_s': args.duration}
     with tempfile.TemporaryDirectory() as tmp:
         models = {'camera': model_dir,
@@ -242,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
         for kind, directory in models.items():
             rows = []
             for n in robots:
-                rt = AuraRuntime.from_model_dir(directory, device='cpu', robots=n, threads=1)
+                rt = AuraRuntime.from_model_dir(directory, device=args.device, robots=n,
+                                                threads=1)
                 one = AuraRuntime.from_model_dir(directory, device='cpu').memory_bytes()
                 row = serve(rt, n, args.rate, args.duration)
                 assert row['state_bytes'] == n * one, (row['state_bytes'], n, one)
@@ -254,7 +260,8 @@ def main(args: argparse.Namespace) -> int:
                             'rows': rows, 'largest_served': largest_served(rows, args.rate)}
         config = AuraRuntime.from_model_dir(model_dir, device='cpu').spec.memory
         result['memory_step'] = [{**r, 'kv_cache_bytes': kv_cache_bytes(config, r['rows'])}
-                                 for r in memory_alone(model_dir, MEMORY_ROWS)]
+                                 for r in memory_alone(model_dir, MEMORY_ROWS,
+                                                       device=args.device)]
     result['single_process_rss_bytes'] = single_process_rss(model_dir)
     out.write_text(json.dumps(result, indent=2) + '\n')
     out.with_suffix('.md').write_text(report(result))
@@ -268,5 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rate', type=float, default=30.0, help='frames per second per robot')
     parser.add_argument('--duration', type=float, default=3.0, help='seconds per N')
     parser.add_argument('--max-robots', type=int, default=64, help='largest N (default 64)')
+    parser.add_argument('--device', default='cpu',
+                        help='cpu or cuda: where the batched state lives (default cpu)')
     parser.add_argument('--note', default=os.environ.get('AURA_BENCH_NOTE', ''),
                         help='a line on the machine (e.g. its load) for the report')
