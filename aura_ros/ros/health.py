@@ -124,3 +124,68 @@ class RobotCounters:
         for reason, count in sorted(list(self.rejected.items())):
             values[f'rejected_{reason}'] = count
         return values
+
+
+class DeliveryLedger:
+    """Messages lost on the way, told apart from messages the node itself did not take.
+
+    Per (topic, publisher) it keeps the last sequence number seen (rmw's message info, a plain
+    dict here). A gap is the node's own (`missed_by_node`), not transport's
+    (`lost_in_transport`), when the node was not taking since that publisher's previous message:
+    it was inactive, a reset or deactivation held the executor (`pause`), or the executor ran
+    none of the node's callbacks for longer than `stall_s`: the messages were overwritten in the
+    node's own input queue. Messages lost after the last one received stay invisible until the
+    next one comes. A message seen twice (the second copy while input_qos auto replaces a
+    subscription) is not fresh.
+    """
+
+    def __init__(self, stall_s: float):
+        self.stall_s = stall_s
+        self.lost_in_transport = 0
+        self.missed_by_node = 0
+        self.epoch = 0                 # +1 whenever the node stops or starts taking
+        self._last: dict = {}          # (topic, publisher) -> sequence number
+        self._taken: dict = {}         # (topic, publisher) -> epoch of its last take
+        self._seen = time.monotonic()  # the executor last ran one of the node's callbacks
+
+    def pause(self) -> None:
+        """The node stopped or started taking: a gap across this is the node's own."""
+        self.epoch += 1
+
+    def forget(self) -> None:
+        """A new configure: sequence numbers start over (the counts stay)."""
+        self._last = {}
+
+    def _stalled(self) -> bool:
+        now = time.monotonic()
+        stalled = now - self._seen > self.stall_s
+        self._seen = now
+        return stalled
+
+    def executor_ran(self) -> None:
+        """The health timer ran: a stall seen here is a pause for every topic."""
+        if self._stalled():
+            self.pause()
+
+    def take(self, topic: str, info: dict, count_loss: bool = True) -> tuple[bool, int]:
+        """(fresh, lost in transport just before it) for a message with `info`."""
+        stalled = self._stalled()
+        sequence = info.get('publication_sequence_number') if info else None
+        if not sequence:
+            return True, 0
+        gid = info.get('publisher_gid')
+        known = isinstance(gid, dict) and 'data' in gid     # else: all publishers share a key
+        key = (topic, bytes(gid['data']) if known else None)
+        last = self._last.get(key)
+        if known and last is not None and sequence <= last:
+            return False, 0
+        self._last[key] = sequence if last is None else max(last, sequence)
+        paused = stalled or self._taken.get(key, self.epoch) != self.epoch
+        self._taken[key] = self.epoch
+        if not count_loss or last is None or sequence <= last + 1:
+            return True, 0
+        if paused:
+            self.missed_by_node += sequence - last - 1
+            return True, 0
+        self.lost_in_transport += sequence - last - 1
+        return True, sequence - last - 1

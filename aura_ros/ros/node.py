@@ -72,7 +72,7 @@ from trajectory_msgs.msg import JointTrajectory
 from aura_ros.ros.adaptive_qos import InputSubscription
 from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
 from aura_ros.ros.gate_topics import GateTopics
-from aura_ros.ros.health import RecentProblems, Throttle
+from aura_ros.ros.health import DeliveryLedger, RecentProblems, Throttle
 from aura_ros.ros.inputs import (
     COMPRESSED_TYPE,
     FEATURES_TOPIC,
@@ -169,16 +169,12 @@ class AuraNode(LifecycleNode):
         self._busy = False                         # the worker is stepping
         self._active = False
         self._worker: Optional[threading.Thread] = None
-        self._last_sequence: dict = {}             # (topic, publisher) -> sequence number
         self._input_problems: list[str] = []
 
         self.clock_jumps_back = 0
         self.image_publishers = 0
-        self.lost_in_transport = 0                 # gaps in the publishers' sequence numbers
-        self.missed_by_node = 0                    # gaps while the node itself did not take
-        self._pause_epoch = 0                      # +1 whenever the node stops/starts taking
-        self._taken_epoch: dict = {}               # (topic, publisher) -> epoch of its last take
-        self._executor_seen = time.monotonic()     # the executor last ran one of our callbacks
+        # gaps in the publishers' sequence numbers: lost in transport or missed by the node
+        self.delivery = DeliveryLedger(1.5 * p.diagnostics_period_s)
         self.failure: Optional[str] = None         # what killed the worker
         self.exit_code: Optional[int] = None       # set when the process should end (main)
         self.admission: Optional[Admission] = None
@@ -244,6 +240,9 @@ class AuraNode(LifecycleNode):
     _camera_topics = _of_robot('camera_topics')
     last_gate = _of_robot('last_gate')
 
+    lost_in_transport = property(lambda self: self.delivery.lost_in_transport)
+    missed_by_node = property(lambda self: self.delivery.missed_by_node)
+
     @property
     def _input_subs(self) -> list[InputSubscription]:
         return [sub for robot in self.robots for sub in robot.subscriptions]
@@ -269,7 +268,7 @@ class AuraNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self._active = True
-            self._pause_epoch += 1                 # frames missed while inactive were ours
+            self.delivery.pause()                  # frames missed while inactive were ours
         for watch in self._watches.values():
             watch.restart()
         self.get_logger().info('active: stepping on every observation')
@@ -352,7 +351,7 @@ class AuraNode(LifecycleNode):
             transports = camera_transports(spec.cameras, p.image_transport)
         except ValueError as err:
             raise ParameterError(f"parameter 'image_transport': {err}") from err
-        self._last_sequence = {}
+        self.delivery.forget()
         for robot in self.robots:
             self._wire(robot, transports)
         rules = remap_rules(self._ros_args, self.get_name())
@@ -511,39 +510,15 @@ class AuraNode(LifecycleNode):
             self._lock.notify()
 
     def _count_sequence(self, topic: str, info: dict, count_loss: bool = True) -> bool:
-        """Frames the middleware lost: gaps in each publisher's sequence numbers (frames lost
-        after the last one received stay invisible until the next one comes). False for a
-        message already had: the second copy while input_qos auto replaces a subscription.
-
-        A gap is the node's own, not transport's (`frames_missed_by_node`), when the node was
-        not taking since the publisher's previous message: it was inactive, a reset or
-        deactivation held the executor, or the executor ran none of our callbacks (not even the
-        /diagnostics timer) for longer than 1.5 periods: the messages were overwritten in the
-        node's own depth-`input_depth` queue."""
-        now = time.monotonic()
-        stalled = now - self._executor_seen > 1.5 * self.params.diagnostics_period_s
-        self._executor_seen = now
-        sequence = info.get('publication_sequence_number') if info else None
-        if not sequence:
-            return True
-        gid = info.get('publisher_gid')
-        known = isinstance(gid, dict) and 'data' in gid     # else: all publishers share a key
-        key = (topic, bytes(gid['data']) if known else None)
-        last = self._last_sequence.get(key)
-        if known and last is not None and sequence <= last:
-            return False
-        self._last_sequence[key] = sequence if last is None else max(last, sequence)
-        paused = stalled or self._taken_epoch.get(key, self._pause_epoch) != self._pause_epoch
-        self._taken_epoch[key] = self._pause_epoch
-        if count_loss and last is not None and sequence > last + 1 and paused:
-            self.missed_by_node += sequence - last - 1
-        elif count_loss and last is not None and sequence > last + 1:
-            lost = sequence - last - 1
-            self.lost_in_transport += lost
+        """Account for the message in the delivery ledger (health.py); False for a message
+        already had (the second copy while input_qos auto replaces a subscription)."""
+        fresh, lost = self.delivery.take(topic, info, count_loss)
+        if lost:
             self._problem('frames_lost_in_transport', lambda: (
-                f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
-                'so far): see input_qos and the Fast DDS profile (README "On a real robot")'))
-        return True
+                f'{lost} message(s) lost in transport on {topic} '
+                f'({self.delivery.lost_in_transport} so far): see input_qos and the Fast DDS '
+                'profile (README "On a real robot")'))
+        return fresh
 
     def _on_joints(self, robot: Robot, msg: JointState, info: dict) -> None:
         spec, admission = self.spec, self.admission
@@ -570,7 +545,7 @@ class AuraNode(LifecycleNode):
             return response
         done = {'event': threading.Event()}
         with self._lock:
-            self._pause_epoch += 1     # the executor waits here: its input queues overflow
+            self.delivery.pause()      # the executor waits here: its input queues overflow
             robot.reset_request = done
             robot.frame = None
             if robot.matcher is not None:
@@ -581,7 +556,7 @@ class AuraNode(LifecycleNode):
             if self.failure is not None or time.monotonic() > deadline:
                 break
         with self._lock:
-            self._pause_epoch += 1
+            self.delivery.pause()
         if self.failure is not None:
             response.success = False
             response.message = f'the worker failed ({self.failure}): the node is stopping'
@@ -881,8 +856,8 @@ class AuraNode(LifecycleNode):
         """
         runtime = self.runtime
         values = {'lifecycle_state': self.lifecycle_state,
-                  'frames_lost_in_transport': self.lost_in_transport,
-                  'frames_missed_by_node': self.missed_by_node,
+                  'frames_lost_in_transport': self.delivery.lost_in_transport,
+                  'frames_missed_by_node': self.delivery.missed_by_node,
                   'image_publishers': self.image_publishers,
                   'image_transport': self.params.image_transport,
                   'input_qos': self.params.input_qos,
@@ -988,11 +963,8 @@ class AuraNode(LifecycleNode):
         return found + self._input_problems
 
     def _publish_health(self) -> None:
-        now = time.monotonic()
-        if now - self._executor_seen > 1.5 * self.params.diagnostics_period_s:
-            with self._lock:                       # a stall, seen by the timer first
-                self._pause_epoch += 1
-        self._executor_seen = now
+        with self._lock:                           # a stall, seen by the timer first
+            self.delivery.executor_ran()
         self._check_inputs()
         self.health_pub.publish(self._health_message())
 
