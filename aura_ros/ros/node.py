@@ -19,10 +19,19 @@ Outputs: the absolute, clipped joint targets of each output group on `~/<group>`
 aura_ros/ros/trajectory.py; `~/gate`, stamped with the observation's stamp; the gate for
 plotting tools and people, `~/gate_values` and `~/gate_image` (aura_ros/ros/gate_topics.py).
 
+Robots: by default the node serves one robot with the names above. With the `robots` parameter
+it serves a fleet from one process: one runtime whose memory state has one row per robot, each
+robot with the same names under its own (`arm1/image` in, `arm1/aura/<group>` and the
+`arm1/aura/reset` service out; aura_ros/ros/robot.py). A single robot is a fleet of one: the
+same code. The policies the node applies are ROS-free: stamp admission
+(aura_ros/runtime/admission.py), crash-resume (aura_ros/runtime/crash_resume.py), counters and
+delivery accounting (aura_ros/ros/health.py).
+
 Threading: one worker thread owns the runtime and its memory state. Subscription callbacks only
 hand the latest observation over (an unprocessed one that a newer one replaces is counted as
-dropped), so a slow step drops frames instead of queueing them. Decoding happens in the worker. A
-reset is performed by the worker between two steps; the service callback waits for it.
+dropped), so a slow step drops frames instead of queueing them. Decoding happens in the worker,
+which steps every robot with a new observation in one batched runtime call. A reset is performed
+by the worker between two steps; the service callback waits for it.
 
 A step whose new memory state would be NaN/Inf is discarded by the runtime (the state stays the
 last good one); the node publishes that step's chunk (a skip step's), counts it apart from input
