@@ -194,6 +194,12 @@ def _bench_perf_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
 
 
+def _bench_fleet_args(parser: argparse.ArgumentParser) -> None:
+    from aura_ros.bench.fleet import add_arguments
+
+    add_arguments(parser)
+
+
 def _bench_soak_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--frames', type=int, default=100_000, help='frames in one episode')
     parser.add_argument('--window', type=int, default=10_000,
@@ -275,6 +281,9 @@ COMMANDS: Dict[str, Command] = {
     'bench soak': Command('aura_ros.ros.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
                           _bench_soak_args),
+    'bench fleet': Command('aura_ros.bench.fleet:main',
+                           'one runtime serving N robots, batched: latency, drops, CPU, RSS, '
+                           'state bytes', _bench_fleet_args),
     'bench perf': Command('aura_ros.bench.perf:main',
                           'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
                           _bench_perf_args),

@@ -12,12 +12,17 @@ Checks, each recorded as pass/fail with its numbers (exit 1 if any fails, 2 if t
   host_copies          device->host copies per step seen by the CUDA profiler: only the
                        results (action, g, p, surprise) and the finite-features flag, never
                        the features or the state
+  fleet_rows           a runtime of 8 rows (one batched state on CUDA): random subsets of rows
+                       stepped together match one-row runtimes (gates equal, actions 1e-4), rows
+                       not stepped stay bit-identical, the state keeps its address
 and per-step latency p50/p99 for torch eager, torch CUDA graph and the ONNX engine (the memory
 engine alone, and the whole step with a 640x480 frame). Then `python -m aura_ros bench
 train-scale` at 1, 2, 4 and 8 ranks (--train-scale-ranks; torchrun, DDP) on the lent machine's
 cores (the trainer trains on the CPU: this is the rank scaling the 2-core dev machine cannot
 show), written to docs/results/train_scale_gpu_machine.json/.md; check `train_scale` passes
-when it exits 0.
+when it exits 0. Then `python -m aura_ros bench fleet --device cuda` (N = 1..64 robots at 30 Hz,
+the memory step alone to 1,024 rows) into docs/results/fleet_gpu.json unless --skip-fleet;
+check `fleet_bench` passes when it exits 0.
 """
 
 import argparse
@@ -124,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument('--cpu-dry-run', action='store_true',
                         help='run the same code on the CPU (device checks fail by design): '
                              'exercises this script where there is no GPU')
+    parser.add_argument('--skip-fleet', action='store_true',
+                        help='do not run `bench fleet --device cuda` after the checks')
     args = parser.parse_args(argv)
     device = 'cpu' if args.cpu_dry_run else 'cuda'
     if not torch.cuda.is_available() and not args.cpu_dry_run:
@@ -211,7 +218,32 @@ def main(argv=None) -> int:
         check('cuda_graph_parity', cuda_graph_parity)
         check('onnx_on_device', onnx_on_device)
         check('onnx_parity', onnx_parity)
+        def fleet_rows():
+            fleet = make(engine='torch', robots=8)
+            singles = [make(engine='torch') for _ in range(8)]
+            before = pointers(fleet.memory)
+            rng = np.random.default_rng(1)
+            frames = observations(40, fleet.spec.n_joints)
+            worst, gates_equal, untouched = 0.0, True, True
+            for img, joints in frames:
+                rows = sorted(rng.choice(8, size=int(rng.integers(1, 9)), replace=False).tolist())
+                idle = {r: fleet.state_dict(r) for r in range(8) if r not in rows}
+                out = fleet.step_rows({r: ({'image': (img, 'rgb8')}, joints) for r in rows})
+                for r in rows:
+                    ref = singles[r].step(img, 'rgb8', joints)
+                    worst = max(worst, float(np.abs(out[r].action - ref.action).max()))
+                    gates_equal &= out[r].gate.wrote == ref.gate.wrote
+                untouched &= all(np.array_equal(v[k], fleet.state_dict(r)[k])
+                                 for r, v in idle.items() for k in v)
+            return {'pass': worst < 1e-4 and gates_equal and untouched
+                    and pointers(fleet.memory) == before
+                    and all(t.is_cuda for t in fleet.memory.state.values()),
+                    'max_action_diff': worst, 'gates_equal': gates_equal,
+                    'rows_not_stepped_bit_identical': untouched,
+                    'state_bytes': fleet.memory_bytes()}
+
         check('host_copies', host_copies)
+        check('fleet_rows', fleet_rows)
         hc = checks['host_copies']
         verdicts = [hc[e].get('pass') for e in ('torch', 'onnx') if isinstance(hc.get(e), dict)]
         if verdicts and all(v is not None for v in verdicts):
@@ -235,6 +267,12 @@ def main(argv=None) -> int:
 
     if args.train_scale_ranks:
         check('train_scale', lambda: train_scale(args.train_scale_ranks))
+    if not args.skip_fleet:
+        import subprocess
+        done = subprocess.run([sys.executable, '-m', 'aura_ros', 'bench', 'fleet', '--device',
+                               device, '--duration', '1', '--out',
+                               str(Path(args.out).with_name('fleet_gpu.json'))])
+        checks['fleet_bench'] = {'pass': done.returncode == 0, 'returncode': done.returncode}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,3 +32,25 @@ def test_the_usable_age_is_the_smaller_of_the_two_limits():
     assert reason(long_chunk, 0.6).reason == 'stale_image'
     assert reason(long_chunk, -0.6).reason == 'future_image'
     long_chunk.check(0.49)
+
+
+def step_reason(stamp, last=-float('inf'), joint_stamp=0.9, needs_joints=True, now=1.0):
+    with pytest.raises(InputError) as err:
+        SO101.check_step(stamp, now, last, joint_stamp, needs_joints)
+    return err.value.reason
+
+
+def test_a_step_is_refused_out_of_order_without_joints_or_with_stale_joints():
+    SO101.check_step(0.95, 1.0, 0.9, 0.9, True)                     # admitted
+    assert step_reason(0.95, last=0.95) == 'out_of_order'
+    assert step_reason(0.95, joint_stamp=None) == 'no_joints'
+    SO101.check_step(0.95, 1.0, 0.9, None, False)                   # a model without joints
+    assert step_reason(0.95, joint_stamp=0.4) == 'stale_joints'
+    assert step_reason(0.65, last=0.7) == 'stale_for_chunk'         # the age comes first
+
+
+def test_a_joint_state_from_the_future_is_refused():
+    SO101.check_joint_state(0.5)
+    with pytest.raises(InputError, match='0.600 s in the future') as err:
+        SO101.check_joint_state(0.6)
+    assert err.value.reason == 'future_joints'

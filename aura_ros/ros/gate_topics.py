@@ -24,13 +24,15 @@ GATE_VALUES = ('p', 'wrote', 'threshold', 'surprise', 'step', 'writes', 'write_r
 
 
 class GateTopics:
-    """The two publishers, the draw timer and the GateView of one configured node."""
+    """The two publishers, the draw timer and the GateView of one configured node (of one
+    robot: `prefix` is where its outputs are, ~/ or <robot>/<node>/ in a fleet)."""
 
-    def __init__(self, node, steps: int, rate_hz: float, thumbnails: int):
+    def __init__(self, node, steps: int, rate_hz: float, thumbnails: int, prefix: str = '~/'):
         self.node = node
         self.view = GateView(steps, thumbnails)
-        self.image_pub = node.create_lifecycle_publisher(Image, '~/gate_image', 1)
-        self.values_pub = node.create_lifecycle_publisher(Float64MultiArray, '~/gate_values', 10)
+        self.image_pub = node.create_lifecycle_publisher(Image, f'{prefix}gate_image', 1)
+        self.values_pub = node.create_lifecycle_publisher(Float64MultiArray,
+                                                          f'{prefix}gate_values', 10)
         self.timer = node.create_timer(1.0 / rate_hz, self.draw,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._layout = [MultiArrayDimension(label=','.join(GATE_VALUES), size=len(GATE_VALUES),

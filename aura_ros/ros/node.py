@@ -19,10 +19,19 @@ Outputs: the absolute, clipped joint targets of each output group on `~/<group>`
 aura_ros/ros/trajectory.py; `~/gate`, stamped with the observation's stamp; the gate for
 plotting tools and people, `~/gate_values` and `~/gate_image` (aura_ros/ros/gate_topics.py).
 
+Robots: by default the node serves one robot with the names above. With the `robots` parameter
+it serves a fleet from one process: one runtime whose memory state has one row per robot, each
+robot with the same names under its own (`arm1/image` in, `arm1/aura/<group>` and the
+`arm1/aura/reset` service out; aura_ros/ros/robot.py). A single robot is a fleet of one: the
+same code. The policies the node applies are ROS-free: stamp admission
+(aura_ros/runtime/admission.py), crash-resume (aura_ros/runtime/crash_resume.py), counters and
+delivery accounting (aura_ros/ros/health.py).
+
 Threading: one worker thread owns the runtime and its memory state. Subscription callbacks only
 hand the latest observation over (an unprocessed one that a newer one replaces is counted as
-dropped), so a slow step drops frames instead of queueing them. Decoding happens in the worker. A
-reset is performed by the worker between two steps; the service callback waits for it.
+dropped), so a slow step drops frames instead of queueing them. Decoding happens in the worker,
+which steps every robot with a new observation in one batched runtime call. A reset is performed
+by the worker between two steps; the service callback waits for it.
 
 A step whose new memory state would be NaN/Inf is discarded by the runtime (the state stays the
 last good one); the node publishes that step's chunk (a skip step's), counts it apart from input
@@ -44,12 +53,11 @@ frames step again, and a kept joint state from after the new time is dropped. Th
 as it is (the episode goes on); call ~/reset if the loop means a new episode.
 """
 
-import os
+import functools
 import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
 from typing import Callable, Optional
 
 # first of all: when aura_node is the program, its Ctrl-C/SIGHUP handler, before torch loads
@@ -73,7 +81,7 @@ from trajectory_msgs.msg import JointTrajectory
 from aura_ros.ros.adaptive_qos import InputSubscription
 from aura_ros.ros.conversions import checked_stamp_seconds, joints_to_array, status
 from aura_ros.ros.gate_topics import GateTopics
-from aura_ros.ros.health import RecentProblems, Throttle
+from aura_ros.ros.health import DeliveryLedger, RecentProblems, Throttle
 from aura_ros.ros.inputs import (
     COMPRESSED_TYPE,
     FEATURES_TOPIC,
@@ -88,23 +96,15 @@ from aura_ros.ros.inputs import (
 from aura_ros.ros.model_remaps import remap_rules, unfit_rules
 from aura_ros.ros.params import ParameterError, declare_and_read, widen_integers
 from aura_ros.ros.remaps import unmatched_remaps
+from aura_ros.ros.robot import Robot
 from aura_ros.ros.trajectory import group_trajectories, plan, time_ns
 from aura_ros.runtime import AuraRuntime, InputError, ModelDirError
 from aura_ros.runtime.admission import Admission
+from aura_ros.runtime.crash_resume import CrashResumeRefused
 from aura_ros.runtime.decode import frame_pixel_limit
 from aura_ros.runtime.frame_sync import FrameMatcher
 from aura_ros.runtime.runtime import check_threshold
-from aura_ros.runtime.state_file import (
-    StateFileError,
-    StateFileInUse,
-    StateFileLock,
-    is_snapshot,
-    model_fingerprint,
-    probe_writable,
-    read_snapshot,
-    save_snapshot,
-    set_aside,
-)
+from aura_ros.runtime.state_file import model_fingerprint
 
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
@@ -116,6 +116,16 @@ def check_device(device: str) -> None:
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ParameterError(f"parameter 'device' is {device!r} but torch sees no CUDA device "
                              "here; available: auto, cpu")
+
+
+def _of_robot(*path: str) -> property:
+    """A read-only node attribute that is the single robot's (`self.robot`) `path`."""
+    def get(self):
+        value = self.robot
+        for name in path:
+            value = getattr(value, name)
+        return value
+    return property(get)
 
 
 class AuraNode(LifecycleNode):
@@ -153,66 +163,36 @@ class AuraNode(LifecycleNode):
         torch.set_num_threads(p.inference_threads)
         self.runtime: Optional[AuraRuntime] = None      # loaded by configure, dropped by cleanup
         self.spec = None
-        self.matcher: Optional[FrameMatcher] = None
         self.state_bytes = 0
-        self.state_saves = 0
-        self.state_bytes_written = 0
-        self.state_save_failures = 0
-        self.crash_resume = 'off'                  # 'on', or 'off' with the reason
-        self._saving = False
         self._throttle = Throttle(WARN_THROTTLE_S)
         self._problems = RecentProblems(p.health_window_s)
         self._configure_error: Optional[Exception] = None
+        # one Robot per robot served (aura_ros/ros/robot.py): a single robot is a fleet of one
+        self.robots = [Robot(name, row, self.get_name(), p.state_file, self.get_logger(),
+                             p.health_window_s) for row, name in enumerate(p.robots or ('',))]
 
         self._lock = threading.Condition()
-        self._frame: Optional[tuple[dict, float]] = None   # {camera or 'features': msg}, time
-        self._joints: Optional[tuple[np.ndarray, float]] = None
-        self._last_stamp = -float('inf')
-        self._reset_request: Optional[dict] = None
         self._threshold_update: Optional[float] = None
         self._clock_jumped = False
         self._stopping = False
         self._busy = False                         # the worker is stepping
         self._active = False
         self._worker: Optional[threading.Thread] = None
-        self._input_subs: list[InputSubscription] = []
-        self._group_pubs: dict = {}
-        self.gate_pub = None
-        self.gate_topics: Optional[GateTopics] = None   # ~/gate_image, ~/gate_values
-        self._watches: dict[str, TopicWatch] = {}
-        self._camera_topics: dict[str, str] = {}   # camera -> resolved topic
-        self._last_sequence: dict = {}             # (topic, publisher) -> sequence number
         self._input_problems: list[str] = []
 
-        self.received = 0
-        self.dropped = 0
-        self.rejected: Counter = Counter()         # by reason, images and joint states
-        self.images_rejected = 0
-        self.joint_states_received = 0
-        self.joint_states_rejected = 0
         self.clock_jumps_back = 0
         self.image_publishers = 0
-        self.nonfinite_discarded = 0               # steps whose non-finite new state was dropped
-        self.clipped = 0                           # target values clipped to the joint limits
-        self.chunks_expired = 0                    # chunks whose every point had passed
-        self.points_dropped = 0                    # chunk points left out as already past
-        self.lost_in_transport = 0                 # gaps in the publishers' sequence numbers
-        self.missed_by_node = 0                    # gaps while the node itself did not take
-        self._pause_epoch = 0                      # +1 whenever the node stops/starts taking
-        self._taken_epoch: dict = {}               # (topic, publisher) -> epoch of its last take
-        self._executor_seen = time.monotonic()     # the executor last ran one of our callbacks
-        self.publish_failures = 0                  # committed steps whose publishing failed
+        # gaps in the publishers' sequence numbers: lost in transport or missed by the node
+        self.delivery = DeliveryLedger(1.5 * p.diagnostics_period_s)
         self.failure: Optional[str] = None         # what killed the worker
         self.exit_code: Optional[int] = None       # set when the process should end (main)
-        self._state_lock: Optional[StateFileLock] = None
         self.admission: Optional[Admission] = None
-        self._unmatched_seen = 0
-        self.latencies = deque(maxlen=2000)
-        self.stage_times: dict[str, deque] = {}
-        self.last_gate: dict = {}
+        self._unmatched_seen: dict[int, int] = {}  # robot row -> unmatched frames seen
 
         self.health_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_service(Trigger, '~/reset', self._on_reset)
+        for robot in self.robots:
+            self.create_service(Trigger, robot.output_topic('reset'),
+                                functools.partial(self._on_reset, robot))
         self.create_timer(p.diagnostics_period_s, self._publish_health,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_pre_set_parameters_callback(widen_integers)
@@ -237,13 +217,49 @@ class AuraNode(LifecycleNode):
         collector reaches this object, and a later node of the same name would log nowhere."""
         super().destroy_node()
         self._state_machine.destroy_when_not_in_use()
-        lock = getattr(self, '_state_lock', None)
-        if lock is not None:                      # the node is gone: so is its claim on the file
-            lock.release()
+        for robot in getattr(self, 'robots', ()):  # the node is gone: so is its claim on the files
+            if robot.crash is not None:
+                robot.crash.release()
 
     @property
     def lifecycle_state(self) -> str:
         return self._state_machine.current_state[1]
+
+    @property
+    def robot(self) -> Robot:
+        """The one robot of a single-robot node (a fleet's first)."""
+        return self.robots[0]
+
+    # the single robot's counters and hand-over, as the node's own (tests and rigs read them)
+    received = _of_robot('counters', 'received')
+    dropped = _of_robot('counters', 'dropped')
+    rejected = _of_robot('counters', 'rejected')
+    images_rejected = _of_robot('counters', 'images_rejected')
+    joint_states_received = _of_robot('counters', 'joint_states_received')
+    joint_states_rejected = _of_robot('counters', 'joint_states_rejected')
+    clipped = _of_robot('counters', 'clipped')
+    chunks_expired = _of_robot('counters', 'chunks_expired')
+    latencies = _of_robot('counters', 'latencies')
+    _frame = _of_robot('frame')
+    _joints = _of_robot('joints')
+    _last_stamp = _of_robot('last_stamp')
+    matcher = _of_robot('matcher')
+    gate_topics = _of_robot('gate_topics')
+    gate_pub = _of_robot('gate_pub')
+    _camera_topics = _of_robot('camera_topics')
+    last_gate = _of_robot('last_gate')
+
+    lost_in_transport = property(lambda self: self.delivery.lost_in_transport)
+    missed_by_node = property(lambda self: self.delivery.missed_by_node)
+
+    @property
+    def _input_subs(self) -> list[InputSubscription]:
+        return [sub for robot in self.robots for sub in robot.subscriptions]
+
+    @property
+    def _watches(self) -> dict:
+        return {(robot.row, name): watch for robot in self.robots
+                for name, watch in robot.watches.items()}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -261,7 +277,7 @@ class AuraNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self._active = True
-            self._pause_epoch += 1                 # frames missed while inactive were ours
+            self.delivery.pause()                  # frames missed while inactive were ours
         for watch in self._watches.values():
             watch.restart()
         self.get_logger().info('active: stepping on every observation')
@@ -272,9 +288,10 @@ class AuraNode(LifecycleNode):
             return TransitionCallbackReturn.ERROR
         with self._lock:
             self._active = False
-            self._frame = None
-            if self.matcher is not None:
-                self.matcher.clear()
+            for robot in self.robots:
+                robot.frame = None
+                if robot.matcher is not None:
+                    robot.matcher.clear()
             self._lock.wait_for(lambda: not self._busy, timeout=IDLE_WAIT_S)
         self.get_logger().info('inactive: not stepping; the memory state is kept')
         return super().on_deactivate(state)
@@ -307,7 +324,8 @@ class AuraNode(LifecycleNode):
         self.runtime = AuraRuntime.from_model_dir(p.model_dir, device=p.device,
                                                   engine=p.memory_engine,
                                                   gate_threshold=threshold,
-                                                  threads=p.inference_threads)
+                                                  threads=p.inference_threads,
+                                                  robots=len(self.robots))
         self.spec = spec = self.runtime.spec
         threshold = f'{self.runtime.gate_threshold:g} (' + (
             "the model's, selected in training; the gate_threshold parameter overrides it"
@@ -321,10 +339,13 @@ class AuraNode(LifecycleNode):
         self.state_bytes = self.runtime.memory_bytes()     # constant while configured
         self._warm_up()
         if p.state_file:
-            self._fingerprint = model_fingerprint(p.model_dir)
-            self._open_state_file()
+            fingerprint = model_fingerprint(p.model_dir)
+            for robot in self.robots:
+                try:
+                    robot.crash.open(self.runtime, fingerprint)
+                except CrashResumeRefused as err:
+                    raise ParameterError(f"parameter 'state_file': {err}") from None
         cameras = tuple(c.name for c in spec.cameras)
-        self.matcher = FrameMatcher(cameras, p.camera_max_skew_s) if len(cameras) > 1 else None
         self.admission = Admission(p.max_obs_age_s, spec.action_period_s, spec.memory.chunk,
                                    p.chunk_min_lead_s)
         if self.admission.usable_age_s < p.max_obs_age_s:
@@ -335,35 +356,18 @@ class AuraNode(LifecycleNode):
                 f'max_obs_age_s is {p.max_obs_age_s:g} s')
         self._max_pixels = {c.name: frame_pixel_limit(p.max_frame_pixels, c.width, c.height)
                             for c in spec.cameras}
-        qos = p.qos()
-        self._last_sequence = {}
-        self._watches = {}
-        if spec.n_joints:
-            # first: when a joint state and a frame are ready together, the executor takes them
-            # in creation order, so the frame steps with the joint state that came before it
-            self._input_subs.append(self._input(JointState, 'joint_states', self._on_joints,
-                                                qos))
-        if spec.features_in:
-            self._subscribe(Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
-        else:
-            try:
-                transports = camera_transports(spec.cameras, p.image_transport)
-            except ValueError as err:
-                raise ParameterError(f"parameter 'image_transport': {err}") from err
-            for camera, topic in camera_topics(cameras, transports).items():
-                kind = COMPRESSED_TYPE if transports[camera] == 'compressed' else IMAGE_TYPE
-                self._subscribe(message_type(transports[camera]), topic, camera, kind, qos)
-        self._camera_topics = {name: self._watches[name].topic for name in cameras}
+        try:
+            transports = camera_transports(spec.cameras, p.image_transport)
+        except ValueError as err:
+            raise ParameterError(f"parameter 'image_transport': {err}") from err
+        self.delivery.forget()
+        for robot in self.robots:
+            self._wire(robot, transports)
         rules = remap_rules(self._ros_args, self.get_name())
         self.remap_warnings = unfit_rules(rules, cameras, [g.name for g in spec.groups],
                                           spec.features_in)
         for warning in self.remap_warnings:
             self.get_logger().warning(warning)
-        self._group_pubs = {g.name: self.create_lifecycle_publisher(
-            JointTrajectory, f'~/{g.name}', 10) for g in spec.groups}
-        self.gate_pub = self.create_lifecycle_publisher(DiagnosticArray, '~/gate', 10)
-        self.gate_topics = GateTopics(self, p.gate_image_steps, p.gate_image_rate_hz,
-                                      p.gate_image_thumbnails)
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name='aura_worker', daemon=True)
         self._worker.start()
@@ -372,20 +376,49 @@ class AuraNode(LifecycleNode):
         for warning in unmatched:
             self.get_logger().warning(warning)
         inputs = ', '.join(f'{i.topic_name} ({i.reliability})' for i in self._input_subs)
-        outputs = ', '.join(pub.topic_name for pub in self._group_pubs.values())
+        outputs = ', '.join(pub.topic_name for robot in self.robots
+                            for pub in robot.group_pubs.values())
+        fleet = f'{len(self.robots)} robots ({", ".join(p.robots)}), ' if p.robots else ''
         self.get_logger().info(
-            f'model {spec.name!r} from {p.model_dir}; device {self.runtime.device}, '
+            f'model {spec.name!r} from {p.model_dir}; {fleet}device {self.runtime.device}, '
             f'backbone provider {self.runtime.provider}, engine {self.runtime.engine}; '
             f'memory state {self.state_bytes} bytes; gate threshold {threshold}; in: {inputs}; '
             f'out: {outputs} (absolute joint targets)')
 
-    def _subscribe(self, msg_type, topic: str, name: str, type_name: str, qos) -> None:
-        def on_message(msg, info) -> None:
-            self._on_observation(name, msg, info)
+    def _wire(self, robot: Robot, transports: dict) -> None:
+        """One robot's inputs and outputs: the single-robot interface under its name."""
+        spec, p, qos = self.spec, self.params, self.params.qos()
+        cameras = tuple(c.name for c in spec.cameras)
+        robot.matcher = FrameMatcher(cameras, p.camera_max_skew_s) if len(cameras) > 1 else None
+        if spec.n_joints:
+            # first: when a joint state and a frame are ready together, the executor takes them
+            # in creation order, so the frame steps with the joint state that came before it
+            robot.subscriptions.append(self._input(
+                JointState, robot.input_topic('joint_states'),
+                functools.partial(self._on_joints, robot), qos))
+        if spec.features_in:
+            self._subscribe(robot, Image, FEATURES_TOPIC, 'features', IMAGE_TYPE, qos)
+        else:
+            for camera, topic in camera_topics(cameras, transports).items():
+                kind = COMPRESSED_TYPE if transports[camera] == 'compressed' else IMAGE_TYPE
+                self._subscribe(robot, message_type(transports[camera]), topic, camera, kind,
+                                qos)
+        robot.camera_topics = {name: robot.watches[name].topic for name in cameras}
+        robot.group_pubs = {g.name: self.create_lifecycle_publisher(
+            JointTrajectory, robot.output_topic(g.name), 10) for g in spec.groups}
+        robot.gate_pub = self.create_lifecycle_publisher(DiagnosticArray,
+                                                         robot.output_topic('gate'), 10)
+        robot.gate_topics = GateTopics(self, p.gate_image_steps, p.gate_image_rate_hz,
+                                       p.gate_image_thumbnails, prefix=robot.output_topic(''))
 
-        sub = self._input(msg_type, topic, on_message, qos)
-        self._input_subs.append(sub)
-        self._watches[name] = TopicWatch(sub.topic_name, type_name, self.params.input_timeout_s)
+    def _subscribe(self, robot: Robot, msg_type, topic: str, name: str, type_name: str,
+                   qos) -> None:
+        def on_message(msg, info) -> None:
+            self._on_observation(robot, name, msg, info)
+
+        sub = self._input(msg_type, robot.input_topic(topic), on_message, qos)
+        robot.subscriptions.append(sub)
+        robot.watches[name] = TopicWatch(sub.topic_name, type_name, self.params.input_timeout_s)
 
     def _input(self, msg_type, topic: str, callback, qos) -> InputSubscription:
         """An input subscription: fixed QoS, or with input_qos auto the publishers' reliability
@@ -402,142 +435,118 @@ class AuraNode(LifecycleNode):
         return made
 
     def _warm_up(self) -> None:
-        """One step on blank inputs (first-call allocations, CUDA graph capture), then reset:
-        the first real observation pays no set-up cost and meets a fresh state."""
+        """One step of every robot on blank inputs (first-call allocations, CUDA graph
+        capture), then reset: the first real observation pays no set-up cost and meets a fresh
+        state."""
         spec, runtime = self.spec, self.runtime
         joints = np.zeros(spec.n_joints, np.float32)
         if spec.features_in:
-            runtime.step_features(np.zeros(spec.memory.d_model, np.float32), joints)
+            inputs = np.zeros(spec.memory.d_model, np.float32)
         else:
-            runtime.step_frames({c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
-                                 for c in spec.cameras}, joints)
+            inputs = {c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
+                      for c in spec.cameras}
+        results = runtime.step_rows({robot.row: (inputs, joints) for robot in self.robots})
+        for result in results.values():
+            if isinstance(result, Exception):
+                raise result
         runtime.reset()
 
     def _release(self) -> None:
-        """Stop the worker (state saved), drop every topic, the model and the state."""
+        """Stop the worker (states saved), drop every topic, the model and the state."""
         with self._lock:
             self._active = False
-            self._frame = None
+            for robot in self.robots:
+                robot.frame = None
         if self._worker is not None:
             self.stop()
             self._worker = None
-        for sub in self._input_subs:
-            sub.destroy()
-        for pub in [*self._group_pubs.values(), *([self.gate_pub] if self.gate_pub else [])]:
-            self.destroy_lifecycle_publisher(pub)
-        self._input_subs, self._group_pubs, self.gate_pub = [], {}, None
-        if self.gate_topics is not None:
-            self.gate_topics.destroy()
-            self.gate_topics = None
-        self._watches, self._camera_topics, self._input_problems = {}, {}, []
-        self.matcher = None
-        with self._lock:
-            self._joints = None
-            self._last_stamp = -float('inf')
+        for robot in self.robots:
+            for sub in robot.subscriptions:
+                sub.destroy()
+            for pub in [*robot.group_pubs.values(), *([robot.gate_pub] if robot.gate_pub
+                                                       else [])]:
+                self.destroy_lifecycle_publisher(pub)
+            if robot.gate_topics is not None:
+                robot.gate_topics.destroy()
+            robot.clear_wiring()
+            with self._lock:
+                robot.joints = None
+                robot.last_stamp = -float('inf')
+            if robot.crash is not None:
+                robot.crash.release()
+        self._input_problems = []
         device = self.runtime.device if self.runtime is not None else 'cpu'
         self.runtime = self.spec = self.admission = None
-        self._saving = False
-        if self._state_lock is not None:
-            self._state_lock.release()
-            self._state_lock = None
-        self.crash_resume = 'off'
         if device.startswith('cuda'):
             torch.cuda.empty_cache()
 
     # -- callbacks: hand over, never compute --
 
-    def _on_observation(self, name: str, msg, info: dict) -> None:
+    def _on_observation(self, robot: Robot, name: str, msg, info: dict) -> None:
         """A camera frame or features message: count it, match camera sets, hand over."""
-        watch = self._watches.get(name)
+        watch = robot.watches.get(name)
         if watch is None or not self._active:
             return
         watch.heard()
         if not self._count_sequence(watch.topic, info):
             return                                 # a copy, while input_qos auto re-subscribes
-        admission = self.admission
-        if self.matcher is not None and admission is not None:
+        admission, counters = self.admission, robot.counters
+        if robot.matcher is not None and admission is not None:
             try:     # a frame no camera set could use never waits in the set buffer
                 stamp = checked_stamp_seconds(msg.header.stamp)
                 admission.check(self._now() - stamp, f'{name} frame')
             except InputError as err:
                 with self._lock:
-                    self.received += 1
-                self._reject(err, image=True)
+                    counters.received += 1
+                self._reject(robot, err, image=True)
                 return
         with self._lock:
             if not self._active:
                 return
-            self.received += 1
-            if self.matcher is None:
+            counters.received += 1
+            if robot.matcher is None:
                 observation = {name: msg}
             else:
-                matched = self.matcher.add(name, stamp, msg)
+                matched = robot.matcher.add(name, stamp, msg)
                 if matched is None:
                     return
                 observation = {camera: frame.item for camera, frame in matched.items()}
-            if self._frame is not None:
-                self.dropped += 1
+            if robot.frame is not None:
+                counters.dropped += 1
                 self._problems.add('dropped')
-            self._frame = (observation, time.monotonic())
+                robot.problems.add('dropped')
+            robot.frame = (observation, time.monotonic())
             self._lock.notify()
 
     def _count_sequence(self, topic: str, info: dict, count_loss: bool = True) -> bool:
-        """Frames the middleware lost: gaps in each publisher's sequence numbers (frames lost
-        after the last one received stay invisible until the next one comes). False for a
-        message already had: the second copy while input_qos auto replaces a subscription.
-
-        A gap is the node's own, not transport's (`frames_missed_by_node`), when the node was
-        not taking since the publisher's previous message: it was inactive, a reset or
-        deactivation held the executor, or the executor ran none of our callbacks (not even the
-        /diagnostics timer) for longer than 1.5 periods: the messages were overwritten in the
-        node's own depth-`input_depth` queue."""
-        now = time.monotonic()
-        stalled = now - self._executor_seen > 1.5 * self.params.diagnostics_period_s
-        self._executor_seen = now
-        sequence = info.get('publication_sequence_number') if info else None
-        if not sequence:
-            return True
-        gid = info.get('publisher_gid')
-        known = isinstance(gid, dict) and 'data' in gid     # else: all publishers share a key
-        key = (topic, bytes(gid['data']) if known else None)
-        last = self._last_sequence.get(key)
-        if known and last is not None and sequence <= last:
-            return False
-        self._last_sequence[key] = sequence if last is None else max(last, sequence)
-        paused = stalled or self._taken_epoch.get(key, self._pause_epoch) != self._pause_epoch
-        self._taken_epoch[key] = self._pause_epoch
-        if count_loss and last is not None and sequence > last + 1 and paused:
-            self.missed_by_node += sequence - last - 1
-        elif count_loss and last is not None and sequence > last + 1:
-            lost = sequence - last - 1
-            self.lost_in_transport += lost
+        """Account for the message in the delivery ledger (health.py); False for a message
+        already had (the second copy while input_qos auto replaces a subscription)."""
+        fresh, lost = self.delivery.take(topic, info, count_loss)
+        if lost:
             self._problem('frames_lost_in_transport', lambda: (
-                f'{lost} message(s) lost in transport on {topic} ({self.lost_in_transport} '
-                'so far): see input_qos and the Fast DDS profile (README "On a real robot")'))
-        return True
+                f'{lost} message(s) lost in transport on {topic} '
+                f'({self.delivery.lost_in_transport} so far): see input_qos and the Fast DDS '
+                'profile (README "On a real robot")'))
+        return fresh
 
-    def _on_joints(self, msg: JointState, info: dict) -> None:
-        spec = self.spec
-        if spec is None or not self._active:
+    def _on_joints(self, robot: Robot, msg: JointState, info: dict) -> None:
+        spec, admission = self.spec, self.admission
+        if spec is None or admission is None or not self._active:
             return
-        if not self._count_sequence('joint_states', info, count_loss=False):
+        if not self._count_sequence(robot.input_topic('joint_states'), info, count_loss=False):
             return                                 # a copy, while input_qos auto re-subscribes
-        self.joint_states_received += 1
+        robot.counters.joint_states_received += 1
         try:
             stamp = checked_stamp_seconds(msg.header.stamp)
             positions = joints_to_array(msg, spec.joint_names)
-            ahead = stamp - self._now()
-            if ahead > self.params.max_obs_age_s:
-                # kept, it would pass every staleness check of every image from now on
-                raise InputError('future_joints', f'joint state stamp is {ahead:.3f} s in the '
-                                 f'future (max_obs_age_s {self.params.max_obs_age_s})')
+            admission.check_joint_state(stamp - self._now())
         except InputError as err:
-            self._reject(err, image=False)
+            self._reject(robot, err, image=False)
             return
         with self._lock:
-            self._joints = (positions, stamp)
+            robot.joints = (positions, stamp)
 
-    def _on_reset(self, request, response):
+    def _on_reset(self, robot: Robot, request, response):
         if self.runtime is None or self._worker is None:
             response.success = False
             response.message = (f'no model loaded (lifecycle state {self.lifecycle_state}): '
@@ -545,18 +554,18 @@ class AuraNode(LifecycleNode):
             return response
         done = {'event': threading.Event()}
         with self._lock:
-            self._pause_epoch += 1     # the executor waits here: its input queues overflow
-            self._reset_request = done
-            self._frame = None
-            if self.matcher is not None:
-                self.matcher.clear()
+            self.delivery.pause()      # the executor waits here: its input queues overflow
+            robot.reset_request = done
+            robot.frame = None
+            if robot.matcher is not None:
+                robot.matcher.clear()
             self._lock.notify()
         deadline = time.monotonic() + 10.0
         while not done['event'].wait(timeout=0.05):
             if self.failure is not None or time.monotonic() > deadline:
                 break
         with self._lock:
-            self._pause_epoch += 1
+            self.delivery.pause()
         if self.failure is not None:
             response.success = False
             response.message = f'the worker failed ({self.failure}): the node is stopping'
@@ -567,8 +576,9 @@ class AuraNode(LifecycleNode):
             return response
         summary = done['summary']
         response.success = True
-        response.message = (f'memory reset; the finished episode had {summary.steps} steps '
-                            f'and {summary.writes} writes')
+        whose = f'{robot.name}: ' if robot.name else ''
+        response.message = (f'{whose}memory reset; the finished episode had {summary.steps} '
+                            f'steps and {summary.writes} writes')
         self.get_logger().info(response.message)
         return response
 
@@ -597,11 +607,12 @@ class AuraNode(LifecycleNode):
         self._problems.add('clock_jump_back')
         with self._lock:
             self._clock_jumped = True
-            if self.matcher is not None:           # frames waiting from before the jump
-                self.matcher.clear()
-            if self._joints is not None \
-                    and self._joints[1] - self._now() > self.params.max_obs_age_s:
-                self._joints = None                # from the time before the jump
+            for robot in self.robots:
+                if robot.matcher is not None:      # frames waiting from before the jump
+                    robot.matcher.clear()
+                if robot.joints is not None \
+                        and robot.joints[1] - self._now() > self.params.max_obs_age_s:
+                    robot.joints = None            # from the time before the jump
         self.get_logger().warning(
             f'the ROS clock jumped back by {back:.3f} s (a bag played in a loop?): frames step '
             'again from the new time; the memory is kept (call ~/reset for a new episode)')
@@ -614,22 +625,30 @@ class AuraNode(LifecycleNode):
     def _run(self) -> None:
         while True:
             with self._lock:
-                while (self._frame is None and self._reset_request is None
+                while (not any(r.frame is not None or r.reset_request is not None
+                               for r in self.robots)
                        and self._threshold_update is None and not self._stopping):
                     self._lock.wait()
                 if self._stopping:
                     return
-                reset, self._reset_request = self._reset_request, None
+                resets = []
+                for robot in self.robots:
+                    reset, robot.reset_request = robot.reset_request, None
+                    if reset is not None:
+                        resets.append((robot, reset))
+                    if reset is not None or self._clock_jumped:
+                        # a still-valid joint state survives a reset: it is the robot's
+                        robot.last_stamp = -float('inf')
+                self._clock_jumped = False
                 threshold, self._threshold_update = self._threshold_update, None
-                frame, self._frame = self._frame, None
-                joints = self._joints
-                if reset is not None or self._clock_jumped:
-                    # a still-valid joint state survives a reset: it is the robot's, not memory
-                    self._last_stamp = -float('inf')
-                    self._clock_jumped = False
+                # every robot with a new observation since the last step: one batched step
+                frames = [(robot, robot.frame, robot.joints) for robot in self.robots
+                          if robot.frame is not None]
+                for robot, _, _ in frames:
+                    robot.frame = None
                 self._busy = True
             try:
-                self._work(reset, threshold, frame, joints)
+                self._work(resets, threshold, frames)
             except BaseException as err:  # noqa: B036 - a dead worker must not look alive
                 self._fail(err)
                 return
@@ -663,83 +682,108 @@ class AuraNode(LifecycleNode):
             self.trigger_cleanup()
         self.exit_code = 1
 
-    def _work(self, reset, threshold, frame, joints) -> None:
-        if reset is not None:
-            reset['summary'] = self.runtime.reset()
-            self.latencies.clear()
-            self.last_gate = {}
-            self.gate_topics.view.clear()
-            self._save_state()
+    def _work(self, resets, threshold, frames) -> None:
+        for robot, reset in resets:
+            reset['summary'] = self.runtime.reset(robot.row)
+            robot.counters.latencies.clear()
+            robot.last_gate = {}
+            robot.gate_topics.view.clear()
+            self._save_state(robot)
             reset['event'].set()
-            return
         if threshold is not None:
             own = threshold < 0                 # negative: back to the model's own
             threshold = self.spec.memory.gate_threshold if own else threshold
             self.runtime.set_gate_threshold(threshold)
             self.get_logger().info(f'gate threshold set to {threshold}'
                                    + (" (the model's)" if own else ''))
-        if frame is not None:
-            steps = self.runtime.steps
+        if frames:
+            self._step_robots(frames)
+
+    def _step_robots(self, frames: list) -> None:
+        """Admit and decode each robot's observation, step the admitted ones together (one
+        batched backbone call, one batched memory step), publish each robot's results."""
+        admitted = {}
+        for robot, (observation, received), joints in frames:
             try:
-                self._step(*frame, joints)
+                admitted[robot.row] = (robot, self._admit(robot, observation, joints, received))
             except InputError as err:
-                self._reject(err, image=True)
-            except Exception as err:  # keep the node alive
-                if self.runtime.steps == steps:    # the state was not committed
-                    self._reject(InputError('step_failed', f'step failed: {err!r}'), image=True)
+                self._reject(robot, err, image=True)
+            except Exception as err:  # keep the node alive  # noqa: BLE001
+                self._reject(robot, InputError('step_failed', f'step failed: {err!r}'),
+                             image=True)
+        if not admitted:
+            return
+        counts = {row: self.runtime.counters[row].steps for row in admitted}
+        try:
+            results = self.runtime.step_rows({row: (prepared['inputs'], prepared['positions'])
+                                              for row, (_, prepared) in admitted.items()})
+        except Exception as err:  # keep the node alive  # noqa: BLE001
+            results = {row: InputError('step_failed', f'step failed: {err!r}')
+                       for row in admitted}
+        for row, (robot, prepared) in admitted.items():
+            result = results[row]
+            if isinstance(result, InputError):
+                self._reject(robot, result, image=True)
+                continue
+            try:
+                self._publish(robot, prepared, result)
+            except Exception as err:  # keep the node alive  # noqa: BLE001
+                if self.runtime.counters[row].steps == counts[row]:
+                    self._reject(robot, InputError('step_failed', f'step failed: {err!r}'),
+                                 image=True)
                 elif self.context.ok():            # committed, then publishing failed
-                    self.publish_failures += 1
-                    self._problem('publish_failed', lambda err=err: (
-                        f'step {self.runtime.steps} was taken but publishing its results '
-                        f'failed: {err!r}'))
+                    robot.counters.publish_failures += 1
+                    whose = f' of {robot.name}' if robot.name else ''
+                    self._problem('publish_failed', lambda err=err, whose=whose, row=row: (
+                        f'step {self.runtime.counters[row].steps}{whose} was taken but '
+                        f'publishing its results failed: {err!r}'))
                 # else: shutting down (Ctrl-C during the step): the step counts as taken
 
-    def _step(self, observation: dict, received: float, joints) -> None:
+    def _admit(self, robot: Robot, observation: dict, joints, received: float) -> dict:
+        """The checks before a step (admission.py) and the decoding: what the step needs."""
         started = time.perf_counter()
         stamps = {name: checked_stamp_seconds(msg.header.stamp)
                   for name, msg in observation.items()}
         newest = max(stamps, key=stamps.get)       # a camera set is as recent as its newest
         stamp, header_stamp = stamps[newest], observation[newest].header.stamp
         what = 'features' if self.spec.features_in else 'image'
-        age = self._now() - stamp
-        self.admission.check(age, what, self._step_time())
-        if stamp <= self._last_stamp:
-            raise InputError('out_of_order', f'{what} stamp {stamp:.3f} is not after the last '
-                             f'processed one ({self._last_stamp:.3f})')
-        positions = np.zeros(0, np.float32)
-        if self.spec.n_joints:
-            if joints is None:
-                raise InputError('no_joints', 'no valid joint state received yet')
-            positions, joint_stamp = joints
-            if stamp - joint_stamp > self.params.max_obs_age_s:
-                raise InputError('stale_joints', f'latest joint state is '
-                                 f'{stamp - joint_stamp:.3f} s older than the {what} '
-                                 f'(max_obs_age_s {self.params.max_obs_age_s})')
+        now = self._now()
+        self.admission.check_step(stamp, now, robot.last_stamp,
+                                  None if joints is None else joints[1],
+                                  bool(self.spec.n_joints), what, robot.counters.step_time())
+        positions = joints[0] if self.spec.n_joints else np.zeros(0, np.float32)
         if self.spec.features_in:
-            features = features_to_array(observation[newest], self.spec.memory.d_model)
-            decoded = time.perf_counter()
-            result = self.runtime.step_features(features, positions)
+            inputs = features_to_array(observation[newest], self.spec.memory.d_model)
+            gate_frame = None
         else:
-            frames = {c.name: frame_to_array(observation[c.name], (c.width, c.height),
+            inputs = {c.name: frame_to_array(observation[c.name], (c.width, c.height),
                                              self._max_pixels[c.name])
                       for c in self.spec.cameras}
-            decoded = time.perf_counter()
-            result = self.runtime.step_frames(frames, positions)
-        self._last_stamp = stamp
-        timing = plan(time_ns(header_stamp), self.get_clock().now().nanoseconds,
+            gate_frame = inputs[self.spec.cameras[0].name]
+        return {'inputs': inputs, 'positions': positions, 'stamp': stamp, 'age': now - stamp,
+                'header_stamp': header_stamp, 'started': started, 'received': received,
+                'decoded': time.perf_counter(), 'gate_frame': gate_frame}
+
+    def _publish(self, robot: Robot, prepared: dict, result) -> None:
+        """A committed step's chunk, gate and counters, for its robot."""
+        stamp, started = prepared['stamp'], prepared['started']
+        robot.last_stamp = stamp
+        counters = robot.counters
+        timing = plan(time_ns(prepared['header_stamp']), self.get_clock().now().nanoseconds,
                       self.spec.action_period_s, len(result.action), self.params.chunk_min_lead_s)
         chunks = group_trajectories(result.targets, self.runtime.contract.names, timing,
                                     self.params.frame_id)
         for name, msg in chunks.items():
-            self._group_pubs[name].publish(msg)
-        self.clipped += result.clipped
-        self.points_dropped += timing.dropped
+            robot.group_pubs[name].publish(msg)
+        counters.clipped += result.clipped
+        counters.points_dropped += timing.dropped
         if not chunks:
-            self.chunks_expired += 1
+            counters.chunks_expired += 1
             ready_age = timing.publish_ns * 1e-9 - stamp
             step_s = time.perf_counter() - started
+            age = prepared['age']
             self._problem('chunk_expired', lambda: (
-                f'a whole action chunk was past when it was ready ({self.chunks_expired} so '
+                f'a whole action chunk was past when it was ready ({counters.chunks_expired} so '
                 f'far): the observation was {age:.3f} s old when the step began and '
                 f'{ready_age:.3f} s when its chunk was ready; the chunk ends '
                 f'{self.admission.horizon_s:.3f} s after the stamp and needs '
@@ -747,40 +791,34 @@ class AuraNode(LifecycleNode):
                 f'{step_s * 1e3:.1f} ms; not published (the memory step was taken)'))
         gate = result.gate
         if gate.wrote:
-            self._save_state()
+            self._save_state(robot)
         if gate.discarded:
-            self.nonfinite_discarded += 1
+            counters.nonfinite_discarded += 1
             self._problem('nonfinite_state_discarded', lambda: (
                 f'step {gate.step}: the new memory state was not finite; write discarded, '
-                f'the last good state kept ({self.nonfinite_discarded} so far)'))
+                f'the last good state kept ({counters.nonfinite_discarded} so far)'))
         latency = time.perf_counter() - started
-        self.last_gate = {'wrote': gate.wrote, 'p': gate.p, 'surprise': gate.surprise,
-                          'step': gate.step, 'writes': gate.writes,
-                          'discarded': gate.discarded,
-                          'write_rate': gate.writes / max(gate.step, 1),
-                          'gate_threshold': self.runtime.gate_threshold,
-                          'state_bytes': self.state_bytes,
-                          'latency_ms': latency * 1e3,
-                          'first_point': timing.first_point, 'clipped': result.clipped}
+        robot.last_gate = {'wrote': gate.wrote, 'p': gate.p, 'surprise': gate.surprise,
+                           'step': gate.step, 'writes': gate.writes,
+                           'discarded': gate.discarded,
+                           'write_rate': gate.writes / max(gate.step, 1),
+                           'gate_threshold': self.runtime.gate_threshold,
+                           'state_bytes': self.state_bytes // len(self.robots),
+                           'latency_ms': latency * 1e3,
+                           'first_point': timing.first_point, 'clipped': result.clipped}
         gate_msg = DiagnosticArray()
-        gate_msg.header.stamp = header_stamp          # the observation's stamp: traceable
-        gate_msg.status.append(status('aura/gate', 'wrote' if gate.wrote else 'skipped',
-                                      self.last_gate, hardware_id=self.runtime.device))
-        self.gate_pub.publish(gate_msg)
-        self.gate_topics.record(self.last_gate, None if self.spec.features_in
-                                else frames[self.spec.cameras[0].name])
+        gate_msg.header.stamp = prepared['header_stamp']  # the observation's: traceable
+        gate_msg.status.append(status(robot.label('aura') + '/gate' if robot.name else
+                                      'aura/gate', 'wrote' if gate.wrote else 'skipped',
+                                      robot.last_gate, hardware_id=self.runtime.device))
+        robot.gate_pub.publish(gate_msg)
+        robot.gate_topics.record(robot.last_gate, prepared['gate_frame'])
         published = time.perf_counter()
+        decoded = prepared['decoded']
         stages = {'decode': decoded - started, **result.timings,
                   'publish': published - decoded - result.timings.get('total', 0.0),
-                  'queue': started - received}
-        for name, seconds in stages.items():
-            self.stage_times.setdefault(name, deque(maxlen=2000)).append(seconds)
-        self.latencies.append(published - received)
-
-    def _step_time(self) -> float:
-        """The median time of the recent steps (decode to publish), seconds; 0 before any."""
-        times = list(self.latencies)
-        return float(np.median(times)) if times else 0.0
+                  'queue': started - prepared['received']}
+        counters.record(stages, published - prepared['received'])
 
     def _problem(self, reason: str, message: Callable[[], str], key: str = '') -> None:
         """Record a problem for /diagnostics and warn about it, at most once per throttle period
@@ -789,152 +827,87 @@ class AuraNode(LifecycleNode):
         if self._throttle.ready(key or reason):
             self.get_logger().warning(message())
 
-    def _reject(self, err: InputError, image: bool) -> None:
-        """Count a rejected image or joint state by reason; warn, throttled per reason."""
-        self.rejected[err.reason] += 1
-        if image:
-            self.images_rejected += 1
-        else:
-            self.joint_states_rejected += 1
+    def _reject(self, robot: Robot, err: InputError, image: bool) -> None:
+        """Count a rejected image or joint state by reason, for its robot; warn, throttled per
+        reason (and robot)."""
+        robot.counters.reject(err.reason, image)
+        robot.problems.add(err.reason)
+        whose = f'{robot.name}: ' if robot.name else ''
 
         def message() -> str:
             text = str(err)
             if len(text) > LOG_MESSAGE_CHARS:
                 text = f'{text[:LOG_MESSAGE_CHARS]}... ({len(text)} chars)'
-            return f'rejected {"image" if image else "joint state"} ({err.reason}): {text}'
+            return f'{whose}rejected {"image" if image else "joint state"} ({err.reason}): {text}'
 
-        self._problem(err.reason, message)
+        self._problem(err.reason, message, key=f'{err.reason} {robot.name}'.strip())
 
     # -- crash-resume --
 
-    def _open_state_file(self) -> None:
-        """Resume from `state_file` if it holds this model's snapshot; check it can be saved.
-
-        Only a snapshot (its header says so) is ever set aside; any other file there, or a
-        folder we cannot write in, stops the node at start (ParameterError) instead of at the
-        first save. A bad snapshot that cannot be set aside is left alone and saving is off.
-        """
-        path = self.params.state_file
-        try:
-            self._state_lock = StateFileLock(path)
-        except StateFileInUse as err:
-            raise ParameterError(f"parameter 'state_file': {err}") from None
-        except OSError as err:                     # no usable temporary folder: go on
-            self.get_logger().warning(f'state_file {path}: could not take its lock '
-                                      f'({err.strerror or err}); a second node on this file '
-                                      'would not be refused')
-        if os.path.exists(path) and not is_snapshot(path):
-            raise ParameterError(f"parameter 'state_file': {path} exists and is not an "
-                                 'aura_ros state file; not touching it (move it away or choose '
-                                 'another path)')
-        if os.path.exists(path):
-            if not self._resume_state(path):
-                return
-        else:
-            self.get_logger().info(f'state_file {path} does not exist yet: starting fresh')
-        folder = os.path.dirname(os.path.abspath(path))
-        err = probe_writable(folder)
-        if err is not None:
-            raise ParameterError(f"parameter 'state_file': cannot write in {folder} "
-                                 f'({err.strerror or err})')
-        self._saving = True
-        self.crash_resume = 'on'
-
-    def _resume_state(self, path: str) -> bool:
-        """Continue the saved episode; False when a bad snapshot could not be set aside."""
-        shapes = {k: v.shape for k, v in self.runtime.state_dict().items()}
-        try:
-            snapshot = read_snapshot(path, self._fingerprint, shapes)
-        except StateFileError as err:
-            try:
-                aside = set_aside(path)
-            except OSError as move:
-                self.crash_resume = (f'off: {path} is unusable ({err}) and could not be set '
-                                     f'aside ({move.strerror or move})')
-                self.get_logger().warning(
-                    f'state_file {path} not used: {err}; it could not be set aside '
-                    f'({move.strerror or move}) and will not be overwritten: crash-resume is '
-                    'off for this run; starting fresh')
-                return False
-            self.get_logger().warning(f'state_file {path} not used: {err}; kept aside as '
-                                      f'{aside}; starting fresh')
-            return True
-        self.runtime.load_state(snapshot.state)
-        self.runtime.steps, self.runtime.writes = snapshot.steps, snapshot.writes
-        self.get_logger().info(f'resumed the memory state from {path}: {snapshot.steps} steps, '
-                               f'{snapshot.writes} writes')
-        return True
-
-    def _save_state(self) -> None:
-        """Snapshot the state (after a write, a reset, at shutdown): bytes follow the writes."""
-        if not self._saving:
+    def _save_state(self, robot: Robot) -> None:
+        """Snapshot a robot's row (after a write, a reset, at shutdown): bytes follow writes."""
+        if robot.crash is None or self.runtime is None:
             return
-        try:
-            self.state_bytes_written += save_snapshot(
-                self.params.state_file, self.runtime.state_dict(), self._fingerprint,
-                self.runtime.steps, self.runtime.writes)
-            self.state_saves += 1
-        except OSError as err:
-            self.state_save_failures += 1
-            self._problem('state_save_failed', lambda err=err: (
-                f'could not save the state to {self.params.state_file}: {err}'))
+        err = robot.crash.save(self.runtime)
+        if err is not None:
+            self._problem('state_save_failed', lambda: (
+                f'could not save the state to {robot.crash.path}: {err}'))
 
     # -- health --
 
     def health(self) -> dict:
-        """Counters and latency percentiles, as published on /diagnostics.
+        """Counters and latency percentiles, as published on /diagnostics: the process's (with
+        the robot's own, `robot_health`, for a single-robot node; with every robot's steps and
+        writes summed for a fleet).
 
         Runs on the executor while the worker appends to (or, on reset, clears) the latency
-        buffers: each is copied with list() first, atomic under the GIL, so a long run can never
-        hit 'deque mutated during iteration' in the diagnostics timer.
+        buffers: RobotCounters copies each first, so this never races the worker.
         """
-        latencies = np.asarray(list(self.latencies)) * 1e3
         runtime = self.runtime
         values = {'lifecycle_state': self.lifecycle_state,
-                  'frames_received': self.received, 'frames_dropped': self.dropped,
-                  'frames_rejected': self.images_rejected,
-                  'frames_lost_in_transport': self.lost_in_transport,
-                  'frames_missed_by_node': self.missed_by_node,
-                  'joint_states_received': self.joint_states_received,
-                  'joint_states_rejected': self.joint_states_rejected,
+                  'frames_lost_in_transport': self.delivery.lost_in_transport,
+                  'frames_missed_by_node': self.delivery.missed_by_node,
                   'image_publishers': self.image_publishers,
                   'image_transport': self.params.image_transport,
                   'input_qos': self.params.input_qos,
                   'clock_jumps_back': self.clock_jumps_back,
-                  'nonfinite_state_discarded': self.nonfinite_discarded,
-                  'targets_clipped': self.clipped, 'chunks_expired': self.chunks_expired,
-                  'chunk_points_dropped': self.points_dropped,
-                  'publish_failures': self.publish_failures,
-                  'steps': runtime.steps if runtime else 0,
-                  'writes': runtime.writes if runtime else 0,
-                  'state_bytes': self.state_bytes,
-                  'gate_images_rendered': self.gate_topics.view.renders if self.gate_topics
-                  else 0}
+                  'state_bytes': self.state_bytes}
         if runtime is not None:
             values.update({'device': runtime.device, 'execution_provider': runtime.provider,
                            'engine': runtime.engine, 'gate_threshold': runtime.gate_threshold})
-        matcher = self.matcher
+        for sub in list(self._input_subs):         # what each input subscribes with now
+            values[f'reliability_{sub.topic_name}'] = sub.reliability
+        if self.failure is not None:
+            values['worker_failure'] = self.failure
+        if len(self.robots) == 1:
+            values.update(self.robot_health(self.robot))
+        else:
+            each = [self.robot_health(robot) for robot in self.robots]
+            values['robots'] = len(self.robots)
+            for key in ('steps', 'writes', 'frames_received', 'frames_dropped',
+                        'frames_rejected'):
+                values[key] = sum(v[key] for v in each)
+        return values
+
+    def robot_health(self, robot: Robot) -> dict:
+        """One robot's counters, episode and crash-resume, as its /diagnostics status shows."""
+        runtime = self.runtime
+        counters = runtime.counters[robot.row] if runtime is not None else None
+        values = {**robot.counters.values(),
+                  'steps': counters.steps if counters else 0,
+                  'writes': counters.writes if counters else 0,
+                  'row_state_bytes': self.state_bytes // len(self.robots),
+                  'gate_images_rendered': robot.gate_topics.view.renders if robot.gate_topics
+                  else 0,
+                  'crash_resume': robot.crash.status if robot.crash is not None else 'off'}
+        matcher = robot.matcher
         if matcher is not None:
             values['camera_sets_matched'] = matcher.matched
             values['camera_frames_unmatched'] = sum(matcher.unmatched.values())
             for camera, count in sorted(matcher.unmatched.items()):
                 values[f'camera_{camera}_unmatched'] = count
-        if latencies.size:
-            values['latency_p50_ms'] = float(np.percentile(latencies, 50))
-            values['latency_p99_ms'] = float(np.percentile(latencies, 99))
-        for name, times in list(self.stage_times.items()):
-            values[f'stage_{name}_p50_ms'] = float(np.median(list(times))) * 1e3
-        for sub in list(self._input_subs):         # what each input subscribes with now
-            values[f'reliability_{sub.topic_name}'] = sub.reliability
-        values['crash_resume'] = self.crash_resume
-        if self.failure is not None:
-            values['worker_failure'] = self.failure
-        if self.params.state_file:
-            values['state_saves'] = self.state_saves
-            values['state_bytes_written'] = self.state_bytes_written
-            values['state_save_failures'] = self.state_save_failures
-        for reason, count in sorted(list(self.rejected.items())):
-            values[f'rejected_{reason}'] = count
+        if robot.crash is not None:
+            values.update(robot.crash.values())
         return values
 
     def _check_inputs(self) -> None:
@@ -952,10 +925,11 @@ class AuraNode(LifecycleNode):
             self._input_problems = []
             return
         found, most = [], 0
+        camera_topics = [t for robot in self.robots for t in robot.camera_topics.values()]
         for watch in watches:
             types = [info.topic_type for info in self.get_publishers_info_by_topic(watch.topic)]
             count = len(types)
-            if watch.topic in self._camera_topics.values():
+            if watch.topic in camera_topics:
                 if count > 1 and count > self.image_publishers:
                     self.get_logger().warning(
                         f'{count} publishers on {watch.topic}: their frames all feed one '
@@ -967,14 +941,17 @@ class AuraNode(LifecycleNode):
                     self.get_logger().warning(text)
         if most > 1:
             found += [f'{self.count_publishers(t)} publishers on {t}'
-                      for t in self._camera_topics.values() if self.count_publishers(t) > 1]
+                      for t in camera_topics if self.count_publishers(t) > 1]
         self.image_publishers = most
-        matcher = self.matcher
-        if matcher is not None:
-            unmatched = sum(matcher.unmatched.values())
-            for _ in range(min(unmatched - self._unmatched_seen, 1000)):
-                self._problems.add('camera_frames_unmatched')
-            self._unmatched_seen = unmatched
+        for robot in self.robots:
+            matcher = robot.matcher
+            if matcher is not None:
+                unmatched = sum(matcher.unmatched.values())
+                seen = self._unmatched_seen.get(robot.row, 0)
+                for _ in range(min(unmatched - seen, 1000)):
+                    self._problems.add('camera_frames_unmatched')
+                    robot.problems.add('camera_frames_unmatched')
+                self._unmatched_seen[robot.row] = unmatched
         self._input_problems = found
 
     def _check_name(self) -> None:
@@ -995,11 +972,8 @@ class AuraNode(LifecycleNode):
         return found + self._input_problems
 
     def _publish_health(self) -> None:
-        now = time.monotonic()
-        if now - self._executor_seen > 1.5 * self.params.diagnostics_period_s:
-            with self._lock:                       # a stall, seen by the timer first
-                self._pause_epoch += 1
-        self._executor_seen = now
+        with self._lock:                           # a stall, seen by the timer first
+            self.delivery.executor_ran()
         self._check_inputs()
         self.health_pub.publish(self._health_message())
 
@@ -1019,6 +993,19 @@ class AuraNode(LifecycleNode):
         msg.status.append(status(f'{self.get_fully_qualified_name()}: AURA policy',
                                  '; '.join([*problems, summary]), values, level=level,
                                  hardware_id=values.get('device', '')))
+        if len(self.robots) > 1:                   # a fleet: one status per robot besides
+            window = f'{self.params.health_window_s:g} s'
+            for robot in self.robots:
+                own = self.robot_health(robot)
+                recent = [f'{n} {kind} in the last {window}'
+                          for kind, n in sorted(robot.problems.counts().items())]
+                robot_level = DiagnosticStatus.ERROR if self.failure is not None else (
+                    DiagnosticStatus.WARN if recent else DiagnosticStatus.OK)
+                text = f'{own["steps"]} steps, {own["writes"]} writes'
+                msg.status.append(status(
+                    f'{self.get_fully_qualified_name()}: AURA policy, robot {robot.name}',
+                    '; '.join([*recent, text]), own, level=robot_level,
+                    hardware_id=values.get('device', '')))
         return msg
 
     def stop(self) -> None:
@@ -1031,7 +1018,8 @@ class AuraNode(LifecycleNode):
             self._lock.notify_all()
         if worker is not threading.current_thread():
             worker.join()
-        self._save_state()
+        for robot in self.robots:
+            self._save_state(robot)
 
 
 def main(args=None) -> int:

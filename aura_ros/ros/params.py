@@ -7,6 +7,7 @@ would expect; rclpy itself would refuse it as the wrong type.
 """
 
 import os
+import re
 from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class NodeParams:
     gate_image_steps: int
     gate_image_rate_hz: float
     gate_image_thumbnails: int
+    robots: tuple[str, ...] = ()
 
     def qos(self) -> QoSProfile:
         """The input QoS at input_depth: ROS's sensor-data profile (best effort, volatile), or
@@ -150,6 +152,14 @@ DECLARATIONS = {
     'gate_image_thumbnails': (4, _describe('~/gate_image: last written frames shown', INTEGER,
                                            ints=(0, 12))),
 }
+#: Declared apart (a string array with no default: rclpy cannot type an empty list), and not in
+#: config/aura.yaml: set it to serve a fleet (config/fleet.yaml, launch/fleet.launch.py).
+ROBOTS = _describe('serve several robots from this one process (a fleet): their names, e.g. '
+                   '[arm1, arm2]; each robot has the single-robot topics under its name '
+                   '(arm1/image, arm1/joint_states -> arm1/<node>/<group>, arm1/<node>/reset) '
+                   'and its own row of one batched memory state; unset = one robot, topics as '
+                   'they are', ParameterType.PARAMETER_STRING_ARRAY)
+ROBOT_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 PATHS = ('model_dir', 'state_file')
 DOUBLES = tuple(name for name, (_, d) in DECLARATIONS.items() if d.type == DOUBLE)
 
@@ -208,4 +218,22 @@ def declare_and_read(node: Node) -> NodeParams:
     if not Path(values['model_dir']).is_dir():
         raise ParameterError(f'parameter \'model_dir\': {values["model_dir"]} is not a directory')
     check_state_file(values['state_file'])
+    values['robots'] = read_robots(node, values['memory_engine'])
     return NodeParams(**values)
+
+
+def read_robots(node: Node, engine: str) -> tuple[str, ...]:
+    """The `robots` parameter: distinct names, each a valid ROS name token; () when unset."""
+    robots = tuple(node.declare_parameter('robots', Parameter.Type.STRING_ARRAY, ROBOTS).value
+                   or ())
+    bad = [name for name in robots if not ROBOT_NAME.fullmatch(name)]
+    if bad:
+        raise ParameterError(f"parameter 'robots': {bad} are not robot names (a letter, then "
+                             'letters, digits or _: each becomes a namespace)')
+    if len(set(robots)) != len(robots):
+        raise ParameterError(f"parameter 'robots': {list(robots)} names a robot twice")
+    if robots and engine == 'onnx':
+        raise ParameterError("parameter 'robots': the onnx memory engine serves one robot (its "
+                             'exported step has a batch of one); a fleet runs on '
+                             'memory_engine torch')
+    return robots

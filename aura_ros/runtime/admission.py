@@ -12,10 +12,19 @@ An observation is refused, each by its own reason, when it is
 
 The effective age limit is therefore min(max_obs_age_s, chunk horizon - min_lead_s). The same
 check is used for a camera frame before it may wait for a camera set (frame_sync.py), so a frame
-no set can ever use never enters the set buffer. Pure Python, no clock of its own.
+no set can ever use never enters the set buffer. Before a step (`check_step`) it is also refused
+
+    out_of_order     not newer than the robot's last stepped observation;
+    no_joints        the model reads joints and no valid joint state came yet;
+    stale_joints     the latest joint state is more than max_obs_age_s older than it;
+
+and a joint state is refused as `future_joints` when more than max_obs_age_s ahead of the clock
+(kept, it would pass every staleness check of every image after it). Pure Python, no clock of
+its own: the node passes its clock's time.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from .errors import InputError
 
@@ -58,3 +67,28 @@ class Admission:
                 f'{self.min_lead_s:g} s of lead (chunk_min_lead_s): no point could be '
                 f'published (a step takes {step_s * 1e3:.1f} ms); not stepped, the memory '
                 'is not written. The camera lags the clock: fix its stamps or latency'))
+
+    def check_joint_state(self, ahead_s: float) -> None:
+        """InputError unless a joint state `ahead_s` ahead of the clock may be kept."""
+        if ahead_s > self.max_age_s:
+            raise InputError('future_joints', f'joint state stamp is {ahead_s:.3f} s in the '
+                                              f'future (max_obs_age_s {self.max_age_s})')
+
+    def check_step(self, stamp: float, now: float, last_stamp: float,
+                   joint_stamp: Optional[float], needs_joints: bool, what: str = 'image',
+                   step_s: float = 0.0) -> None:
+        """InputError unless an observation stamped `stamp` may be stepped now: its age, its
+        order after `last_stamp` (the robot's last stepped one) and, when the model reads
+        joints, the joint state stamped `joint_stamp` (None: none yet) that goes with it."""
+        self.check(now - stamp, what, step_s)
+        if stamp <= last_stamp:
+            raise InputError('out_of_order', f'{what} stamp {stamp:.3f} is not after the last '
+                                             f'processed one ({last_stamp:.3f})')
+        if not needs_joints:
+            return
+        if joint_stamp is None:
+            raise InputError('no_joints', 'no valid joint state received yet')
+        if stamp - joint_stamp > self.max_age_s:
+            raise InputError('stale_joints', f'latest joint state is {stamp - joint_stamp:.3f} s '
+                                             f'older than the {what} (max_obs_age_s '
+                                             f'{self.max_age_s})')

@@ -21,7 +21,17 @@ Non-finite guard (both engines): a step whose new state holds NaN or Inf is neve
 the state stays the last good one, bit for bit. The check runs on the device as part of the step
 (one flag in the output buffer, no extra host sync). On such a step the action is recomputed as a
 skip (threshold above 1, so g = 0 and the read comes from the kept state).
+
+Rows (a fleet, one row per robot): the torch engine holds the state of `rows` robots as one
+batched tensor allocated once ([rows, d_val, d_key] and [rows, d_val]) and steps any subset of
+them in one call (`compute_rows`): the subset's rows are gathered, stepped and scattered back on
+commit, so a row not stepped stays bit-identical. The step index `t` is per row (each robot has
+its own episode); a layer with time features steps the rows of one `t` together. With one row the
+subset is always the whole batch: the state is stepped where it lies, as before. The exported
+ONNX step has a batch of one: the ONNX engine serves one row.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +42,17 @@ from aura_ros.memory import AuraMemLayer
 from .export import OUTPUTS, ThresholdGate, step_inputs
 
 
+@dataclass(frozen=True)
+class RowStep:
+    """What one row's step gave, before anything is committed."""
+
+    action: np.ndarray             # [chunk, d_action], normalised
+    wrote: bool
+    p: float
+    surprise: float
+    discarded: bool                # the new state was not finite: never commit this row
+
+
 class Engine:
     """What the runtime needs from an engine."""
 
@@ -39,47 +60,51 @@ class Engine:
 
     def __init__(self, config, features: Tensor):
         self.config = config
-        self.features = features                   # [1, d_model], written by the backbone
+        self.features = features                   # [rows, d_model], written by the backbone
         self.device = features.device
+        self.rows = features.shape[0]
         self.n_action = config.chunk * config.d_action
         with torch.inference_mode():
-            # action (flattened), g, p, surprise, new state finite: one buffer, one device ->
-            # host copy per step
-            self.out = torch.zeros(self.n_action + 4, device=self.device)
-            self.host = torch.zeros(self.n_action + 4,
+            # per row: action (flattened), g, p, surprise, new state finite: one buffer, one
+            # device -> host copy per step
+            self.out = torch.zeros(self.rows, self.n_action + 4, device=self.device)
+            self.host = torch.zeros(self.rows, self.n_action + 4,
                                     pin_memory=self.device.type == 'cuda')
         self.threshold_value = 0.5
         with torch.inference_mode():
             self.t = torch.zeros(1, device=self.device)      # step index, for time features
         self.timed = bool(config.time_features)
+        self._pending_rows: list[int] = []
 
-    def _compute(self) -> None:
-        """Run the step into `out`; out[-1] = 1 when the new state is finite (and kept)."""
+    def _compute(self, idx: Tensor | None, pending: bool = True) -> None:
+        """Step the rows `idx` (None: all) into `out`; out[row, -1] = 1 when that row's new
+        state is finite. pending: keep the new states for `commit` (False: a skip re-run)."""
         raise NotImplementedError
 
-    def commit(self) -> None:
-        """Make the pending state of the last `compute` the state (ping-pong engines swap)."""
+    def _commit(self, rows: list[int]) -> None:
+        """Make the pending state of `rows` (stepped by the last compute) their state."""
         raise NotImplementedError
 
-    def _finite_flag(self, *tensors: Tensor) -> Tensor:
-        flag = torch.ones(1, dtype=torch.bool, device=self.device)
+    def _finite_rows(self, count: int, *tensors: Tensor) -> Tensor:
+        """[count] 1.0 where every value of that row of every tensor is finite."""
+        flag = torch.ones(count, dtype=torch.bool, device=self.device)
         for tensor in tensors:
-            flag = flag & torch.isfinite(tensor).all()
-        return flag.reshape(1)
+            flag = flag & torch.isfinite(tensor.reshape(count, -1)).all(1)
+        return flag.to(self.out.dtype)
 
     @property
     def state(self) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def step(self, t: int = 0) -> tuple[np.ndarray, bool, float, float, bool]:
-        """`compute` and, unless the new state was discarded, `commit`."""
+        """`compute` and, unless the new state was discarded, `commit` (one-row engines)."""
         result = self.compute(t)
         if not result[4]:
             self.commit()
         return result
 
     def compute(self, t: int = 0) -> tuple[np.ndarray, bool, float, float, bool]:
-        """One step from `features` into the pending state, not committed:
+        """One step of the only row from `features` into the pending state, not committed:
         (action [chunk, d_action], wrote, p, surprise, discarded).
 
         `t` is the step's index in the episode (0 first); only layers with time features use
@@ -87,49 +112,95 @@ class Engine:
         discarded: the new state was not finite; it must not be committed, and the action is
         the one of a skip step (wrote is False).
         """
+        if self.rows != 1:
+            raise ValueError(f'this engine holds {self.rows} rows: use compute_rows')
+        r = self.compute_rows([0], [t])[0]
+        return r.action, r.wrote, r.p, r.surprise, r.discarded
+
+    def commit(self, rows: list[int] | None = None) -> None:
+        """Make the pending state of `rows` (default: every row the last compute stepped)
+        their state; the other rows are not touched."""
+        rows = self._pending_rows if rows is None else rows
+        if rows:
+            with torch.inference_mode():
+                self._commit(list(rows))
+
+    def compute_rows(self, rows: list[int], ts: list[int]) -> list[RowStep]:
+        """Step the rows `rows` (distinct, each with its episode step index `ts`) into their
+        pending states in one batched call (a timed layer: one call per distinct t); nothing
+        is committed and no other row is read or written."""
+        if len(set(rows)) != len(rows) or not all(0 <= r < self.rows for r in rows):
+            raise ValueError(f'rows must be distinct indices in [0, {self.rows}), got {rows}')
+        period = self.config.period if self.timed else 0
+        groups: dict[int, list[int]] = {}
+        for row, t in zip(rows, ts, strict=True):
+            groups.setdefault(t % period if period else 0, []).append(row)
+        whole = len(rows) == self.rows and len(groups) == 1
         with torch.inference_mode():
-            if self.timed:
-                self.t.fill_(float(t % self.config.period))
-            self._compute()
+            for t, group in groups.items():
+                if self.timed:
+                    self.t.fill_(float(t))
+                self._compute(None if whole else self._index(group))
             self.host.copy_(self.out)              # synchronises with the device
         h = self.host.numpy()
-        p, surprise = float(h[-3]), float(h[-2])
-        if h[-1] > 0:
-            discarded = False
-        else:
-            discarded = True
+        bad = [row for row in rows if h[row, -1] <= 0]
+        first = {row: (float(h[row, -3]), float(h[row, -2])) for row in bad}
+        if bad:                                    # re-run those rows as skips: g = 0
             with torch.inference_mode():
                 self.threshold.fill_(2.0)          # p > 2 never holds: g = 0, state kept
                 try:
-                    self._compute()
+                    for t, group in groups.items():
+                        redo = [row for row in group if row in first]
+                        if redo:
+                            if self.timed:
+                                self.t.fill_(float(t))
+                            self._compute(self._index(redo), pending=False)
                     self.host.copy_(self.out)
                 finally:
                     self.threshold.fill_(self.threshold_value)
             h = self.host.numpy()
-        action = h[:self.n_action].reshape(self.config.chunk, self.config.d_action).copy()
-        return action, bool(h[-4] > 0) and not discarded, p, surprise, discarded
+        self._pending_rows = [row for row in rows if row not in first]
+        results = []
+        for row in rows:
+            action = h[row, :self.n_action].reshape(self.config.chunk,
+                                                    self.config.d_action).copy()
+            p, surprise = first.get(row, (float(h[row, -3]), float(h[row, -2])))
+            results.append(RowStep(action, bool(h[row, -4] > 0) and row not in first, p,
+                                   surprise, row in first))
+        return results
+
+    def _index(self, rows: list[int]) -> Tensor:
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def _sync(self) -> None:
         if self.device.type == 'cuda':
             torch.cuda.current_stream(self.device).synchronize()
 
-    def reset(self) -> None:
+    def reset(self, rows: list[int] | None = None) -> None:
+        """Zero the state of `rows` (default: all)."""
         with torch.inference_mode():
             for tensor in self.state.values():
-                tensor.zero_()
+                if rows is None:
+                    tensor.zero_()
+                else:
+                    tensor[self._index(rows)] = 0
         self._sync()
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_state(self, state: dict[str, np.ndarray], row: int | None = None) -> None:
+        """The whole state, or one row of it ([1, ...] arrays) when `row` is given."""
         with torch.inference_mode():
             for name, tensor in self.state.items():
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(state[name])))
+                value = torch.from_numpy(np.ascontiguousarray(state[name]))
+                (tensor if row is None else tensor[row:row + 1]).copy_(value)
         self._sync()
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.state.items()}
+    def state_dict(self, row: int | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the whole state, or of one row ([1, ...]) when `row` is given."""
+        return {k: (v if row is None else v[row:row + 1]).detach().cpu().numpy().copy()
+                for k, v in self.state.items()}
 
     def state_bytes(self) -> int:
-        """Bytes of the live state (W and b), what `MemoryConfig.memory_bytes(1)` predicts."""
+        """Bytes of the live state (W and b) of all rows, what `memory_bytes(rows)` predicts."""
         return sum(t.numel() * t.element_size() for t in self.state.values())
 
     def set_threshold(self, value: float) -> None:
@@ -146,7 +217,7 @@ class TorchEngine(Engine):
     Runs an AuraMemLayer or any fixed-size memory model of aura_ros.memory.baselines with the
     same `step(z_t, state, t)` (GRU: state {'h'}, no memory: {}), so the baselines can run in
     aura_node for closed-loop comparisons; those have no gate (their g is constant) and ignore
-    the threshold.
+    the threshold. The CUDA graph is of the whole batch (every row stepped).
     """
 
     name = 'torch'
@@ -157,7 +228,7 @@ class TorchEngine(Engine):
         self.layer = layer.to(self.device).eval()
         with torch.inference_mode():
             self.threshold = torch.tensor([float(threshold)], device=self.device)
-            self._state = layer.init_state(1, self.device)
+            self._state = layer.init_state(self.rows, self.device)
             self._pending = {k: torch.zeros_like(v) for k, v in self._state.items()}
         self.threshold_value = float(threshold)
         if isinstance(layer, AuraMemLayer):
@@ -172,18 +243,33 @@ class TorchEngine(Engine):
     def state(self) -> dict[str, Tensor]:
         return self._state
 
-    def _eager(self) -> None:
-        out = self.layer.step(self.features, self._state, self.t)
+    def _eager(self, idx: Tensor | None = None, pending: bool = True) -> None:
+        if idx is None:                            # every row, where it lies: capturable
+            z, state = self.features, self._state
+        else:
+            z = self.features.index_select(0, idx)
+            state = {k: v.index_select(0, idx) for k, v in self._state.items()}
+        count = z.shape[0]
+        out = self.layer.step(z, state, self.t)
         new = out['state']
-        finite = self._finite_flag(*new.values())
-        for name, tensor in self._pending.items():  # same addresses every step: capturable
-            tensor.copy_(new[name])
-        self.out.copy_(torch.cat([out['action'].reshape(-1), out['g'].reshape(1),
-                                  out['p'].reshape(1), out['surprise'].reshape(1),
-                                  finite.to(self.out.dtype)]))
+        finite = self._finite_rows(count, *new.values())
+        if pending:
+            for name, tensor in self._pending.items():
+                if idx is None:                    # same addresses every step: capturable
+                    tensor.copy_(new[name])
+                else:
+                    tensor.index_copy_(0, idx, new[name])
+        row = torch.cat([out['action'].reshape(count, -1),
+                         *(out[k].reshape(-1, 1).expand(count, 1) for k in ('g', 'p', 'surprise')),
+                         finite[:, None]], 1)
+        if idx is None:
+            self.out.copy_(row)
+        else:
+            self.out.index_copy_(0, idx, row)
 
     def _capture(self) -> None:
-        """Record `_eager` once as a CUDA graph (warm-up on a side stream, state restored)."""
+        """Record `_eager` of every row once as a CUDA graph (warm-up on a side stream, state
+        restored)."""
         with torch.inference_mode():
             saved = {k: v.clone() for k, v in self._state.items()}
             side = torch.cuda.Stream(self.device)
@@ -201,16 +287,20 @@ class TorchEngine(Engine):
         self._sync()
         self.graph = graph
 
-    def _compute(self) -> None:
-        if self.graph is not None:
+    def _compute(self, idx: Tensor | None, pending: bool = True) -> None:
+        if self.graph is not None and idx is None and pending:
             self.graph.replay()
         else:
-            self._eager()
+            self._eager(idx, pending)
 
-    def commit(self) -> None:
-        with torch.inference_mode():
+    def _commit(self, rows: list[int]) -> None:
+        if len(rows) == self.rows:
             for name, tensor in self._state.items():
                 tensor.copy_(self._pending[name])
+        else:
+            idx = self._index(rows)
+            for name, tensor in self._state.items():
+                tensor.index_copy_(0, idx, self._pending[name].index_select(0, idx))
 
 
 class OnnxEngine(Engine):
@@ -229,6 +319,10 @@ class OnnxEngine(Engine):
                  threads: int | None = None):
         from .backbone import session_for
 
+        if features.shape[0] != 1:
+            raise ValueError(f'the exported ONNX memory step has a batch of one: the onnx '
+                             f'engine serves one robot, not {features.shape[0]} (run a fleet '
+                             'on the torch engine: memory_engine torch)')
         self.path = path
         self.session, self.provider = session_for(path, features.device, threads)
         on_cuda = self.provider == 'CUDAExecutionProvider'
@@ -265,7 +359,7 @@ class OnnxEngine(Engine):
             # results straight into the engine's output buffer: action, then g, p, surprise
             bind(binding, 'action', self.out, True, [1, c.chunk, c.d_action])
             for i, name in enumerate(('g', 'p', 'surprise')):
-                bind(binding, name, self.out[self.n_action + i:], True, [1])
+                bind(binding, name, self.out[0, self.n_action + i:], True, [1])
             self.bindings.append(binding)
         self.current = 0                                        # buffers[current] is the state
 
@@ -281,17 +375,17 @@ class OnnxEngine(Engine):
     def state(self) -> dict[str, Tensor]:
         return self.buffers[self.current]
 
-    def _compute(self) -> None:
+    def _compute(self, idx: Tensor | None, pending: bool = True) -> None:
         if self.staged:
             self.features.copy_(self.source)
         self.session.run_with_iobinding(self.bindings[self.current])
         new = self.buffers[self.current ^ 1]
-        self.out[-1:].copy_(self._finite_flag(new['W'], new['b']))
+        self.out[0, -1:].copy_(self._finite_rows(1, new['W'], new['b']))
 
-    def commit(self) -> None:
+    def _commit(self, rows: list[int]) -> None:
         self.current ^= 1                          # a non-finite new buffer is never swapped in
 
-    def reset(self) -> None:
+    def reset(self, rows: list[int] | None = None) -> None:
         with torch.inference_mode():
             for buffer in self.buffers:
                 for tensor in buffer.values():

@@ -18,6 +18,7 @@ Inf is discarded (the state stays the last good one, bit for bit); it is reporte
 one lock: a reset or threshold change from another thread waits for at most the step in progress.
 """
 
+import dataclasses
 import math
 import threading
 import time
@@ -145,24 +146,47 @@ def _load_memory_model(model_dir: Path, spec: ModelSpec, engine: str) -> torch.n
         raise ModelDirError(str(err)) from err
 
 
+@dataclass
+class RowCounters:
+    """One robot's episode: steps taken, writes made, non-finite writes thrown away."""
+
+    steps: int = 0
+    writes: int = 0
+    discarded: int = 0
+
+
 class AuraRuntime:
-    """Backbone + AURA memory for one robot, one episode at a time."""
+    """Backbone + AURA memory for `robots` robots (one row each), one episode per row.
+
+    With one robot (the default) `step`, `step_frames` and `step_features` take the
+    observation and raise InputError for a bad one. With several, `step_rows` takes the new
+    observations of any subset of robots and steps them in one batched backbone call and one
+    batched memory step; the single-robot methods are that call with row 0 alone.
+    """
 
     def __init__(self, model_dir: str | Path, spec: ModelSpec, device: torch.device,
                  engine: str = 'torch', gate_threshold: float | None = None,
-                 cuda_graph: bool = False, threads: int | None = None, resize: str = 'area'):
+                 cuda_graph: bool = False, threads: int | None = None, resize: str = 'area',
+                 robots: int = 1):
         if engine not in ENGINES:
             raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
+        if isinstance(robots, bool) or not isinstance(robots, int) or robots < 1:
+            raise ValueError(f'robots must be a whole number >= 1, got {robots!r}')
+        if engine == 'onnx' and robots > 1:
+            raise ValueError(f'the onnx memory engine serves one robot (its exported step has '
+                             f'a batch of one), not {robots}: run a fleet on the torch engine')
         model_dir = Path(model_dir)
         self.model_dir = model_dir
         self.spec, self.engine = spec, engine
+        self.robots = robots
         self.device = str(device)
         self.gate_threshold = check_threshold(
             spec.memory.gate_threshold if gate_threshold is None else gate_threshold)
         self.cameras = tuple(c.name for c in spec.cameras)
         self.preprocess = {c.name: Preprocessor(c, mode=resize) for c in spec.cameras}
-        self._images = [np.zeros((1, 3, c.height, c.width), np.float32) for c in spec.cameras]
-        self._joints = np.zeros((1, spec.n_joints), np.float32)
+        self._images = [np.zeros((robots, 3, c.height, c.width), np.float32)
+                        for c in spec.cameras]
+        self._joints = np.zeros((robots, spec.n_joints), np.float32)
         stats = spec.joint_stats
         self._joint_mean = np.asarray(stats.mean if stats else 0.0, np.float32)
         self._joint_std = np.asarray(stats.std if stats else 1.0, np.float32)
@@ -171,13 +195,13 @@ class AuraRuntime:
             self.backbone = None
             self.provider = 'none (features in)'
             with torch.inference_mode():
-                features = torch.zeros(1, spec.memory.d_model, device=device)
+                features = torch.zeros(robots, spec.memory.d_model, device=device)
         else:
             self.backbone = Backbone(model_dir / BACKBONE_FILE, spec.memory.d_model, device,
-                                     threads, cameras=self.cameras)
+                                     threads, cameras=self.cameras, rows=robots)
             self.provider = self.backbone.provider
             features = self.backbone.features
-        self.features = features                   # the memory engine reads this tensor
+        self.features = features                   # [robots, d_model]: the engine reads it
         layer = _load_memory_model(model_dir, spec, engine)
         if engine == 'torch':
             self.memory = TorchEngine(layer, features, self.gate_threshold,
@@ -187,9 +211,7 @@ class AuraRuntime:
                 raise ValueError('cuda_graph applies to the torch engine only')
             self.memory = OnnxEngine(memory_step_path(model_dir, layer), spec.memory,
                                      features, self.gate_threshold, threads)
-        self.steps = 0
-        self.writes = 0
-        self.discarded = 0                         # non-finite writes thrown away, this episode
+        self.counters = [RowCounters() for _ in range(robots)]
         self._lock = threading.RLock()
 
     @classmethod
@@ -198,14 +220,34 @@ class AuraRuntime:
         """Load and check a model directory (ModelDirError names what is wrong) and start.
 
         options: cuda_graph (torch engine on CUDA), threads (ONNX Runtime intra-op threads),
-        resize ('area' or 'nearest').
+        resize ('area' or 'nearest'), robots (rows of the batched memory state, default 1).
         """
         spec = load_model_dir(model_dir)
         return cls(model_dir, spec, resolve_device(device), engine, gate_threshold, **options)
 
+    # -- the one robot's counters (row 0) ---------------------------------------------------
+
+    @property
+    def steps(self) -> int:
+        return self._single().steps
+
+    @property
+    def writes(self) -> int:
+        return self._single().writes
+
+    @property
+    def discarded(self) -> int:
+        """Non-finite writes thrown away, this episode."""
+        return self._single().discarded
+
+    def _single(self) -> RowCounters:
+        if self.robots != 1:
+            raise ValueError(f'this runtime serves {self.robots} robots: read counters[row]')
+        return self.counters[0]
+
     # -- inputs -----------------------------------------------------------------------------
 
-    def _check_joints(self, joint_positions) -> np.ndarray:
+    def _check_joints(self, joint_positions, row: int) -> np.ndarray:
         try:
             joints = np.asarray(joint_positions, dtype=np.float64)
         except (TypeError, ValueError) as err:
@@ -221,8 +263,35 @@ class AuraRuntime:
             bad = [self.spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(raw))]
             raise InputError('nonfinite_joints', f'non-finite joint position(s): {", ".join(bad)}')
         with np.errstate(over='ignore', invalid='ignore'):
-            self._joints[0] = (raw - self._joint_mean) / self._joint_std
+            self._joints[row] = (raw - self._joint_mean) / self._joint_std
         return raw
+
+    def _take_frames(self, row: int, frames) -> None:
+        if self.backbone is None or not isinstance(frames, dict) \
+                or set(frames) != set(self.cameras):
+            got = sorted(frames) if isinstance(frames, dict) else type(frames).__name__
+            raise InputError('cameras', f'expected one frame from each camera '
+                                        f'{list(self.cameras)}, got {got}')
+        for name, buffer in zip(self.cameras, self._images, strict=True):
+            image, encoding = frames[name]
+            self.preprocess[name](image, encoding, out=buffer[row:row + 1])
+
+    def _take_features(self, row: int, features) -> None:
+        if self.backbone is not None:
+            raise InputError('features', f'this model reads cameras {list(self.cameras)}, '
+                                         f'not features')
+        d = self.spec.memory.d_model
+        try:
+            values = np.asarray(features, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InputError('features', f'features are not numbers ({err})') from err
+        if values.shape != (d,):
+            raise InputError('features', f'expected {d} features (memory.d_model), got '
+                                         f'shape {list(values.shape)}')
+        if not np.isfinite(values).all():
+            raise InputError('nonfinite_features', 'features contain NaN or Inf')
+        with torch.inference_mode():
+            self.features[row].copy_(torch.from_numpy(values))
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -237,87 +306,139 @@ class AuraRuntime:
 
     def step_frames(self, frames: dict, joint_positions) -> StepResult:
         """{camera name: (image, encoding)} for every camera of the model -> action chunk."""
-        with self._lock:
-            t0 = time.perf_counter()
-            if self.backbone is None or not isinstance(frames, dict) \
-                    or set(frames) != set(self.cameras):
-                got = sorted(frames) if isinstance(frames, dict) else type(frames).__name__
-                raise InputError('cameras', f'expected one frame from each camera '
-                                            f'{list(self.cameras)}, got {got}')
-            for name, buffer in zip(self.cameras, self._images, strict=True):
-                image, encoding = frames[name]
-                self.preprocess[name](image, encoding, out=buffer)
-            joints = self._check_joints(joint_positions)
-            t1 = time.perf_counter()
-            features = self.backbone.run(self._images, self._joints)
-            if not bool(torch.isfinite(features).all()):
-                raise InputError('nonfinite_features',
-                                 'the backbone produced non-finite features for this observation')
-            return self._memory_step(joints, t0, t1)
+        if self.backbone is None:
+            self._take_frames(0, frames)           # says what this model reads instead
+        return self._one(frames, joint_positions)
 
     def step_features(self, features, joint_positions=()) -> StepResult:
         """Features-in model: features [d_model] from an external backbone -> action chunk."""
+        if self.backbone is not None:
+            self._take_features(0, features)       # says what this model reads instead
+        return self._one(features, joint_positions)
+
+    def _one(self, inputs, joint_positions) -> StepResult:
+        self._single()
+        result = self.step_rows({0: (inputs, joint_positions)})[0]
+        if isinstance(result, InputError):
+            raise result
+        return result
+
+    def step_rows(self, observations: dict) -> dict:
+        """{row: (inputs, joint positions)} -> {row: StepResult, or the InputError that refused
+        that row}; inputs are {camera: (image, encoding)} (a camera model) or the features
+        [d_model] (a features-in model). One batched backbone call and one batched memory step
+        for the rows whose observation passed every check; a row refused, or not in
+        `observations`, keeps its state bit for bit."""
+        for row in observations:
+            if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < self.robots:
+                raise ValueError(f'row must be an index in [0, {self.robots}), got {row!r}')
         with self._lock:
             t0 = time.perf_counter()
-            if self.backbone is not None:
-                raise InputError('features', f'this model reads cameras {list(self.cameras)}, '
-                                             f'not features')
-            d = self.spec.memory.d_model
-            try:
-                values = np.asarray(features, dtype=np.float32)
-            except (TypeError, ValueError) as err:
-                raise InputError('features', f'features are not numbers ({err})') from err
-            if values.shape != (d,):
-                raise InputError('features', f'expected {d} features (memory.d_model), got '
-                                             f'shape {list(values.shape)}')
-            if not np.isfinite(values).all():
-                raise InputError('nonfinite_features', 'features contain NaN or Inf')
-            joints = self._check_joints(joint_positions)
-            with torch.inference_mode():
-                self.features.copy_(torch.from_numpy(values)[None])
+            results: dict = {}
+            raw: dict[int, np.ndarray] = {}
+            for row, (inputs, joint_positions) in observations.items():
+                try:
+                    if self.spec.features_in:
+                        self._take_features(row, inputs)
+                    else:
+                        self._take_frames(row, inputs)
+                    raw[row] = self._check_joints(joint_positions, row)
+                except InputError as err:
+                    results[row] = err
+            rows = list(raw)
             t1 = time.perf_counter()
-            return self._memory_step(joints, t0, t1)
+            if self.backbone is not None and rows:
+                self.backbone.run(*self._gather(rows), rows)
+                with torch.inference_mode():
+                    finite = torch.isfinite(self.features[self._index(rows)]).all(1).tolist()
+                for row, ok in zip(list(rows), finite, strict=True):
+                    if not ok:
+                        rows.remove(row)
+                        results[row] = InputError(
+                            'nonfinite_features',
+                            'the backbone produced non-finite features for this observation')
+            t2 = time.perf_counter()
+            if rows:
+                results.update(self._memory_step(rows, raw))
+            t3 = time.perf_counter()
+            timings = {'preprocess': t1 - t0, 'backbone': t2 - t1, 'memory': t3 - t2,
+                       'total': t3 - t0}
+            for row in rows:
+                if isinstance(results[row], StepResult):
+                    results[row] = dataclasses.replace(results[row], timings=timings)
+            return results
 
-    def _memory_step(self, joints: np.ndarray, t0: float, t1: float) -> StepResult:
-        """The memory step on the features in place, then the action contract; the new state
-        is committed only when everything the step gives out is finite."""
-        t2 = time.perf_counter()
-        out, wrote, p, surprise, discarded = self.memory.compute(self.steps)
-        with np.errstate(over='ignore', invalid='ignore'):
-            action = self.contract.denormalise(out)
-            targets, clipped = self.contract.targets(action, joints)
-        check_finite_outputs(action, targets, p, surprise)
-        if surprise == math.inf:
-            surprise = SURPRISE_OVERFLOW
-        if not discarded:
-            self.memory.commit()
-        t3 = time.perf_counter()
-        self.steps += 1
-        self.writes += int(wrote)
-        self.discarded += int(discarded)
-        gate = GateRecord(wrote=wrote, p=p, surprise=surprise, step=self.steps,
-                          writes=self.writes, discarded=discarded)
-        return StepResult(action=action, gate=gate, targets=targets, clipped=clipped, timings={
-            'preprocess': t1 - t0, 'backbone': t2 - t1, 'memory': t3 - t2, 'total': t3 - t0})
+    def _index(self, rows: list[int]) -> torch.Tensor:
+        return torch.tensor(rows, dtype=torch.long, device=self.features.device)
+
+    def _gather(self, rows: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The backbone inputs of `rows`: views when they are consecutive (one robot: row 0)."""
+        start = rows[0]
+        if rows == list(range(start, start + len(rows))):
+            span = slice(start, start + len(rows))
+            return [images[span] for images in self._images], self._joints[span]
+        return [images[rows] for images in self._images], self._joints[rows]
+
+    def _memory_step(self, rows: list[int], joints: dict) -> dict:
+        """The memory step of `rows` on their features, then the action contract per row; a
+        row's new state is committed only when everything its step gives out is finite."""
+        steps = self.memory.compute_rows(rows, [self.counters[row].steps for row in rows])
+        results, commit = {}, []
+        for row, out in zip(rows, steps, strict=True):
+            with np.errstate(over='ignore', invalid='ignore'):
+                action = self.contract.denormalise(out.action)
+                targets, clipped = self.contract.targets(action, joints[row])
+            try:
+                check_finite_outputs(action, targets, out.p, out.surprise)
+            except InputError as err:
+                results[row] = err
+                continue
+            if not out.discarded:
+                commit.append(row)
+            count = self.counters[row]
+            count.steps += 1
+            count.writes += int(out.wrote)
+            count.discarded += int(out.discarded)
+            surprise = SURPRISE_OVERFLOW if out.surprise == math.inf else out.surprise
+            gate = GateRecord(wrote=out.wrote, p=out.p, surprise=surprise, step=count.steps,
+                              writes=count.writes, discarded=out.discarded)
+            results[row] = StepResult(action=action, gate=gate, targets=targets,
+                                      clipped=clipped, timings={})
+        self.memory.commit(commit)
+        return results
 
     # -- episode and state ------------------------------------------------------------------
 
-    def reset(self) -> EpisodeSummary:
-        """Zero the memory and counters; the summary is of the episode that just ended."""
+    def reset(self, row: int | None = None) -> EpisodeSummary:
+        """Zero the memory and counters of `row` (default: every row); the summary is of the
+        episode that just ended (of all rows together when no row is given)."""
         with self._lock:
-            summary = EpisodeSummary(steps=self.steps, writes=self.writes)
-            self.memory.reset()
-            self.steps = self.writes = self.discarded = 0
+            rows = range(self.robots) if row is None else [self._row(row)]
+            summary = EpisodeSummary(steps=sum(self.counters[r].steps for r in rows),
+                                     writes=sum(self.counters[r].writes for r in rows))
+            self.memory.reset(None if row is None else [row])
+            for r in rows:
+                self.counters[r] = RowCounters()
             return summary
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Host copies of the memory state: 'W' [1,d_val,d_key], 'b' [1,d_val] float32."""
-        with self._lock:
-            return self.memory.state_dict()
+    def _row(self, row) -> int:
+        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < self.robots:
+            raise ValueError(f'row must be an index in [0, {self.robots}), got {row!r}')
+        return row
 
-    def load_state(self, state: dict) -> None:
-        """Replace the memory state (counters unchanged); all checked before anything is copied."""
-        shapes = {k: tuple(v.shape) for k, v in self.memory.state.items()}
+    def state_dict(self, row: int | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the memory state: 'W' [robots,d_val,d_key], 'b' [robots,d_val]
+        float32; one row ([1, ...]) when `row` is given."""
+        with self._lock:
+            return self.memory.state_dict(None if row is None else self._row(row))
+
+    def load_state(self, state: dict, row: int | None = None) -> None:
+        """Replace the memory state, or one row of it (counters unchanged); all checked before
+        anything is copied."""
+        rows = self.robots if row is None else 1
+        if row is not None:
+            self._row(row)
+        shapes = {k: (rows, *v.shape[1:]) for k, v in self.memory.state.items()}
         if not isinstance(state, dict) or set(state) != set(shapes):
             raise InputError('state', f'state must have exactly the keys {sorted(shapes)}')
         for name, shape in shapes.items():
@@ -329,7 +450,21 @@ class AuraRuntime:
             if not np.isfinite(value).all():
                 raise InputError('state', f'state[{name!r}] has non-finite values')
         with self._lock:
-            self.memory.load_state(state)
+            self.memory.load_state(state, row)
+
+    def resume(self, state: dict, steps: int, writes: int, row: int | None = None) -> None:
+        """Continue a saved episode: its memory state (of `row`, or the one robot's) and its
+        step and write counters, all checked before anything changes (InputError)."""
+        for name, value in (('steps', steps), ('writes', writes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError('state', f'{name} must be a whole number >= 0, got {value!r}')
+        if writes > steps:
+            raise InputError('state', f'writes ({writes}) cannot exceed steps ({steps})')
+        if row is None:
+            self._single()
+        with self._lock:
+            self.load_state(state, row)
+            self.counters[0 if row is None else row] = RowCounters(steps, writes)
 
     def set_gate_threshold(self, value: float) -> None:
         """Write when p > value from the next step on; no re-export or re-capture needed."""
@@ -339,5 +474,6 @@ class AuraRuntime:
             self.gate_threshold = value
 
     def memory_bytes(self) -> int:
-        """Bytes of the live memory state (W and b): constant for the whole episode."""
+        """Bytes of the live memory state (W and b) of every row: constant for the episode,
+        `robots` times one robot's."""
         return self.memory.state_bytes()
