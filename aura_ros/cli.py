@@ -275,10 +275,10 @@ def _gate_report_args(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS: Dict[str, Command] = {
-    'bench fuzz': Command('aura_ros.ros.fuzz_bench:main',
+    'bench fuzz': Command('aura_ros.ros.bench.fuzz:main',
                           'fuzz a live aura_node (10^4 drawn inputs) and reset it 1000 times '
                           'under load', _bench_fuzz_args),
-    'bench soak': Command('aura_ros.ros.soak:main',
+    'bench soak': Command('aura_ros.ros.bench.soak:main',
                           'soak aura_node: one long episode closed-loop, RSS and latency drift',
                           _bench_soak_args),
     'bench fleet': Command('aura_ros.bench.fleet:main',
@@ -287,12 +287,12 @@ COMMANDS: Dict[str, Command] = {
     'bench perf': Command('aura_ros.bench.perf:main',
                           'memory step vs horizon (AURA, KV-cache, GRU) and aura_node end to end',
                           _bench_perf_args),
-    'demo': Command('aura_ros.ros.so101_demo:main',
+    'demo': Command('aura_ros.ros.so101.demo:main',
                     'run the SO-101 MuJoCo world with aura_node (bundled model), headless',
                     _demo_args),
     # The SO-101 world used to be the second demo; its old name keeps working.
-    'demo so101': Command('aura_ros.ros.so101_demo:main', 'the same as demo', _demo_args),
-    'record-demos': Command('aura_ros.ros.record:main',
+    'demo so101': Command('aura_ros.ros.so101.demo:main', 'the same as demo', _demo_args),
+    'record-demos': Command('aura_ros.ros.so101.record:main',
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
@@ -302,7 +302,7 @@ COMMANDS: Dict[str, Command] = {
     'train': Command('aura_ros.training.trainer:main',
                      'train a model directory on your own demonstrations (rosbag2 or LeRobot)',
                      _train_args),
-    'eval so101': Command('aura_ros.ros.so101_eval:main',
+    'eval so101': Command('aura_ros.ros.so101.closed_loop:main',
                           'closed-loop SO-101 evaluation through ROS: AURA vs baselines',
                           _eval_so101_args),
     'init-model': Command('aura_ros.runtime.init_model:main',

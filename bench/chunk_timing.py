@@ -20,7 +20,6 @@ which the file records.
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from aura_ros import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / 'config' / 'fastdds_large_frames.xml'
@@ -132,11 +133,9 @@ def main() -> int:
         transit.append((at - published) / 1e6)
         lead.append((times[0] - at) / 1e6)
         late += sum(t < at for t in times)
-    load = os.getloadavg()
     result = {
-        'command': 'python bench/chunk_timing.py ' + ' '.join(sys.argv[1:]),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} '
-                   '(shared with other jobs)',
+        **provenance.header(provenance.command('python bench/chunk_timing.py'),
+                            'shared with other jobs'),
         'model': f'bundled models/{BUNDLED_MODEL} ({spec.name!r}, chunk {spec.chunk}, period '
                  f'{spec.action_period_s * 1e3:.1f} ms)', 'camera': f'{args.size} rgb8',
         'rate_hz': args.rate, 'fastdds_profile': not args.no_profile,

@@ -13,10 +13,7 @@ depend on the machine, its disk and its load.
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aura_ros import provenance
 from aura_ros.data import DataConfig  # noqa: E402
 from aura_ros.data.images import Resizer  # noqa: E402
 from aura_ros.data.load import load_demonstrations  # noqa: E402
@@ -76,15 +74,10 @@ def main(argv=None) -> int:
         for _ in range(100):
             resize(frame, 'rgb8')
         resize_ms = (time.perf_counter() - t) * 10
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1]).stdout.strip()
         result = {
-            'command': ' '.join(['nice -n 10 python bench/data_load.py',
-                                 *(argv or sys.argv[1:])]),
-            'commit': commit,
-            'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(),
-                        'python': platform.python_version(),
-                        'note': '2-core CPU VM shared with other jobs; disk is the VM disk'},
+            **provenance.header(provenance.command('nice -n 10 python bench/data_load.py', argv),
+                                'CPU VM shared with other jobs; disk is the VM disk',
+                                detailed=True),
             'bag': {'storage': args.storage, 'seconds': args.seconds, 'fps': args.fps,
                     'frames': first.report['frames_read'], 'size': '640x480 rgb8',
                     'bytes': folder_bytes(bag), 'write_s': round(write_s, 2)},

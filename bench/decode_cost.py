@@ -13,8 +13,6 @@ A benchmark, not a test: numbers depend on the machine and its load, which the f
 import argparse
 import io
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from PIL import Image, features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aura_ros import provenance
 from aura_ros.runtime.decode import decode  # noqa: E402
 from aura_ros.runtime.model_dir import ImageSpec  # noqa: E402
 from aura_ros.runtime.preprocess import Preprocessor  # noqa: E402
@@ -107,10 +106,8 @@ def main() -> int:
                      f'{cell(r["decode_min_size"])} | {cell(r["decode_preprocess"])} |')
     text = '\n'.join(lines)
     print(text)
-    load = os.getloadavg()
-    meta = {'command': 'python bench/decode_cost.py ' + ' '.join(sys.argv[1:]),
-            'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '
-                       f'{load[0]:.1f} (shared with other jobs)',
+    meta = {**provenance.header(provenance.command('python bench/decode_cost.py'),
+                                'shared with other jobs'),
             'pillow': Image.__version__, 'libjpeg_turbo': features.version('jpg'),
             'unit': 'milliseconds per frame, p50 / p99, one thread'}
     if args.out:

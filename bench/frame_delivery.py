@@ -33,12 +33,13 @@ machine and its load, which the results file records.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from aura_ros import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / 'config' / 'fastdds_large_frames.xml'
@@ -278,10 +279,8 @@ def main() -> int:
                                     'sub_qos': args.sub_qos, 'repeat': repeat}, args)
                     rows.append(row)
                     print(table([row]).splitlines()[-1], flush=True)
-    load = os.getloadavg()
-    meta = {'command': 'python bench/frame_delivery.py ' + ' '.join(sys.argv[1:]),
-            'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, load average '
-                       f'{load[0]:.1f} at the end (shared with other jobs)',
+    meta = {**provenance.header(provenance.command('python bench/frame_delivery.py'),
+                                'at the end; shared with other jobs'),
             'frames': args.frames, 'rate_hz': args.rate,
             'subscriber': ('rclpy, depth 1 (aura_node input_depth default), '
                            + ('input_qos auto (aura_ros/ros/adaptive_qos.py, re-checked every '

@@ -4,7 +4,7 @@
 
 Starts aura_node (bundled model, default parameters: ~/gate_image drawn at 5 Hz, 300 steps,
 4 thumbnails) as its own process, plays a 30 Hz rgb8 camera and joint states from this process
-(aura_ros/ros/bench_node.py's client), and measures each frame's step latency (image published
+(aura_ros/ros/bench/latency.py's client), and measures each frame's step latency (image published
 -> its gate received) in segments that alternate between nobody and one subscriber on
 ~/gate_image. Writes <out>.json and <out>.md. A benchmark, not a test: the numbers depend on the
 machine and its load, which the file records. Also times one picture alone: GateView.render()
@@ -14,11 +14,12 @@ of a full window (300 steps, 4 thumbnails of 96x96 frames), what the timer pays 
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from aura_ros import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_DOMAIN_ID', '138')
-    from aura_ros.ros.bench_node import compare_gate_image
+    from aura_ros.ros.bench.latency import compare_gate_image
 
     load_before = os.getloadavg()[0]
     render = render_ms()
@@ -71,9 +72,9 @@ def main() -> int:
             'dropped': sum(r['dropped'] for r in mine), 'frames': sum(r['frames'] for r in mine),
             'pictures_drawn': sum(r['pictures_drawn'] for r in mine)}
     result = {
-        'command': 'python bench/gate_image_cost.py ' + ' '.join(sys.argv[1:]),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, no GPU, load average '
-                   f'{load_before:.1f} before / {load_after:.1f} after (shared with other jobs)',
+        **provenance.header(provenance.command('python bench/gate_image_cost.py'),
+                            f'no GPU, load average {load_before:.1f} before / {load_after:.1f} '
+                            'after; shared with other jobs'),
         'rate_hz': args.rate, 'segment_s': args.seconds, 'render': render, 'summary': summary,
         'segments': rows}
     print(json.dumps(result, indent=2))

@@ -44,8 +44,8 @@ def main() -> int:
 
     from aura_ros.cli import main as cli
     from aura_ros.ros.params import bundled_model_dir
-    from aura_ros.ros.record import BagRecorder
-    from aura_ros.ros.so101_eval import Loop, loop_env, run_loop
+    from aura_ros.ros.so101.closed_loop import Loop, loop_env, run_loop
+    from aura_ros.ros.so101.record import BagRecorder
     from aura_ros.runtime.gate_view import WRITE, GateView
 
     out = Path(args.out)

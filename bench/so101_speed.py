@@ -13,7 +13,6 @@ second. A benchmark, not a test: the numbers depend on the machine and its load.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 import aura_ros.tasks.so101 as so101  # noqa: E402
+from aura_ros import provenance
 from aura_ros.tasks.so101 import (  # noqa: E402
     HOME_Q,
     ScriptedExpert,
@@ -113,9 +113,9 @@ def main() -> int:
     print(json.dumps(loop), flush=True)
     record = record_demos(args.record_tasks) if args.record_tasks else None
     print(json.dumps(record), flush=True)
-    result = {'command': 'python bench/so101_speed.py ' + ' '.join(sys.argv[1:]),
-              'machine': f'{platform.platform()}, {os.cpu_count()} CPUs (shared, loaded VM), '
-                         f'MuJoCo GL back end {gl_backend()} (Mesa llvmpipe, no GPU)',
+    result = {**provenance.header(provenance.command('python bench/so101_speed.py'),
+                                  f'shared, loaded VM; MuJoCo GL back end {gl_backend()}, Mesa '
+                                  'llvmpipe, no GPU'),
               'render': renders, 'closed_loop_in_process': loop, 'record_demos': record}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, 'w') as f:

@@ -3,8 +3,8 @@
     ros2 launch aura_ros demo.launch.py tasks:=10
 
 Without `ros2 launch`, `python -m aura_ros demo` (or `make demo`) starts the same two nodes,
-joined by the same parameters (`LOCKSTEP_NODE`, `LOCKSTEP_SIM` of aura_ros/ros/so101_eval.py,
-which its `run_loop` passes too), and prints one line per task.
+joined by the same parameters (`LOCKSTEP_NODE`, `LOCKSTEP_SIM` of
+aura_ros/ros/so101/closed_loop.py, which its `run_loop` passes too), and prints one line per task.
 `so101_sim` runs lock-step: it publishes a frame, waits for the chunk aura_node computes from it
 and executes it like joint_trajectory_controller, then steps the physics one frame; its sim time
 goes out on /clock, so aura_node runs with use_sim_time. Until the first chunk arrives the world
@@ -22,7 +22,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from aura_ros.ros.so101_eval import LOCKSTEP_NODE, LOCKSTEP_SIM
+from aura_ros.ros.so101.closed_loop import LOCKSTEP_NODE, LOCKSTEP_SIM
 
 
 def generate_launch_description():

@@ -37,7 +37,7 @@ def test_demo_so101_is_the_same_command():
     from aura_ros.cli import COMMANDS, build_parser
 
     assert COMMANDS['demo'].target == COMMANDS['demo so101'].target == \
-        'aura_ros.ros.so101_demo:main'
+        'aura_ros.ros.so101.demo:main'
     parser = build_parser()
     plain = vars(parser.parse_args(['demo', '--tasks', '4', '--seed', '2']))
     alias = vars(parser.parse_args(['demo', 'so101', '--tasks', '4', '--seed', '2']))

@@ -5,9 +5,9 @@ strings, data lengths, NaN/Inf/huge positions, joint names, stamps in the past a
 For each drawn pair the node must: take it without crashing, count a rejection under the reason
 an independent oracle predicts (or step, when the oracle says the input is good), leave the memory
 state bit-identical on any rejection, and still answer a good frame afterwards. Strategies, oracle
-and the per-case check live in aura_ros/ros/fuzz_cases.py (shared with `bench fuzz`). The
+and the per-case check live in aura_ros/ros/bench/fuzz_cases.py (shared with `bench fuzz`). The
 examples are derandomised (reproducible in CI) and bounded (~150, well under a minute).
-The input kinds of issue 23 (aura_ros/ros/fuzz_attacks.py: finite but huge features, JPEG/PNG
+The input kinds of issue 23 (aura_ros/ros/bench/fuzz_attacks.py: finite but huge features, JPEG/PNG
 bombs and truncations, two-camera stamp attacks) run the same way on nodes of their own, and no
 message the node publishes may carry a NaN or Inf.
 """
@@ -22,9 +22,9 @@ hypothesis = pytest.importorskip('hypothesis')
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from test_node import FRAMES, Rig, gate_values  # noqa: E402
 
-from aura_ros.ros.fuzz_attacks import fuzz_model, nonfinite_numbers  # noqa: E402
-from aura_ros.ros.fuzz_bench import KINDS, BenchHarness, fuzz_phase  # noqa: E402
-from aura_ros.ros.fuzz_cases import any_joint_state, check_case, images  # noqa: E402
+from aura_ros.ros.bench.fuzz import KINDS, BenchHarness, fuzz_phase  # noqa: E402
+from aura_ros.ros.bench.fuzz_attacks import fuzz_model, nonfinite_numbers  # noqa: E402
+from aura_ros.ros.bench.fuzz_cases import any_joint_state, check_case, images  # noqa: E402
 
 MAX_EXAMPLES = 150
 

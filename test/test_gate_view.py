@@ -258,7 +258,7 @@ def test_gate_report_draws_a_recorded_run(make_node, executor, wait_for, tiny_mo
 
     from aura_ros.cli import main as cli
     from aura_ros.data.gate_bag import read_gate_view
-    from aura_ros.ros.record import BagRecorder
+    from aura_ros.ros.so101.record import BagRecorder
 
     rig = Rig(make_node, executor, wait_for, tiny_model_dir, gate_threshold=1.0)
     bag, png = tmp_path / 'run', tmp_path / 'gate.png'

@@ -143,7 +143,7 @@ def test_demo_launch_starts_the_policy_and_the_so101_simulator():
     (run_loop): both take them from so101_eval's LOCKSTEP_NODE / LOCKSTEP_SIM."""
     tree = ast.parse((REPO / 'launch' / 'demo.launch.py').read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                and n.module == 'aura_ros.ros.so101_eval' for a in n.names}
+                and n.module == 'aura_ros.ros.so101.closed_loop' for a in n.names}
     assert imported == {'LOCKSTEP_NODE', 'LOCKSTEP_SIM'}
     nodes, literal, unpacked = {}, {}, {}
     for call in _calls(tree, 'Node'):
@@ -163,8 +163,8 @@ def test_demo_launch_starts_the_policy_and_the_so101_simulator():
     pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
     pytest.importorskip('mujoco', reason='mujoco not installed')
     from aura_ros.ros.params import DECLARATIONS
-    from aura_ros.ros.so101_eval import LOCKSTEP_NODE, LOCKSTEP_SIM, ros_args
-    from aura_ros.ros.so101_sim import PARAMETERS
+    from aura_ros.ros.so101.closed_loop import LOCKSTEP_NODE, LOCKSTEP_SIM, ros_args
+    from aura_ros.ros.so101.sim import PARAMETERS
 
     assert LOCKSTEP_SIM['lockstep'] is True and LOCKSTEP_SIM['wait_for_command'] is True
     assert LOCKSTEP_SIM['trajectory_topics'] == [f'/{nodes["aura_node"]}/action_chunk']

@@ -1,9 +1,13 @@
-"""Import layering (docs/design.md section 2): ros -> runtime -> memory; training -> tasks, memory.
+"""Import layering (README "Layout and layering", docs/design.md section 2).
 
-Training may also import runtime: it writes the runtime's model directory (ONNX backbone export)
-and uses its train/serve conventions (delta targets, image normalisation); nothing in runtime or
-memory imports training. The trainer package's stages import downwards only: the pipeline strings
-them together, and code outside the package imports its front door, not its modules.
+Floors, from the ground up: tasks, memory -> runtime; above the runtime two towers that never
+meet: data -> training (learning) and ros, the product node (serving); above the node its rig
+wings ros/so101, ros/bench; then aura_ros/bench -> cli. A module imports only its own floor and
+the floors below it; nothing imports back up or across. Training imports runtime: it writes the
+runtime's model directory and uses its train/serve conventions (delta targets, image
+normalisation). The trainer package's stages import downwards only: the pipeline strings them
+together, and code outside the package imports its front door, not its modules. The
+ground-floor helpers (progress, provenance, checks) import nothing of aura_ros.
 
 Only aura_ros.ros may import rclpy or ROS message packages, so everything else installs and
 tests without ROS.
@@ -19,13 +23,26 @@ ROS_MODULES = {
     'rclpy', 'rosidl_runtime_py', 'builtin_interfaces', 'sensor_msgs', 'std_msgs', 'std_srvs',
     'trajectory_msgs', 'diagnostic_msgs', 'launch', 'launch_ros',
 }
-# aura_ros sub-package -> sibling sub-packages it must not import.
+GROUND = {'progress', 'provenance', 'checks'}
+# aura_ros sub-package (or ground-floor module) -> what it must not import.
 FORBIDDEN = {
-    'memory': {'tasks', 'training', 'runtime', 'ros'},
-    'tasks': {'training', 'runtime', 'ros'},
-    'training': {'ros'},
-    'runtime': {'tasks', 'training', 'ros'},
+    'memory': {'tasks', 'training', 'runtime', 'data', 'ros', 'bench', 'cli'},
+    'tasks': {'memory', 'training', 'runtime', 'data', 'ros', 'bench', 'cli'},
+    'runtime': {'tasks', 'training', 'data', 'ros', 'bench', 'cli'},
+    'data': {'tasks', 'training', 'ros', 'bench', 'cli'},
+    'training': {'ros', 'bench', 'cli'},
+    'ros': {'data', 'training', 'bench', 'cli'},
+    'bench': {'cli'},
+    **{module: {'memory', 'tasks', 'runtime', 'data', 'training', 'ros', 'bench', 'cli'}
+       for module in GROUND},
 }
+# The rig wings of aura_ros/ros: the product modules (ros/*.py) never import them. The console
+# scripts' entry module (the simulator's script included) stands above both.
+WINGS = {'so101', 'bench'}
+ENTRY = {'ros/console.py'}
+# Back-up imports left for another change: (file, imported sibling). popgym_bench takes its
+# machine and commit from aura_ros.bench; aura_ros.provenance replaces both.
+LEFT = {('training/popgym_bench.py', 'bench')}
 
 
 def imported_modules(path):
@@ -44,17 +61,42 @@ def sources():
     return sorted(p for p in PACKAGE.rglob('*.py') if '__pycache__' not in p.parts)
 
 
+def layer_of(path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
 @pytest.mark.parametrize('path', sources(), ids=lambda p: str(p.relative_to(PACKAGE.parent)))
 def test_layering(path):
     parts = path.relative_to(PACKAGE).parts
-    layer = parts[0] if len(parts) > 1 else None
+    layer = layer_of(path)
+    in_product = layer == 'ros' and len(parts) == 2 and '/'.join(parts) not in ENTRY
     for module in imported_modules(path):
         top, _, rest = module.partition('.')
         if layer != 'ros':
             assert top not in ROS_MODULES, f'{path}: only aura_ros.ros may import {module}'
-        if top == 'aura_ros' and layer in FORBIDDEN:
-            sibling = rest.partition('.')[0]
+        if top != 'aura_ros':
+            continue
+        sibling, _, inner = rest.partition('.')
+        if layer in FORBIDDEN and ('/'.join(parts), sibling) not in LEFT:
             assert sibling not in FORBIDDEN[layer], f'{path}: {layer} must not import {module}'
+        if in_product and sibling == 'ros':
+            assert inner.partition('.')[0] not in WINGS, \
+                f'{path}: the product node must not import the rig wing {module}'
+
+
+def test_the_rules_see_what_they_guard():
+    """The rules would pass vacuously if the layout they name moved: every layer and wing
+    exists, and each left exception still names an import that is there."""
+    for layer in FORBIDDEN:
+        assert (PACKAGE / layer).is_dir() or (PACKAGE / f'{layer}.py').is_file(), layer
+    for wing in WINGS:
+        assert (PACKAGE / 'ros' / wing / '__init__.py').is_file(), wing
+    for file, sibling in LEFT:
+        path = PACKAGE / file
+        if path.is_file():
+            assert any(m.startswith(f'aura_ros.{sibling}') for m in imported_modules(path)), \
+                f'{file} no longer imports aura_ros.{sibling}: drop it from LEFT'
 
 
 TRAINER = PACKAGE / 'training' / 'trainer'

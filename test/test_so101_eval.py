@@ -35,7 +35,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def test_wilson_interval():
-    from aura_ros.ros.so101_eval import wilson
+    from aura_ros.ros.so101.closed_loop import wilson
 
     assert wilson(0, 100)[0] == 0.0 and wilson(0, 100)[1] == pytest.approx(0.0370, abs=1e-4)
     lo, hi = wilson(50, 100)
@@ -52,7 +52,7 @@ def _frames(n: int, seed: int) -> list[np.ndarray]:
 def test_runtime_runs_every_trained_baseline(tiny_model, tmp_path):
     """GRU remembers (the same frame after two histories gives two actions), no-memory does
     not, always-write at threshold 0 writes every step; all in the node's engine."""
-    from aura_ros.ros.so101_eval import method_dir
+    from aura_ros.ros.so101.closed_loop import method_dir
     from aura_ros.runtime import AuraRuntime, ModelDirError
 
     q = np.zeros(6)
@@ -87,7 +87,7 @@ def test_runtime_runs_every_trained_baseline(tiny_model, tmp_path):
 def test_closed_loop_through_ros(tiny_model, tmp_path):
     """AURA and the GRU drive so101_sim through aura_node: every task scored, writes counted,
     the lock-step never timed out, the JSON, the table and the timeline written."""
-    from aura_ros.ros.so101_eval import evaluate
+    from aura_ros.ros.so101.closed_loop import evaluate
 
     out = tmp_path / 'so101.json'
     args = Namespace(model_dir=str(tiny_model), tasks=2, methods='aura,gru', seed=3, pads=3,
@@ -119,7 +119,7 @@ def test_closed_loop_through_ros(tiny_model, tmp_path):
 
 
 def test_missing_baseline_is_reported_not_fatal(tiny_model, tmp_path):
-    from aura_ros.ros.so101_eval import EvalError, method_dir
+    from aura_ros.ros.so101.closed_loop import EvalError, method_dir
 
     (tmp_path / 'm').mkdir()
     for name in ('model.yaml', 'memory.safetensors'):
@@ -129,7 +129,7 @@ def test_missing_baseline_is_reported_not_fatal(tiny_model, tmp_path):
 
 
 def _demo(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'aura_ros.ros.so101_demo', *args],
+    return subprocess.run([sys.executable, '-m', 'aura_ros.ros.so101.demo', *args],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
 
 
@@ -152,7 +152,7 @@ def test_demo_names_the_missing_gl_package(tiny_model):
 
 
 def test_append_merges_only_the_same_set_up():
-    from aura_ros.ros.so101_eval import EvalError, _merge
+    from aura_ros.ros.so101.closed_loop import EvalError, _merge
 
     old = {'command': 'a', 'backbone_sha256': 'f00', 'seed': 0, 'n_pads': 3,
            'delay_frames': [30, 150], 'tasks_per_method': 100, 'methods': {'aura': {'tasks': 100}}}

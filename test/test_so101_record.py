@@ -12,7 +12,7 @@ pytest.importorskip('rclpy')
 def test_recorder_writes_a_readable_mcap_bag(tmp_path):
     from rosbags.highlevel import AnyReader
 
-    from aura_ros.ros.record import record
+    from aura_ros.ros.so101.record import record
 
     out = tmp_path / 'demo_bag'
     summary = record(out, tasks=1, seed=3, size=32, log=None)
@@ -55,7 +55,7 @@ def test_recorder_writes_a_readable_mcap_bag(tmp_path):
 
 
 def test_recorder_refuses_to_overwrite(tmp_path):
-    from aura_ros.ros.record import record
+    from aura_ros.ros.so101.record import record
 
     with pytest.raises(FileExistsError):
         record(tmp_path, tasks=1, log=None)
@@ -65,7 +65,7 @@ def test_lockstep_recordings_are_deterministic(tmp_path):
     """Same seed, same bag content: the expert answers every frame before the world moves on."""
     from rosbags.highlevel import AnyReader
 
-    from aura_ros.ros.record import record
+    from aura_ros.ros.so101.record import record
 
     def joint_rows(bag):
         with AnyReader([bag]) as reader:
@@ -85,7 +85,7 @@ def test_recorder_passes_the_distractor_rate_to_the_simulator(tmp_path):
     """--distractor-prob reaches the world: no flash at 0, flashes at 1."""
     from rosbags.highlevel import AnyReader
 
-    from aura_ros.ros.record import record
+    from aura_ros.ros.so101.record import record
 
     flashes = {}
     for prob in (0.0, 1.0):
@@ -104,7 +104,7 @@ def test_dart_pushes_move_the_robot_while_the_leader_keeps_the_clean_command(tmp
     bounded offset on the arm joints only, on some frames and not on others."""
     from rosbags.highlevel import AnyReader
 
-    from aura_ros.ros.record import Perturbation, record
+    from aura_ros.ros.so101.record import Perturbation, record
 
     out = tmp_path / 'pushed'
     summary = record(out, tasks=1, seed=6, size=16, perturbation=Perturbation(0.1, 0.2),
@@ -128,7 +128,7 @@ def test_dart_pushes_move_the_robot_while_the_leader_keeps_the_clean_command(tmp
 
 
 def test_bad_perturbations_are_named():
-    from aura_ros.ros.record import Perturbation
+    from aura_ros.ros.so101.record import Perturbation
 
     for bad in ({'size': -0.1}, {'size': 1.0}, {'rate': 0.0}, {'frames': (0, 3)},
                 {'frames': (5, 2)}):

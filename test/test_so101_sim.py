@@ -70,7 +70,7 @@ def test_malformed_trajectories_are_rejected(names, times, positions, reason):
 def make_sim(make_node):
     from rclpy.parameter import Parameter
 
-    from aura_ros.ros.so101_sim import So101SimNode
+    from aura_ros.ros.so101.sim import So101SimNode
 
     def make(**overrides):
         params = dict(lockstep=True, lockstep_timeout_s=0.02, image_width=48, image_height=40,
@@ -107,7 +107,7 @@ def _trajectory(names, start, points):
     from builtin_interfaces.msg import Duration
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    from aura_ros.ros.so101_sim import _seconds_msg
+    from aura_ros.ros.so101.sim import _seconds_msg
 
     msg = JointTrajectory(joint_names=list(names))
     if start:
@@ -209,7 +209,7 @@ def test_past_points_dropped_late_rejected_new_replaces_old(make_sim, make_node,
 def test_bad_parameters_fail_at_start(rclpy_context):
     from rclpy.parameter import Parameter
 
-    from aura_ros.ros.so101_sim import So101SimNode
+    from aura_ros.ros.so101.sim import So101SimNode
 
     with pytest.raises(ValueError, match='trajectory_topics'):
         So101SimNode(context=rclpy_context,
@@ -224,7 +224,7 @@ def test_a_bad_parameter_exits_2_with_one_line():
     import sys
 
     pytest.importorskip('rclpy', reason='rclpy not installed')
-    proc = subprocess.run([sys.executable, '-m', 'aura_ros.ros.so101_sim', '--ros-args', '-p',
+    proc = subprocess.run([sys.executable, '-m', 'aura_ros.ros.so101.sim', '--ros-args', '-p',
                            'frame_hz:=0.0'], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines() == [
@@ -274,7 +274,7 @@ def test_a_signal_finishes_the_simulator_process_cleanly(params, after_s, again_
 
     pytest.importorskip('rclpy', reason='rclpy not installed')
     code, output = interrupt_process(
-        [sys.executable, '-m', 'aura_ros.ros.so101_sim', '--ros-args', '-p', 'image_width:=48',
+        [sys.executable, '-m', 'aura_ros.ros.so101.sim', '--ros-args', '-p', 'image_width:=48',
          '-p', 'image_height:=40', *params], after_s=after_s, again_s=again_s,
         signum=getattr(signal, signum), ready_line='SO-101 simulator:')
     assert code == 0 and 'Traceback' not in output, output

@@ -20,7 +20,7 @@ TOTAL_MB = 4.0                  # from the end of the first window to the end
 
 
 def test_short_soak_has_flat_rss_and_no_latency_drift(tiny_model_dir):
-    from aura_ros.ros.soak import soak
+    from aura_ros.ros.bench.soak import soak
 
     result = soak(str(tiny_model_dir), FRAMES, WINDOW, image_size=32, rss_every=250,
                   progress=print)

@@ -12,7 +12,6 @@ and then `samples` further steps are timed one by one:
 """
 
 import os
-import platform
 import tempfile
 import time
 
@@ -28,16 +27,11 @@ from aura_ros.memory import (
     MemoryConfig,
     state_bytes,
 )
+from aura_ros.provenance import machine  # noqa: F401 (popgym_bench imports it from here)
 from aura_ros.runtime.engines import OnnxEngine, TorchEngine
 from aura_ros.runtime.export import export_memory_step
 
 CARD = MemoryConfig(d_model=4096, d_key=32, d_val=32, d_action=7)
-
-
-def machine() -> dict:
-    return {'platform': platform.platform(), 'processor': platform.processor() or 'unknown',
-            'cpus': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
-            'torch': torch.__version__, 'python': platform.python_version()}
 
 
 def _percentiles(samples_ns: list[int]) -> tuple[float, float]:

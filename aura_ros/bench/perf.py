@@ -7,22 +7,17 @@ log axes, AURA vs KV-cache). Numbers depend on the machine and its load: run it 
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
 import torch
 
+from aura_ros import provenance
 from aura_ros.bench import memory_step
 
 DEFAULT_OUT = Path('docs/results/perf.json')
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ''
+_commit = provenance.commit   # popgym_bench still imports it from here
 
 
 def report(result: dict) -> str:
@@ -105,13 +100,12 @@ def main(args: argparse.Namespace) -> int:
         Path('docs/results/quick/perf.json') if quick else DEFAULT_OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = 'python -m aura_ros bench perf' + (' --quick' if quick else '')
-    result = {'command': command, 'commit': _commit(), 'mode': 'quick' if quick else 'full',
-              'machine': memory_step.machine()}
+    result = {**provenance.header(command, detailed=True), 'mode': 'quick' if quick else 'full'}
     print(f'memory step at horizons {horizons}', flush=True)
     result.update(memory_step.run(horizons, samples=100 if quick else 300,
                                   progress=lambda row: print(f'  {row}', flush=True)))
     if not args.skip_node:
-        from aura_ros.ros import bench_node
+        from aura_ros.ros.bench import latency as bench_node
         from aura_ros.ros.params import BUNDLED_MODEL
 
         result['model'] = args.model_dir or f'bundled (models/{BUNDLED_MODEL})'

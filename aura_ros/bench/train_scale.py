@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aura_ros.bench.memory_step import machine
-from aura_ros.bench.perf import _commit
+from aura_ros import provenance
 
 D_MODEL, D_KEY, D_VAL, CHUNK, D_ACTION = 128, 32, 32, 8, 6
 # (name, method, window, global batch, threads, GRU through gru_sequence): the runs at every
@@ -201,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
                       flush=True)
             rows += got
     loaded = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    result = {'command': command, 'commit': _commit(), 'machine': machine(), 'rows': rows,
+    result = {**provenance.header(command, detailed=True), 'rows': rows,
               'load_average_1min': loaded,
               'note': f'1-minute load average {loaded:.1f} when it finished (shared machine)',
               'reading': READING}

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from aura_ros.bench.memory_step import machine
-from aura_ros.bench.perf import _commit
+from aura_ros import provenance
 from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss, aura_objective
 from aura_ros.memory.naive import naive_forward, naive_gated_forward
 from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
@@ -138,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
                       flush=True)
                 rows.append(row)
     torch.set_num_threads(1)
-    result = {'command': command, 'commit': _commit(), 'machine': machine(),
+    result = {**provenance.header(command, detailed=True),
               'repeats': args.repeats, 'max_abs_diff': check_same(), 'rows': rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def aura_node() -> int:
 
 def aura_so101_sim() -> int:
     INTERRUPT.install()
-    from aura_ros.ros.so101_sim import main
+    from aura_ros.ros.so101.sim import main
 
     try:
         return main()

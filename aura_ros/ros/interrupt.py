@@ -2,7 +2,7 @@
 node cannot act on it.
 
 Installed first by the entry module of each console script (aura_ros/ros/console.py), and at
-import when `python -m aura_ros.ros.node` or `... .so101_sim` is the program: before torch, rclpy
+import when `python -m aura_ros.ros.node` or `... .so101.sim` is the program: before torch, rclpy
 and MuJoCo load (seconds on a busy machine). A KeyboardInterrupt raised inside those imports
 printed a traceback, and one swallowed by some library's bare `except:` left the node running,
 deaf to that Ctrl-C. While aura_node is being built it has no name yet in main(), so an
@@ -51,7 +51,7 @@ class DeferredInterrupt:
 
 
 INTERRUPT = DeferredInterrupt()
-PROGRAMS = {'aura_node': 'node.py', 'aura_so101_sim': 'so101_sim.py'}
+PROGRAMS = {'aura_node': 'node.py', 'aura_so101_sim': os.path.join('so101', 'sim.py')}
 if os.path.basename(sys.argv[0]) in PROGRAMS or any(
         sys.argv[0].endswith(os.path.join('aura_ros', 'ros', module))
         for module in PROGRAMS.values()):

@@ -5,7 +5,7 @@ draws what an engineer wants to see instead: the gate probability p against the 
 the surprise, a red mark at every write, and thumbnails of the last few written frames with
 their step numbers. The node draws it for `~/gate_image` (aura_ros/ros/gate_topics.py) and
 `python -m aura_ros gate-report BAG` for a whole recorded run (aura_ros/data/gate_bag.py), with
-this same class. (aura_ros/training/so101_timeline.py is the other gate figure: one SO-101
+this same class. (aura_ros/ros/so101/timeline.py is the other gate figure: one SO-101
 task annotated with its lamps and key frames, drawn with matplotlib for docs/results; it needs
 the simulator's events, which a robot does not have. This one is task-agnostic and cheap enough
 to draw live.)

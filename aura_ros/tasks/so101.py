@@ -24,7 +24,7 @@ replace the previous goals.
 
 Meshes are coarsened at load (vertex clustering on a `mesh_cell` grid): 322k triangles ->
 ~23k, which makes a small offscreen frame cost milliseconds on a software renderer.
-Everything is deterministic given the seed. No ROS here: aura_ros.ros.so101_sim serves it.
+Everything is deterministic given the seed. No ROS here: aura_ros.ros.so101.sim serves it.
 """
 
 import functools

@@ -15,7 +15,6 @@ snapshot only when the gate writes; a KV cache appends (d_key + d_val) floats ev
 
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from aura_ros import provenance
 
 READY = 'memory state'
 KV_BYTES_PER_FLOAT = 4
@@ -211,8 +212,7 @@ def summarise(spec, model_dir, frames, window, engine, windows, rss_series, elap
         'what': 'aura_node closed-loop soak: one episode, no reset, state_file on',
         'model': {'dir': str(model_dir), 'name': spec.name, 'd_model': c.d_model,
                   'd_key': c.d_key, 'd_val': c.d_val, 'engine': engine, 'device': 'cpu'},
-        'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                    'loadavg_at_end': list(os.getloadavg())},
+        'machine': provenance.machine(),
         'frames': frames, 'frames_answered': frames, 'resent': resent,
         'seconds': round(elapsed, 1), 'rate_hz': round(frames / elapsed, 1),
         'window_frames': window, 'windows': windows,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from aura_ros.ros.params import bundled_model_dir
-from aura_ros.ros.so101_eval import EvalError, Loop, Trace, loop_env, run_loop, wilson
+from aura_ros.ros.so101.closed_loop import EvalError, Loop, Trace, loop_env, run_loop, wilson
 
 
 def check_rendering() -> Optional[str]:

@@ -1,10 +1,10 @@
 """`python -m aura_ros bench fuzz`: a long fuzzing run against a live aura_node, and a reset storm.
 
 Not a CI test (test/test_fuzz_node.py is the short version). Phase 1 sends `--cases`
-hypothesis-drawn (joint state, image) pairs (aura_ros/ros/fuzz_cases.py: strategies, oracle,
+hypothesis-drawn (joint state, image) pairs (aura_ros/ros/bench/fuzz_cases.py: strategies, oracle,
 per-case check) and checks after each that the node is alive, that the memory state changed only
 on accepted frames and that each rejection was counted under the reason the oracle predicted.
-Then `--kind-cases` cases of each input kind of aura_ros/ros/fuzz_attacks.py, each on a node of
+Then `--kind-cases` cases of each input kind of fuzz_attacks.py (beside it), each on a node of
 its own: features (finite but huge, NaN, wrong sizes), JPEG/PNG (truncated, declared-size bombs,
 headers claiming more than their data, flipped bytes) and two-camera stamp attacks. In every
 phase no published message (chunks, gate, /diagnostics) may carry a NaN or Inf.
@@ -16,7 +16,6 @@ Mismatches are recorded, not raised, so one run reports all of them.
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from aura_ros import provenance
 
 KINDS = ('features', 'compressed', 'two_cameras')     # the kinds of fuzz_attacks.py
 KIND_INPUTS = {           # the node's parameters and the topics a client publishes, per kind
@@ -122,7 +123,7 @@ class BenchHarness:
 
     def good_joints(self) -> None:
         """A fresh, good joint state, kept by the node (nothing to do for a features model)."""
-        from aura_ros.ros.fuzz_cases import GOOD_JOINTS
+        from aura_ros.ros.bench.fuzz_cases import GOOD_JOINTS
 
         if not self.node.spec.joint_names:
             return
@@ -132,7 +133,7 @@ class BenchHarness:
 
     def nonfinite_published(self) -> list:
         """The NaN/Inf numbers in messages published since the last call."""
-        from aura_ros.ros.fuzz_attacks import nonfinite_numbers
+        from aura_ros.ros.bench.fuzz_attacks import nonfinite_numbers
 
         found = [text for msg in self.published[self.checked:] for text in nonfinite_numbers(msg)]
         self.checked = len(self.published)
@@ -145,17 +146,19 @@ class BenchHarness:
         self.good_joints()
         stamp = self.now_msg()
         if 'features' in self.pubs:
-            from aura_ros.ros.fuzz_attacks import D_MODEL, features_message
+            from aura_ros.ros.bench.fuzz_attacks import D_MODEL, features_message
 
             values = np.resize(pixels.astype(np.float32).ravel() / 255, D_MODEL)
             self.publish('features', features_message(
                 dict(values=values, width=D_MODEL, encoding='32FC1'), stamp))
         elif 'image/compressed' in self.pubs:
-            from aura_ros.ros.fuzz_attacks import compressed_message, encode
+            from aura_ros.ros.bench.fuzz_attacks import compressed_message, encode
 
             self.publish('image/compressed', compressed_message(
                 dict(fmt='png', data=encode(pixels, 'png')), stamp))
         else:
+            from aura_ros.ros.bench.fuzz_cases import image_msg
+
             for topic in self.pubs:
                 self.publish(topic, image_msg(pixels, stamp))
         # its step, and a gate (this step's, or an earlier one's still in flight)
@@ -178,21 +181,12 @@ def _joint_msg(js: dict, stamp: tuple[int, int]):
     return msg
 
 
-def image_msg(pixels: np.ndarray, stamp):
-    from sensor_msgs.msg import Image
-
-    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding='rgb8',
-                step=pixels.shape[1] * 3, data=pixels.tobytes())
-    msg.header.stamp = stamp
-    return msg
-
-
 def kind_cases(h: BenchHarness, kind: str, frames: list):
     """(hypothesis strategies, check(**drawn) -> outcome) of one input kind."""
     from hypothesis import strategies as st
 
-    from aura_ros.ros import fuzz_attacks as attacks
-    from aura_ros.ros.fuzz_cases import any_joint_state, check_case, images
+    from aura_ros.ros.bench import fuzz_attacks as attacks
+    from aura_ros.ros.bench.fuzz_cases import any_joint_state, check_case, images
 
     if kind == 'camera':
         return (dict(img=images(), js=any_joint_state),
@@ -213,7 +207,7 @@ def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list,
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from aura_ros.ros.fuzz_cases import LATE
+    from aura_ros.ros.bench.fuzz_cases import LATE
 
     strategies, check = kind_cases(h, kind, frames)
     tally = {'cases': 0, 'stepped': 0, 'late_stale_image': 0, 'alive_checks': 0}
@@ -275,7 +269,7 @@ def fuzz_phase(h: BenchHarness, cases: int, seed: int, frames: list,
 def reset_phase(h: BenchHarness, resets: int, rate_hz: float, seed: int, frames: list) -> dict:
     """Resets at random moments while frames stream; the gate stream must split into episodes
     whose step counters run 1..N with N the count each reset's reply reports."""
-    from aura_ros.ros.fuzz_cases import GOOD_JOINTS
+    from aura_ros.ros.bench.fuzz_cases import GOOD_JOINTS, image_msg
 
     rng = np.random.default_rng(seed)
     first = h.reset_client.call_async(h.trigger.Request())     # a fresh episode to start from
@@ -345,7 +339,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
     from rclpy.context import Context
 
-    from aura_ros.ros.fuzz_attacks import fuzz_model
+    from aura_ros.ros.bench.fuzz_attacks import fuzz_model
 
     torch.set_num_threads(1)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -379,9 +373,8 @@ def main(args: argparse.Namespace) -> int:
     rclpy.try_shutdown(context=context)
     phases_run = [fuzz, *kinds.values()]
     result = {
-        'command': 'python -m aura_ros bench fuzz ' + ' '.join(sys.argv[3:]),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs (shared, loaded: load average '
-                   f'{os.getloadavg()[0]:.1f} at the end)',
+        **provenance.header(provenance.command('python -m aura_ros bench fuzz', sys.argv[3:]),
+                           'shared, loaded; load average at the end'),
         'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', '0'),
         'seed': args.seed, 'fuzz': fuzz, 'kinds': kinds, 'resets': resets,
         'cases_total': sum(p.get('cases', 0) for p in phases_run),

@@ -1,7 +1,7 @@
 """The SO-101 gate timeline: camera frames of one task above what the lamps showed and what the
 write gate did, so one picture shows WHEN the memory writes (at the cue, not at distractors).
 
-Input is plain data from a closed-loop run (aura_ros.ros.so101_eval keeps it): the simulator's
+Input is plain data from a closed-loop run (closed_loop.py beside it keeps it): the simulator's
 events, the gate per frame (wrote, p) and the camera images per frame. No ROS here.
 """
 

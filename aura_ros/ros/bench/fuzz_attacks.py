@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .fuzz_cases import HUGE, JOINTS, OVERFLOW, OVERFLOW_REASONS
+from .fuzz_cases import HUGE, JOINTS, OVERFLOW, OVERFLOW_REASONS, image_msg
 
 ANY = 'any refusal or a step'                # flipped bytes: no exact verdict, only the rules
 D_MODEL = 32
@@ -305,8 +305,6 @@ def check_compressed(h, c: dict) -> str:
 def check_attack(h, a: dict, pixels: np.ndarray) -> str:
     """One stamp attack on a two-camera node, then a good pair, which must step: one bad or
     lost frame never blinds the node."""
-    from .fuzz_bench import image_msg
-
     h.good_joints()
     node = h.node
     offset = {'ahead': a['ahead_s'], 'restart': 0.2, 'behind': -0.2}.get(a['attack'])

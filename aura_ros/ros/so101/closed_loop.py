@@ -20,7 +20,6 @@ import bisect
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from aura_ros.ros.bench_node import stop_node
+from aura_ros import provenance
+from aura_ros.ros.bench.latency import stop_node
 
 METHODS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_TOPIC = '/aura/action_chunk'
@@ -165,7 +165,7 @@ def frame_of(trace: Trace, stamp: float) -> int:
 
 
 def trace_frames(trace: Trace) -> tuple[list, dict, dict]:
-    """(events, gate by frame, images by frame) for aura_ros.training.so101_timeline."""
+    """(events, gate by frame, images by frame) for aura_ros.ros.so101.timeline."""
     gate = {frame_of(trace, s): v for s, v in trace.gate.items()}
     images = {frame_of(trace, s): v for s, v in trace.images.items()}
     return trace.events, gate, images
@@ -295,7 +295,7 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     try:
         node = _process('aura_ros.ros.node', node_args, env, work / 'aura_node.log')
         _wait_ready(node, listener, work / 'aura_node.log', deadline=wall + 120)
-        sim = _process('aura_ros.ros.so101_sim', sim_args, env, work / 'so101_sim.log')
+        sim = _process('aura_ros.ros.so101.sim', sim_args, env, work / 'so101_sim.log')
         while sim.poll() is None:
             if node.poll() is not None:
                 raise EvalError(f'aura_node exited with code {node.returncode}:\n'
@@ -423,9 +423,8 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     out = Path(args.out)
     command = 'python -m aura_ros ' + ' '.join(sys.argv[1:]) if sys.argv[1:2] == ['eval'] \
         else f'python -m aura_ros eval so101 --model-dir {args.model_dir} --tasks {args.tasks}'
-    results = {'command': command,
-               'machine': f'{platform.machine()} CPU VM ({os.cpu_count()} cores, shared with '
-                          f'other jobs), torch CPU, MuJoCo EGL software rendering',
+    results = {**provenance.header(command, 'CPU VM shared with other jobs, torch CPU, MuJoCo '
+                                            'EGL software rendering'),
                'loop': 'so101_sim (MuJoCo, lock-step, wait_for_command) <-> aura_node '
                        '(use_sim_time) as two processes over DDS (loopback); one never-reset '
                        'episode per method',
@@ -473,7 +472,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
         result['model_dir'] = str(args.model_dir)
         results['methods'][method] = result
         if method == 'aura' and timeline:
-            from aura_ros.training.so101_timeline import plot_timeline
+            from aura_ros.ros.so101.timeline import plot_timeline
 
             spec_threshold = threshold if threshold is not None else _threshold(model_dir)
             try:

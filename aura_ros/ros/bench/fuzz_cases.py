@@ -206,3 +206,11 @@ def check_case(h: Harness, img: dict, js: Optional[dict]) -> Optional[str]:
     for key, value in h.state().items():
         assert np.array_equal(value, state[key]), ('state changed on a rejection', key)
     return LATE if late else expected
+
+
+def image_msg(pixels: np.ndarray, stamp) -> Image:
+    """An rgb8 Image of pixels (H x W x 3 uint8) stamped `stamp`."""
+    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding='rgb8',
+                step=pixels.shape[1] * 3, data=pixels.tobytes())
+    msg.header.stamp = stamp
+    return msg

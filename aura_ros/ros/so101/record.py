@@ -1,7 +1,7 @@
 """`python -m aura_ros record-demos`: scripted SO-101 demonstrations recorded through ROS.
 
 Three nodes in one process, talking over DDS (loopback only):
-- `so101_sim` in lock-step (aura_ros.ros.so101_sim): publishes each frame, waits for the answer;
+- `so101_sim` in lock-step (aura_ros.ros.so101.sim): publishes each frame, waits for the answer;
 - `so101_expert`: the scripted expert (damped least squares IK) as a teleop leader would be: it
   answers every frame (image + joint state of one stamp) with a JointTrajectory on
   `arm_controller/joint_trajectory` (header.stamp = the frame's stamp, one point one action
@@ -43,7 +43,7 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from aura_ros.ros.conversions import stamp_seconds
-from aura_ros.ros.so101_sim import So101SimNode, _seconds_msg
+from aura_ros.ros.so101.sim import So101SimNode, _seconds_msg
 from aura_ros.tasks.so101 import ARM_JOINTS, JOINT_NAMES, ScriptedExpert, So101World
 
 TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
