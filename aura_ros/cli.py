@@ -74,6 +74,26 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
                         help='train into an existing non-empty --out anew')
 
 
+def _world_args(parser: argparse.ArgumentParser, delay_min: bool = True) -> None:
+    """The SO-101 world's knobs, their defaults read from So101Config (the one source;
+    aura_ros/tasks/so101_config.py holds no MuJoCo, so building the parser stays cheap)."""
+    from aura_ros.tasks.so101_config import DEFAULT as WORLD
+
+    parser.add_argument('--pads', type=int, default=WORLD.n_pads,
+                        help='look-alike pads, 2 to 4 (default %(default)s)')
+    parser.add_argument('--size', type=int, default=WORLD.width,
+                        help='square camera image size (default %(default)s)')
+    if delay_min:
+        parser.add_argument('--delay-min', type=int, default=WORLD.delay_min,
+                            help='frames from the end of the cue to GO, at least '
+                                 '(default %(default)s)')
+    parser.add_argument('--delay-max', type=int, default=WORLD.delay_max,
+                        help='frames from the end of the cue to GO, at most (default %(default)s)')
+    parser.add_argument('--distractor-prob', type=float, default=WORLD.distractor_prob,
+                        help='chance per frame that a distractor flash starts '
+                             '(default %(default)s)')
+
+
 def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model-dir', default='models/so101',
                         help='trained model directory (with baselines/)')
@@ -81,12 +101,7 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--methods', default='aura,always_write,gru,no_memory',
                         help='comma-separated: aura, always_write, gru, no_memory')
     parser.add_argument('--seed', type=int, default=0, help='episode seed (same for all)')
-    parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
-    parser.add_argument('--size', type=int, default=96, help='camera image size')
-    parser.add_argument('--delay-max', type=int, default=150,
-                        help='frames from the end of the cue to GO, at most (default 150)')
-    parser.add_argument('--distractor-prob', type=float, default=0.02,
-                        help='chance per frame that a distractor flash starts (default 0.02)')
+    _world_args(parser, delay_min=False)
     parser.add_argument('--out', default='docs/results/so101_closed_loop.json',
                         help='results JSON; the .md table goes beside it')
     parser.add_argument('--timeline', default='',
@@ -167,15 +182,8 @@ def _record_demos_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
     parser.add_argument('--tasks', type=int, default=100, help='tasks to record (default 100)')
     parser.add_argument('--seed', type=int, default=0, help='episode seed')
-    parser.add_argument('--pads', type=int, default=3, help='look-alike pads, 2 to 4')
-    parser.add_argument('--size', type=int, default=96, help='square camera image size')
     parser.add_argument('--wrist-camera', action='store_true', help='also record /wrist_image')
-    parser.add_argument('--delay-min', type=int, default=30,
-                        help='frames from the end of the cue to GO, at least (default 30)')
-    parser.add_argument('--delay-max', type=int, default=150,
-                        help='frames from the end of the cue to GO, at most (default 150)')
-    parser.add_argument('--distractor-prob', type=float, default=0.02,
-                        help='chance per frame that a distractor flash starts (default 0.02)')
+    _world_args(parser)
     parser.add_argument('--perturb', type=float, default=0.0,
                         help='DART pushes: random joint offsets up to this many rad on the '
                              'executed command, the clean command recorded (default 0: off)')

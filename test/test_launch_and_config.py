@@ -176,3 +176,39 @@ def test_demo_launch_starts_the_policy_and_the_so101_simulator():
     assert policy - {'use_sim_time'} <= set(DECLARATIONS)
     assert ros_args({'lockstep': True, 'trajectory_topics': ['/a', '/b'], 'seed': 3}) == [
         '-p', 'lockstep:=true', '-p', 'trajectory_topics:=["/a", "/b"]', '-p', 'seed:=3']
+
+
+def test_the_so101_world_knobs_have_one_source():
+    """So101Config's defaults are the simulator's parameter defaults, the closed loop's and
+    the recorder's, and the command line's (eval so101, record-demos): restated nowhere."""
+    import inspect
+
+    from aura_ros.cli import build_parser
+    from aura_ros.tasks.so101_config import DEFAULT
+
+    parser = build_parser()
+    for command in (['eval', 'so101'], ['record-demos', '--out', 'x']):
+        args = parser.parse_args(command)
+        assert (args.pads, args.size, args.delay_max, args.distractor_prob) == (
+            DEFAULT.n_pads, DEFAULT.width, DEFAULT.delay_max, DEFAULT.distractor_prob), command
+    assert parser.parse_args(['record-demos', '--out', 'x']).delay_min == DEFAULT.delay_min
+    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+    pytest.importorskip('mujoco', reason='mujoco not installed')
+    from aura_ros.ros.so101.closed_loop import Loop
+    from aura_ros.ros.so101.record import record
+    from aura_ros.ros.so101.sim import PARAMETERS
+
+    sim = {k: v[0] for k, v in PARAMETERS.items()}
+    assert (sim['frame_hz'], sim['image_width'], sim['image_height'], sim['wrist_camera'],
+            sim['n_pads'], sim['delay_min'], sim['delay_max'], sim['distractor_prob']) == (
+        DEFAULT.frame_hz, DEFAULT.width, DEFAULT.height, DEFAULT.wrist_camera, DEFAULT.n_pads,
+        DEFAULT.delay_min, DEFAULT.delay_max, DEFAULT.distractor_prob)
+    loop = {f: getattr(Loop, f) for f in ('n_pads', 'size', 'delay', 'distractor_prob')}
+    assert loop == {'n_pads': DEFAULT.n_pads, 'size': DEFAULT.width,
+                    'delay': (DEFAULT.delay_min, DEFAULT.delay_max),
+                    'distractor_prob': DEFAULT.distractor_prob}
+    given = inspect.signature(record).parameters
+    assert (given['n_pads'].default, given['size'].default, given['delay'].default,
+            given['distractor_prob'].default) == (DEFAULT.n_pads, DEFAULT.width,
+                                                  (DEFAULT.delay_min, DEFAULT.delay_max),
+                                                  DEFAULT.distractor_prob)

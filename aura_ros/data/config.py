@@ -8,10 +8,11 @@ name the camera feature keys, e.g. 'observation.images.front', to pick and order
 Everything is checked here, on creation, so a typo in a YAML file fails before hours of decoding.
 """
 
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Union
+
+from aura_ros.checks import is_int, is_num, need
 
 from .demonstrations import DataError
 
@@ -38,8 +39,7 @@ def aspect_size(recorded: tuple[int, int], short_side: int) -> tuple[int, int]:
 
 
 def _size(value: Any, what: str) -> tuple[int, int]:
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v, 1) for v in value):
         return int(value[0]), int(value[1])
     raise DataConfigError(f'DataConfig.{what} must be (height, width) positive integers, got '
                           f'{value!r}')
@@ -66,11 +66,9 @@ def _names(value: Any, what: str) -> Optional[tuple[str, ...]]:
 def _seconds(value: Any, what: str, optional: bool, zero_ok: bool = False) -> Optional[float]:
     if value is None and optional:
         return None
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-          and math.isfinite(value) and (value >= 0 if zero_ok else value > 0))
-    if not ok:
-        kind = 'a non-negative' if zero_ok else 'a positive'
-        raise DataConfigError(f'DataConfig.{what} must be {kind} number of seconds, got {value!r}')
+    kind = 'a non-negative' if zero_ok else 'a positive'
+    need(is_num(value, 0.0) and (zero_ok or value > 0), DataConfigError,
+         f'DataConfig.{what} must be {kind} number of seconds, got {value!r}')
     return float(value)
 
 
@@ -197,12 +195,10 @@ class DataConfig:
         elif size is not None:
             set_(self, 'image_size', _size(size, 'image_size'))
         short = self.image_short_side
-        if isinstance(short, bool) or not isinstance(short, int) or short < SIZE_MULTIPLE:
-            raise DataConfigError(f'DataConfig.image_short_side must be an integer >= '
-                                  f'{SIZE_MULTIPLE}, got {short!r}')
-        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-            raise DataConfigError(f'DataConfig.chunk must be a positive integer, '
-                                  f'got {self.chunk!r}')
+        need(is_int(short, SIZE_MULTIPLE), DataConfigError,
+             f'DataConfig.image_short_side must be an integer >= {SIZE_MULTIPLE}, got {short!r}')
+        need(is_int(self.chunk, 1), DataConfigError,
+             f'DataConfig.chunk must be a positive integer, got {self.chunk!r}')
         set_(self, 'action_period_s', _seconds(self.action_period_s, 'action_period_s', True))
         set_(self, 'joint_tolerance_s',
              _seconds(self.joint_tolerance_s, 'joint_tolerance_s', False, zero_ok=True))
@@ -219,10 +215,8 @@ class DataConfig:
             except (re.error, TypeError) as err:
                 raise DataConfigError(f'DataConfig.hint_match must be a regular expression, got '
                                       f'{self.hint_match!r}: {err}') from err
-        if isinstance(self.hint_frames, bool) or not isinstance(self.hint_frames, int) \
-                or self.hint_frames < 1:
-            raise DataConfigError(f'DataConfig.hint_frames must be a positive integer, '
-                                  f'got {self.hint_frames!r}')
+        need(is_int(self.hint_frames, 1), DataConfigError,
+             f'DataConfig.hint_frames must be a positive integer, got {self.hint_frames!r}')
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
                                            or not self.cache_dir.strip()):
             raise DataConfigError(f'DataConfig.cache_dir must be a path, got {self.cache_dir!r}')

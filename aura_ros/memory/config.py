@@ -5,12 +5,13 @@ the field named, instead of as a shape error deep inside a forward pass.
 """
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from aura_ros.checks import is_int, is_num, need
 
 WRITE_RULES = ('delta', 'add')
 
@@ -53,17 +54,16 @@ class MemoryConfig:
                     'head_hidden', 'ib_horizon')
         for name in positive:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f'MemoryConfig.{name} must be a positive integer, got {value!r}')
+            need(is_int(value, 1), ConfigError,
+                 f'MemoryConfig.{name} must be a positive integer, got {value!r}')
         for name in ('time_features', 'time_period'):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f'MemoryConfig.{name} must be an integer >= 0, got {value!r}')
+            need(is_int(value, 0), ConfigError,
+                 f'MemoryConfig.{name} must be an integer >= 0, got {value!r}')
         for name in ('gate_threshold', 'gate_init_bias', 'beta_init_bias'):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value):
-                raise ConfigError(f'MemoryConfig.{name} must be a finite number, got {value!r}')
+            need(is_num(value), ConfigError,
+                 f'MemoryConfig.{name} must be a finite number, got {value!r}')
             object.__setattr__(self, name, float(value))
 
     @property

@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aura_ros.checks import is_int, is_num, need
+
 from . import parallel
 from .gates import ForcedWrites, LearnedGate, RandomSchedule
 from .losses import action_loss, ib_loss, sparsity_loss
@@ -67,17 +69,14 @@ class GateCollapseWarning(UserWarning):
 
 
 def _positive_int(name: str, value, zero_ok: bool = False) -> None:
-    low = 0 if zero_ok else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        kind = 'a non-negative' if zero_ok else 'a positive'
-        raise TrainingError(f'TrainingConfig.{name} must be {kind} integer, got {value!r}')
+    kind = 'a non-negative' if zero_ok else 'a positive'
+    need(is_int(value, 0 if zero_ok else 1), TrainingError,
+         f'TrainingConfig.{name} must be {kind} integer, got {value!r}')
 
 
 def _number(name: str, value, low: float = -math.inf, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise TrainingError(f'TrainingConfig.{name} must be a number in [{low}, {high}], '
-                            f'got {value!r}')
+    need(is_num(value, low, high), TrainingError,
+         f'TrainingConfig.{name} must be a number in [{low}, {high}], got {value!r}')
     return float(value)
 
 
@@ -120,10 +119,8 @@ class TrainingConfig:
                 or not offsets:
             raise TrainingError(f'TrainingConfig.offsets must be a list of positive step '
                                 f'offsets, got {offsets!r}')
-        for o in offsets:
-            if isinstance(o, bool) or not isinstance(o, int) or o < 1:
-                raise TrainingError(f'TrainingConfig.offsets must be positive integers, got '
-                                    f'{offsets!r}')
+        need(all(is_int(o, 1) for o in offsets), TrainingError,
+             f'TrainingConfig.offsets must be positive integers, got {offsets!r}')
         object.__setattr__(self, 'offsets', tuple(sorted(set(offsets))))
         for name in ('window', 'batch', 'collapse_patience'):
             _positive_int(name, getattr(self, name))

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aura_ros.checks import is_int, need
+
 
 def _conv_out(size: int) -> int:
     """Output size of a 3x3, stride 2, padding 1 convolution."""
@@ -26,8 +28,8 @@ class SmallCNN(nn.Module):
         super().__init__()
         for name, value in (('height', height), ('width', width), ('n_joints', n_joints),
                             ('d_model', d_model)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'SmallCNN.{name} must be a positive integer, got {value!r}')
+            need(is_int(value, 1), ValueError,
+                 f'SmallCNN.{name} must be a positive integer, got {value!r}')
         self.height, self.width, self.n_joints, self.d_model = height, width, n_joints, d_model
         c1, c2, c3 = channels
         self.convs = nn.Sequential(

@@ -24,7 +24,6 @@ The checkpoint's `gate_threshold` is not compared: it is a run-time setting and 
 model.yaml wins, as in `aura_ros.memory.load_checkpoint`.
 """
 
-import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any, Optional
 
 import yaml
 
+from aura_ros.checks import is_int, is_num, need
 from aura_ros.memory import (
     AuraMemLayer,
     CheckpointError,
@@ -90,11 +90,9 @@ def _identifier(value: Any, what: str) -> str:
 def _numbers(value: Any, what: str, count: int, positive: bool = False) -> tuple[float, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != count:
         raise ModelDirError(f'{what} must be a list of {count} numbers, got {value!r}')
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or (positive and v <= 0):
-            kind = 'positive finite' if positive else 'finite'
-            raise ModelDirError(f'{what} must be {count} {kind} numbers, got {value!r}')
+    kind = 'positive finite' if positive else 'finite'
+    need(all(is_num(v) and (not positive or v > 0) for v in value), ModelDirError,
+         f'{what} must be {count} {kind} numbers, got {value!r}')
     return tuple(float(v) for v in value)
 
 
@@ -139,8 +137,8 @@ class ImageSpec:
     def __post_init__(self) -> None:
         for key in ('width', 'height'):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ModelDirError(f'camera.{key} must be a positive integer, got {value!r}')
+            need(is_int(value, 1), ModelDirError,
+                 f'camera.{key} must be a positive integer, got {value!r}')
         object.__setattr__(self, 'mean', _triple(self.mean, 'camera.mean', positive=False))
         object.__setattr__(self, 'std', _triple(self.std, 'camera.std', positive=True))
         _identifier(self.name, 'camera.name')
@@ -267,10 +265,8 @@ class ModelSpec:
                 f'action_names has {len(self.action_names)} names but memory.d_action '
                 f'is {self.memory.d_action}')
         period = self.action_period_s
-        if isinstance(period, bool) or not isinstance(period, (int, float)) \
-                or not math.isfinite(period) or period <= 0:
-            raise ModelDirError(
-                f'action_period_s must be a positive number of seconds, got {period!r}')
+        need(is_num(period) and period > 0, ModelDirError,
+             f'action_period_s must be a positive number of seconds, got {period!r}')
         object.__setattr__(self, 'action_period_s', float(period))
         for key, count in (('joint_stats', len(self.joint_names)),
                            ('action_stats', len(self.action_names))):

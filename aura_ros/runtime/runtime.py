@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aura_ros.checks import is_num, need
+
 from .actions import ActionContract
 from .backbone import Backbone
 from .engines import OnnxEngine, TorchEngine
@@ -116,9 +118,8 @@ def check_finite_outputs(action: np.ndarray, targets: dict, p: float, surprise: 
 
 
 def check_threshold(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f'gate threshold must be a number in [0, 1], got {value!r}')
+    need(is_num(value, 0.0, 1.0), ValueError,
+         f'gate threshold must be a number in [0, 1], got {value!r}')
     return float(value)
 
 

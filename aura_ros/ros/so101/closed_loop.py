@@ -35,6 +35,7 @@ import numpy as np
 
 from aura_ros import provenance
 from aura_ros.ros.bench.latency import stop_node
+from aura_ros.tasks.so101_config import DEFAULT as WORLD
 
 METHODS = ('aura', 'always_write', 'gru', 'no_memory')
 ACTION_TOPIC = '/aura/action_chunk'
@@ -183,10 +184,10 @@ class Loop:
     seed: int = 0
     gate_threshold: Optional[float] = None
     engine: str = 'torch'
-    n_pads: int = 3
-    size: int = 96
-    delay: tuple = (30, 150)
-    distractor_prob: float = 0.02
+    n_pads: int = WORLD.n_pads
+    size: int = WORLD.width
+    delay: tuple = (WORLD.delay_min, WORLD.delay_max)
+    distractor_prob: float = WORLD.distractor_prob
     lockstep_timeout_s: float = LOCKSTEP_SIM['lockstep_timeout_s']
     timeout_s: float = 3600.0
     keep_frames: int = 0
@@ -454,7 +455,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             directory, threshold = method_dir(model_dir, method, tmp / 'models')
             loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
                         n_pads=args.pads, size=args.size,
-                        delay=(min(30, args.delay_max), args.delay_max),
+                        delay=(min(WORLD.delay_min, args.delay_max), args.delay_max),
                         distractor_prob=args.distractor_prob,
                         keep_frames=args.keep_frames if method == 'aura' and timeline else 0,
                         trajectory_topics=tuple(getattr(args, 'action_topics', '')

@@ -45,6 +45,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.so101.sim import So101SimNode, _seconds_msg
 from aura_ros.tasks.so101 import ARM_JOINTS, JOINT_NAMES, ScriptedExpert, So101World
+from aura_ros.tasks.so101_config import DEFAULT as WORLD
 
 TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
 LEADER_TOPIC = '/leader/joint_states'
@@ -216,9 +217,11 @@ def _matched(sim: So101SimNode, expert: ExpertNode, recorder: BagRecorder) -> bo
             and all(p.get_subscription_count() >= 1 for p in sim.image_pubs.values()))
 
 
-def record(out: Path, tasks: int, seed: int = 0, n_pads: int = 3, size: int = 96,
-           wrist_camera: bool = False, delay: tuple[int, int] = (30, 150),
-           distractor_prob: float = 0.02, perturbation: Perturbation = Perturbation(),
+def record(out: Path, tasks: int, seed: int = 0, n_pads: int = WORLD.n_pads,
+           size: int = WORLD.width, wrist_camera: bool = WORLD.wrist_camera,
+           delay: tuple[int, int] = (WORLD.delay_min, WORLD.delay_max),
+           distractor_prob: float = WORLD.distractor_prob,
+           perturbation: Perturbation = Perturbation(),
            timeout_s: float = 3600.0, log: Optional[Callable[[str], None]] = print) -> dict:
     """Record `tasks` expert tasks into a new bag at `out`; returns a summary dict."""
     out = Path(out)

@@ -50,18 +50,21 @@ from trajectory_msgs.msg import JointTrajectory
 
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.joint_trajectory import TrajectoryError, TrajectoryFollower
-from aura_ros.tasks.so101 import JOINT_NAMES, So101Config, So101World, summarise
+from aura_ros.tasks.so101 import JOINT_NAMES, So101World, summarise
+from aura_ros.tasks.so101_config import DEFAULT
 
+WORLD = DEFAULT      # the world's knobs and their defaults: aura_ros/tasks/so101_config.py
 PARAMETERS = {
-    'frame_hz': (30.0, 'frames (images, joint states, task logic) per second of sim time'),
-    'image_width': (96, 'camera image width in pixels'),
-    'image_height': (96, 'camera image height in pixels'),
-    'wrist_camera': (False, "also publish the wrist camera on 'wrist_image'"),
-    'n_pads': (3, 'look-alike pads (2 to 4)'),
+    'frame_hz': (WORLD.frame_hz,
+                 'frames (images, joint states, task logic) per second of sim time'),
+    'image_width': (WORLD.width, 'camera image width in pixels'),
+    'image_height': (WORLD.height, 'camera image height in pixels'),
+    'wrist_camera': (WORLD.wrist_camera, "also publish the wrist camera on 'wrist_image'"),
+    'n_pads': (WORLD.n_pads, 'look-alike pads (2 to 4)'),
     'seed': (0, 'episode seed: goals, delays and distractors are deterministic given it'),
-    'delay_min': (30, 'frames from the end of the cue to GO, at least'),
-    'delay_max': (150, 'frames from the end of the cue to GO, at most (uniform)'),
-    'distractor_prob': (0.02, 'chance per frame that a distractor flash starts'),
+    'delay_min': (WORLD.delay_min, 'frames from the end of the cue to GO, at least'),
+    'delay_max': (WORLD.delay_max, 'frames from the end of the cue to GO, at most (uniform)'),
+    'distractor_prob': (WORLD.distractor_prob, 'chance per frame that a distractor flash starts'),
     'time_scale': (1.0, 'real-time mode: sim seconds per wall second'),
     'lockstep': (False, 'advance one frame per answered frame (see the module docstring)'),
     'lockstep_timeout_s': (1.0, 'lockstep: wall seconds to wait for an answer (0: forever)'),
@@ -99,11 +102,11 @@ class So101SimNode(Node):
         p = {key: self.get_parameter(key).value for key in PARAMETERS}
         self._check(p)
         self.params = p
-        self.config = So101Config(width=int(p['image_width']), height=int(p['image_height']),
-                                  wrist_camera=bool(p['wrist_camera']), n_pads=int(p['n_pads']),
-                                  frame_hz=float(p['frame_hz']), delay_min=int(p['delay_min']),
-                                  delay_max=int(p['delay_max']),
-                                  distractor_prob=float(p['distractor_prob']))
+        self.config = WORLD.with_knobs(
+            width=int(p['image_width']), height=int(p['image_height']),
+            wrist_camera=bool(p['wrist_camera']), n_pads=int(p['n_pads']),
+            frame_hz=float(p['frame_hz']), delay_min=int(p['delay_min']),
+            delay_max=int(p['delay_max']), distractor_prob=float(p['distractor_prob']))
         self.world = So101World(self.config, seed=int(p['seed']))
         self.period = self.config.period
         self.base = 0.0                     # sim time (s) of frame 0, set by start()
