@@ -140,7 +140,7 @@ def test_parameter_file_matches_the_declarations():
 
 def test_demo_launch_starts_the_policy_and_the_so101_simulator():
     """The same two nodes, joined by the same parameters, as `python -m aura_ros demo`
-    (run_loop): both take them from so101_eval's LOCKSTEP_NODE / LOCKSTEP_SIM."""
+    (run_loop): both take them from closed_loop's LOCKSTEP_NODE / LOCKSTEP_SIM."""
     tree = ast.parse((REPO / 'launch' / 'demo.launch.py').read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and n.module == 'aura_ros.ros.so101.closed_loop' for a in n.names}

@@ -105,16 +105,16 @@ def main(args: argparse.Namespace) -> int:
     result.update(memory_step.run(horizons, samples=100 if quick else 300,
                                   progress=lambda row: print(f'  {row}', flush=True)))
     if not args.skip_node:
-        from aura_ros.ros.bench import latency as bench_node
+        from aura_ros.ros.bench import latency
         from aura_ros.ros.params import BUNDLED_MODEL
 
         result['model'] = args.model_dir or f'bundled (models/{BUNDLED_MODEL})'
         result['image'] = '224x224 rgb8'
-        result.update(bench_node.run(args.model_dir, rate_hz=30.0,
-                                     duration_s=10.0 if quick else 60.0,
-                                     sweep_s=5.0 if quick else 10.0))
+        result.update(latency.run(args.model_dir, rate_hz=30.0,
+                                  duration_s=10.0 if quick else 60.0,
+                                  sweep_s=5.0 if quick else 10.0))
         print('aura_node with 2 vs 1 inference threads', flush=True)
-        result['inference_threads_ab'] = bench_node.compare_threads(
+        result['inference_threads_ab'] = latency.compare_threads(
             args.model_dir, repeats=1 if quick else 2, duration_s=10.0 if quick else 30.0)
     out.write_text(json.dumps(result, indent=2) + '\n')
     out.with_suffix('.md').write_text(report(result))
