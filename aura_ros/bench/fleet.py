@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aura_ros.bench.memory_step import machine
+from aura_ros import provenance
 
 DEFAULT_OUT = Path('docs/results/fleet.json')
 ROBOTS = (1, 2, 4, 8, 16, 32, 64)
@@ -238,7 +238,8 @@ def main(args: argparse.Namespace) -> int:
                                                   if args.duration != 3.0 else '')
     if args.device != 'cpu':
         command += f' --device {args.device}'
-    result = {'command': command, 'machine': {**machine(), 'torch_threads': 1},
+    header = provenance.header(command, detailed=True)
+    result = {**header, 'machine': {**header['machine'], 'torch_threads': 1},
               'device': args.device,
               'note': args.note, 'rate_hz': args.rate, 'duration_s': args.duration}
     with tempfile.TemporaryDirectory() as tmp:
