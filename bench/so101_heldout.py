@@ -21,6 +21,21 @@ wrote every lamp); `unexplained`, the 5% of frames whose change the joint states
 
 For AURA it also counts the held-out cue frames its gate wrote, and the other frames.
 
+`--variants raw whiten whiten_nobias ...` trains, on the same frozen features, each memory
+variant of `VARIANTS` (MemoryConfig changes: `input_map`, `write_bias`) as always-write and
+no-memory (`--variant-methods`) with the trainer's own recipe for a baseline (action loss,
+`--variant-iters` window updates of the run's window and batch), its input map fitted on the
+training features; each is saved to DIR/variants/ and scored like the trainer's models, with its
+keys' cosine at initialisation. `--gate-from VARIANT` then starts AURA's gate phase (and carried
+phase) from that variant's always-write memory (`--gate-iters`, `--carry-iters`, `--ib-reduce`)
+and reports the gate's mean write probability and writes on cue, distractor and other frames
+held out. `--ib-utility VARIANT` reports, per kind of held-out frame, the gate phase's IB target
+against that variant's always-write memory before any gate update (the mean utility of a write,
+and the share of frames the binary target of `losses.ib_loss` asks to write). `--skip-trained`
+leaves out the trainer's own models. `--synthetic` scores bags of
+`bench/write_synthetic_bags.py` instead (no /task_events: the cue frames and "after GO", from the
+reach's start, come from the known timing of aura_ros.data.synthetic).
+
 It also reports how alike the memory's keys are at initialisation (mean cosine of a cue frame's
 key with every other frame's key): a delta-rule write moves every key's read by that cosine, so
 with alike keys any later write overwrites most of an earlier one.
@@ -31,6 +46,7 @@ import functools
 import json
 import platform
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +57,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aura_ros.data import load_demonstrations  # noqa: E402
 from aura_ros.data.align import hint_flags  # noqa: E402
-from aura_ros.memory import MemoryConfig, build_model, load_checkpoint  # noqa: E402
+from aura_ros.data.synthetic import CUE_WINDOW_S, MOVE_WINDOW_S  # noqa: E402
+from aura_ros.memory import (  # noqa: E402
+    MemoryConfig,
+    build_model,
+    fit_input_map,
+    load_checkpoint,
+    save_checkpoint,
+)
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss  # noqa: E402
-from aura_ros.memory.training import FeatureEpisode, Windows, evaluate  # noqa: E402
+from aura_ros.memory.training import (  # noqa: E402
+    FeatureEpisode,
+    TrainingConfig,
+    Windows,
+    evaluate,
+    gated_forward,
+    offset_utility,
+    train,
+)
 from aura_ros.training import trainer  # noqa: E402
 
 
@@ -150,18 +181,89 @@ def unexplained_change(train: list, ridge: float = 1.0):
 SCHEDULES = {'cue': ('cue',), 'cue+distractor': ('cue', 'distractor'), 'unexplained': ()}
 
 
+#: memory variants of `--variants`: MemoryConfig changes on the trainer's config
+VARIANTS = {'raw': {'input_map': 'none', 'write_bias': True},
+            'nobias': {'input_map': 'none', 'write_bias': False},
+            'center': {'input_map': 'center', 'write_bias': True},
+            'center_nobias': {'input_map': 'center', 'write_bias': False},
+            'whiten': {'input_map': 'whiten', 'write_bias': True},
+            'whiten_nobias': {'input_map': 'whiten', 'write_bias': False}}
+
+
 @torch.no_grad()
-def key_cosine(config: MemoryConfig, features: list, cues: list, frames: int = 3000) -> dict:
-    """Mean cosine between the keys of a freshly initialised AURA layer (seed 0): of cue frames
-    with all other frames, and over all pairs, on the first `frames` held-out frames."""
+def key_cosine(config: MemoryConfig, features: list, cues: list, frames: int = 3000,
+               fit_on: tuple = ()) -> dict:
+    """Mean cosine between the keys of a freshly initialised AURA layer (seed 0), its input map
+    fitted on `fit_on` (training features): of cue frames with all other frames, and over all
+    pairs, on the first `frames` held-out frames."""
     torch.manual_seed(0)
     layer = build_model('aura', config)
+    fit_input_map(layer, fit_on)
     z, cue = torch.cat(features)[:frames], torch.cat(cues)[:frames]
     k = layer._project(z[None])['k'][0]
     cos = k @ k.T
     pairs = ~torch.eye(len(k), dtype=torch.bool)
     return {'cue_vs_other': float(cos[cue][:, ~cue].mean()), 'all_pairs': float(cos[pairs].mean()),
             'frames': len(k)}
+
+
+def variant_model(method: str, config: MemoryConfig, train_eps: list, tcfg: TrainingConfig,
+                  iters: int, seed: int):
+    """A baseline of `method` on `config`, its input map fitted on the training features, trained
+    as the trainer trains a baseline: `iters` window updates of the action loss."""
+    torch.manual_seed(seed)
+    model = build_model(method, config)
+    fit_input_map(model, [ep.features for ep in train_eps])
+    train(model, train_eps, replace(tcfg, warmup_iters=iters, gate_iters=0, carry_iters=0))
+    return model
+
+
+@torch.no_grad()
+def write_probability(model, episodes: list, flags: dict) -> dict:
+    """The gate's mean write probability p, and its writes, on each kind of held-out frame
+    (`flags` {kind: [bool [T] per episode]}; 'other' is every frame of no kind)."""
+    outs = [model(ep.features[None]) for ep in episodes]
+    p = torch.cat([o['p'][0] for o in outs])
+    g = torch.cat([o['g'][0] for o in outs]) > 0
+    masks = {kind: torch.cat(f) for kind, f in flags.items()}
+    masks['other'] = ~functools.reduce(torch.logical_or, masks.values())
+    return {kind: {'frames': int(m.sum()), 'mean_p': float(p[m].mean()) if m.any() else None,
+                   'writes': int(g[m].sum())} for kind, m in masks.items()}
+
+
+def synthetic_frames(stamps: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    """Frames of a synthetic cue-then-reach episode (aura_ros.data.synthetic, one per bag, its
+    first frame at t = 0) with start_s <= t < end_s."""
+    t = stamps - stamps[0]
+    return (t >= start_s - 1e-6) & (t < end_s - 1e-6)
+
+
+@torch.no_grad()
+def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig) -> dict:
+    """The gate phase's IB target before any gate update: `offset_utility` (the action loss at
+    t + offsets had t skipped, minus had it written) of every held-out frame against `model`'s
+    memory written as it stands, in windows of the run's length, averaged per kind of frame;
+    with the share of frames the IB loss asks to write (u > margin * skip loss, `ib_loss`)."""
+    utils, asks = [], []
+    for ep in episodes:
+        parts, wants = [], []
+        for start in range(0, len(ep.features), tcfg.window):
+            z = ep.features[start:start + tcfg.window][None]
+            target = ep.targets[start:start + tcfg.window][None]
+            out = gated_forward(model, z)
+            u, skip = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
+                                     reduce=tcfg.ib_reduce, margin=tcfg.margin)
+            parts.append(u[0])
+            wants.append(u[0] > tcfg.margin * skip[0].clamp(min=1e-6))
+        utils.append(torch.cat(parts))
+        asks.append(torch.cat(wants))
+    u, ask = torch.cat(utils), torch.cat(asks)
+    masks = {kind: torch.cat(f) for kind, f in flags.items()}
+    masks['other'] = ~functools.reduce(torch.logical_or, masks.values())
+    return {kind: {'frames': int(m.sum()), 'mean_utility': float(u[m].mean()) if m.any() else None,
+                   'positive_share': float((u[m] > 0).float().mean()) if m.any() else None,
+                   'ib_target_share': float(ask[m].float().mean()) if m.any() else None}
+            for kind, m in masks.items()}
 
 
 def bag_of(data: Path, episode_name: str) -> Path:
@@ -182,6 +284,24 @@ def main() -> int:
     ap.add_argument('--forced-windows', type=int, nargs='+', default=[512],
                     help='training window(s) of the forced runs (default 512)')
     ap.add_argument('--forced-iters', type=int, default=1500)
+    ap.add_argument('--variants', nargs='*', default=[], choices=sorted(VARIANTS),
+                    help='also train these memory variants as always-write and no-memory')
+    ap.add_argument('--variant-methods', nargs='+', default=['always_write', 'no_memory'])
+    ap.add_argument('--variant-iters', type=int, default=300,
+                    help="window updates per variant model (the run's window and batch)")
+    ap.add_argument('--gate-from', choices=sorted(VARIANTS),
+                    help="start AURA's gate phase from this variant's always-write memory")
+    ap.add_argument('--gate-iters', type=int, default=300)
+    ap.add_argument('--carry-iters', type=int, default=0)
+    ap.add_argument('--ib-reduce', choices=('mean', 'best'), default='best')
+    ap.add_argument('--synthetic', action='store_true',
+                    help='the data are aura_ros.data.synthetic cue-then-reach bags: cue frames '
+                         'and "after GO" (from the move\'s start) from its known timing')
+    ap.add_argument('--ib-utility', choices=sorted(VARIANTS),
+                    help="the IB target (ib_reduce of --ib-reduce) of each held-out frame "
+                         "against this variant's trained always-write memory, by frame kind")
+    ap.add_argument('--skip-trained', action='store_true',
+                    help="do not score the trainer's own AURA and baselines")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = trainer.TrainerConfig.from_dict(
@@ -194,20 +314,31 @@ def main() -> int:
 
     # /task_events of an episode's bag, read once however many schedules use them
     events_of = functools.cache(lambda name: task_events(bag_of(args.data, name)))
+
+    def go_mask(ep) -> np.ndarray:
+        if args.synthetic:
+            return synthetic_frames(ep.stamps, MOVE_WINDOW_S[0], np.inf)
+        return after_go(ep.stamps, events_of(ep.name))
+
+    def kind_mask(ep, kinds=('cue',)) -> np.ndarray:
+        if args.synthetic:                  # a cue and no distractor in those episodes
+            return synthetic_frames(ep.stamps, *CUE_WINDOW_S) if 'cue' in kinds \
+                else np.zeros(len(ep.stamps), bool)
+        return cue_frames(ep.stamps, events_of(ep.name), kinds=kinds)
+
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
-        events = events_of(ep.name)
         every.append(FeatureEpisode(z_held[i], target(ep), name=ep.name))
         go_only.append(FeatureEpisode(z_held[i], target(ep), name=ep.name,
-                                      mask=torch.from_numpy(after_go(ep.stamps, events))))
-        held_cues.append(torch.from_numpy(cue_frames(ep.stamps, events)))
+                                      mask=torch.from_numpy(go_mask(ep))))
+        held_cues.append(torch.from_numpy(kind_mask(ep)))
     spec = yaml.safe_load((args.model_dir / 'model.yaml').read_text())
     config = MemoryConfig.from_dict(spec['memory'])
     paths = {'aura': args.model_dir / 'memory.safetensors',
              **{m: args.model_dir / trainer.BASELINE_DIR / f'{m}.safetensors'
                 for m in cfg.baselines}}
     rows = {}
-    for method, path in paths.items():
+    for method, path in ({} if args.skip_trained else paths).items():
         model = load_checkpoint(path, build_model(method, config), config=config)
         rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
@@ -233,6 +364,53 @@ def main() -> int:
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
     key_alike = key_cosine(config, [e.features for e in every], held_cues)
+    tcfg = cfg.training_config()
+    train_eps = [FeatureEpisode(z, target(ep), name=ep.name) for z, ep in train_z]
+    variant_keys = {}
+    for name in args.variants:
+        vconfig = config.replace(**VARIANTS[name])
+        variant_keys[name] = key_cosine(vconfig, [e.features for e in every], held_cues,
+                                        fit_on=[ep.features for ep in train_eps])
+        for method in args.variant_methods:
+            if method == 'no_memory' and not VARIANTS[name]['write_bias']:
+                continue                     # no memory has no bias to write: same model
+            model = variant_model(method, vconfig, train_eps, tcfg, args.variant_iters,
+                                  cfg.seed)
+            (args.model_dir / 'variants').mkdir(exist_ok=True)
+            save_checkpoint(model, args.model_dir / 'variants' / f'{name}_{method}.safetensors')
+            rows[f'{method}, {name}'] = {
+                'every_frame': evaluate(model, every, chained=demos.chained),
+                'after_go': evaluate(model, go_only, chained=demos.chained)}
+    utility = None
+    if args.ib_utility:
+        vconfig = config.replace(**VARIANTS[args.ib_utility])
+        always_aura = load_checkpoint(args.model_dir / 'variants' /
+                                      f'{args.ib_utility}_always_write.safetensors',
+                                      build_model('always_write', vconfig), config=vconfig)
+        kinds = {kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
+                 for kind in ('cue', 'distractor')}
+        utility = {'from': args.ib_utility, 'ib_reduce': args.ib_reduce,
+                   'by_frame': ib_utility(always_aura, every, kinds,
+                                          replace(tcfg, ib_reduce=args.ib_reduce))}
+    gate = None
+    if args.gate_from:
+        vconfig = config.replace(**VARIANTS[args.gate_from])
+        aura = load_checkpoint(args.model_dir / 'variants' /
+                               f'{args.gate_from}_always_write.safetensors',
+                               build_model('aura', vconfig), config=vconfig)
+        gcfg = replace(tcfg, gate_iters=args.gate_iters, carry_iters=args.carry_iters,
+                       ib_reduce=args.ib_reduce)
+        history = train(aura, train_eps, gcfg, phases=('gate', 'carry'))
+        save_checkpoint(aura, args.model_dir / 'variants' / f'{args.gate_from}_aura.safetensors')
+        kinds = {kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
+                 for kind in ('cue', 'distractor')}
+        gate = {'from': args.gate_from, 'gate_iters': args.gate_iters,
+                'carry_iters': args.carry_iters, 'ib_reduce': args.ib_reduce,
+                'threshold': gcfg.threshold, 'by_frame': write_probability(aura, every, kinds),
+                'collapses': history.collapses}
+        rows[f'aura, gate from {args.gate_from} always-write'] = {
+            'every_frame': evaluate(aura, every, chained=demos.chained),
+            'after_go': evaluate(aura, go_only, chained=demos.chained)}
     for name in args.forced:
         if name == 'unexplained':
             scores = [unexplained(z, ep.joints) for z, ep in train_z]
@@ -241,7 +419,7 @@ def main() -> int:
             held_flags = [s > cut for s in held_unexplained]
         else:
             def flags(ep, kinds=SCHEDULES[name]):
-                return torch.from_numpy(cue_frames(ep.stamps, events_of(ep.name), kinds=kinds))
+                return torch.from_numpy(kind_mask(ep, kinds))
             train_flags = [flags(ep) for _, ep in train_z]
             held_flags = [flags(ep) for ep in split.held_out]
         # the flags ride in the mask of these training episodes (the forced loop reads them)
@@ -257,7 +435,9 @@ def main() -> int:
               'after_go_frames': int(sum(int(e.mask.sum()) for e in go_only)),
               'machine': f'{platform.machine()} CPU, torch {torch.__version__}',
               'gate_threshold': config.gate_threshold, 'methods': rows,
-              'cue_in_top_frames': frame_scores, 'key_cosine_at_init': key_alike}
+              'cue_in_top_frames': frame_scores, 'key_cosine_at_init': key_alike,
+              'variant_key_cosine_at_init': variant_keys, 'variant_iters': args.variant_iters,
+              'gate_from_always_write': gate, 'ib_utility': utility}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
     lines = [f'# Held-out action error: `{args.model_dir}`', '',
@@ -284,6 +464,26 @@ def main() -> int:
     lines += ['', "Keys at initialisation (seed 0): mean cosine of cue frames' keys with the "
               f'other frames\' keys {key_alike["cue_vs_other"]:.2f}, over all pairs of frames '
               f'{key_alike["all_pairs"]:.2f} ({key_alike["frames"]} held-out frames).']
+    for name, k in variant_keys.items():
+        lines.append(f'- variant {name}: cue vs other {k["cue_vs_other"]:.2f}, all pairs '
+                     f'{k["all_pairs"]:.2f}')
+    if utility is not None:
+        lines += ['', f'IB target against the {utility["from"]} always-write memory '
+                  f'(ib_reduce {utility["ib_reduce"]}), held out:', '',
+                  '| frames | count | mean utility | share > 0 | share the IB loss asks for |',
+                  '|---|---:|---:|---:|---:|']
+        for kind, r in utility['by_frame'].items():
+            if r['mean_utility'] is not None:
+                lines.append(f'| {kind} | {r["frames"]} | {r["mean_utility"]:.5f} | '
+                             f'{r["positive_share"]:.3f} | {r["ib_target_share"]:.3f} |')
+    if gate is not None:
+        lines += ['', f'Gate phase from the {gate["from"]} always-write memory '
+                  f'({gate["gate_iters"]} gate + {gate["carry_iters"]} carried updates, '
+                  f'ib_reduce {gate["ib_reduce"]}), held out:', '',
+                  '| frames | count | mean write probability | writes |', '|---|---:|---:|---:|']
+        for kind, r in gate['by_frame'].items():
+            p = 'n/a' if r['mean_p'] is None else f'{r["mean_p"]:.3f}'
+            lines.append(f'| {kind} | {r["frames"]} | {p} | {r["writes"]} |')
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return 0

@@ -66,10 +66,14 @@ def _fast(layer, z, state, t0, cf):
     return layer(z, state, t0, cf)
 
 
-@pytest.mark.parametrize('write_rule', ['delta', 'add'])
+RULES = {'delta': {}, 'add': dict(write_rule='add'), 'delta_no_bias': dict(write_bias=False),
+         'add_no_bias': dict(write_rule='add', write_bias=False)}
+
+
+@pytest.mark.parametrize('write_rule', sorted(RULES))
 @pytest.mark.parametrize('policy', list(POLICIES))
 def test_scan_matches_reference_outputs_and_gradients(policy, write_rule):
-    layer = _layer(policy, SMALL.replace(write_rule=write_rule))
+    layer = _layer(policy, SMALL.replace(**RULES[write_rule]))
     z = torch.randn(3, 23, SMALL.d_model, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(2))
     start = _start(3)
@@ -106,12 +110,12 @@ def test_aura_objective_gradients_match_in_float32():
                                    msg=name)
 
 
-@pytest.mark.parametrize('write_rule', ['delta', 'add'])
+@pytest.mark.parametrize('write_rule', sorted(RULES))
 @pytest.mark.parametrize('policy', ['mixed', 'open', 'closed'])
 def test_trainer_gated_objective_matches_reference(policy, write_rule):
     """The trainer's gate-phase loss (action + IB over far offsets + sparsity) from the scan,
     against the per-step loop it replaced: same states kept, same loss, same gradients."""
-    layer = _layer(policy, SMALL.replace(write_rule=write_rule))
+    layer = _layer(policy, SMALL.replace(**RULES[write_rule]))
     gen = torch.Generator().manual_seed(4)
     z = torch.randn(3, 30, SMALL.d_model, dtype=torch.float64, generator=gen)
     target = torch.randn(3, 30, SMALL.chunk, SMALL.d_action, dtype=torch.float64, generator=gen)

@@ -1,6 +1,7 @@
-"""Layer variants (MemoryConfig.write_rule, time_features): each keeps the layer's contract:
-step form = sequence form, a closed gate leaves the state bit-identical, the state bytes are
-what memory_bytes says, and the defaults are the original layer (old checkpoints load as-is)."""
+"""Layer variants (MemoryConfig.write_rule, time_features, input_map, write_bias): each keeps
+the layer's contract: step form = sequence form, a closed gate leaves the state bit-identical,
+the state bytes are what memory_bytes says, and the defaults are the original layer (old
+checkpoints load as-is)."""
 
 import math
 
@@ -8,9 +9,12 @@ import pytest
 import torch
 
 from aura_ros.memory import (
+    AlwaysWrite,
     AuraMemLayer,
     ConfigError,
     MemoryConfig,
+    build_model,
+    fit_input_map,
     load_checkpoint,
     save_checkpoint,
     state_bytes,
@@ -19,12 +23,27 @@ from aura_ros.memory import (
 BASE = MemoryConfig(d_model=24, d_key=8, d_val=6, d_action=3, chunk=2, gate_init_bias=0.0)
 VARIANTS = {'add': dict(write_rule='add'), 'time': dict(time_features=4),
             'time_period': dict(time_features=2, time_period=5),
-            'time_add': dict(time_features=3, write_rule='add')}
+            'time_add': dict(time_features=3, write_rule='add'),
+            'whiten': dict(input_map='whiten'), 'no_bias': dict(write_bias=False),
+            'center_no_bias_add': dict(input_map='center', write_bias=False, write_rule='add')}
+
+
+def correlated(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """Features like a backbone's: a large offset shared by every frame, a strong shared
+    direction, and a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    offset, common = 3.0 * torch.randn(d, generator=gen), torch.randn(d, generator=gen)
+    return offset + torch.randn(n, 1, generator=gen) * common \
+        + 0.3 * torch.randn(n, d, generator=gen)
 
 
 def _layer(name: str, **changes) -> AuraMemLayer:
     torch.manual_seed(0)
-    return AuraMemLayer(BASE.replace(**VARIANTS[name], **changes))
+    layer = AuraMemLayer(BASE.replace(**VARIANTS[name], **changes))
+    gen = torch.Generator().manual_seed(9)          # a map that is not the identity
+    mix = torch.eye(BASE.d_model) + 0.3 * torch.randn(BASE.d_model, BASE.d_model, generator=gen)
+    fit_input_map(layer, [0.5 + torch.randn(300, BASE.d_model, generator=gen) @ mix])
+    return layer
 
 
 @torch.no_grad()
@@ -106,10 +125,11 @@ def test_add_rule_accumulates_repeated_writes():
 def test_defaults_are_the_original_layer_and_old_checkpoints_load(tmp_path):
     config = MemoryConfig(d_model=16, d_key=4, d_val=4, d_action=2)
     assert (config.write_rule, config.time_features, config.time_period) == ('delta', 0, 0)
+    assert (config.input_map, config.write_bias) == ('none', True)
     torch.manual_seed(0)
     layer = AuraMemLayer(config)
     names = set(layer.state_dict())
-    assert not any(n.startswith('time_') for n in names)
+    assert not any(n.startswith(('time_', 'input_')) for n in names)
     save_checkpoint(layer, tmp_path / 'm.safetensors')
     loaded = load_checkpoint(tmp_path / 'm.safetensors')
     for name, tensor in layer.state_dict().items():
@@ -123,8 +143,61 @@ def test_defaults_are_the_original_layer_and_old_checkpoints_load(tmp_path):
 
 @pytest.mark.parametrize('changes,field', [(dict(write_rule='erase'), 'write_rule'),
                                            (dict(time_features=-1), 'time_features'),
-                                           (dict(time_period=1.5), 'time_period')])
+                                           (dict(time_period=1.5), 'time_period'),
+                                           (dict(input_map='pca'), 'input_map'),
+                                           (dict(write_bias=1), 'write_bias')])
 def test_bad_variant_values_are_named(changes, field):
     with pytest.raises(ConfigError, match=field):
         BASE.replace(**changes)
 
+
+
+@torch.no_grad()
+def test_without_bias_write_an_orthogonal_write_leaves_the_first_read_alone():
+    """b is read with a constant 1 by every key: writing it moves every key's read (an
+    orthogonal key's write overwrites about half of the first); with write_bias=False the
+    first value reads back exactly after a write at an orthogonal key."""
+    k1, k2 = torch.eye(BASE.d_key)[:2]
+    v1, v2 = torch.randn(2, BASE.d_val, generator=torch.Generator().manual_seed(3))
+    reads = {}
+    for write_bias in (True, False):
+        torch.manual_seed(0)
+        layer = AuraMemLayer(BASE.replace(write_bias=write_bias), AlwaysWrite())
+        proj = layer._project(torch.randn(1, BASE.d_model))
+        state = layer.init_state(1)
+        for k, v in ((k1, v1), (k2, v2)):
+            step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
+            state, read, *_ = layer._advance(state, step, 0)
+        reads[write_bias] = read[0]
+        assert state_bytes(state) == (8 * 6 + 6) * 4
+    torch.testing.assert_close(reads[False], v1)
+    assert (reads[True] - v1).norm() > 0.3 * v1.norm()
+
+
+@torch.no_grad()
+def test_whitening_spreads_the_keys_and_travels_in_the_checkpoint(tmp_path):
+    """On features with a large shared direction the keys of a fresh layer are all alike; the
+    whitening fitted on training features spreads them, and its map is saved and loaded with
+    the model (no-memory too, so the floor sees the same input)."""
+    z = correlated(400, BASE.d_model)
+    cos = {}
+    for kind in ('none', 'center', 'whiten'):
+        torch.manual_seed(0)
+        layer = AuraMemLayer(BASE.replace(input_map=kind))
+        fit_input_map(layer, [z[:200], z[200:300]])
+        k = layer._project(z[300:][None])['k'][0]
+        cos[kind] = float((k @ k.T)[~torch.eye(len(k), dtype=torch.bool)].mean())
+    assert cos['none'] > 0.8
+    assert abs(cos['whiten']) < 0.2 and abs(cos['center']) < 0.5
+    torch.testing.assert_close(layer.input_mean, z[:300].mean(0), rtol=1e-4, atol=1e-4)
+    fit_input_map(layer, [z[:300]], ridge=0.0)      # without the ridge: exactly white
+    white = (z[:300] - layer.input_mean) @ layer.input_map
+    torch.testing.assert_close(white.T @ white / 299, torch.eye(BASE.d_model), rtol=0,
+                               atol=1e-3)
+    save_checkpoint(layer, tmp_path / 'w.safetensors')
+    loaded = load_checkpoint(tmp_path / 'w.safetensors')
+    assert torch.equal(loaded.input_map, layer.input_map)
+    assert torch.equal(loaded(z[None])['action'], layer(z[None])['action'])
+    floor = build_model('no_memory', layer.config)
+    fit_input_map(floor, [z[:300]], ridge=0.0)
+    assert torch.equal(floor.input_map, layer.input_map)

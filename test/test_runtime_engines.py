@@ -8,11 +8,11 @@ import psutil
 import pytest
 import torch
 
-from aura_ros.memory import LearnedGate
+from aura_ros.memory import LearnedGate, fit_input_map, save_checkpoint
 from aura_ros.runtime import AuraRuntime
 from aura_ros.runtime.export import INPUTS, OUTPUTS, MemoryStep, memory_step_path
 from aura_ros.runtime.init_model import init_model_dir
-from aura_ros.runtime.model_dir import load_memory, load_model_dir
+from aura_ros.runtime.model_dir import MEMORY_FILE, load_memory, load_model_dir
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU; none on this machine')
@@ -169,7 +169,8 @@ def test_onnx_engine_binds_device_memory(model_dir):
 
 
 VARIANTS = {'time': dict(time_features=4), 'add': dict(write_rule='add'),
-            'time_add': dict(time_features=3, time_period=7, write_rule='add')}
+            'time_add': dict(time_features=3, time_period=7, write_rule='add'),
+            'whiten_no_bias': dict(input_map='whiten', write_bias=False)}
 
 
 @pytest.fixture(scope='module', params=sorted(VARIANTS))
@@ -178,6 +179,14 @@ def variant_dir(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f'variant_{request.param}')
     init_model_dir(out, image_size=16, d_model=32, joints=('j1', 'j2', 'j3'), chunk=3,
                    memory=dict(head_hidden=32, gate_init_bias=0.0, **VARIANTS[request.param]))
+    spec = load_model_dir(out)
+    layer = load_memory(out, spec)
+    if spec.memory.input_map != 'none':      # a fitted map, not the identity, must be exported
+        gen = torch.Generator().manual_seed(4)
+        z = torch.randn(500, spec.memory.d_model, generator=gen)
+        fit_input_map(layer, [0.2 + 0.5 * z @ torch.randn(len(z.T), len(z.T), generator=gen)])
+        assert not torch.equal(layer.input_map, torch.eye(spec.memory.d_model))
+        save_checkpoint(layer, out / MEMORY_FILE)
     return out
 
 

@@ -176,6 +176,7 @@ def test_the_so101_train_config_loads():
     cfg = TrainerConfig.load(Path(__file__).resolve().parents[1] / 'config/so101_train.yaml')
     assert cfg.training_config().gate_target == 'hint' and cfg.recon_size == 96
     assert cfg.data.hint_topic == '/task_events'
+    assert (cfg.input_map, cfg.write_bias) == ('none', True)     # how models/so101 was trained
 
 
 def test_train_quick_on_a_lerobot_dataset(tmp_path):
@@ -297,7 +298,10 @@ def test_bad_baseline_budgets_are_named():
 
 
 def test_forced_gate_collapse_is_logged_and_reported(tmp_path, demos):
-    cfg = quick_config(TrainerConfig(training={'w_sparse': 1000.0, 'w_ib': 0.0, 'lr': 0.05,
+    # these settings shut the gate of the layer before input_map / write_bias (on whitened
+    # features it stays open for these 10 updates): the test is about reporting a collapse
+    cfg = quick_config(TrainerConfig(input_map='none', write_bias=True,
+                                     training={'w_sparse': 1000.0, 'w_ib': 0.0, 'lr': 0.05,
                                                'gate_iters': 10, 'collapse_patience': 4}))
     lines = []
     report = run(demos, cfg, tmp_path / 'model', 'collapse', log=lines.append)
@@ -528,3 +532,32 @@ def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, de
     aura = load_checkpoint(out / 'memory.safetensors', build_model('aura', config), config=config)
     assert evaluate(aura, held)['action_error'] == pytest.approx(
         report['held_out']['aura']['action_error'], rel=1e-6)
+
+
+def test_a_whitened_memory_without_bias_writes_is_fitted_and_shipped(tmp_path, demos):
+    """`input_map: whiten` fits the map on the run's own training features, once, for AURA
+    and the baselines alike; the model directory carries it (the runtime needs nothing new)."""
+    import torch
+
+    from aura_ros.memory import fit_input_map
+    from aura_ros.runtime.model_dir import load_memory
+
+    assert (QUICK.input_map, QUICK.write_bias) == ('whiten', False)     # the default
+    out = tmp_path / 'model'
+    run(demos, QUICK, out, 'whitened')
+    spec = load_model_dir(out)
+    assert (spec.memory.input_map, spec.memory.write_bias) == ('whiten', False)
+    layer = load_memory(out, spec)
+    features = trainer.load_tensors(out / 'checkpoints' / 'features.safetensors')
+    want = load_memory(out, spec)
+    fit_input_map(want, [z for k, z in sorted(features.items()) if k.startswith('train')])
+    assert not torch.equal(layer.input_map, torch.eye(spec.memory.d_model))
+    torch.testing.assert_close(layer.input_map, want.input_map)
+    floor = trainer.load_tensors(out / 'baselines' / 'no_memory.safetensors')
+    assert torch.equal(floor['input_map'], layer.input_map)
+    with pytest.raises(TrainerError, match='input_map'):
+        replace(QUICK, input_map='pca')
+    old = tmp_path / 'old'
+    run(demos, replace(QUICK, input_map='none', write_bias=True), old, 'the layer before')
+    assert not any(k.startswith('input_')
+                   for k in trainer.load_tensors(old / 'memory.safetensors'))

@@ -24,6 +24,7 @@ from .gates import (
     SurpriseThreshold,
 )
 from .gru import gru_sequence
+from .input_map import add_input_map, input_mapped
 from .layer import AuraMemLayer, State
 
 
@@ -32,6 +33,7 @@ class _HeadMixin(nn.Module):
 
     def _init_head(self, config: MemoryConfig, read_width: int) -> None:
         self.config = config
+        add_input_map(self, config.input_map, config.d_model)   # as AURA's, for a fair floor
         self.norm = nn.LayerNorm(config.d_model)
         self.head_x = nn.Linear(config.d_model, config.head_hidden)
         self.head_r = nn.Linear(read_width, config.head_hidden, bias=False)
@@ -64,7 +66,7 @@ class NoMemory(_HeadMixin):
         return 0
 
     def step(self, z_t: Tensor, state: State, t: int = 0) -> dict:
-        x = self.norm(z_t)
+        x = self.norm(input_mapped(self, z_t))
         read = torch.zeros_like(x[..., :1])
         return {'action': self.act(self.head_x(x), read), 'read': read, 'state': state,
                 **self._gate_record(x[..., 0], 0.0)}
@@ -98,7 +100,7 @@ class DenseGRU(_HeadMixin):
         return self.hidden * batch_size * 4
 
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0) -> dict:
-        x = self.norm(z)
+        x = self.norm(input_mapped(self, z))
         h0 = (state or self.init_state(z.shape[0], z.device))['h']
         if self.sequence_backward:
             read, h = gru_sequence(self.cell, x, h0)
@@ -141,7 +143,7 @@ class KVCacheMemory(_HeadMixin):
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0) -> dict:
         B, T, _ = z.shape
         state = state or self.init_state(B, z.device)
-        x = self.norm(z)
+        x = self.norm(input_mapped(self, z))
         keys = torch.cat([state['keys'], F.normalize(self.to_k(x), dim=-1)], 1)
         values = torch.cat([state['values'], self.to_v(x)], 1)
         q = F.normalize(self.to_q(x), dim=-1)

@@ -14,6 +14,7 @@ import yaml
 from aura_ros.checks import is_int, is_num, need
 
 WRITE_RULES = ('delta', 'add')
+INPUT_MAPS = ('none', 'center', 'whiten')
 
 
 class ConfigError(ValueError):
@@ -25,9 +26,10 @@ class MemoryConfig:
     """Sizes and inference settings of one AURA memory layer.
 
     The inference state is `d_key * d_val + d_val` floats per batch row, whatever the episode
-    length. The variants (`write_rule`, `time_features`) add no state: the time features are
-    computed from the step index t that every step receives anyway. Their defaults are the
-    original layer, so older checkpoints load unchanged.
+    length. The variants (`write_rule`, `time_features`, `input_map`, `write_bias`) add no state:
+    the time features are computed from the step index t that every step receives anyway, the
+    input map is a fixed part of the model. Their defaults are the original layer, so older
+    checkpoints load unchanged.
     """
 
     d_model: int = 4096          # width of the backbone feature z_t
@@ -45,11 +47,25 @@ class MemoryConfig:
     write_rule: str = 'delta'    # 'delta': W -= beta e k^T (erase + write); 'add': W += beta v k^T
     time_features: int = 0       # sin/cos harmonics of the step counter fed to k and q (0: off)
     time_period: int = 0         # period in steps of the first harmonic (0: d_key)
+    # what the layer does to z before its LayerNorm, fitted on the training features and kept
+    # in the checkpoint (buffers input_mean, input_map): 'none', 'center' (z - mean) or 'whiten'
+    # ((z - mean) @ map, map the ZCA whitening of the training features' covariance)
+    input_map: str = 'none'
+    # does a write also move the bias b (read with a constant 1 by every key)? With True (the
+    # original layer) even an orthogonal key's read moves with every write; with False b is
+    # never written (it stays 0) and only W k carries what was stored
+    write_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.write_rule not in WRITE_RULES:
             raise ConfigError(f'MemoryConfig.write_rule must be one of {WRITE_RULES}, '
                               f'got {self.write_rule!r}')
+        if self.input_map not in INPUT_MAPS:
+            raise ConfigError(f'MemoryConfig.input_map must be one of {INPUT_MAPS}, '
+                              f'got {self.input_map!r}')
+        if not isinstance(self.write_bias, bool):
+            raise ConfigError(f'MemoryConfig.write_bias must be true or false, '
+                              f'got {self.write_bias!r}')
         positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
                     'head_hidden', 'ib_horizon')
         for name in positive:

@@ -4,10 +4,17 @@ This is our reconstruction of AURA (Action-Utility Recurrent Adaptive Memory, ar
 from its model card and abstract: the paper body was not available to us, so the exact equations
 below are ours (docs/design.md section 3). Per step t:
 
-    x = LayerNorm(z);  k = l2norm(W_K x);  q = l2norm(W_Q x);  v = W_V x;  beta = sigmoid(w_b . x)
+    x = LayerNorm(M (z - m))
+    k = l2norm(W_K x);  q = l2norm(W_Q x);  v = W_V x;  beta = sigmoid(w_b . x)
     e = W k + b - v;  s = ||e||^2;  p = sigmoid(gate_mlp([log1p(s), proj(x)]))
     g = gate_policy(p, s, t)   (AURA: 1[p > threshold])
     W <- W - beta g e k^T;  b <- b - beta g e;  r = W q + b;  action = head([x, r])
+
+M and m are fixed (not trained): the identity and 0 unless `input_map` fits them on the training
+features (`fit_input_map`: centring or ZCA whitening, so the keys of different frames are not all
+alike). With `write_bias=False` a write leaves b alone (the b update above is dropped, and e = W k
+- v): b is read with a constant 1 by every key, so writing it makes even an orthogonal key's read
+move with every write.
 
 The state is only (W, b): d_key * d_val + d_val floats per row, for any episode length. With g = 0
 the state is left bit-identical (inference selects the old tensors; training scales the update
@@ -28,6 +35,7 @@ from torch import Tensor, nn
 
 from .config import MemoryConfig
 from .gates import GatePolicy, LearnedGate
+from .input_map import add_input_map, input_mapped
 from .scan import GatedDeltaScan, augment, scan_forward, state_read, state_reads
 
 State = dict[str, Tensor]
@@ -66,7 +74,13 @@ class AuraMemLayer(nn.Module):
         with torch.no_grad():
             self.to_beta.bias.fill_(c.beta_init_bias)
             self.gate_out.bias.fill_(c.gate_init_bias)
+        add_input_map(self, c.input_map, c.d_model)     # fixed, set by `fit_input_map`
         self.gate_policy = gate_policy or LearnedGate(c.gate_threshold)
+
+    @property
+    def bias_key(self) -> float:
+        """What keys carry in b's slot: 1 (a write moves b) or 0 (`write_bias=False`)."""
+        return 1.0 if self.config.write_bias else 0.0
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -105,7 +119,7 @@ class AuraMemLayer(nn.Module):
 
         `t0` is the step index of z (of z[:, 0] for a sequence): the time-aware variants use it.
         """
-        x = self.norm(z)
+        x = self.norm(input_mapped(self, z))
         k, q = self.to_k(x), self.to_q(x)
         if self.config.time_features:
             phi = self.time_encoding(z, t0)
@@ -122,7 +136,9 @@ class AuraMemLayer(nn.Module):
     def _advance(self, state: State, proj: dict[str, Tensor], t: int):
         """One delta-rule step from projections of a single time step ([B, ...])."""
         W, b, k = state['W'], state['b'], proj['k']
-        e = torch.einsum('bvk,bk->bv', W, k) + b - proj['v']
+        e = torch.einsum('bvk,bk->bv', W, k) - proj['v']
+        if self.config.write_bias:
+            e = e + b
         surprise = (e * e).sum(-1)
         gate_h = proj['gate_x'] + self.gate_in.weight[:, 0] * torch.log1p(surprise)[:, None]
         p = torch.sigmoid(self.gate_out(torch.tanh(gate_h))).squeeze(-1)
@@ -133,12 +149,13 @@ class AuraMemLayer(nn.Module):
             if self.gate_policy.learned:
                 scale = proj['beta'] * (g_hard + p - p.detach())   # straight-through
             W_new = W - scale[:, None, None] * u[:, :, None] * k[:, None, :]
-            b_new = b - scale[:, None] * u
+            b_new = b - scale[:, None] * u if self.config.write_bias else b
         else:
             wrote = g_hard > 0
             W_new = torch.where(wrote[:, None, None],
                                 W - scale[:, None, None] * u[:, :, None] * k[:, None, :], W)
-            b_new = torch.where(wrote[:, None], b - scale[:, None] * u, b)
+            b_new = torch.where(wrote[:, None], b - scale[:, None] * u, b) \
+                if self.config.write_bias else b
         read = torch.einsum('bvk,bk->bv', W_new, proj['q']) + b_new
         return {'W': W_new, 'b': b_new}, read, p, g_hard, surprise, e
 
@@ -188,7 +205,7 @@ class AuraMemLayer(nn.Module):
         proj = self._project(z, t0)
         gate = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
         tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'beta', 'gate_x')}
-        tm['ka'] = augment(proj['k'].transpose(0, 1))
+        tm['ka'] = augment(proj['k'].transpose(0, 1), self.bias_key)
         tm['qa'] = augment(proj['q'].transpose(0, 1))
         Wa0 = torch.cat([state['W'], state['b'].unsqueeze(-1)], -1)         # [W | b]
         additive = self.config.write_rule == 'add'
@@ -231,6 +248,6 @@ class AuraMemLayer(nn.Module):
         skip = torch.cat([state_reads(Wa0[None], qn[:1]), state_reads(Ws[:-1], qn[1:])])
         skip = skip.permute(1, 0, 3, 2)                                      # [B, T, H, V]
         u = -proj['v'] if self.config.write_rule == 'add' else scan['e'].transpose(0, 1)
-        kq = torch.einsum('btk,bthk->bth', proj['k'], q_next) + 1
+        kq = torch.einsum('btk,bthk->bth', proj['k'], q_next) + self.bias_key
         write = skip - (proj['beta'].unsqueeze(-1) * u).unsqueeze(2) * kq.unsqueeze(-1)
         return {'cf_read_write': write, 'cf_read_skip': skip, 'cf_valid': valid.to(q.device)}

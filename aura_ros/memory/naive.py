@@ -34,7 +34,7 @@ def naive_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
             beta = proj_t['beta'][:, None, None]
             u = layer._write_vector(e, proj_t['v'])
             W_w = prev['W'] - beta * u[:, :, None] * proj_t['k'][:, None, :]
-            b_w = prev['b'] - beta[:, :, 0] * u
+            b_w = prev['b'] - beta[:, :, 0] * u * layer.bias_key
             cf_w.append(torch.einsum('bvk,bhk->bhv', W_w, q_next) + b_w[:, None])
             cf_s.append(torch.einsum('bvk,bhk->bhv', prev['W'], q_next) + prev['b'][:, None])
     read = torch.stack(reads, 1)

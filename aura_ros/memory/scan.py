@@ -5,7 +5,8 @@ parallelised over time: it stays a loop. What makes it fast is what the loop doe
 
 - everything that depends on z_t alone (k, q, v, beta, the gate's x-part) is computed for all t
   at once before the loop (`AuraMemLayer._project`);
-- b rides along as an extra column of W (keys get a constant 1): one tensor, one update;
+- b rides along as an extra column of W (keys get a constant 1, or 0 when writes leave b alone):
+  one tensor, one update;
 - the loop runs without autograd (no graph of ~30 nodes per step) and keeps every state in one
   preallocated [T, B, d_val, d_key + 1] buffer; the reads and the counterfactual reads are then
   one batched matmul each, after the loop;
@@ -32,9 +33,12 @@ from .gates import GatePolicy
 vecdot = torch.linalg.vecdot
 
 
-def augment(x: Tensor) -> Tensor:
-    """[..., K] -> [..., K + 1] with a trailing 1: W_aug x_aug = W x + b."""
-    return torch.cat([x, torch.ones_like(x[..., :1])], -1)
+def augment(x: Tensor, last: float = 1.0) -> Tensor:
+    """[..., K] -> [..., K + 1] with a trailing `last`: W_aug x_aug = W x + last * b.
+
+    Queries always carry 1 (a read adds b); keys carry the layer's `bias_key` (1, or 0 when a
+    write must leave b alone: `MemoryConfig.write_bias=False`)."""
+    return torch.cat([x, torch.full_like(x[..., :1], last)], -1)
 
 
 def _gate(gx: Tensor, s: Tensor, w_s: Tensor, w_o: Tensor, b_o: Tensor) -> Tensor:

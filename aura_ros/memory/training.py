@@ -455,7 +455,7 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     # A write at t moves the state by -beta u [k | 1]^T: every later read by the vector u times
     # the scalar beta ([k | 1] . [q | 1]), and the head's hidden layer (linear in the read) by
     # that scalar times head_r(u). So one head_r over the skip reads serves both branches.
-    kq = torch.matmul(q_f, augment(proj['k'].detach())[..., None])        # [B, T, O, 1]
+    kq = torch.matmul(q_f, augment(proj['k'].detach(), layer.bias_key)[..., None])  # [B,T,O,1]
     scale = proj['beta'].detach()[:, :, None, None] * kq
     hidden_skip = proj['head_x'].detach()[:, idx] + layer.head_r(read_skip)
     hidden_write = hidden_skip - scale * layer.head_r(out['u'])[:, :, None]

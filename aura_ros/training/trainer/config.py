@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from aura_ros.data.config import DataConfig, camera_names_from_topics, fields_of
+from aura_ros.memory.config import INPUT_MAPS
 from aura_ros.memory.training import TrainingConfig, TrainingError
 
 METHODS_KNOWN = ('always_write', 'gru', 'no_memory', 'kv_cache')
@@ -40,6 +41,13 @@ class TrainerConfig:
     d_key: int = 32
     d_val: int = 32
     head_hidden: int = 256
+    # what the memory sees and how it writes (MemoryConfig.input_map / write_bias, docs/memory.md):
+    # the map is fitted on the training features and saved with the model. Whitened features and
+    # writes that leave b alone let always-write use its memory on the SO-101 bags with
+    # distractors (docs/training.md, "A memory that holds what matters without labels");
+    # none / true is the layer before them
+    input_map: str = 'whiten'
+    write_bias: bool = False
     baselines: tuple[str, ...] = ('always_write', 'no_memory')
     # per-baseline TrainingConfig overrides, e.g. {gru: {warmup_iters: 400}}: a baseline too
     # slow to train on AURA's budget here (the state-matched GRU) gets a smaller one, named in
@@ -89,6 +97,8 @@ class TrainerConfig:
         need(isinstance(self.name, str), 'name', 'a string')
         need(self.action_mode in ('absolute', 'delta'), 'action_mode', "'absolute' or 'delta'")
         need(self.backbone in ('cnn', 'onnx'), 'backbone', "'cnn' or 'onnx'")
+        need(self.input_map in INPUT_MAPS, 'input_map', ' or '.join(map(repr, INPUT_MAPS)))
+        need(isinstance(self.write_bias, bool), 'write_bias', 'true or false')
         need(is_num(self.held_out, 0.01, 0.9), 'held_out', 'a share in [0.01, 0.9]')
         for key in ('seed',):
             need(is_int(getattr(self, key)), key, 'a non-negative integer')

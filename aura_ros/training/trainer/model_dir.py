@@ -73,7 +73,8 @@ def joint_limits(cfg: TrainerConfig, demos) -> tuple[dict, str]:
 def memory_config(cfg: TrainerConfig, demos, d_model: int, threshold: float) -> MemoryConfig:
     return MemoryConfig(d_model=d_model, d_key=cfg.d_key, d_val=cfg.d_val,
                         d_action=len(demos.action_names), chunk=demos.chunk,
-                        head_hidden=cfg.head_hidden, gate_threshold=threshold)
+                        head_hidden=cfg.head_hidden, gate_threshold=threshold,
+                        input_map=cfg.input_map, write_bias=cfg.write_bias)
 
 # The runtime runs these baselines as they are (MEMORY_KINDS of the model directory).
 RUNNABLE_BASELINES = ('always_write', 'gru', 'no_memory')

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from aura_ros.memory import build_model, load_checkpoint, save_checkpoint
+from aura_ros.memory import build_model, fit_input_map, load_checkpoint, save_checkpoint
 from aura_ros.memory.training import (
     FeatureEpisode,
     GateCollapseWarning,
@@ -197,6 +197,7 @@ def train_memories(r: Run, train_eps: list, d_model: int) -> tuple[dict, dict, l
     for method in ('aura', *cfg.baselines):
         torch.manual_seed(cfg.seed)
         model = build_model(method, config)
+        fit_input_map(model, [ep.features for ep in train_eps])   # a resumed one keeps its own
         path = ckpt.file(f'{method}.safetensors')
         history = TrainHistory.from_dict(ckpt.state['histories'].get(method, {}))
         todo = [p for p in ('warmup', 'gate', 'carry') if not ckpt.done(f'{method}:{p}')]
