@@ -159,6 +159,12 @@ def _bench_synthetic_args(parser: argparse.ArgumentParser) -> None:
                              'docs/results/quick/synthetic.json); the .md and PNGs go beside it')
     parser.add_argument('--seeds', type=int, default=None,
                         help='seeds per configuration (default 3; --quick: 1)')
+    parser.add_argument('--settings', nargs='+', default=None, metavar='NAME',
+                        help='only these settings (easy, hard; default both), e.g. one per '
+                             'process; each seed done is saved to <out>.partial.json')
+    parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                        help='only merge the results of earlier runs (e.g. one per setting, '
+                             '.partial.json files too) into --out')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (default 1: the machine is shared)')
     parser.add_argument('--no-plots', action='store_true', help='skip the PNG plots')

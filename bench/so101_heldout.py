@@ -200,7 +200,7 @@ def key_cosine(config: MemoryConfig, features: list, cues: list, frames: int = 3
     layer = build_model('aura', config)
     fit_input_map(layer, fit_on)
     z, cue = torch.cat(features)[:frames], torch.cat(cues)[:frames]
-    k = layer._project(z[None])['k'][0]
+    k = layer.project(z[None])['k'][0]
     cos = k @ k.T
     pairs = ~torch.eye(len(k), dtype=torch.bool)
     return {'cue_vs_other': float(cos[cue][:, ~cue].mean()), 'all_pairs': float(cos[pairs].mean()),

@@ -96,7 +96,7 @@ def test_memory_bytes_are_the_state_bytes(name):
 def test_time_features_repeat_with_the_period_and_move_the_addresses():
     layer = _layer('time_period')
     z = torch.randn(1, BASE.d_model)
-    key = [layer._project(z, t)['k'] for t in (0, 1, 5, 10_000_000)]
+    key = [layer.project(z, t)['k'] for t in (0, 1, 5, 10_000_000)]
     torch.testing.assert_close(key[0], key[2])
     torch.testing.assert_close(key[0], key[3])           # 10^7 = 0 mod 5, exact
     assert not torch.allclose(key[0], key[1])

@@ -20,6 +20,19 @@ The state is only (W, b): d_key * d_val + d_val floats per row, for any episode 
 the state is left bit-identical (inference selects the old tensors; training scales the update
 by 0). The surprise enters the gate as log1p(s) so its scale does not swamp the gate's input.
 
+The gate policy is an argument: `step(..., gate=...)` and `forward(..., gate=...)` decide the
+writes of that call with any `GatePolicy` (a baseline schedule, a threshold, a teacher); without
+one the layer's own policy (given at construction, AURA's `LearnedGate`) decides. Nothing outside
+the layer assigns it.
+
+The layer's contract, the pieces every form is built from (the scan, the per-step reference in
+`naive.py`, the ONNX export, the IB target in `training.offset_utility`):
+
+    project(z, t0)                -> everything that depends on z_t alone (x, k, q, v, beta, ...)
+    advance(state, proj, t, gate) -> one delta-rule step: new state, read, p, g, surprise, error
+    write_vector(e, v)            -> the vector u a write stores (W <- W - beta g u k^T)
+    act(head_x, read) / head_from -> the action chunk from the head's two parts
+
 The gate is trained with a straight-through estimator: the forward pass uses the same hard decision
 as inference (so training sees exactly the memory contents the robot will have), and the backward
 pass lets d(loss)/d(g) flow into p as if g were p. A relaxation would train on soft writes that
@@ -92,6 +105,11 @@ class AuraMemLayer(nn.Module):
     def memory_bytes(self, batch_size: int = 1) -> int:
         return self.config.memory_bytes(batch_size)
 
+    def set_threshold(self, threshold: float) -> None:
+        """Deploy a learned gate at `threshold`: its own policy and the config saved with it."""
+        self.gate_policy = LearnedGate(threshold)
+        self.config = self.config.replace(gate_threshold=float(threshold))
+
     # -- per-step pieces shared by the sequence and step forms ------------------------------------
 
     def time_encoding(self, z: Tensor, t0) -> Tensor:
@@ -114,7 +132,11 @@ class AuraMemLayer(nn.Module):
         enc = torch.cat([torch.sin(angle), torch.cos(angle)], -1)
         return enc[0] if z.dim() == 2 else enc
 
-    def _project(self, z: Tensor, t0: int = 0) -> dict[str, Tensor]:
+    def policy(self, gate: Optional[GatePolicy]) -> GatePolicy:
+        """The policy that decides this call's writes: `gate`, or the layer's own."""
+        return self.gate_policy if gate is None else gate
+
+    def project(self, z: Tensor, t0: int = 0) -> dict[str, Tensor]:
         """Everything that depends on z_t alone; works on [B, d] and [B, T, d] alike.
 
         `t0` is the step index of z (of z[:, 0] for a sequence): the time-aware variants use it.
@@ -133,8 +155,14 @@ class AuraMemLayer(nn.Module):
                     [torch.zeros_like(x[..., :1]), self.gate_proj(x)], dim=-1)),
                 'head_x': self.head_x(x)}
 
-    def _advance(self, state: State, proj: dict[str, Tensor], t: int):
-        """One delta-rule step from projections of a single time step ([B, ...])."""
+    def advance(self, state: State, proj: dict[str, Tensor], t: int,
+                gate: Optional[GatePolicy] = None):
+        """One delta-rule step from projections of a single time step ([B, ...]) under `gate`
+        (the layer's own policy if None): (new state, read, p, g, surprise, error e).
+
+        With grad enabled the write is scaled by g (straight-through into p for a learned gate);
+        without, a row that does not write keeps its old tensors bit for bit."""
+        policy = self.policy(gate)
         W, b, k = state['W'], state['b'], proj['k']
         e = torch.einsum('bvk,bk->bv', W, k) - proj['v']
         if self.config.write_bias:
@@ -142,11 +170,11 @@ class AuraMemLayer(nn.Module):
         surprise = (e * e).sum(-1)
         gate_h = proj['gate_x'] + self.gate_in.weight[:, 0] * torch.log1p(surprise)[:, None]
         p = torch.sigmoid(self.gate_out(torch.tanh(gate_h))).squeeze(-1)
-        g_hard = self.gate_policy(p, surprise, t)
+        g_hard = policy(p, surprise, t)
         scale = proj['beta'] * g_hard
-        u = self._write_vector(e, proj['v'])
+        u = self.write_vector(e, proj['v'])
         if torch.is_grad_enabled():
-            if self.gate_policy.learned:
+            if policy.learned:
                 scale = proj['beta'] * (g_hard + p - p.detach())   # straight-through
             W_new = W - scale[:, None, None] * u[:, :, None] * k[:, None, :]
             b_new = b - scale[:, None] * u if self.config.write_bias else b
@@ -159,7 +187,7 @@ class AuraMemLayer(nn.Module):
         read = torch.einsum('bvk,bk->bv', W_new, proj['q']) + b_new
         return {'W': W_new, 'b': b_new}, read, p, g_hard, surprise, e
 
-    def _write_vector(self, e: Tensor, v: Tensor) -> Tensor:
+    def write_vector(self, e: Tensor, v: Tensor) -> Tensor:
         """u in W <- W - beta g u k^T: the error e (delta rule) or -v (`write_rule='add'`)."""
         return -v if self.config.write_rule == 'add' else e
 
@@ -175,16 +203,20 @@ class AuraMemLayer(nn.Module):
 
     # -- public forms -----------------------------------------------------------------------------
 
-    def step(self, z_t: Tensor, state: State, t: int = 0) -> dict:
-        """O(1) inference form: z_t [B, d_model] and the state -> action [B, chunk, d_action]."""
-        proj = self._project(z_t, t)
-        new_state, read, p, g, surprise, _ = self._advance(state, proj, t)
+    def step(self, z_t: Tensor, state: State, t: int = 0,
+             gate: Optional[GatePolicy] = None) -> dict:
+        """O(1) inference form: z_t [B, d_model] and the state -> action [B, chunk, d_action];
+        `gate` decides the writes (the layer's own policy if None)."""
+        proj = self.project(z_t, t)
+        new_state, read, p, g, surprise, _ = self.advance(state, proj, t, gate)
         return {'action': self.act(proj['head_x'], read), 'g': g, 'p': p, 'surprise': surprise,
                 'read': read, 'state': new_state}
 
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0,
-                counterfactual: bool = False, keep_states: bool = False) -> dict:
+                counterfactual: bool = False, keep_states: bool = False,
+                gate: Optional[GatePolicy] = None) -> dict:
         """Sequence form over z [B, T, d_model]; the same numbers as calling `step` T times.
+        `gate` decides the writes (the layer's own policy if None).
 
         With `counterfactual=True` it also returns, for every step t, the reads that the next
         `ib_horizon` steps would see if step t wrote (`cf_read_write`) or skipped (`cf_read_skip`),
@@ -202,14 +234,14 @@ class AuraMemLayer(nn.Module):
         B, T, _ = z.shape
         if state is None:
             state = self.init_state(B, z.device)
-        proj = self._project(z, t0)
-        gate = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
+        proj = self.project(z, t0)
+        gate_w = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
         tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'beta', 'gate_x')}
         tm['ka'] = augment(proj['k'].transpose(0, 1), self.bias_key)
         tm['qa'] = augment(proj['q'].transpose(0, 1))
         Wa0 = torch.cat([state['W'], state['b'].unsqueeze(-1)], -1)         # [W | b]
         additive = self.config.write_rule == 'add'
-        args = (tm['ka'], tm['v'], tm['beta'], tm['gate_x'], *gate, self.gate_policy, t0,
+        args = (tm['ka'], tm['v'], tm['beta'], tm['gate_x'], *gate_w, self.policy(gate), t0,
                 additive)
         if torch.is_grad_enabled():
             scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),

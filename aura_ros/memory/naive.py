@@ -17,13 +17,13 @@ def naive_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
     B, T, _ = z.shape
     if state is None:
         state = layer.init_state(B, z.device)
-    proj = layer._project(z, t0)
+    proj = layer.project(z, t0)
     H = layer.config.ib_horizon
     reads, ps, gs, ss, cf_w, cf_s = [], [], [], [], [], []
     for t in range(T):
         proj_t = {k: v[:, t] for k, v in proj.items()}
         prev = state
-        state, read, p, g, s, e = layer._advance(state, proj_t, t0 + t)
+        state, read, p, g, s, e = layer.advance(state, proj_t, t0 + t)
         reads.append(read)
         ps.append(p)
         gs.append(g)
@@ -32,7 +32,7 @@ def naive_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
             q_next = proj['q'][:, t + 1:t + 1 + H]
             q_next = F.pad(q_next, (0, 0, 0, H - q_next.shape[1]))
             beta = proj_t['beta'][:, None, None]
-            u = layer._write_vector(e, proj_t['v'])
+            u = layer.write_vector(e, proj_t['v'])
             W_w = prev['W'] - beta * u[:, :, None] * proj_t['k'][:, None, :]
             b_w = prev['b'] - beta[:, :, 0] * u * layer.bias_key
             cf_w.append(torch.einsum('bvk,bhk->bhv', W_w, q_next) + b_w[:, None])
@@ -54,17 +54,17 @@ def naive_gated_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int 
     B, T, _ = z.shape
     if state is None:
         state = layer.init_state(B, z.device)
-    proj = layer._project(z, t0)
+    proj = layer.project(z, t0)
     reads, ps, gs, prev_W, prev_b, writes = [], [], [], [], [], []
     for t in range(T):
         proj_t = {k: v[:, t] for k, v in proj.items()}
         prev_W.append(state['W'].detach())
         prev_b.append(state['b'].detach())
-        state, read, p, g, _, e = layer._advance(state, proj_t, t0 + t)
+        state, read, p, g, _, e = layer.advance(state, proj_t, t0 + t)
         reads.append(read)
         ps.append(p)
         gs.append(g)
-        writes.append(layer._write_vector(e.detach(), proj_t['v'].detach()))
+        writes.append(layer.write_vector(e.detach(), proj_t['v'].detach()))
     read = torch.stack(reads, 1)
     return {'action': layer.act(proj['head_x'], read), 'p': torch.stack(ps, 1),
             'g': torch.stack(gs, 1), 'proj': proj, 'W': torch.stack(prev_W, 1),

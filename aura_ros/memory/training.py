@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from aura_ros.checks import is_int, is_num, need
 
 from . import parallel
-from .gates import ForcedWrites, LearnedGate, RandomSchedule
+from .gates import ForcedWrites, GatePolicy, LearnedGate, RandomSchedule
 from .losses import action_loss, ib_loss, sparsity_loss
 from .scan import augment
 
@@ -265,14 +265,14 @@ def check_episodes(model: nn.Module, episodes: Sequence[FeatureEpisode], loss: s
 # -- which model is this --------------------------------------------------------------------------
 
 
-def has_learned_gate(model: nn.Module) -> bool:
-    """True for an AURA layer whose writes follow its trained gate."""
-    policy = getattr(model, 'gate_policy', None)
+def has_learned_gate(model: nn.Module, gate: Optional[GatePolicy] = None) -> bool:
+    """True for an AURA layer whose writes follow its trained gate (under `gate`, if given)."""
+    policy = gate if gate is not None else getattr(model, 'gate_policy', None)
     return bool(policy is not None and policy.learned)
 
 
 def _check_gated(model: nn.Module) -> None:
-    missing = [m for m in ('_project', '_advance', 'act', 'init_state')
+    missing = [m for m in ('project', 'advance', 'act', 'init_state')
                if not callable(getattr(model, m, None))]
     if missing:
         raise TrainingError(f'{type(model).__name__} has a learned gate but no '
@@ -281,9 +281,7 @@ def _check_gated(model: nn.Module) -> None:
 
 def set_threshold(model: nn.Module, threshold: float) -> None:
     """Deploy `threshold` on a learned gate: the policy and the config (saved with the model)."""
-    model.gate_policy = LearnedGate(threshold)
-    if hasattr(model.config, 'replace'):
-        model.config = model.config.replace(gate_threshold=float(threshold))
+    model.set_threshold(threshold)
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -420,7 +418,8 @@ def reset_rows(state: dict, rows: np.ndarray) -> dict:
 # -- AURA's gated forward and its counterfactual over step offsets --------------------------------
 
 
-def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0: int = 0) -> dict:
+def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0: int = 0,
+                  gate: Optional[GatePolicy] = None) -> dict:
     """Sequence forward of an AuraMemLayer that also keeps what `offset_utility` needs: the
     (detached) state before every step (`W`, `b`) and the vector a write at that step would
     store (`u`: the inner prediction error for the delta rule, -v for `write_rule='add'`).
@@ -428,7 +427,7 @@ def gated_forward(layer: nn.Module, z: Tensor, state: Optional[dict] = None, t0:
     It is the layer's fast scan (`keep_states=True`); `naive.naive_gated_forward` is the per-step
     reference the tests hold it to.
     """
-    return layer(z, state=state, t0=t0, keep_states=True)
+    return layer(z, state=state, t0=t0, keep_states=True, gate=gate)
 
 
 @torch.no_grad()
@@ -676,24 +675,32 @@ def _gate_parameters(model: nn.Module) -> list:
     return [p for n, p in model.named_parameters() if n.startswith('gate_')]
 
 
-def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool) -> dict:
+def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool,
+             gate: Optional[GatePolicy]) -> dict:
+    """The model over a batch; `gate` (a GatePolicy, or None: the model's own) decides the
+    writes; `gated` keeps what the IB target needs."""
     if gated:
-        return gated_forward(model, batch.z, state, batch.t0)
-    return model(batch.z, state=state, t0=batch.t0)
+        return gated_forward(model, batch.z, state, batch.t0, gate)
+    kw = {} if gate is None else {'gate': gate}
+    return model(batch.z, state=state, t0=batch.t0, **kw)
 
 
 def _loss(model: nn.Module, batch: Batch, state: Optional[dict], ib: bool,
-          config: TrainingConfig, gated: bool) -> tuple[Tensor, dict, dict]:
-    """One update's forward: (loss, logged terms, the state after it, detached)."""
-    out = _forward(model, batch, state, ib)
+          config: TrainingConfig, gated: bool,
+          gate: Optional[GatePolicy] = None) -> tuple[Tensor, dict, dict]:
+    """One update's forward, writes following `gate` (None: the model's own policy): (loss,
+    logged terms, the state after it, detached)."""
+    out = _forward(model, batch, state, ib, gate)
     loss, record = objective(model, out, batch, config, gated)
     return loss, record, {k: v.detach() for k, v in out['state'].items()}
 
 
 def _window_phase(model, episodes, config, history, phase, iters, gated, name, progress,
-                  seed, teacher: Optional[ForcedWrites] = None, params=None) -> None:
-    """Updates on random windows. `teacher`: the writes follow each batch's hints (not the
-    gate); `params`: train only these."""
+                  seed, gate: Optional[GatePolicy] = None, params=None) -> None:
+    """Updates on random windows. `gate`: the policy the writes follow (a `ForcedWrites`
+    teacher follows each batch's hints); a gated phase draws a jittered learned threshold per
+    update instead; `params`: train only these."""
+    teacher = gate if isinstance(gate, ForcedWrites) else None
     windows = Windows(episodes, config.window, config.start_at_episode_start, seed)
     jitter = np.random.default_rng(seed + 1)
     opt, sched = _optimiser(model, config.lr, iters, params)
@@ -702,12 +709,13 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     step, mine = parallel.data_parallel(model), parallel.rows(config.batch)
     for _ in bar:
         batch = _rows(windows.sample(config.batch * parallel.world()), mine)
+        policy = gate
         if teacher is not None:
             teacher.flags = batch.hint
         elif gated:
-            model.gate_policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
+            policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         ib = gated and config.gate_target == 'ib'
-        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated)
+        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated, policy)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         log(rec)
     skips.finish()
@@ -716,7 +724,9 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
 
 
 def _carry_phase(model, episodes, config, history, iters, gated, chained, name, progress,
-                 seed) -> None:
+                 seed, gate: Optional[GatePolicy] = None) -> None:
+    """Truncated BPTT over consecutive windows, the state carried; writes follow `gate`, or
+    for a learned gate a jittered threshold per update."""
     rng = np.random.default_rng(seed)
     B, mine = config.batch, parallel.rows(config.batch)
     # every rank plays the same world * B streams and trains on its own B of them
@@ -729,15 +739,15 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     # Burn in (no gradient) each stream from its episode's start to its random starting point,
     # so the first updates already see memories of every depth.
     with torch.no_grad():
-        if gated:
-            model.gate_policy = LearnedGate(config.threshold)
+        burn_in = LearnedGate(config.threshold) if gated else gate
+        kw = {} if burn_in is None else {'gate': burn_in}
         for i in range(B * parallel.world()):
             ep, j = episodes[streams.ep[i]], i - mine.start
             if not carries:
                 streams.pos[i] = 0
             elif streams.pos[i] > 0 and 0 <= j < B:
                 row = model(ep.features[None, :streams.pos[i]].to(device),
-                            state=model.init_state(1, device))['state']
+                            state=model.init_state(1, device), **kw)['state']
                 state = {k: torch.cat([v[:j], row[k], v[j + 1:]]) for k, v in state.items()}
         streams.take_resets()
     opt, sched = _optimiser(model, config.carry_lr, iters)
@@ -748,9 +758,8 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     step = parallel.data_parallel(model)
     for _ in bar:
         batch = _rows(streams.next(), mine)
-        if gated:
-            model.gate_policy = LearnedGate(float(rng.uniform(*config.threshold_jitter)))
-        loss, rec, after = step(_loss, model, batch, state, ib, config, ib)
+        policy = LearnedGate(float(rng.uniform(*config.threshold_jitter))) if gated else gate
+        loss, rec, after = step(_loss, model, batch, state, ib, config, ib, policy)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         state = after if carries else model.init_state(B, device)
         restart = rng.random(B * parallel.world()) < config.carry_reset
@@ -770,7 +779,8 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
 def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = TrainingConfig(), *,
           chained: bool = False, phases: Sequence[str] = PHASES, name: Optional[str] = None,
           history: Optional[TrainHistory] = None, progress: bool = False,
-          on_phase_end: Optional[Callable[[str, TrainHistory], None]] = None) -> TrainHistory:
+          on_phase_end: Optional[Callable[[str, TrainHistory], None]] = None,
+          gate: Optional[GatePolicy] = None) -> TrainHistory:
     """Train `model` (AURA or any baseline of `build_model`) in place on feature episodes.
 
     A learned gate gets warm-up (write dropout), gate phase (action + IB over `config.offsets` +
@@ -778,8 +788,10 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
     and gate phases are then simply `warmup_iters + gate_iters` window updates). `phases` runs a
     subset (resume: skip the ones done; `on_phase_end(phase, history)` is called after each, e.g.
     to save a checkpoint). `chained`: consecutive episodes are one never-reset stream.
-    Returns the history (also updated in place if given). Afterwards a learned gate is left
-    at `config.threshold`.
+    `gate`: a fixed policy (a budget schedule, `AlwaysWrite`, ...) that decides the writes of an
+    AuraMemLayer in every phase instead of its own gate; the model then trains as a baseline
+    (action loss only). The model's own policy is never reassigned. Returns the history (also
+    updated in place if given). Afterwards a learned gate is deployed at `config.threshold`.
     """
     episodes = as_episodes(episodes)
     unknown = [p for p in phases if p not in PHASES]
@@ -792,7 +804,7 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
     longest = max(len(ep) for ep in episodes)
     if not chained and config.window > longest:   # windows would be mostly padding
         config = replace(config, window=longest)
-    learned = has_learned_gate(model)
+    learned = has_learned_gate(model, gate)
     if learned:
         _check_gated(model)
     hinted = learned and config.gate_target == 'hint'
@@ -800,6 +812,7 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
         raise TrainingError("gate_target 'hint' needs episodes with hint flags (FeatureEpisode."
                             'hint): none of these episodes marks a frame to remember')
     teacher = ForcedWrites() if hinted else None
+    writes = teacher or gate     # None: the model's own policy (its learned gate, a baseline's)
     name = name or getattr(model, 'kind', type(model).__name__)
     history = history if history is not None else TrainHistory()
     torch.manual_seed(config.seed)
@@ -810,35 +823,31 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
                 continue
             seed = config.seed * 1000 + 17 * index
             if phase == 'warmup' and config.warmup_iters:
-                if learned:
-                    model.gate_policy = teacher or RandomSchedule(config.warmup_write_rate, seed)
+                warm = teacher or (RandomSchedule(config.warmup_write_rate, seed) if learned
+                                   else gate)
                 _window_phase(model, episodes, config, history, phase, config.warmup_iters,
-                              False, name, progress, seed, teacher)
+                              False, name, progress, seed, warm)
             elif phase == 'gate' and config.gate_iters:
-                if hinted:
-                    model.gate_policy = teacher
                 _window_phase(model, episodes, config, history, phase, config.gate_iters,
-                              learned, name, progress, seed, teacher,
+                              learned, name, progress, seed, writes,
                               _gate_parameters(model) if hinted else None)
             elif phase == 'carry' and config.carry_iters:
-                gate = _gate_parameters(model) if hinted else []
-                if learned:
-                    model.gate_policy = LearnedGate(config.threshold)
-                for p in gate:
+                frozen = _gate_parameters(model) if hinted else []
+                for p in frozen:
                     p.requires_grad_(False)
                 try:
                     _carry_phase(model, episodes, config, history, config.carry_iters, learned,
-                                 chained, name, progress, seed)
+                                 chained, name, progress, seed, gate)
                 finally:
-                    for p in gate:
+                    for p in frozen:
                         p.requires_grad_(True)
             if on_phase_end is not None:
                 if learned:
-                    model.gate_policy = LearnedGate(config.threshold)
+                    set_threshold(model, config.threshold)
                 on_phase_end(phase, history)
     finally:
         if learned:
-            model.gate_policy = LearnedGate(config.threshold)
+            set_threshold(model, config.threshold)
         model.eval()
     return history
 
@@ -848,20 +857,23 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
 
 @torch.no_grad()
 def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = None,
-             loss: str = 'mse', chained: bool = False, block: int = 256) -> dict:
+             loss: str = 'mse', chained: bool = False, block: int = 256,
+             gate: Optional[GatePolicy] = None) -> dict:
     """Whole episodes, the state carried from their first step (and on across episodes when
     `chained`): mean action error over scored steps, writes per episode, write rate, and a 95%
     bootstrap interval of the action error (`action_error_ci`) over blocks of `block`
     consecutive steps (steps next to each other are not independent samples).
 
-    `threshold` overrides a learned gate's threshold for this call only.
+    `threshold` runs a learned gate at that threshold, `gate` any policy (a schedule, a
+    teacher): both for this call only, passed to the forward, the model untouched.
     """
     episodes = as_episodes(episodes)
     check_episodes(model, episodes, loss)
-    was_training, policy = model.training, getattr(model, 'gate_policy', None)
+    was_training = model.training
     model.eval()
-    if threshold is not None and has_learned_gate(model):
-        model.gate_policy = LearnedGate(threshold)
+    if threshold is not None and has_learned_gate(model, gate):
+        gate = LearnedGate(threshold)
+    kw = {} if gate is None else {'gate': gate}
     device = next(model.parameters()).device
     try:
         err_sum, err_n, writes, steps, hits = 0.0, 0, 0.0, 0, 0
@@ -870,7 +882,8 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
         state = model.init_state(1, device) if chained else None
         for group in groups:
             for ep in group:
-                out = model(ep.features[None].to(device), state=state if chained else None)
+                out = model(ep.features[None].to(device), state=state if chained else None,
+                            **kw)
                 if chained:
                     state = out['state']
                 err = action_loss(out['action'][0], ep.targets.to(device), loss)
@@ -895,8 +908,6 @@ def evaluate(model: nn.Module, episodes: Iterable, threshold: Optional[float] = 
             result['accuracy'] = hits / max(err_n, 1)
         return result
     finally:
-        if policy is not None:
-            model.gate_policy = policy
         model.train(was_training)
 
 

@@ -231,8 +231,9 @@ class TorchEngine(Engine):
             self._state = layer.init_state(self.rows, self.device)
             self._pending = {k: torch.zeros_like(v) for k, v in self._state.items()}
         self.threshold_value = float(threshold)
-        if isinstance(layer, AuraMemLayer):
-            layer.gate_policy = ThresholdGate(self.threshold)
+        # the threshold is a tensor the gate reads each step (set_threshold, CUDA graph alike)
+        self.gate = {'gate': ThresholdGate(self.threshold)} if isinstance(layer, AuraMemLayer) \
+            else {}
         self.graph = None
         if cuda_graph:
             if self.device.type != 'cuda':
@@ -250,7 +251,7 @@ class TorchEngine(Engine):
             z = self.features.index_select(0, idx)
             state = {k: v.index_select(0, idx) for k, v in self._state.items()}
         count = z.shape[0]
-        out = self.layer.step(z, state, self.t)
+        out = self.layer.step(z, state, self.t, **self.gate)
         new = out['state']
         finite = self._finite_rows(count, *new.values())
         if pending:

@@ -6,7 +6,7 @@
 `t` (the step index in the episode) is an input only for layers with time features
 (`MemoryConfig.time_features > 0`); every other variant runs from the same four inputs.
 
-The graph is the AuraMemLayer's own `_project` / `_advance` / `act`, traced with the write gate
+The graph is the AuraMemLayer's own `project` / `advance` / `act`, traced with the write gate
 reading its threshold from an input tensor: g = (p > threshold) and the update selected with
 torch.where, so the gate is arithmetic in the graph (no branch, no baked-in threshold) and the
 threshold can change at run time without a new export. The same `ThresholdGate` drives the torch
@@ -64,12 +64,9 @@ class MemoryStep(nn.Module):
     def forward(self, z: Tensor, W: Tensor, b: Tensor, threshold: Tensor,
                 t: Tensor | None = None):
         layer = self.layer
-        proj = layer._project(z, 0 if t is None else t)
-        own_gate, layer.gate_policy = layer.gate_policy, ThresholdGate(threshold)
-        try:
-            state, read, p, g, surprise, _ = layer._advance({'W': W, 'b': b}, proj, 0)
-        finally:
-            layer.gate_policy = own_gate
+        proj = layer.project(z, 0 if t is None else t)
+        state, read, p, g, surprise, _ = layer.advance({'W': W, 'b': b}, proj, 0,
+                                                       ThresholdGate(threshold))
         return layer.act(proj['head_x'], read), state['W'], state['b'], g, p, surprise
 
 
@@ -82,7 +79,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def export_memory_step(layer: AuraMemLayer, path: str | Path, checkpoint_sha256: str = '') -> Path:
-    """Trace `MemoryStep(layer)` under no_grad (the inference branch of `_advance`) to ONNX."""
+    """Trace `MemoryStep(layer)` under no_grad (the inference branch of `advance`) to ONNX."""
     import onnx
 
     c = layer.config

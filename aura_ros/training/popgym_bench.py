@@ -10,9 +10,12 @@ episode return (max 1; chance about -0.5 on the Repeat tasks).
 - Labels: RepeatFirst: the initial card (`env.card`, state[0]); RepeatPrevious: the card k steps
   back (state[0][0], scored from step k-1 on, as the reward is); CountRecall: the count of the
   queried value so far (`env.counts[query]`).
-- Training: Adam, batch `batch`, `updates` updates. Always-write, GRU and no-memory: the action
-  cross-entropy throughout. AURA (learned gate): always-write warm-up for `warmup` updates, then
-  the package's objective (action CE + IB + sparsity, `aura_ros.memory.losses`).
+- Training: the package's one training loop (`aura_ros.memory.training.train`, the recipe
+  `python -m aura_ros train` ships) with this task's settings as its arguments: cross-entropy
+  over the scored steps, batch `batch`, `updates` updates of whole episodes, no carried phase.
+  Always-write, GRU and no-memory: the action loss throughout. AURA (learned gate): a warm-up
+  that writes every step for `warmup` updates, then the loop's gate phase (action CE + IB over
+  step offsets + sparsity, thresholds jittered).
 - Writes per episode: sum of g (GRU and always-write write every step, no-memory never).
 
 Actions do not change what these environments show, so closed-loop = the policy's own actions
@@ -28,19 +31,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aura_ros.bench.memory_step import machine
 from aura_ros.bench.perf import _commit
-from aura_ros.memory import (
-    AlwaysWrite,
-    MemoryConfig,
-    build_model,
-    ib_loss,
-    sparsity_loss,
-    write_utility,
-)
+from aura_ros.memory import MemoryConfig, build_model
+from aura_ros.memory.training import FeatureEpisode, TrainingConfig
+from aura_ros.memory.training import train as train_loop
 from aura_ros.training.synthetic_bench import summarise
 
 ENVS = {
@@ -149,42 +146,20 @@ def build(method: str, config: MemoryConfig) -> nn.Module:
     return build_model(kind, config.replace(**changes))
 
 
-def _masked_ce(out: dict, y, m) -> torch.Tensor:
-    logits = out['action'][..., 0, :]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                           reduction='none').reshape(y.shape)
-    return (loss * m).sum() / m.sum()
+def training_config(s: PopgymSettings, length: int, seed: int) -> TrainingConfig:
+    """The shipped loop's config with this benchmark's settings (whole episodes as windows)."""
+    return TrainingConfig(loss='ce', window=length, batch=s.batch, lr=s.lr,
+                          warmup_iters=s.warmup, gate_iters=s.updates - s.warmup,
+                          carry_iters=0, warmup_write_rate=1.0, w_ib=s.w_ib,
+                          w_sparse=s.w_sparse, margin=s.margin, seed=seed)
 
 
-def train(model: nn.Module, method: str, data, s: PopgymSettings, seed: int) -> nn.Module:
-    """Action CE; a learned gate starts from an always-write warm-up, then adds IB + sparsity."""
+def train(model: nn.Module, data, s: PopgymSettings, seed: int) -> nn.Module:
+    """`memory.training.train` on the collected episodes: a learned gate warms up writing every
+    step, then adds IB + sparsity; every other model gets the action CE throughout."""
     x, y, m = data
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    learned = METHODS[method][2]
-    own_gate = getattr(model, 'gate_policy', None)
-    model.train()
-    for i in range(s.updates):
-        pick = torch.randint(len(x), (s.batch,), generator=gen)
-        xb, yb, mb = x[pick], y[pick], m[pick].float()
-        if learned and i < s.warmup:
-            model.gate_policy = AlwaysWrite()
-        elif learned:
-            model.gate_policy = own_gate
-        if learned and i >= s.warmup:
-            out = model(xb, counterfactual=True)
-            utility, skip = write_utility(model, out, yb, 'ce')
-            loss = (_masked_ce(out, yb, mb) + s.w_ib * ib_loss(out['p'], utility, skip, s.margin)
-                    + s.w_sparse * sparsity_loss(out['p']))
-        else:
-            loss = _masked_ce(model(xb), yb, mb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    if own_gate is not None:
-        model.gate_policy = own_gate
-    model.eval()
+    episodes = [FeatureEpisode(x[i], y[i], m[i]) for i in range(len(x))]
+    train_loop(model, episodes, training_config(s, x.shape[1], seed))
     return model
 
 
@@ -233,7 +208,7 @@ def run(envs: list[str], methods: list[str], seeds: int, s: PopgymSettings, log=
                 torch.manual_seed(seed)
                 model = build(method, config)
                 start = time.perf_counter()
-                train(model, method, data, s, seed)
+                train(model, data, s, seed)
                 seconds = time.perf_counter() - start
                 score = closed_loop(model, name, s.eval_episodes, seed=1_000_000 + seed * 1000)
                 row = {'env': name, 'method': method, 'seed': seed, **score,

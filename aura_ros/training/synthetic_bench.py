@@ -1,21 +1,26 @@
 """Synthetic event-recall benchmark: AURA against every baseline on identical data.
 
-What is trained, per setting and seed (all on the same stream of training batches):
+Every method is trained by the package's one training loop, `aura_ros.memory.training.train`
+(the recipe `python -m aura_ros train` ships: its windows, its IB over step offsets, its
+threshold jitter), on the same pool of `pool` training episodes and the same window draws, with
+the task's settings as its arguments (`Setting.training`: cross-entropy loss, lr, batch,
+warm-up write rate, IB and sparsity weights). Per setting and seed:
 
-1. warm-up: an `AuraMemLayer` with `AlwaysWrite` (or, with `warmup_write_rate` < 1, random
-   writes at that rate) and the action loss only, `warmup_steps` steps. The warm-up keeps
-   AURA's gate from closing before the memory is useful (the known failure mode, docs/design.md
-   section 4); write dropout keeps the memory from relying on every write, which would make
-   every write look useful to the IB term.
-2. from that warm-up, `gate_steps` more steps each for: always_write (action loss, AlwaysWrite;
-   trained from scratch instead when the warm-up used write dropout), aura (LearnedGate +
-   aura_objective: IB + sparsity), the ablations aura_no_ib and aura_no_sparse, and the
-   budget-matched random_budget, periodic_budget and surprise_budget (action loss, their fixed
-   schedule at the write rate AURA's gate realises on the evaluation set). Every layer-based
-   method thus gets warmup_steps + gate_steps updates.
-3. gru, kv_cache and no_memory from scratch for warmup_steps + gate_steps steps.
+1. warm-up: AURA's layer, `warmup_steps` updates of the loop's warm-up phase (writes at random
+   at `warmup_write_rate`, 1 = every step; action loss only). The warm-up keeps AURA's gate
+   from closing before the memory is useful (the known failure mode, docs/design.md section 4);
+   write dropout keeps the memory from relying on every write, which would make every write
+   look useful to the IB term.
+2. from that warm-up, `gate_steps` updates of the loop's gate phase each for: always_write
+   (action loss, AlwaysWrite; trained from scratch instead when the warm-up used write dropout),
+   aura (learned gate: action + IB + sparsity), the ablations aura_no_ib and aura_no_sparse,
+   and the budget-matched random_budget, periodic_budget and surprise_budget (action loss,
+   their fixed schedule at the write rate AURA's gate realises on the evaluation set). Every
+   layer-based method thus gets warmup_steps + gate_steps updates.
+3. gru, kv_cache and no_memory from scratch for warmup_steps + gate_steps updates.
 
-Training runs at `train_len` steps per episode (a Python loop over time is the cost) and the
+The loop's carried phase is not run (`carry_iters` 0): the episodes are independent and each
+is scored from an empty memory. Training runs at `train_len` steps per episode and the
 evaluation at the setting's horizons, on a held-out batch. Accuracy = argmax(logits) == target
 over the scored steps (every step once every object is bound: t >= n_objects). Writes per
 episode = sum of g over the episode (gru and kv_cache write every step, no_memory never).
@@ -26,7 +31,6 @@ Confidence intervals: mean +- t_{0.975, n-1} * std / sqrt(n) over seeds.
 """
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -43,15 +47,16 @@ from torch import nn
 
 from aura_ros.memory import (
     AlwaysWrite,
+    AuraMemLayer,
     LearnedGate,
     MemoryConfig,
     PeriodicSchedule,
     RandomSchedule,
     SurpriseThreshold,
-    action_loss,
-    aura_objective,
     build_model,
 )
+from aura_ros.memory.training import FeatureEpisode, TrainingConfig
+from aura_ros.memory.training import train as train_loop
 from aura_ros.tasks.synthetic import EASY, HARD, StreamConfig, sample
 
 SCHEDULES = ('random_budget', 'periodic_budget', 'surprise_budget')
@@ -80,7 +85,7 @@ class Setting:
     head_hidden: int = 64
     threshold: float = 0.5
     warmup_write_rate: float = 1.0   # < 1: warm up with random writes at this rate (see run_seed)
-    ib_horizon: int = 4
+    pool: int = 8192                 # training episodes (drawn once per seed)
     w_ib: float = 1.0
     w_sparse: float = 0.5
     margin: float = 0.1
@@ -90,7 +95,16 @@ class Setting:
     def memory_config(self) -> MemoryConfig:
         return MemoryConfig(d_model=self.stream.d_feature, d_key=self.d_key, d_val=self.d_val,
                             d_action=self.stream.n_classes, chunk=1, head_hidden=self.head_hidden,
-                            gate_threshold=self.threshold, ib_horizon=self.ib_horizon)
+                            gate_threshold=self.threshold)
+
+    def training(self, seed: int, **changes) -> TrainingConfig:
+        """The shipped loop's config with this task's settings (no carried phase)."""
+        base = dict(loss='ce', window=self.train_len, batch=self.batch, lr=self.lr,
+                    warmup_iters=self.warmup_steps, gate_iters=self.gate_steps, carry_iters=0,
+                    warmup_write_rate=self.warmup_write_rate, w_ib=self.w_ib,
+                    w_sparse=self.w_sparse, margin=self.margin, target_rate=self.target_rate,
+                    threshold=self.threshold, seed=seed)
+        return TrainingConfig(**{**base, **changes})
 
 
 def full_settings() -> list[Setting]:
@@ -114,48 +128,28 @@ def quick_settings() -> list[Setting]:
 
 # -- training -------------------------------------------------------------------------------------
 
-def _batch(setting: Setting, seed: int, index: int, length: int):
-    """Training batch `index` of a seed: every method sees exactly the same sequence."""
+def training_episodes(setting: Setting, seed: int) -> list[FeatureEpisode]:
+    """The seed's pool of training episodes at `train_len` (every method trains on these)."""
     stream = setting.stream.replace(world_seed=seed)
-    return sample(stream, setting.batch, seed * 1_000_003 + index, horizon=length)
+    data = sample(stream, setting.pool, seed * 1_000_003, horizon=setting.train_len)
+    return [FeatureEpisode(data.z[i], data.target[i], data.score[i]) for i in range(setting.pool)]
 
 
-def _masked_ce(out: dict, data) -> torch.Tensor:
-    loss = action_loss(out['action'], data.target, 'ce')
-    return (loss * data.score).sum() / data.score.sum()
-
-
-def train(model: nn.Module, setting: Setting, seed: int, steps: int, start: int = 0,
-          objective: Optional[dict] = None, progress=None) -> nn.Module:
-    """`steps` Adam updates on batches start..start+steps-1; `objective` = aura_objective kwargs.
-
-    Without `objective` the loss is the cross-entropy of the action over the scored steps.
-    """
-    opt = torch.optim.Adam(model.parameters(), lr=setting.lr)
-    model.train()
-    for i in range(steps):
-        data = _batch(setting, seed, start + i, setting.train_len)
-        if objective is None:
-            loss = _masked_ce(model(data.z), data)
-        else:
-            out = model(data.z, counterfactual=True)
-            terms = aura_objective(model, out, data.target, 'ce', **objective)
-            loss = terms['total']
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if progress is not None:
-            progress.update(1)
-    model.eval()
+def train(model: nn.Module, episodes: list, config: TrainingConfig, phases=('warmup', 'gate'),
+          gate=None, progress=None) -> nn.Module:
+    """`memory.training.train` over `phases`; `gate`: a fixed policy the writes follow."""
+    train_loop(model, episodes, config, phases=phases, gate=gate)
+    if progress is not None:
+        progress.update(sum(getattr(config, f'{p}_iters') for p in phases))
     return model
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data) -> dict:
-    """Accuracy over the scored steps, writes per episode, and the gate's records."""
+def evaluate(model: nn.Module, data, gate=None) -> dict:
+    """Accuracy over the scored steps, writes per episode, and the gate's records, the whole
+    batch in one forward; `gate` decides the writes (the model's own policy if None)."""
     model.eval()
-    out = model(data.z)
+    out = model(data.z) if gate is None else model(data.z, gate=gate)
     hit = (out['action'][..., 0, :].argmax(-1) == data.target) & data.score
     acc_per_episode = hit.sum(1).float() / data.score.sum(1).float()
     g = out['g'].float()
@@ -182,40 +176,34 @@ def _gate_stats(res: dict, data) -> dict:
 def run_seed(setting: Setting, seed: int, progress=None, log=print) -> dict:
     """Train every method for one seed and score it at every horizon of the setting."""
     cfg = setting.memory_config()
-    W, P = setting.warmup_steps, setting.gate_steps
     evals = {N: sample(setting.stream.replace(world_seed=seed), setting.eval_batch,
                        EVAL_SEED + seed, horizon=N) for N in setting.horizons}
     calib = {N: sample(setting.stream.replace(world_seed=seed), setting.eval_batch,
                        CALIB_SEED + seed, horizon=N) for N in setting.horizons}
-    objective = {'w_ib': setting.w_ib, 'w_sparse': setting.w_sparse, 'margin': setting.margin,
-                 'target_rate': setting.target_rate}
+    config = setting.training(seed)
+    episodes = training_episodes(setting, seed)
     t0 = time.time()
 
+    # Write dropout (warmup_write_rate < 1): a memory warmed up with every write learns to rely
+    # on all of them, so skipping any one looks harmful and the IB targets stop singling out
+    # events (on the hard task one seed's gate then closed for good). Random skips make the
+    # counterfactual utility of a write meaningful.
     _seed_everything(seed, 0)
-    warm = build_model('always_write', cfg)
-    if setting.warmup_write_rate < 1.0:
-        # Write dropout: a memory warmed up with every write learns to rely on all of them, so
-        # skipping any one looks harmful and the IB targets stop singling out events (on the
-        # hard task one seed's gate then closed for good). Random skips make the
-        # counterfactual utility of a write meaningful.
-        warm.gate_policy = RandomSchedule(setting.warmup_write_rate, seed)
-    warm = train(warm, setting, seed, W, progress=progress)
+    warm = train(build_model('aura', cfg), episodes, config, ('warmup',), progress=progress)
     models: dict[str, nn.Module] = {}
     if setting.warmup_write_rate < 1.0:
         _seed_everything(seed, 0)
-        models['always_write'] = train(build_model('always_write', cfg), setting, seed, W + P,
+        models['always_write'] = train(build_model('always_write', cfg), episodes, config,
                                        progress=progress)
     else:
-        models['always_write'] = train(copy.deepcopy(warm), setting, seed, P, start=W,
-                                       progress=progress)
-    ablations = {'aura': objective, 'aura_no_ib': {**objective, 'w_ib': 0.0},
-                 'aura_no_sparse': {**objective, 'w_sparse': 0.0}}
-    for name, obj in ablations.items():
+        models['always_write'] = train(_from(warm, AlwaysWrite(), 'always_write'), episodes,
+                                       config, ('gate',), progress=progress)
+    ablations = {'aura': config, 'aura_no_ib': setting.training(seed, w_ib=0.0),
+                 'aura_no_sparse': setting.training(seed, w_sparse=0.0)}
+    for name, ablation in ablations.items():
         _seed_everything(seed, 1)
-        layer = copy.deepcopy(warm)
-        layer.gate_policy = LearnedGate(setting.threshold)
-        layer.kind = name
-        models[name] = train(layer, setting, seed, P, start=W, objective=obj, progress=progress)
+        layer = _from(warm, LearnedGate(setting.threshold), name)
+        models[name] = train(layer, episodes, ablation, ('gate',), progress=progress)
 
     first = setting.horizons[0]
     aura_first = evaluate(models['aura'], evals[first])
@@ -225,13 +213,11 @@ def run_seed(setting: Setting, seed: int, progress=None, log=print) -> dict:
                 PeriodicSchedule(rate), 'surprise_budget': SurpriseThreshold(tau)}
     for name, policy in policies.items():
         _seed_everything(seed, 2)
-        layer = copy.deepcopy(warm)
-        layer.gate_policy = policy
-        layer.kind = name
-        models[name] = train(layer, setting, seed, P, start=W, progress=progress)
+        models[name] = train(_from(warm, policy, name), episodes, config, ('gate',),
+                             progress=progress)
     for salt, name in enumerate(('gru', 'kv_cache', 'no_memory')):
         _seed_everything(seed, 10 + salt)
-        models[name] = train(build_model(name, cfg), setting, seed, W + P, progress=progress)
+        models[name] = train(build_model(name, cfg), episodes, config, progress=progress)
     train_s = time.time() - t0
 
     results = {}
@@ -240,12 +226,12 @@ def run_seed(setting: Setting, seed: int, progress=None, log=print) -> dict:
         row = {}
         aura_res = evaluate(models['aura'], data)
         r_n = max(aura_res['rate'], 1e-3)
-        models['random_budget'].gate_policy = RandomSchedule(r_n, EVAL_SEED + seed)
-        models['periodic_budget'].gate_policy = PeriodicSchedule(r_n)
-        models['surprise_budget'].gate_policy = match_surprise_budget(
-            models['surprise_budget'], calib[N], r_n)
+        budget = {'random_budget': RandomSchedule(r_n, EVAL_SEED + seed),
+                  'periodic_budget': PeriodicSchedule(r_n),
+                  'surprise_budget': match_surprise_budget(models['surprise_budget'], calib[N],
+                                                           r_n)}
         for name, model in models.items():
-            res = aura_res if name == 'aura' else evaluate(model, data)
+            res = aura_res if name == 'aura' else evaluate(model, data, budget.get(name))
             entry = {'accuracy': res['accuracy'], 'writes_per_episode': res['writes']}
             if name in GATED:
                 entry.update(_gate_stats(res, data))
@@ -269,14 +255,14 @@ def match_surprise_budget(model: nn.Module, data, rate: float,
     Surprises depend on what was written before, so a quantile of one run's surprises does not
     realise its own rate; a bisection over tau (on log scale) on the calibration batch does.
     """
-    start = evaluate(_with_policy(model, AlwaysWrite()), data)['surprise']
+    start = evaluate(model, data, AlwaysWrite())['surprise']
     lo, hi = math.log(float(start.min()) + 1e-8), math.log(float(start.max()) + 1e-8) + 2.0
     best = SurpriseThreshold.matched_to_rate(start, rate)
-    best_gap = abs(evaluate(_with_policy(model, best), data)['rate'] - rate)
+    best_gap = abs(evaluate(model, data, best)['rate'] - rate)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
         policy = SurpriseThreshold(math.exp(mid))
-        realised = evaluate(_with_policy(model, policy), data)['rate']
+        realised = evaluate(model, data, policy)['rate']
         if abs(realised - rate) < best_gap:
             best, best_gap = policy, abs(realised - rate)
         if realised > rate:
@@ -286,10 +272,12 @@ def match_surprise_budget(model: nn.Module, data, rate: float,
     return best
 
 
-def _with_policy(model: nn.Module, policy) -> nn.Module:
-    clone = copy.deepcopy(model)
-    clone.gate_policy = policy
-    return clone
+def _from(warm: AuraMemLayer, policy, kind: str) -> AuraMemLayer:
+    """A layer with `policy` as its own gate and the warmed-up weights."""
+    layer = AuraMemLayer(warm.config, policy)
+    layer.load_state_dict(warm.state_dict())
+    layer.kind = kind
+    return layer
 
 
 def frontier(aura: nn.Module, always: nn.Module, setting: Setting, data, seed: int) -> dict:
@@ -301,13 +289,13 @@ def frontier(aura: nn.Module, always: nn.Module, setting: Setting, data, seed: i
     """
     points = {'aura': [], 'random': [], 'periodic': []}
     for thr in setting.sweep:
-        res = evaluate(_with_policy(aura, LearnedGate(thr)), data)
+        res = evaluate(aura, data, LearnedGate(thr))
         points['aura'].append({'threshold': thr, 'writes': res['writes'],
                                'accuracy': res['accuracy']})
         rate = min(max(res['rate'], 1e-3), 1.0)
         for name, policy in (('random', RandomSchedule(rate, EVAL_SEED + seed)),
                              ('periodic', PeriodicSchedule(rate))):
-            r = evaluate(_with_policy(always, policy), data)
+            r = evaluate(always, data, policy)
             points[name].append({'writes': r['writes'], 'accuracy': r['accuracy']})
     return points
 
@@ -401,8 +389,9 @@ class BenchResult:
 
 
 def run_bench(settings: list[Setting], seeds: list[int], progress: bool = True,
-              log=print) -> BenchResult:
-    """Every setting x seed; a tqdm bar counts training updates."""
+              log=print, on_seed=None) -> BenchResult:
+    """Every setting x seed; a tqdm bar counts training updates. `on_seed(result)` gets the
+    result so far (the seeds done of the current setting) after each seed."""
     from tqdm import tqdm
 
     per_setting_updates = [s.warmup_steps + 7 * s.gate_steps + 3 * (s.warmup_steps
@@ -412,17 +401,35 @@ def run_bench(settings: list[Setting], seeds: list[int], progress: bool = True,
     total = sum(per_setting_updates) * len(seeds)
     t0 = time.time()
     configs = []
+    root = Path(__file__).resolve().parents[2]
+
+    def result(configurations: list) -> BenchResult:
+        return BenchResult(command='python -m aura_ros ' + ' '.join(sys.argv[1:])
+                           if sys.argv[0].endswith('__main__.py') else ' '.join(sys.argv),
+                           commit=_git_commit(root), machine=_machine(),
+                           wall_s=time.time() - t0, configurations=configurations)
+
     with tqdm(total=total, desc='synthetic bench', unit='upd', disable=not progress,
               file=sys.stderr, mininterval=2.0) as bar:
         for setting in settings:
-            per_seed = [run_seed(setting, s, progress=bar,
-                                 log=bar.write if log is print else log) for s in seeds]
+            per_seed = []
+            for seed in seeds:
+                per_seed.append(run_seed(setting, seed, progress=bar,
+                                         log=bar.write if log is print else log))
+                if on_seed is not None:
+                    on_seed(result(configs + aggregate(setting, per_seed, seeds[:len(per_seed)])))
             configs.extend(aggregate(setting, per_seed, seeds))
-    root = Path(__file__).resolve().parents[2]
-    return BenchResult(command='python -m aura_ros ' + ' '.join(sys.argv[1:]) if sys.argv[0]
-                       .endswith('__main__.py') else ' '.join(sys.argv),
-                       commit=_git_commit(root), machine=_machine(), wall_s=time.time() - t0,
-                       configurations=configs)
+    return result(configs)
+
+
+def merge(parts: list[Path]) -> BenchResult:
+    """One result from runs split over processes (e.g. one per setting; .partial.json files
+    too): their configurations joined, the commands joined, the longest wall time."""
+    loaded = [json.loads(Path(p).read_text()) for p in parts]
+    return BenchResult(command=' ; '.join(part['command'] for part in loaded),
+                       commit=loaded[0]['commit'], machine=loaded[0]['machine'],
+                       wall_s=max(part['wall_s'] for part in loaded),
+                       configurations=[c for part in loaded for c in part['configurations']])
 
 
 # -- paper anchors, markdown and plots ------------------------------------------------------------
@@ -654,11 +661,22 @@ def main(args: argparse.Namespace) -> int:
     """`python -m aura_ros bench synthetic [--quick] [--out PATH] [--seeds N]` (args: cli.py)."""
     torch.set_num_threads(max(1, args.threads))
     settings = quick_settings() if args.quick else full_settings()
+    if args.settings:
+        known = [s.name for s in settings]
+        if any(name not in known for name in args.settings):
+            print(f'error: unknown setting(s) {args.settings}; known: {known}')
+            return 2
+        settings = [s for s in settings if s.name in args.settings]
     n_seeds = args.seeds or (1 if args.quick else 3)
     default = 'docs/results/quick/synthetic.json' if args.quick else 'docs/results/synthetic.json'
     out = Path(args.out or default)
-    result = run_bench(settings, list(range(n_seeds)))
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        result = merge([Path(p) for p in args.merge])
+    else:
+        partial = out.with_suffix('.partial.json')
+        result = run_bench(settings, list(range(n_seeds)), on_seed=lambda r: partial.write_text(
+            json.dumps(asdict(r), indent=1) + '\n'))
     out.write_text(json.dumps(asdict(result), indent=1) + '\n')
     out.with_suffix('.md').write_text(markdown(result))
     print(f'wrote {out} and {out.with_suffix(".md")} ({result.wall_s / 60:.1f} min)')
