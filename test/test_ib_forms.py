@@ -1,0 +1,133 @@
+"""Do the two forms of the IB term agree? The decision that let one of them go.
+
+The benchmarks used to score a write by the old form (`losses.write_utility` over
+`forward(counterfactual=True)`: the next `ib_horizon` contiguous steps, every step scored); the
+shipped loop scores it by `training.offset_utility` over chosen step offsets and the scored
+steps. Both are held here to one definition, computed the slow way from the layer's public
+per-step contract (`project`, `advance`, `write_vector`, `act`):
+
+    u_t = mean over valid offsets o of [ loss(a_{t+o} | state before t)
+                                         - loss(a_{t+o} | state before t, then t written) ]
+
+What is true: at offsets 1..ib_horizon with every step scored the old form is the shipped form
+(same utilities, same skip losses, hence the same IB targets and the same loss); the shipped
+form only adds longer offsets and a mask of scored steps, where the targets do differ.
+"""
+
+import pytest
+import torch
+
+from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
+from aura_ros.memory.training import (
+    Batch,
+    TrainingConfig,
+    gated_forward,
+    objective,
+    offset_utility,
+)
+
+CONFIG = MemoryConfig(d_model=12, d_key=6, d_val=5, d_action=3, chunk=2, head_hidden=16,
+                      gate_init_bias=0.0, ib_horizon=4)
+T = 30
+
+
+def reference_utility(layer: AuraMemLayer, z, target, offsets, mask=None):
+    """u [B, T] and the skip loss [B, T] by the definition, one step and one offset at a time."""
+    B = z.shape[0]
+    proj = layer.project(z)
+    state, before = layer.init_state(B), []
+    for t in range(T):
+        before.append(state)
+        state, *_, e = layer.advance(state, {k: v[:, t] for k, v in proj.items()}, t)
+        before[-1] = (before[-1], layer.write_vector(e, proj['v'][:, t]))
+    utility, skip = torch.zeros(B, T), torch.zeros(B, T)
+    for t in range(T):
+        (s, u), k, beta = before[t], proj['k'][:, t], proj['beta'][:, t]
+        written = {'W': s['W'] - beta[:, None, None] * u[:, :, None] * k[:, None, :],
+                   'b': s['b'] - beta[:, None] * u}
+        gains, skips, count = 0.0, 0.0, torch.zeros(B)
+        for o in offsets:
+            f = t + o
+            if f >= T:
+                continue
+            q, head_x = proj['q'][:, f], proj['head_x'][:, f]
+            valid = torch.ones(B) if mask is None else mask[:, f].float()
+            losses = [action_loss(layer.act(head_x, torch.einsum('bvk,bk->bv', m['W'], q)
+                                            + m['b'])[:, None], target[:, f:f + 1])[:, 0]
+                      for m in (s, written)]
+            gains = gains + (losses[0] - losses[1]) * valid
+            skips = skips + losses[0] * valid
+            count = count + valid
+        utility[:, t] = gains / count.clamp(min=1)
+        skip[:, t] = skips / count.clamp(min=1)
+    return utility, skip
+
+
+@pytest.fixture(scope='module')
+def case():
+    torch.manual_seed(3)
+    layer = AuraMemLayer(CONFIG)
+    z = torch.randn(3, T, CONFIG.d_model)
+    target = torch.randn(3, T, CONFIG.chunk, CONFIG.d_action)
+    return layer, z, target
+
+
+def test_old_horizon_form_is_the_shipped_form_at_offsets_one_to_horizon(case):
+    layer, z, target = case
+    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    with torch.no_grad():
+        ref_u, ref_skip = reference_utility(layer, z, target, horizon)
+        u, skip = offset_utility(layer, gated_forward(layer, z), target, horizon)
+    torch.testing.assert_close(u, ref_u, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(skip, ref_skip, atol=1e-5, rtol=1e-4)
+
+
+def test_same_targets_and_same_loss_at_the_old_horizon(case):
+    """The shipped objective at offsets 1..H, every step scored, is the old objective's total:
+    action + w_ib * BCE(p, 1[u > margin * skip]) + w_sparse * mean p (margin 0 here: on an
+    untrained layer few writes beat a positive margin)."""
+    layer, z, target = case
+    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    config = TrainingConfig(offsets=horizon, margin=0.0, w_ib=1.0, w_sparse=0.1)
+    ones = torch.ones(z.shape[:2], dtype=torch.bool)
+    out = gated_forward(layer, z)
+    loss, record = objective(layer, out, Batch(z, target, ones, ones), config, gated=True)
+    with torch.no_grad():
+        ref_u, ref_skip = reference_utility(layer, z, target, horizon)
+    wanted = (ref_u > 0.0).float()
+    p = out['p'].clamp(1e-6, 1 - 1e-6)
+    ib = torch.nn.functional.binary_cross_entropy(p, wanted)
+    old_total = action_loss(out['action'], target).mean() + ib + 0.1 * out['p'].mean()
+    assert 0 < wanted.mean() < 1                       # both kinds of target occur
+    assert record['ib'] == pytest.approx(float(ib.detach()), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(old_total.detach()), rel=1e-5)
+
+
+def test_the_forms_differ_only_by_longer_offsets_and_the_scored_mask(case):
+    """Past the old horizon (a cue that matters later) and with unscored steps the shipped
+    targets are the definition's, which the old form could not express: they differ from it."""
+    layer, z, target = case
+    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    longer = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+    mask = torch.zeros(z.shape[:2], dtype=torch.bool)
+    mask[:, 20:] = True
+    with torch.no_grad():
+        out = gated_forward(layer, z)
+        old_u, old_skip = offset_utility(layer, out, target, horizon)
+        for offsets, m in ((longer, None), (horizon, mask)):
+            u, skip = offset_utility(layer, out, target, offsets, m)
+            ref_u, ref_skip = reference_utility(layer, z, target, offsets, m)
+            torch.testing.assert_close(u, ref_u, atol=1e-5, rtol=1e-4)
+            old_wants = old_u > 0
+            assert (old_wants != (u > 0)).any()
+
+
+def test_old_write_utility_is_the_definition_at_its_horizon(case):
+    from aura_ros.memory import write_utility
+
+    layer, z, target = case
+    with torch.no_grad():
+        u, skip = write_utility(layer, layer(z, counterfactual=True), target)
+        ref_u, ref_skip = reference_utility(layer, z, target, range(1, CONFIG.ib_horizon + 1))
+    torch.testing.assert_close(u, ref_u, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(skip, ref_skip, atol=1e-5, rtol=1e-4)
