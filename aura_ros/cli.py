@@ -234,8 +234,8 @@ def _bench_train_speed_args(parser: argparse.ArgumentParser) -> None:
                         help='sequence lengths T (default 128 512)')
     parser.add_argument('--repeats', type=int, default=3,
                         help='timed steps per form; the best is kept (default 3)')
-    parser.add_argument('--kinds', nargs='+', default=['layer', 'objective', 'gate_phase'],
-                        choices=['layer', 'objective', 'gate_phase'],
+    parser.add_argument('--kinds', nargs='+', default=['layer', 'gate_phase'],
+                        choices=['layer', 'gate_phase'],
                         help='what to time (default: all)')
     parser.add_argument('--out', default='docs/results/train_speed.json',
                         help='results JSON; the .md goes beside it')

@@ -1,10 +1,12 @@
 """Do the two forms of the IB term agree? The decision that let one of them go.
 
-The benchmarks used to score a write by the old form (`losses.write_utility` over
+The benchmarks used to score a write by an older form (`losses.write_utility` over a
 `forward(counterfactual=True)`: the next `ib_horizon` contiguous steps, every step scored); the
 shipped loop scores it by `training.offset_utility` over chosen step offsets and the scored
-steps. Both are held here to one definition, computed the slow way from the layer's public
-per-step contract (`project`, `advance`, `write_vector`, `act`):
+steps. Before the old form was removed both were held to one definition, computed the slow way
+from the layer's public per-step contract (`project`, `advance`, `write_vector`, `act`), and
+agreed to float precision (max |du| 1.5e-7); the old form is that definition at offsets
+1..ib_horizon, so the tests below keep pinning it through the definition:
 
     u_t = mean over valid offsets o of [ loss(a_{t+o} | state before t)
                                          - loss(a_{t+o} | state before t, then t written) ]
@@ -27,8 +29,9 @@ from aura_ros.memory.training import (
 )
 
 CONFIG = MemoryConfig(d_model=12, d_key=6, d_val=5, d_action=3, chunk=2, head_hidden=16,
-                      gate_init_bias=0.0, ib_horizon=4)
+                      gate_init_bias=0.0)
 T = 30
+IB_HORIZON = 4                     # the old form's default contiguous horizon
 
 
 def reference_utility(layer: AuraMemLayer, z, target, offsets, mask=None):
@@ -74,7 +77,7 @@ def case():
 
 def test_old_horizon_form_is_the_shipped_form_at_offsets_one_to_horizon(case):
     layer, z, target = case
-    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    horizon = tuple(range(1, IB_HORIZON + 1))
     with torch.no_grad():
         ref_u, ref_skip = reference_utility(layer, z, target, horizon)
         u, skip = offset_utility(layer, gated_forward(layer, z), target, horizon)
@@ -87,7 +90,7 @@ def test_same_targets_and_same_loss_at_the_old_horizon(case):
     action + w_ib * BCE(p, 1[u > margin * skip]) + w_sparse * mean p (margin 0 here: on an
     untrained layer few writes beat a positive margin)."""
     layer, z, target = case
-    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    horizon = tuple(range(1, IB_HORIZON + 1))
     config = TrainingConfig(offsets=horizon, margin=0.0, w_ib=1.0, w_sparse=0.1)
     ones = torch.ones(z.shape[:2], dtype=torch.bool)
     out = gated_forward(layer, z)
@@ -107,7 +110,7 @@ def test_the_forms_differ_only_by_longer_offsets_and_the_scored_mask(case):
     """Past the old horizon (a cue that matters later) and with unscored steps the shipped
     targets are the definition's, which the old form could not express: they differ from it."""
     layer, z, target = case
-    horizon = tuple(range(1, CONFIG.ib_horizon + 1))
+    horizon = tuple(range(1, IB_HORIZON + 1))
     longer = (1, 2, 3, 4, 6, 8, 12, 16, 24)
     mask = torch.zeros(z.shape[:2], dtype=torch.bool)
     mask[:, 20:] = True
@@ -121,13 +124,3 @@ def test_the_forms_differ_only_by_longer_offsets_and_the_scored_mask(case):
             old_wants = old_u > 0
             assert (old_wants != (u > 0)).any()
 
-
-def test_old_write_utility_is_the_definition_at_its_horizon(case):
-    from aura_ros.memory import write_utility
-
-    layer, z, target = case
-    with torch.no_grad():
-        u, skip = write_utility(layer, layer(z, counterfactual=True), target)
-        ref_u, ref_skip = reference_utility(layer, z, target, range(1, CONFIG.ib_horizon + 1))
-    torch.testing.assert_close(u, ref_u, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(skip, ref_skip, atol=1e-5, rtol=1e-4)

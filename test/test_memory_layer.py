@@ -4,7 +4,8 @@ constant state bytes, gradients into the gate, and a short training run that low
 import pytest
 import torch
 
-from aura_ros.memory import AuraMemLayer, LearnedGate, MemoryConfig, aura_objective, state_bytes
+from aura_ros.memory import AlwaysWrite, AuraMemLayer, LearnedGate, MemoryConfig, state_bytes
+from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
 
 SMALL = MemoryConfig(d_model=48, d_key=16, d_val=12, d_action=5, chunk=3)
 
@@ -79,10 +80,26 @@ def test_runtime_threshold_change_takes_effect():
     layer = AuraMemLayer(SMALL)
     z = torch.randn(1, 50, SMALL.d_model)
     with torch.no_grad():
-        layer.gate_policy = LearnedGate(2.0)
-        assert layer(z)['g'].sum() == 0
-        layer.gate_policy = LearnedGate(-1.0)
-        assert layer(z)['g'].sum() == 50
+        assert layer(z, gate=LearnedGate(2.0))['g'].sum() == 0
+        assert layer(z, gate=LearnedGate(-1.0))['g'].sum() == 50
+        layer.set_threshold(2.0)                  # deployed: the policy and the saved config
+        assert layer(z)['g'].sum() == 0 and layer.config.gate_threshold == 2.0
+
+
+@torch.no_grad()
+def test_the_gate_is_an_argument_of_each_call_and_leaves_the_layer_alone():
+    torch.manual_seed(0)
+    layer = AuraMemLayer(SMALL.replace(gate_threshold=2.0))
+    own = layer.gate_policy
+    z = torch.randn(2, 12, SMALL.d_model)
+    out = layer(z, gate=AlwaysWrite())
+    assert out['g'].sum() == 24 and layer.gate_policy is own
+    state = layer.init_state(2)
+    for t in range(12):
+        step = layer.step(z[:, t], state, t, gate=AlwaysWrite())
+        state = step['state']
+    torch.testing.assert_close(step['action'], out['action'][:, -1], rtol=1e-5, atol=1e-5)
+    assert layer(z)['g'].sum() == 0 and layer.gate_policy is own
 
 
 @torch.no_grad()
@@ -112,14 +129,19 @@ def test_card_example_state_is_4224_bytes():
 def test_gradients_reach_the_gate():
     torch.manual_seed(0)
     layer = AuraMemLayer(SMALL)
-    out = layer(torch.randn(2, 20, SMALL.d_model), counterfactual=True)
+    z = torch.randn(2, 20, SMALL.d_model)
+    out = gated_forward(layer, z)
     target = torch.randn_like(out['action'])
-    terms = aura_objective(layer, out, target, 'mse')
-    terms['action'].backward(retain_graph=True)   # through the straight-through gate alone
+    ones = torch.ones(2, 20, dtype=torch.bool)
+    batch = Batch(z, target, ones, ones)
+    action, _ = objective(layer, out, batch, TrainingConfig(), gated=False)
+    action.backward(retain_graph=True)            # through the straight-through gate alone
     assert layer.gate_out.weight.grad.abs().sum() > 0
     assert layer.gate_in.weight.grad.abs().sum() > 0
     layer.zero_grad()
-    terms['ib'].backward()
+    only_ib = TrainingConfig(offsets=(1, 2, 4, 8), margin=0.0, w_sparse=0.0)
+    total, _ = objective(layer, out, batch, only_ib, gated=True)
+    (total - action).backward()                   # the IB term alone
     assert layer.gate_out.weight.grad.abs().sum() > 0
 
 
@@ -142,23 +164,27 @@ def _toy_batch(generator, batch=32, steps=24, width=32, classes=4):
 
 def test_short_training_run_lowers_every_loss_term():
     torch.manual_seed(0)
-    config = MemoryConfig(d_model=32, d_key=16, d_val=16, d_action=4, ib_horizon=3)
+    config = MemoryConfig(d_model=32, d_key=16, d_val=16, d_action=4)
     layer = AuraMemLayer(config)
     optimizer = torch.optim.Adam(layer.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     eval_z, eval_y = _toy_batch(torch.Generator().manual_seed(123), batch=64)
+    recipe = TrainingConfig(loss='ce', offsets=(1, 2, 3), w_sparse=0.2)
+
+    def terms(z, y):
+        ones = torch.ones(y.shape, dtype=torch.bool)
+        return objective(layer, gated_forward(layer, z), Batch(z, y, ones, ones), recipe, True)
 
     def evaluate():
         with torch.no_grad():
-            terms = aura_objective(layer, layer(eval_z, counterfactual=True), eval_y, 'ce')
-        return {k: float(terms[k]) for k in ('action', 'ib', 'sparse')}
+            record = terms(eval_z, eval_y)[1]
+        return {k: record[k] for k in ('action', 'ib', 'sparse')}
 
     before = evaluate()
     for _ in range(150):
-        z, y = _toy_batch(generator)
-        terms = aura_objective(layer, layer(z, counterfactual=True), y, 'ce', w_sparse=0.2)
+        loss, _ = terms(*_toy_batch(generator))
         optimizer.zero_grad()
-        terms['total'].backward()
+        loss.backward()
         optimizer.step()
     after = evaluate()
     for key in before:

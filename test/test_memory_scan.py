@@ -13,14 +13,12 @@ from aura_ros.memory import (
     PeriodicSchedule,
     RandomSchedule,
     SurpriseThreshold,
-    aura_objective,
 )
 from aura_ros.memory.naive import naive_forward, naive_gated_forward
 from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
 
-SMALL = MemoryConfig(d_model=24, d_key=8, d_val=6, d_action=3, chunk=2, gate_init_bias=0.0,
-                     ib_horizon=3)
-OUTPUTS = ('action', 'p', 'surprise', 'read', 'cf_read_write', 'cf_read_skip')
+SMALL = MemoryConfig(d_model=24, d_key=8, d_val=6, d_action=3, chunk=2, gate_init_bias=0.0)
+OUTPUTS = ('action', 'p', 'surprise', 'read')
 
 POLICIES = {
     'mixed': lambda: LearnedGate(0.5),
@@ -48,10 +46,10 @@ def _start(batch: int, config: MemoryConfig = SMALL) -> dict:
 
 def _run(layer, forward, policy, z, start, t0):
     """Outputs, parameter grads and grads of the start state under a loss on every output."""
-    layer.gate_policy = POLICIES[policy]()           # a fresh random stream for each form
+    gate = POLICIES[policy]()                        # a fresh random stream for each form
     layer.zero_grad(set_to_none=True)
     state = {k: v.clone().requires_grad_() for k, v in start.items()}
-    out = forward(layer, z, state, t0, True)
+    out = forward(layer, z, state, t0, gate=gate)
     gen = torch.Generator().manual_seed(1)
     loss = sum((out[k] * torch.randn(out[k].shape, generator=gen, dtype=z.dtype)).sum()
                for k in OUTPUTS)
@@ -62,8 +60,8 @@ def _run(layer, forward, policy, z, start, t0):
     return out, grads
 
 
-def _fast(layer, z, state, t0, cf):
-    return layer(z, state, t0, cf)
+def _fast(layer, z, state, t0, gate):
+    return layer(z, state, t0, gate=gate)
 
 
 RULES = {'delta': {}, 'add': dict(write_rule='add'), 'delta_no_bias': dict(write_bias=False),
@@ -93,17 +91,18 @@ def test_scan_matches_reference_outputs_and_gradients(policy, write_rule):
                                    msg=name)
 
 
-def test_aura_objective_gradients_match_in_float32():
+def test_gate_phase_objective_gradients_match_in_float32():
     torch.manual_seed(0)
     layer = AuraMemLayer(SMALL.replace(chunk=1))
     z = torch.randn(4, 40, SMALL.d_model)
     target = torch.randint(SMALL.d_action, (4, 40))
+    ones = torch.ones(4, 40, dtype=torch.bool)
+    config = TrainingConfig(loss='ce', offsets=(1, 2, 3, 8, 24))
     grads = []
-    for forward in (lambda: layer(z, counterfactual=True),
-                    lambda: naive_forward(layer, z, counterfactual=True)):
+    for forward in (gated_forward, naive_gated_forward):
         layer.zero_grad(set_to_none=True)
-        out = forward()
-        aura_objective(layer, out, target, 'ce')['total'].backward()
+        out = forward(layer, z)
+        objective(layer, out, Batch(z, target, ones, ones), config, gated=True)[0].backward()
         grads.append({n: p.grad.clone() for n, p in layer.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6,
@@ -146,15 +145,15 @@ def test_trainer_gated_objective_matches_reference(policy, write_rule):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize('counterfactual', [False, True])
-def test_inference_forms_match_and_carry_state(counterfactual):
+@pytest.mark.parametrize('keep_states', [False, True])
+def test_inference_forms_match_and_carry_state(keep_states):
     layer = _layer('mixed').float()
     z = torch.randn(2, 60, SMALL.d_model)
     start = {k: v.float() for k, v in _start(2).items()}
-    whole = layer(z, start, 3, counterfactual)
-    ref = naive_forward(layer, z, start, 3, counterfactual)
-    first = layer(z[:, :25], start, 3, counterfactual)
-    second = layer(z[:, 25:], first['state'], 28, counterfactual)
+    whole = layer(z, start, 3, keep_states)
+    ref = naive_forward(layer, z, start, 3)
+    first = layer(z[:, :25], start, 3, keep_states)
+    second = layer(z[:, 25:], first['state'], 28, keep_states)
     assert torch.equal(whole['g'], ref['g'])
     assert torch.equal(whole['g'], torch.cat([first['g'], second['g']], 1))
     for key in ('action', 'p', 'read'):

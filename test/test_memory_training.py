@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from aura_ros.memory import MemoryConfig, aura_objective, build_model
+from aura_ros.memory import MemoryConfig, build_model
 from aura_ros.memory.training import (
     FeatureEpisode,
     GateCollapseWarning,
@@ -181,14 +181,6 @@ def test_wrong_targets_are_named(data):
         TrainingConfig(offsets=(0, 4))
     with pytest.raises(TrainingError, match="loss must be 'mse' or 'ce'"):
         TrainingConfig(loss='l1')
-
-
-def test_missing_counterfactual_is_a_clear_error(data):
-    model = build_model('aura', config_for())
-    ep = data[0][0]
-    out = model(ep.features[None])
-    with pytest.raises(ValueError, match='counterfactual outputs.*counterfactual=True'):
-        aura_objective(model, out, ep.targets[None])
 
 
 def test_forced_gate_collapse_warns_and_is_recorded(data):

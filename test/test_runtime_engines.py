@@ -216,7 +216,7 @@ def test_time_variant_follows_the_step_counter(variant_dir):
         pytest.skip('only the time-feature variants read the step counter')
     c = spec.memory
     layer = load_memory(variant_dir, spec).eval()
-    layer.gate_policy = LearnedGate(1.0)
+    closed = LearnedGate(1.0)                       # p < 1: never writes
     rng = np.random.default_rng(3)
     state = {'W': rng.normal(size=(1, c.d_val, c.d_key)).astype(np.float32),
              'b': rng.normal(size=(1, c.d_val)).astype(np.float32)}
@@ -234,7 +234,8 @@ def test_time_variant_follows_the_step_counter(variant_dir):
         z = rt.backbone.features.clone()
         with torch.no_grad():
             held = {k: torch.from_numpy(v) for k, v in state.items()}
-            want = np.array([layer.step(z, held, t)['action'][0].numpy() for t in range(steps)])
+            want = np.array([layer.step(z, held, t, gate=closed)['action'][0].numpy()
+                             for t in range(steps)])
         np.testing.assert_allclose(runs[0], want, atol=1e-5)
         np.testing.assert_allclose(runs[0][0], runs[0][c.period], atol=1e-5)
         assert np.abs(runs[0][0] - runs[0][1]).max() > 1e-4, 'the step counter moves the read'

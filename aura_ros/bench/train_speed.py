@@ -1,12 +1,11 @@
 """Training throughput of the AURA layer's sequence form: the fast scan against the reference loop.
 
 `python -m aura_ros bench train-speed` times, for each thread count and sequence length, the
-frames per second of one training step (forward with `counterfactual=True`, then backward) of
-`AuraMemLayer.forward` (scan.py) and of `naive.naive_forward` (a Python loop of `step`, the form
-the layer had before) on the same layer and data, two ways:
+frames per second of one training step (forward, then backward) of `AuraMemLayer.forward`
+(scan.py) and of `naive.naive_forward` (a Python loop of `step`, the form the layer had before)
+on the same layer and data, two ways:
 
 - `layer`: the layer's forward + backward of the action loss (the layer's own cost);
-- `objective`: a full `aura_objective` step (adds the IB counterfactual heads, the same for both);
 - `gate_phase`: one update of the trainer's gate phase (`training.objective`: action + IB scored
   at the default step offsets + sparsity) on `training.gated_forward` (the scan) against
   `naive.naive_gated_forward` (the per-step loop it had before); the IB part is the same code.
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from aura_ros import provenance
-from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss, aura_objective
+from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
 from aura_ros.memory.naive import naive_forward, naive_gated_forward
 from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
 
@@ -32,11 +31,11 @@ BATCH, D_MODEL, D_KEY, D_VAL, CLASSES = 16, 128, 32, 32, 4
 
 
 def _fast(layer, z, **kw):
-    return layer(z, counterfactual=True, **kw)
+    return layer(z, **kw)
 
 
 def _naive(layer, z, **kw):
-    return naive_forward(layer, z, counterfactual=True, **kw)
+    return naive_forward(layer, z, **kw)
 
 
 def _step(layer, forward, z, target, kind: str) -> None:
@@ -49,10 +48,7 @@ def _step(layer, forward, z, target, kind: str) -> None:
         loss.backward()
         return
     out = forward(layer, z)
-    if kind == 'layer':
-        loss = action_loss(out['action'], target, 'ce').mean() + out['p'].mean()
-    else:
-        loss = aura_objective(layer, out, target, 'ce')['total']
+    loss = action_loss(out['action'], target, 'ce').mean() + out['p'].mean()
     loss.backward()
 
 
@@ -92,7 +88,7 @@ def check_same(length: int = 64) -> float:
                                       d_action=CLASSES, gate_init_bias=0.0))
     z = torch.randn(BATCH, length, D_MODEL)
     a, b = _fast(layer, z), _naive(layer, z)
-    keys = ('action', 'p', 'surprise', 'read', 'cf_read_write', 'cf_read_skip')
+    keys = ('action', 'p', 'surprise', 'read')
     return max(float((a[k] - b[k]).abs().max()) for k in keys)
 
 
@@ -103,7 +99,7 @@ def report(result: dict) -> str:
              f'Machine: {m["platform"]}, {m["cpus"]} CPUs (shared with other jobs, so absolute '
              f'numbers move with the load; both forms are timed alternately, best of '
              f'{result["repeats"]}), torch {m["torch"]}  ',
-             f'Batch {BATCH}, d_model {D_MODEL}, d_key = d_val = {D_KEY}, counterfactual=True. '
+             f'Batch {BATCH}, d_model {D_MODEL}, d_key = d_val = {D_KEY}. '
              f'Max |output difference| scan vs reference: {result["max_abs_diff"]:.1e}', '',
              '| measured | threads | T | reference frames/s | scan frames/s | speed-up |',
              '|---|---|---|---|---|---|']
@@ -111,9 +107,8 @@ def report(result: dict) -> str:
         lines.append(f'| {r["kind"]} | {r["threads"]} | {r["T"]} | '
                      f'{r["reference_frames_per_s"]:,.0f} | {r["scan_frames_per_s"]:,.0f} | '
                      f'{r["speedup"]:.2f}x |')
-    lines += ['', '`layer`: forward + backward of the layer (action loss + mean p). `objective`: '
-              "a full `aura_objective` training step, which adds the IB term's counterfactual "
-              'action heads (the same code for both forms). `gate_phase`: one update of the '
+    lines += ['', '`layer`: forward + backward of the layer (action loss + mean p). '
+              '`gate_phase`: one update of the '
               "trainer's gate phase (`training.objective`, IB at the default offsets 1..128, "
               '8x6 action chunks), the states for the IB kept by the scan or by the per-step '
               'loop.', '']

@@ -14,12 +14,12 @@ from .gates import (
 )
 from .input_map import fit_input_map
 from .layer import AuraMemLayer, State, state_bytes
-from .losses import action_loss, aura_objective, ib_loss, sparsity_loss, write_utility
+from .losses import action_loss, ib_loss, sparsity_loss
 
 __all__ = [
-    'action_loss', 'AlwaysWrite', 'aura_objective', 'AuraMemLayer', 'build_model',
+    'action_loss', 'AlwaysWrite', 'AuraMemLayer', 'build_model',
     'CheckpointError', 'ConfigError', 'DenseGRU', 'fit_input_map', 'GatePolicy', 'ib_loss',
     'KVCacheMemory', 'LearnedGate', 'load_checkpoint', 'MemoryConfig', 'METHODS', 'NeverWrite',
     'NoMemory', 'PeriodicSchedule', 'RandomSchedule', 'read_checkpoint', 'save_checkpoint',
-    'sparsity_loss', 'State', 'state_bytes', 'SurpriseThreshold', 'write_utility',
+    'sparsity_loss', 'State', 'state_bytes', 'SurpriseThreshold',
 ]

@@ -21,6 +21,12 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, or out of range."""
 
 
+# Fields older saved models carry that no longer mean anything; they load and are dropped.
+# ib_horizon: the contiguous IB horizon of the retired counterfactual forward (the IB term is
+# scored over `TrainingConfig.offsets` now).
+RETIRED = frozenset({'ib_horizon'})
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """Sizes and inference settings of one AURA memory layer.
@@ -43,7 +49,6 @@ class MemoryConfig:
     gate_threshold: float = 0.5  # inference threshold on the write probability p_t
     gate_init_bias: float = 2.0  # the gate starts open (p ~ 0.88) so the memory gets used early
     beta_init_bias: float = 1.0  # inner learning rate starts near sigmoid(1) ~ 0.73
-    ib_horizon: int = 4          # steps ahead over which a write's counterfactual utility counts
     write_rule: str = 'delta'    # 'delta': W -= beta e k^T (erase + write); 'add': W += beta v k^T
     time_features: int = 0       # sin/cos harmonics of the step counter fed to k and q (0: off)
     time_period: int = 0         # period in steps of the first harmonic (0: d_key)
@@ -67,7 +72,7 @@ class MemoryConfig:
             raise ConfigError(f'MemoryConfig.write_bias must be true or false, '
                               f'got {self.write_bias!r}')
         positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
-                    'head_hidden', 'ib_horizon')
+                    'head_hidden')
         for name in positive:
             value = getattr(self, name)
             need(is_int(value, 1), ConfigError,
@@ -108,6 +113,7 @@ class MemoryConfig:
         if not isinstance(data, dict):
             raise ConfigError(f'a memory config must be a mapping, got {type(data).__name__}')
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RETIRED}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f'unknown MemoryConfig field(s): {", ".join(unknown)}; '

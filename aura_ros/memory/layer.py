@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from .config import MemoryConfig
 from .gates import GatePolicy, LearnedGate
 from .input_map import add_input_map, input_mapped
-from .scan import GatedDeltaScan, augment, scan_forward, state_read, state_reads
+from .scan import GatedDeltaScan, augment, scan_forward, state_read
 
 State = dict[str, Tensor]
 
@@ -213,15 +213,9 @@ class AuraMemLayer(nn.Module):
                 'read': read, 'state': new_state}
 
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0,
-                counterfactual: bool = False, keep_states: bool = False,
-                gate: Optional[GatePolicy] = None) -> dict:
+                keep_states: bool = False, gate: Optional[GatePolicy] = None) -> dict:
         """Sequence form over z [B, T, d_model]; the same numbers as calling `step` T times.
         `gate` decides the writes (the layer's own policy if None).
-
-        With `counterfactual=True` it also returns, for every step t, the reads that the next
-        `ib_horizon` steps would see if step t wrote (`cf_read_write`) or skipped (`cf_read_skip`),
-        both from the state before t: [B, T, H, d_val], plus `cf_valid` [T, H]. The information
-        bottleneck loss turns them into the utility of writing.
 
         With `keep_states=True` it also returns, detached, the state before every step (`W`
         [B, T, d_val, d_key], `b` [B, T, d_val]), the vector a write at that step stores (`u`
@@ -247,8 +241,7 @@ class AuraMemLayer(nn.Module):
             scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
                                  strict=True))
         else:
-            keep = counterfactual or keep_states
-            scan = scan_forward(Wa0, *args, qa=None if keep else tm['qa'])
+            scan = scan_forward(Wa0, *args, qa=None if keep_states else tm['qa'])
         if 'Ws' in scan:                                              # [T, B, d_val, d_key + 1]
             read = state_read(scan['Ws'], tm['qa'])
             last = scan['Ws'][-1]
@@ -259,27 +252,8 @@ class AuraMemLayer(nn.Module):
         out = {'action': self.act(proj['head_x'], read), 'g': scan['g'].transpose(0, 1),
                'p': scan['p'].transpose(0, 1), 'surprise': scan['s'].transpose(0, 1),
                'read': read, 'state': final, 'x': proj['x'], 'head_x': proj['head_x']}
-        if counterfactual:
-            out.update(self._counterfactual(Wa0, proj, scan))
         if keep_states:
             before = torch.cat([Wa0[None], scan['Ws'][:-1]]).detach().transpose(0, 1)
             u = -proj['v'] if additive else scan['e'].transpose(0, 1)
             out.update(W=before[..., :-1], b=before[..., -1], u=u.detach(), proj=proj)
         return out
-
-    def _counterfactual(self, Wa0: Tensor, proj: dict, scan: dict) -> dict:
-        """Reads of the next H steps from the state before t, had t written or skipped."""
-        H = self.config.ib_horizon
-        T = proj['q'].shape[1]
-        q = proj['q']
-        idx = torch.arange(T)[:, None] + torch.arange(1, H + 1)[None, :]     # [T, H]
-        valid = idx < T
-        q_next = q[:, idx.clamp(max=T - 1)] * valid[None, :, :, None].to(q.dtype)  # [B,T,H,K]
-        qn = augment(q_next).permute(1, 0, 3, 2)                             # [T, B, K+1, H]
-        Ws = scan['Ws']
-        skip = torch.cat([state_reads(Wa0[None], qn[:1]), state_reads(Ws[:-1], qn[1:])])
-        skip = skip.permute(1, 0, 3, 2)                                      # [B, T, H, V]
-        u = -proj['v'] if self.config.write_rule == 'add' else scan['e'].transpose(0, 1)
-        kq = torch.einsum('btk,bthk->bth', proj['k'], q_next) + self.bias_key
-        write = skip - (proj['beta'].unsqueeze(-1) * u).unsqueeze(2) * kq.unsqueeze(-1)
-        return {'cf_read_write': write, 'cf_read_skip': skip, 'cf_valid': valid.to(q.device)}

@@ -1,26 +1,25 @@
 """The AURA training objective, one function per term.
 
-    L = L_action + w_ib * L_ib + w_sparse * L_sparse
+    L = L_action + w_ib * L_ib + w_sparse * L_sparse     (summed by `training.objective`)
 
 Chosen forms (our reconstruction; the paper body was not available):
 
 - L_action: mean squared error of the action chunk (continuous actions) or cross-entropy over the
   action classes (`kind='ce'`, chunk of 1, the synthetic benchmark).
 - L_ib, the action information bottleneck: the gate should write exactly when writing changes the
-  actions that follow. For every step t we score the counterfactual utility
-      u_t = mean_{h=1..H} [ loss(a_{t+h} | memory skipped t) - loss(a_{t+h} | memory wrote t) ]
-  with both memories taken from the state before t and read with the later queries (detached), and
-  train p_t with binary cross-entropy towards 1[u_t > margin * loss_skip_t]: a write must cut the
-  loss of the following actions by a relative `margin`. Distractors (writing hurts) and filler
-  (writing does nothing) get target 0; events get 1.
+  actions that follow. For every step t the counterfactual utility
+      u_t = mean_{o in offsets} [loss(a_{t+o} | skipped t) - loss(a_{t+o} | wrote t)]
+  (both memories from the state before t, read with the later queries, detached) is computed by
+  `training.offset_utility`, and `ib_loss` trains p_t with binary cross-entropy towards
+  1[u_t > margin * loss_skip_t]: a write must cut the loss of the actions it serves by a relative
+  `margin`. Distractors (writing hurts) and filler (writing does nothing) get target 0; events 1.
 - L_sparse: the mean write probability, or with `target_rate` a hinge max(0, mean p - target_rate).
 """
 
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import parallel
 
@@ -49,36 +48,6 @@ def action_loss(pred: Tensor, target: Tensor, kind: str = 'mse') -> Tensor:
     raise ValueError(f'action loss kind must be "mse" or "ce", got {kind!r}')
 
 
-COUNTERFACTUAL_KEYS = ('cf_read_write', 'cf_read_skip', 'cf_valid', 'head_x')
-
-
-def write_utility(layer: nn.Module, out: dict, target: Tensor, kind: str = 'mse'):
-    """Counterfactual utility u [B, T] of writing at each step, and the skip loss [B, T].
-
-    Needs `out = layer(z, counterfactual=True)`.
-    """
-    missing = [k for k in COUNTERFACTUAL_KEYS if k not in out]
-    if missing:
-        raise ValueError(f'the IB loss needs the counterfactual outputs ({", ".join(missing)} '
-                         f'missing): call layer(z, counterfactual=True), or train with '
-                         f'aura_ros.memory.training.train, which scores writes over long '
-                         f'step offsets')
-    with torch.no_grad():
-        H = out['cf_read_write'].shape[2]
-        T = target.shape[1]
-        idx = (torch.arange(T)[:, None] + torch.arange(1, H + 1)[None, :]).clamp(max=T - 1)
-        idx = idx.to(target.device)
-        head_x = out['head_x'][:, idx]                       # [B, T, H, hidden]
-        future = target[:, idx]                              # [B, T, H, ...]
-        loss_write = action_loss(layer.act(head_x, out['cf_read_write']), future, kind)
-        loss_skip = action_loss(layer.act(head_x, out['cf_read_skip']), future, kind)
-        valid = out['cf_valid'].to(loss_write.dtype)
-        count = valid.sum(-1).clamp(min=1)
-        utility = ((loss_skip - loss_write) * valid).sum(-1) / count
-        skip = (loss_skip * valid).sum(-1) / count
-    return utility, skip
-
-
 def _weighted_mean(values: Tensor, weight: Optional[Tensor]) -> Tensor:
     if weight is None:
         return values.mean()
@@ -104,21 +73,3 @@ def sparsity_loss(p: Tensor, target_rate: Optional[float] = None,
     if target_rate is None:
         return mean
     return F.relu(mean - target_rate)
-
-
-def aura_objective(layer: nn.Module, out: dict, target: Tensor, kind: str = 'mse',
-                   w_ib: float = 1.0, w_sparse: float = 0.1, margin: float = 0.2,
-                   target_rate: Optional[float] = None) -> dict[str, Tensor]:
-    """Every term separately and their weighted `total`. Needs `counterfactual=True` outputs.
-
-    The IB term here only looks `config.ib_horizon` contiguous steps ahead: a cue shown long
-    before the actions that need it scores as useless and the gate closes on it. For your own
-    data use `aura_ros.memory.training.train`, which scores writes at long step offsets.
-    """
-    terms = {'action': action_loss(out['action'], target, kind).mean()}
-    utility, skip = write_utility(layer, out, target, kind)
-    terms['ib'] = ib_loss(out['p'], utility, skip, margin)
-    terms['sparse'] = sparsity_loss(out['p'], target_rate)
-    terms['total'] = terms['action'] + w_ib * terms['ib'] + w_sparse * terms['sparse']
-    terms['utility'] = utility
-    return terms
