@@ -59,6 +59,7 @@ from aura_ros.data import load_demonstrations  # noqa: E402
 from aura_ros.data.align import hint_flags  # noqa: E402
 from aura_ros.data.synthetic import CUE_WINDOW_S, MOVE_WINDOW_S  # noqa: E402
 from aura_ros.memory import (  # noqa: E402
+    AuraMemLayer,
     MemoryConfig,
     build_model,
     fit_input_map,
@@ -110,8 +111,7 @@ def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters
     in each episode's `mask` here; evaluated on `held` {name: (episodes, flags)} the same way."""
     policy = ForcedWrites()
     torch.manual_seed(0)
-    model = build_model('aura', config)
-    model.gate_policy = policy
+    model = AuraMemLayer(config, policy)           # its writes follow the flags
     windows = Windows(train_eps, window, 0.5, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for _ in range(iters):

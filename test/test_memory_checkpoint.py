@@ -52,6 +52,27 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
         assert torch.equal(model(z)['action'], loaded(z)['action'])
 
 
+def test_checkpoint_saved_with_the_retired_ib_horizon_still_loads(tmp_path):
+    """Checkpoints written before the counterfactual forward was removed carry `ib_horizon`
+    in their config: they load, the field dropped, the weights and outputs unchanged."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = AuraMemLayer(CONFIG)
+    path = tmp_path / 'old.safetensors'
+    save_checkpoint(model, path)
+    with safe_open(str(path), 'pt') as f:
+        meta = f.metadata()
+    old = {**json.loads(meta['config']), 'ib_horizon': 4}
+    save_file(load_file(path), str(path), metadata={**meta, 'config': json.dumps(old)})
+    loaded = load_checkpoint(path)
+    assert loaded.config == CONFIG and 'ib_horizon' not in loaded.config.to_dict()
+    z = torch.randn(1, 10, CONFIG.d_model)
+    with torch.no_grad():
+        assert torch.equal(model(z)['action'], loaded(z)['action'])
+    assert MemoryConfig.from_dict({**CONFIG.to_dict(), 'ib_horizon': 4}) == CONFIG
+
+
 @pytest.mark.parametrize('method', ['gru', 'kv_cache', 'no_memory', 'always_write'])
 def test_baselines_round_trip(tmp_path, method):
     model = build_model(method, CONFIG)
