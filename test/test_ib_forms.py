@@ -124,3 +124,20 @@ def test_the_forms_differ_only_by_longer_offsets_and_the_scored_mask(case):
             old_wants = old_u > 0
             assert (old_wants != (u > 0)).any()
 
+
+
+@pytest.mark.parametrize('reduce', ['mean', 'best'])
+def test_offsets_past_the_window_change_nothing(case, reduce):
+    """They are skipped (most of the IB's cost on windows shorter than the longest offset)."""
+    layer, z, target = case
+    mask = torch.rand(z.shape[:2], generator=torch.Generator().manual_seed(1)) < 0.6
+    every = TrainingConfig().offsets
+    with torch.no_grad():
+        out = gated_forward(layer, z)
+        full = offset_utility(layer, out, target, every, mask, 'mse', reduce, 0.1)
+        inside = offset_utility(layer, out, target, [o for o in every if o < T], mask, 'mse',
+                                reduce, 0.1)
+        nothing = offset_utility(layer, out, target, (T, 2 * T), mask, 'mse', reduce, 0.1)
+    for a, b in zip(full, inside, strict=True):
+        assert torch.equal(a, b)
+    assert not nothing[0].any() and not nothing[1].any()

@@ -441,7 +441,10 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     u - margin * skip is largest (the IB target is then: does the write help anywhere)."""
     proj = out['proj']
     B, T = target.shape[:2]
-    off = torch.tensor(tuple(offsets), device=target.device)
+    # offsets that reach past the window score nothing: skip their heads (same result, and most
+    # of the cost for windows shorter than the longest offset)
+    offsets = tuple(o for o in offsets if o < T) or (1,)
+    off = torch.tensor(offsets, device=target.device)
     idx = torch.arange(T, device=target.device)[:, None] + off[None]      # [T, O]
     inside = idx < T
     idx = idx.clamp(max=T - 1)
