@@ -443,7 +443,10 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     B, T = target.shape[:2]
     # offsets that reach past the window score nothing: skip their heads (same result, and most
     # of the cost for windows shorter than the longest offset)
-    offsets = tuple(o for o in offsets if o < T) or (1,)
+    offsets = tuple(o for o in offsets if o < T)
+    if not offsets:                                   # no later step in the window to serve
+        zero = proj['beta'].new_zeros((B, T))
+        return zero, zero.clone()
     off = torch.tensor(offsets, device=target.device)
     idx = torch.arange(T, device=target.device)[:, None] + off[None]      # [T, O]
     inside = idx < T
