@@ -109,7 +109,8 @@ class Setting:
 
 def full_settings() -> list[Setting]:
     """The full run: the easy task trained at 64 and scored at N = 64 and 256; the hard task
-    trained at 64 and scored at N = 64 and 512 (sized for ~40 min on one shared CPU thread)."""
+    trained at 64 and scored at N = 64 and 512 (~60 min on one shared CPU thread before the
+    shipped loop; run one process per setting with `--settings`)."""
     sweep = (0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97)
     return [Setting('easy', EASY, train_len=64, horizons=(64, 256), warmup_steps=500,
                     gate_steps=350, sweep=sweep),
@@ -503,9 +504,12 @@ Setup (our reconstruction; the paper's task and code were not available): stream
 a marker at cosine `distractor_similarity` to the event marker) and filler. Easy: one object,
 target = class of the latest real event, scored at every step after the first. Hard: 4 objects,
 every step queries one, target = latest real class of the queried object, scored once all are
-bound. Every method is trained on the same batches for the same number of updates; the gated
-and budget-matched methods start from a shared warm-up (then `gate_steps` with their own gate),
-the others are trained from scratch for warm-up + gate steps. Easy: the warm-up writes every
+bound. Every method is trained by the package's one training loop (`memory.training.train`,
+the recipe `python -m aura_ros train` ships: windows drawn from a pool of `pool` training
+episodes, IB over step offsets, jittered gate thresholds, no carried phase) on the same windows
+for the same number of updates; the gated and budget-matched methods start from a shared warm-up
+(then `gate_steps` of the loop's gate phase with their own gate), the others are trained from
+scratch for warm-up + gate steps. Easy: the warm-up writes every
 step (it is then also the always-write model's first phase). Hard: the warm-up writes at random
 on half of the steps (`warmup_write_rate` 0.5, "write dropout") and always-write is trained from
 scratch: after an every-step warm-up, one of three hard seeds got IB targets that favoured
