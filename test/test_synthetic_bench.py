@@ -98,3 +98,8 @@ def test_quick_benchmark_learns(tmp_path):
     assert 'aura' in bench.markdown(result)
     paths = bench.plots(result, tmp_path)
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    part = tmp_path / 'part.json'                   # runs split over processes merge into one
+    part.write_text(json.dumps(asdict(result)))
+    merged = bench.merge([part, part])
+    assert len(merged.configurations) == 2 * len(result.configurations)
+    assert merged.command == f'{result.command} ; {result.command}'
