@@ -163,11 +163,11 @@ def test_without_bias_write_an_orthogonal_write_leaves_the_first_read_alone():
     for write_bias in (True, False):
         torch.manual_seed(0)
         layer = AuraMemLayer(BASE.replace(write_bias=write_bias), AlwaysWrite())
-        proj = layer._project(torch.randn(1, BASE.d_model))
+        proj = layer.project(torch.randn(1, BASE.d_model))
         state = layer.init_state(1)
         for k, v in ((k1, v1), (k2, v2)):
             step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
-            state, read, *_ = layer._advance(state, step, 0)
+            state, read, *_ = layer.advance(state, step, 0)
         reads[write_bias] = read[0]
         assert state_bytes(state) == (8 * 6 + 6) * 4
     torch.testing.assert_close(reads[False], v1)
@@ -185,7 +185,7 @@ def test_whitening_spreads_the_keys_and_travels_in_the_checkpoint(tmp_path):
         torch.manual_seed(0)
         layer = AuraMemLayer(BASE.replace(input_map=kind))
         fit_input_map(layer, [z[:200], z[200:300]])
-        k = layer._project(z[300:][None])['k'][0]
+        k = layer.project(z[300:][None])['k'][0]
         cos[kind] = float((k @ k.T)[~torch.eye(len(k), dtype=torch.bool)].mean())
     assert cos['none'] > 0.8
     assert abs(cos['whiten']) < 0.2 and abs(cos['center']) < 0.5
