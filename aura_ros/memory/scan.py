@@ -4,7 +4,7 @@ The gate reads the surprise, which depends on the state, so the recurrence canno
 parallelised over time: it stays a loop. What makes it fast is what the loop does not do:
 
 - everything that depends on z_t alone (k, q, v, beta, the gate's x-part) is computed for all t
-  at once before the loop (`AuraMemLayer._project`);
+  at once before the loop (`AuraMemLayer.project`);
 - b rides along as an extra column of W (keys get a constant 1, or 0 when writes leave b alone):
   one tensor, one update;
 - the loop runs without autograd (no graph of ~30 nodes per step) and keeps every state in one
