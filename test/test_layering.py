@@ -40,9 +40,8 @@ FORBIDDEN = {
 # scripts' entry module (the simulator's script included) stands above both.
 WINGS = {'so101', 'bench'}
 ENTRY = {'ros/console.py'}
-# Back-up imports left for another change: (file, imported sibling). popgym_bench takes its
-# machine and commit from aura_ros.bench; aura_ros.provenance replaces both.
-LEFT = {('training/popgym_bench.py', 'bench')}
+# Back-up imports left for another change: (file, imported sibling); none today.
+LEFT: set = set()
 
 
 def imported_modules(path):

@@ -27,7 +27,6 @@ from aura_ros.memory import (
     MemoryConfig,
     state_bytes,
 )
-from aura_ros.provenance import machine  # noqa: F401 (popgym_bench imports it from here)
 from aura_ros.runtime.engines import OnnxEngine, TorchEngine
 from aura_ros.runtime.export import export_memory_step
 

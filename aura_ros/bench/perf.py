@@ -17,7 +17,6 @@ from aura_ros.bench import memory_step
 DEFAULT_OUT = Path('docs/results/perf.json')
 
 
-_commit = provenance.commit   # popgym_bench still imports it from here
 
 
 def report(result: dict) -> str:

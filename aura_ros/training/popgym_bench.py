@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aura_ros.bench.memory_step import machine
-from aura_ros.bench.perf import _commit
+from aura_ros import provenance
 from aura_ros.memory import MemoryConfig, build_model
 from aura_ros.memory.training import FeatureEpisode, TrainingConfig
 from aura_ros.memory.training import train as train_loop
@@ -325,7 +324,8 @@ def main(args: argparse.Namespace) -> int:
                f'--eval-episodes {args.eval_episodes} --envs {" ".join(envs)} '
                f'--methods {" ".join(methods)}')
     start = time.perf_counter()
-    meta = dict(command=command, commit=_commit(), machine=machine(), settings=asdict(s))
+    meta = dict(command=command, commit=provenance.commit(), machine=provenance.machine(),
+                settings=asdict(s))
     partial = Path(args.out).with_suffix('.partial.json')
 
     def save(rows):

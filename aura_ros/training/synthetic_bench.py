@@ -33,9 +33,6 @@ Confidence intervals: mean +- t_{0.975, n-1} * std / sqrt(n) over seeds.
 import argparse
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +42,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from aura_ros import provenance
 from aura_ros.memory import (
     AlwaysWrite,
     AuraMemLayer,
@@ -365,21 +363,6 @@ def aggregate(setting: Setting, per_seed: list[dict], seeds: list[int]) -> list[
     return configs
 
 
-def _git_commit(root: Path) -> Optional[str]:
-    try:
-        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _machine() -> dict:
-    return {'platform': platform.platform(), 'processor': platform.processor() or None,
-            'python': platform.python_version(), 'torch': torch.__version__,
-            'torch_threads': torch.get_num_threads(), 'cpus': os.cpu_count()}
-
-
 @dataclass
 class BenchResult:
     command: str
@@ -402,12 +385,11 @@ def run_bench(settings: list[Setting], seeds: list[int], progress: bool = True,
     total = sum(per_setting_updates) * len(seeds)
     t0 = time.time()
     configs = []
-    root = Path(__file__).resolve().parents[2]
 
     def result(configurations: list) -> BenchResult:
         return BenchResult(command='python -m aura_ros ' + ' '.join(sys.argv[1:])
                            if sys.argv[0].endswith('__main__.py') else ' '.join(sys.argv),
-                           commit=_git_commit(root), machine=_machine(),
+                           commit=provenance.commit() or None, machine=provenance.machine(),
                            wall_s=time.time() - t0, configurations=configurations)
 
     with tqdm(total=total, desc='synthetic bench', unit='upd', disable=not progress,

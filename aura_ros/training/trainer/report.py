@@ -1,12 +1,11 @@
 """Stage 6's words and pictures: report.json, the model card and the training plots."""
 
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
 
+from aura_ros import provenance
 from aura_ros.memory.training import TrainingConfig
 from aura_ros.training import distributed
 
@@ -119,7 +118,7 @@ def model_card(**kw) -> str:
     return CARD.format(**kw)
 
 def machine() -> str:
-    return f'{platform.machine()} CPU, {os.cpu_count()} cores'
+    return provenance.describe()
 
 
 def baselines_text(cfg: TrainerConfig) -> str:
