@@ -109,6 +109,7 @@ from aura_ros.runtime.state_file import model_fingerprint
 WARN_THROTTLE_S = 2.0
 LOG_MESSAGE_CHARS = 400          # a warning built from peer input is cut to this
 IDLE_WAIT_S = 10.0               # deactivate/cleanup wait at most this for the step in progress
+RESET_WAIT_S = 10.0              # ~/reset waits at most this for the worker to clear the memory
 
 
 def check_device(device: str) -> None:
@@ -560,7 +561,7 @@ class AuraNode(LifecycleNode):
             if robot.matcher is not None:
                 robot.matcher.clear()
             self._lock.notify()
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + RESET_WAIT_S
         while not done['event'].wait(timeout=0.05):
             if self.failure is not None or time.monotonic() > deadline:
                 break
@@ -572,7 +573,8 @@ class AuraNode(LifecycleNode):
             return response
         if not done['event'].is_set():
             response.success = False
-            response.message = 'reset timed out: the worker did not answer within 10 s'
+            response.message = (f'reset timed out: the worker did not answer within '
+                                f'{RESET_WAIT_S:g} s')
             return response
         summary = done['summary']
         response.success = True
