@@ -6,6 +6,7 @@ library only (torch's version and threads when torch is already loaded), so it s
 ground floor and any layer may use it.
 """
 
+import json
 import os
 import platform
 import subprocess
@@ -60,3 +61,12 @@ def header(command_line: str, note: str = '', detailed: bool = False) -> dict:
     or the fields of `machine()` when `detailed`) and time."""
     fields = {**machine(), **({'note': note} if note else {})} if detailed else describe(note)
     return {'command': command_line, 'commit': commit(), 'machine': fields, 'time': utc_now()}
+
+
+def write_results(out, result: dict, markdown: str) -> Path:
+    """Write a results file and its table beside it: `out` (JSON) and `out` with `.md`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + '\n')
+    out.with_suffix('.md').write_text(markdown)
+    return out

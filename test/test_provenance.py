@@ -1,5 +1,6 @@
 """One provenance header for every results file (aura_ros/provenance.py)."""
 
+import json
 import re
 import subprocess
 
@@ -24,3 +25,11 @@ def test_detailed_machine_keeps_the_fields_the_reports_read():
     assert {'platform', 'cpus', 'python', 'loadavg'} <= set(machine)
     assert machine['torch'] == torch.__version__ and machine['note'] == 'a note'
     assert provenance.command('python bench/x.py', ['--a', '1']) == 'python bench/x.py --a 1'
+
+
+def test_write_results_writes_the_json_and_its_table_beside_it(tmp_path):
+    from aura_ros.provenance import write_results
+
+    out = write_results(tmp_path / 'new' / 'run.json', {'rows': [1, 2]}, '# table\n')
+    assert json.loads(out.read_text()) == {'rows': [1, 2]}
+    assert (tmp_path / 'new' / 'run.md').read_text() == '# table\n'

@@ -15,7 +15,6 @@ one-robot runtime, measured, times N, against this process's RSS.
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
 import subprocess
@@ -264,8 +263,7 @@ def main(args: argparse.Namespace) -> int:
                                  for r in memory_alone(model_dir, MEMORY_ROWS,
                                                        device=args.device)]
     result['single_process_rss_bytes'] = single_process_rss(model_dir)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(report(result))
+    provenance.write_results(out, result, report(result))
     print(f'wrote {out} and {out.with_suffix(".md")}')
     return 0
 

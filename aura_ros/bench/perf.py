@@ -6,7 +6,6 @@ log axes, AURA vs KV-cache). Numbers depend on the machine and its load: run it 
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -115,8 +114,7 @@ def main(args: argparse.Namespace) -> int:
         print('aura_node with 2 vs 1 inference threads', flush=True)
         result['inference_threads_ab'] = latency.compare_threads(
             args.model_dir, repeats=1 if quick else 2, duration_s=10.0 if quick else 30.0)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(report(result))
+    provenance.write_results(out, result, report(result))
     plot(result, out.with_suffix('.png'))
     print(f'wrote {out}, {out.with_suffix(".md")}, {out.with_suffix(".png")}')
     return 0

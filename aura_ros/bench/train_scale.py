@@ -204,10 +204,7 @@ def main(args: argparse.Namespace) -> int:
               'load_average_1min': loaded,
               'note': f'1-minute load average {loaded:.1f} when it finished (shared machine)',
               'reading': READING}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(report(result))
+    out = provenance.write_results(args.out, result, report(result))
     print(f'wrote {out} and {out.with_suffix(".md")}')
     return 0
 

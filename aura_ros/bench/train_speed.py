@@ -16,9 +16,7 @@ Writes docs/results/train_speed.json and .md.
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
@@ -134,9 +132,6 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     result = {**provenance.header(command, detailed=True),
               'repeats': args.repeats, 'max_abs_diff': check_same(), 'rows': rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(report(result))
+    out = provenance.write_results(args.out, result, report(result))
     print(f'wrote {out} and {out.with_suffix(".md")}')
     return 0

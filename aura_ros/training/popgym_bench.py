@@ -299,9 +299,7 @@ def merge(parts: list[Path], out: Path) -> dict:
 
 
 def _write(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(report(result))
+    provenance.write_results(out, result, report(result))
     plot(result, out.with_suffix('.png'))
     print(f'wrote {out}, {out.with_suffix(".md")}, {out.with_suffix(".png")}')
 
