@@ -66,15 +66,14 @@ from aura_ros.memory import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
 )
+from aura_ros.memory.batches import Windows  # noqa: E402
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss  # noqa: E402
+from aura_ros.memory.objective import gated_forward, offset_utility  # noqa: E402
 from aura_ros.memory.training import (  # noqa: E402
     FeatureEpisode,
     TrainingConfig,
-    Windows,
     evaluate,
-    gated_forward,
-    offset_utility,
     train,
 )
 from aura_ros.training import trainer  # noqa: E402

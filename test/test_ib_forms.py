@@ -2,7 +2,7 @@
 
 The benchmarks used to score a write by an older form (`losses.write_utility` over a
 `forward(counterfactual=True)`: the next `ib_horizon` contiguous steps, every step scored); the
-shipped loop scores it by `training.offset_utility` over chosen step offsets and the scored
+shipped loop scores it by `objective.offset_utility` over chosen step offsets and the scored
 steps. Before the old form was removed both were held to one definition, computed the slow way
 from the layer's public per-step contract (`project`, `advance`, `write_vector`, `act`), and
 agreed to float precision (max |du| 1.5e-7); the old form is that definition at offsets
@@ -20,13 +20,9 @@ import pytest
 import torch
 
 from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
-from aura_ros.memory.training import (
-    Batch,
-    TrainingConfig,
-    gated_forward,
-    objective,
-    offset_utility,
-)
+from aura_ros.memory.batches import Batch
+from aura_ros.memory.objective import gated_forward, objective, offset_utility
+from aura_ros.memory.training import TrainingConfig
 
 CONFIG = MemoryConfig(d_model=12, d_key=6, d_val=5, d_action=3, chunk=2, head_hidden=16,
                       gate_init_bias=0.0)

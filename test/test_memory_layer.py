@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from aura_ros.memory import AlwaysWrite, AuraMemLayer, LearnedGate, MemoryConfig, state_bytes
-from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
+from aura_ros.memory.batches import Batch
+from aura_ros.memory.objective import gated_forward, objective
+from aura_ros.memory.training import TrainingConfig
 
 SMALL = MemoryConfig(d_model=48, d_key=16, d_val=12, d_action=5, chunk=3)
 

@@ -14,8 +14,10 @@ from aura_ros.memory import (
     RandomSchedule,
     SurpriseThreshold,
 )
+from aura_ros.memory.batches import Batch
 from aura_ros.memory.naive import naive_forward, naive_gated_forward
-from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
+from aura_ros.memory.objective import gated_forward, objective
+from aura_ros.memory.training import TrainingConfig
 
 SMALL = MemoryConfig(d_model=24, d_key=8, d_val=6, d_action=3, chunk=2, gate_init_bias=0.0)
 OUTPUTS = ('action', 'p', 'surprise', 'read')

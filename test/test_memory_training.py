@@ -211,7 +211,8 @@ def test_ib_best_offset_wants_every_write_the_mean_wants_and_more(data):
     step the mean calls useful, the best offset does too; a cue that serves one offset of many
     is only seen by 'best' (here every step is scored, so most offsets of a cue land before GO,
     where the memory does not matter)."""
-    from aura_ros.memory.training import Windows, gated_forward, offset_utility
+    from aura_ros.memory.batches import Windows
+    from aura_ros.memory.objective import gated_forward, offset_utility
 
     torch.manual_seed(0)
     model = build_model('aura', config_for())

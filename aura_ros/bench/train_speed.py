@@ -6,8 +6,8 @@ frames per second of one training step (forward, then backward) of `AuraMemLayer
 on the same layer and data, two ways:
 
 - `layer`: the layer's forward + backward of the action loss (the layer's own cost);
-- `gate_phase`: one update of the trainer's gate phase (`training.objective`: action + IB scored
-  at the default step offsets + sparsity) on `training.gated_forward` (the scan) against
+- `gate_phase`: one update of the trainer's gate phase (`objective.objective`: action + IB scored
+  at the default step offsets + sparsity) on `objective.gated_forward` (the scan) against
   `naive.naive_gated_forward` (the per-step loop it had before); the IB part is the same code.
 
 Runs alternate between the two implementations and the best of `--repeats` is kept, which is the
@@ -22,8 +22,10 @@ import torch
 
 from aura_ros import provenance
 from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
+from aura_ros.memory.batches import Batch
 from aura_ros.memory.naive import naive_forward, naive_gated_forward
-from aura_ros.memory.training import Batch, TrainingConfig, gated_forward, objective
+from aura_ros.memory.objective import gated_forward, objective
+from aura_ros.memory.training import TrainingConfig
 
 BATCH, D_MODEL, D_KEY, D_VAL, CLASSES = 16, 128, 32, 32, 4
 
@@ -107,7 +109,7 @@ def report(result: dict) -> str:
                      f'{r["speedup"]:.2f}x |')
     lines += ['', '`layer`: forward + backward of the layer (action loss + mean p). '
               '`gate_phase`: one update of the '
-              "trainer's gate phase (`training.objective`, IB at the default offsets 1..128, "
+              "trainer's gate phase (`objective.objective`, IB at the default offsets 1..128, "
               '8x6 action chunks), the states for the IB kept by the scan or by the per-step '
               'loop.', '']
     return '\n'.join(lines)

@@ -6,8 +6,10 @@ random/periodic and raw-surprise baselines with everything else (projections, he
 identical, which is what makes their comparison fair.
 """
 
+from typing import Optional
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import parallel
 
@@ -117,3 +119,14 @@ class SurpriseThreshold(GatePolicy):
         if rate <= 0.0:
             return cls(float('inf'))
         return cls(float(torch.quantile(flat, 1.0 - min(rate, 1.0))))
+
+
+def has_learned_gate(model: nn.Module, gate: Optional[GatePolicy] = None) -> bool:
+    """True for an AURA layer whose writes follow its trained gate (under `gate`, if given)."""
+    policy = gate if gate is not None else getattr(model, 'gate_policy', None)
+    return bool(policy is not None and policy.learned)
+
+
+def set_threshold(model: nn.Module, threshold: float) -> None:
+    """Deploy `threshold` on a learned gate: the policy and the config (saved with the model)."""
+    model.set_threshold(threshold)

@@ -26,7 +26,7 @@ one the layer's own policy (given at construction, AURA's `LearnedGate`) decides
 the layer assigns it.
 
 The layer's contract, the pieces every form is built from (the scan, the per-step reference in
-`naive.py`, the ONNX export, the IB target in `training.offset_utility`):
+`naive.py`, the ONNX export, the IB target in `objective.offset_utility`):
 
     project(z, t0)                -> everything that depends on z_t alone (x, k, q, v, beta, ...)
     advance(state, proj, t, gate) -> one delta-rule step: new state, read, p, g, surprise, error
@@ -220,7 +220,7 @@ class AuraMemLayer(nn.Module):
         With `keep_states=True` it also returns, detached, the state before every step (`W`
         [B, T, d_val, d_key], `b` [B, T, d_val]), the vector a write at that step stores (`u`
         [B, T, d_val]) and the projections (`proj`): what the IB target over any step offsets
-        (`training.offset_utility`) needs.
+        (`objective.offset_utility`) needs.
 
         The loop over time is `scan.py` (no autograd inside, a hand-written backward);
         `naive.naive_forward` is the per-step reference it is tested against.

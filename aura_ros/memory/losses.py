@@ -1,6 +1,6 @@
 """The AURA training objective, one function per term.
 
-    L = L_action + w_ib * L_ib + w_sparse * L_sparse     (summed by `training.objective`)
+    L = L_action + w_ib * L_ib + w_sparse * L_sparse     (summed by `objective.objective`)
 
 Chosen forms (our reconstruction; the paper body was not available):
 
@@ -10,7 +10,7 @@ Chosen forms (our reconstruction; the paper body was not available):
   actions that follow. For every step t the counterfactual utility
       u_t = mean_{o in offsets} [loss(a_{t+o} | skipped t) - loss(a_{t+o} | wrote t)]
   (both memories from the state before t, read with the later queries, detached) is computed by
-  `training.offset_utility`, and `ib_loss` trains p_t with binary cross-entropy towards
+  `objective.offset_utility`, and `ib_loss` trains p_t with binary cross-entropy towards
   1[u_t > margin * loss_skip_t]: a write must cut the loss of the actions it serves by a relative
   `margin`. Distractors (writing hurts) and filler (writing does nothing) get target 0; events 1.
 - L_sparse: the mean write probability, or with `target_rate` a hinge max(0, mean p - target_rate).

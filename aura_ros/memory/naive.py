@@ -34,7 +34,7 @@ def naive_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
 
 def naive_gated_forward(layer, z: Tensor, state: Optional[dict] = None, t0: int = 0,
                         gate=None) -> dict:
-    """`training.gated_forward`'s outputs (the states before each step, the write vectors), one
+    """`objective.gated_forward`'s outputs (the states before each step, the write vectors), one
     `advance` at a time."""
     B, T, _ = z.shape
     if state is None:

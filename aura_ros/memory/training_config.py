@@ -1,0 +1,104 @@
+"""How a memory model is trained (`TrainingConfig`) and `TrainingError` for what does not fit."""
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from aura_ros.checks import is_int, is_num, need
+
+
+class TrainingError(ValueError):
+    """Training data or settings do not fit the model; the message names what is wrong."""
+
+
+def _positive_int(name: str, value, zero_ok: bool = False) -> None:
+    kind = 'a non-negative' if zero_ok else 'a positive'
+    need(is_int(value, 0 if zero_ok else 1), TrainingError,
+         f'TrainingConfig.{name} must be {kind} integer, got {value!r}')
+
+
+def _number(name: str, value, low: float = -math.inf, high: float = math.inf) -> float:
+    need(is_num(value, low, high), TrainingError,
+         f'TrainingConfig.{name} must be a number in [{low}, {high}], got {value!r}')
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a memory model is trained; checked on creation, every field named in errors."""
+
+    # IB: the steps ahead at which a write's utility is scored (~1.5x apart, up to 256)
+    offsets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    # steps per training window (the BPTT length): a cue and the steps that use it must often
+    # fall in one window, or the head never learns to read the memory (docs/training.md)
+    window: int = 512
+    batch: int = 16                # windows per update
+    warmup_iters: int = 300
+    gate_iters: int = 300
+    carry_iters: int = 100
+    lr: float = 2e-3
+    carry_lr: float = 5e-4
+    warmup_write_rate: float = 0.5  # write dropout of the warm-up (learned gates only)
+    # what teaches the gate: 'ib' (the action loss's counterfactual, the default) or 'hint'
+    # (the episodes' hint flags: warm-up writes on them, the gate learns them, see `train`)
+    gate_target: str = 'ib'
+    w_ib: float = 1.0
+    w_sparse: float = 0.1
+    margin: float = 0.2            # a write must cut the later loss by this fraction
+    ib_reduce: str = 'mean'        # over offsets: 'mean' loss, or the 'best' offset
+    target_rate: Optional[float] = None   # sparsity: hinge above this write rate instead of mean p
+    threshold: float = 0.5         # gate threshold used outside the jittered updates
+    threshold_jitter: tuple[float, float] = (0.3, 0.7)
+    loss: str = 'mse'              # 'mse' (continuous chunks) or 'ce' (class indices, chunk 1)
+    start_at_episode_start: float = 0.5   # share of windows that start at an episode's step 0
+    carry_reset: float = 0.02      # chance per carried update that a stream restarts empty
+    grad_clip: float = 1.0
+    collapse_patience: int = 25    # last updates of a phase at write rate 0 (or 1): a collapse
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        offsets = self.offsets
+        if isinstance(offsets, (str, bytes)) or not isinstance(offsets, (list, tuple)) \
+                or not offsets:
+            raise TrainingError(f'TrainingConfig.offsets must be a list of positive step '
+                                f'offsets, got {offsets!r}')
+        need(all(is_int(o, 1) for o in offsets), TrainingError,
+             f'TrainingConfig.offsets must be positive integers, got {offsets!r}')
+        object.__setattr__(self, 'offsets', tuple(sorted(set(offsets))))
+        for name in ('window', 'batch', 'collapse_patience'):
+            _positive_int(name, getattr(self, name))
+        for name in ('warmup_iters', 'gate_iters', 'carry_iters', 'seed'):
+            _positive_int(name, getattr(self, name), zero_ok=True)
+        for name, low, high in (('lr', 0.0, 10.0), ('carry_lr', 0.0, 10.0),
+                                ('warmup_write_rate', 0.0, 1.0), ('w_ib', 0.0, math.inf),
+                                ('w_sparse', 0.0, math.inf), ('margin', 0.0, math.inf),
+                                ('threshold', 0.0, 1.0), ('start_at_episode_start', 0.0, 1.0),
+                                ('carry_reset', 0.0, 1.0), ('grad_clip', 0.0, math.inf)):
+            object.__setattr__(self, name, _number(name, getattr(self, name), low, high))
+        if self.target_rate is not None:
+            object.__setattr__(self, 'target_rate',
+                               _number('target_rate', self.target_rate, 0.0, 1.0))
+        jitter = self.threshold_jitter
+        if isinstance(jitter, (str, bytes)) or not isinstance(jitter, (list, tuple)) \
+                or len(jitter) != 2:
+            raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high], got '
+                                f'{jitter!r}')
+        lo, hi = (_number('threshold_jitter', v, 0.0, 1.0) for v in jitter)
+        if lo > hi:
+            raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high] with low '
+                                f'<= high, got {jitter!r}')
+        object.__setattr__(self, 'threshold_jitter', (lo, hi))
+        if self.ib_reduce not in ('mean', 'best'):
+            raise TrainingError(f"TrainingConfig.ib_reduce must be 'mean' or 'best', got "
+                                f'{self.ib_reduce!r}')
+        if self.gate_target not in ('ib', 'hint'):
+            raise TrainingError(f"TrainingConfig.gate_target must be 'ib' or 'hint', got "
+                                f'{self.gate_target!r}')
+        if self.loss not in ('mse', 'ce'):
+            raise TrainingError(f"TrainingConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out['offsets'] = list(self.offsets)
+        out['threshold_jitter'] = list(self.threshold_jitter)
+        return out
