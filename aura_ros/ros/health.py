@@ -3,18 +3,21 @@
 rclpy throttles a log call per call site, so one noisy rejection reason would hide every other;
 `Throttle` keys by reason. `/diagnostics` must say what is wrong now, not whether anything ever
 went wrong: `RecentProblems` counts problems by kind over the last `window_s` seconds. Both are
-called from the worker and the executor thread, hence their locks. `RobotCounters` are one
-robot's counters (a fleet node has one per robot).
+called from the worker and the executor thread, hence their locks. `ProblemLog` is the two
+together: what the node, its worker and its checks report. `RobotCounters` are one robot's
+counters (a fleet node has one per robot).
 """
 
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 LATENCY_SAMPLES = 2000             # recent steps kept for the latency percentiles
+LOG_MESSAGE_CHARS = 400            # a warning built from peer input is cut to this
 
 
 class Throttle:
@@ -63,6 +66,38 @@ class RecentProblems:
         oldest = now - int(round(self.window_s / self._bucket_s))
         while self._buckets and self._buckets[0][0] <= oldest:
             self._buckets.popleft()
+
+
+class ProblemLog:
+    """Problems recorded for /diagnostics (`recent`) and warned about on `log`, at most once per
+    `throttle_s` per key."""
+
+    def __init__(self, log, throttle_s: float, window_s: float):
+        self.log = log
+        self.throttle = Throttle(throttle_s)
+        self.recent = RecentProblems(window_s)
+
+    def report(self, reason: str, message: Callable[[], str], key: str = '') -> None:
+        """Record a problem and warn about it, throttled per `key` (default: the reason); the
+        message is built only when it is logged."""
+        self.recent.add(reason)
+        if self.throttle.ready(key or reason):
+            self.log.warning(message())
+
+    def reject(self, robot, err, image: bool) -> None:
+        """Count a rejected image or joint state (an InputError) by reason, for its robot;
+        warn, throttled per reason (and robot)."""
+        robot.counters.reject(err.reason, image)
+        robot.problems.add(err.reason)
+        whose = f'{robot.name}: ' if robot.name else ''
+
+        def message() -> str:
+            text = str(err)
+            if len(text) > LOG_MESSAGE_CHARS:
+                text = f'{text[:LOG_MESSAGE_CHARS]}... ({len(text)} chars)'
+            return f'{whose}rejected {"image" if image else "joint state"} ({err.reason}): {text}'
+
+        self.report(err.reason, message, key=f'{err.reason} {robot.name}'.strip())
 
 
 @dataclass

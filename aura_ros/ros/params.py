@@ -12,6 +12,7 @@ from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -168,6 +169,28 @@ def widen_integers(params: list[Parameter]) -> list[Parameter]:
     """An INTEGER value for a float parameter becomes that DOUBLE (rclpy's pre-set callback)."""
     return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
             if p.name in DOUBLES and p.type_ == Parameter.Type.INTEGER else p for p in params]
+
+
+def run_time_refusal(params: list[Parameter]) -> str:
+    """Why a change at run time is refused ('' if it is not): only gate_threshold may change,
+    to a threshold the runtime takes or to a negative value (back to the model's own)."""
+    for param in params:
+        if param.name != 'gate_threshold':
+            return f'{param.name} is read-only at run time'
+    for param in params:
+        try:             # rclpy's range check lets 1 + 1e-6 through; the runtime would not
+            if param.value >= 0:                 # negative: back to the model's own
+                check_threshold(param.value)
+        except ValueError as err:
+            return f'gate_threshold: {err}'
+    return ''
+
+
+def check_device(device: str) -> None:
+    """A CUDA device asked for on a machine without one: a parameter error, not a traceback."""
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ParameterError(f"parameter 'device' is {device!r} but torch sees no CUDA device "
+                             "here; available: auto, cpu")
 
 
 def _widen_integer_overrides(node: Node) -> None:

@@ -60,6 +60,16 @@ class Robot:
         self.gate_pub = None
         self.gate_topics = None
 
+    def save_state(self, runtime, problems) -> None:
+        """Snapshot the robot's row (after a write, a reset, at shutdown): bytes follow writes;
+        a failed save is a problem on `problems` (a ProblemLog), never an exception."""
+        if self.crash is None or runtime is None:
+            return
+        err = self.crash.save(runtime)
+        if err is not None:
+            problems.report('state_save_failed', lambda: (
+                f'could not save the state to {self.crash.path}: {err}'))
+
     def input_topic(self, relative: str) -> str:
         """An input's topic: the single-robot name under the robot's name."""
         return f'{self.name}/{relative}' if self.name else relative

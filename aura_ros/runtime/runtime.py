@@ -408,6 +408,23 @@ class AuraRuntime:
         self.memory.commit(commit)
         return results
 
+    def warm_up(self) -> None:
+        """One step of every row on blank inputs (first-call allocations, CUDA graph capture),
+        then a reset: the first real observation pays no set-up cost and meets a fresh state.
+        A model that cannot step raises here, its error unchanged."""
+        spec = self.spec
+        joints = np.zeros(spec.n_joints, np.float32)
+        if spec.features_in:
+            inputs = np.zeros(spec.memory.d_model, np.float32)
+        else:
+            inputs = {c.name: (np.zeros((c.height, c.width, 3), np.uint8), 'rgb8')
+                      for c in spec.cameras}
+        results = self.step_rows({row: (inputs, joints) for row in range(self.robots)})
+        for result in results.values():
+            if isinstance(result, Exception):
+                raise result
+        self.reset()
+
     # -- episode and state ------------------------------------------------------------------
 
     def reset(self, row: int | None = None) -> EpisodeSummary:

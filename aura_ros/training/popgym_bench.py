@@ -37,7 +37,7 @@ from aura_ros import provenance
 from aura_ros.memory import MemoryConfig, build_model
 from aura_ros.memory.training import FeatureEpisode, TrainingConfig
 from aura_ros.memory.training import train as train_loop
-from aura_ros.training.synthetic_bench import summarise
+from aura_ros.training.synthetic_report import summarise
 
 ENVS = {
     # name: (popgym class, first-step flag, label kind)
