@@ -184,7 +184,7 @@ class AuraNode(LifecycleNode):
         self.failure: Optional[str] = None         # what killed the worker
         self.exit_code: Optional[int] = None       # set when the process should end (main)
         self.admission: Optional[Admission] = None
-        self.max_pixels: dict[str, int] = {}       # camera -> largest frame decoded
+        self.max_pixels: dict[str, int] = {}       # camera -> most pixels a frame may have
 
         self.health_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         for robot in self.robots:

@@ -75,7 +75,7 @@ class Stepper:
         newest = max(stamps, key=stamps.get)       # a camera set is as recent as its newest
         stamp, header_stamp = stamps[newest], observation[newest].header.stamp
         what = 'features' if spec.features_in else 'image'
-        now = node.get_clock().now().nanoseconds * 1e-9
+        now = node.now()
         node.admission.check_step(stamp, now, robot.last_stamp,
                                   None if joints is None else joints[1],
                                   bool(spec.n_joints), what, robot.counters.step_time())
