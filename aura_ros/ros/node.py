@@ -533,6 +533,8 @@ class AuraNode(LifecycleNode):
             self.trigger_cleanup()
         self.exit_code = 1
 
+    # -- health and stopping --
+
     def health(self) -> dict:
         """Counters and latency percentiles, as published on /diagnostics (diagnostics.py)."""
         return diagnostics.health(self)
