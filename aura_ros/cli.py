@@ -182,6 +182,9 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--distractor-prob', type=float, default=0.0,
                         help='chance per frame that a distractor flash starts (default 0: the '
                              'bundled model was trained without distractors)')
+    parser.add_argument('--robots', type=int, default=1,
+                        help='arms (2 to 4): each its own simulator under /arm1 .. /armN, all '
+                             'served by ONE aura_node (its robots parameter); default 1')
 
 
 def _record_demos_args(parser: argparse.ArgumentParser) -> None:

@@ -120,11 +120,19 @@ class Trace:
     period: float = 1 / 30
 
 
-def _listener(context, trace: Trace, keep_frames: int,
+def arm_topics(robot: str) -> tuple[str, str]:
+    """(task events, gate) topics of an arm: the single loop's, or a fleet arm's under its name."""
+    return (f'/{robot}/task_events', f'/{robot}{GATE_TOPIC}') if robot else \
+        ('task_events', GATE_TOPIC)
+
+
+def _listener(context, traces: dict, keep_frames: int,
               on_event: Optional[Callable[[dict], None]], name: str = 'so101_eval_listener'):
+    """One node hearing every arm (`traces`: robot name, '' for the single loop -> its Trace).
+    A fleet arm's events reach `on_event` with its name under 'robot'."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -132,31 +140,42 @@ def _listener(context, trace: Trace, keep_frames: int,
 
     node = Node(name, context=context)
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    # the simulator keeps its events for late listeners (an arm discovered after its start)
+    kept = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-    def on_events(msg: String) -> None:
-        event = json.loads(msg.data)
-        if event['event'] == 'start':
-            trace.base = event['stamp']
-            trace.period = 1.0 / float(event['config'].get('frame_hz', 30.0))
-        trace.events.append(event)
-        if on_event is not None:
-            on_event(event)
+    def listen(robot: str, trace: Trace) -> None:
+        def on_events(msg: String) -> None:
+            event = json.loads(msg.data)
+            if robot:
+                event['robot'] = robot
+            if event['event'] == 'start':
+                trace.base = event['stamp']
+                trace.period = 1.0 / float(event['config'].get('frame_hz', 30.0))
+            trace.events.append(event)
+            if on_event is not None:
+                on_event(event)
 
-    def on_gate(msg: DiagnosticArray) -> None:
-        values = {kv.key: kv.value for kv in msg.status[0].values} if msg.status else {}
-        if 'wrote' in values:
-            stamp = stamp_seconds(msg.header.stamp)
-            trace.gate[stamp] = (values['wrote'] == '1', float(values.get('p', 'nan')))
-            trace.counts[stamp] = (int(values.get('step', 0)), int(values.get('writes', 0)))
+        def on_gate(msg: DiagnosticArray) -> None:
+            values = {kv.key: kv.value for kv in msg.status[0].values} if msg.status else {}
+            if 'wrote' in values:
+                stamp = stamp_seconds(msg.header.stamp)
+                trace.gate[stamp] = (values['wrote'] == '1', float(values.get('p', 'nan')))
+                trace.counts[stamp] = (int(values.get('step', 0)), int(values.get('writes', 0)))
+
+        events, gate = arm_topics(robot)
+        node.create_subscription(String, events, on_events, kept)
+        node.create_subscription(DiagnosticArray, gate, on_gate, reliable)
 
     def on_image(msg: Image) -> None:
+        trace = traces['']
         if len(trace.images) < keep_frames:
             pixels = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
             trace.images[stamp_seconds(msg.header.stamp)] = pixels.copy()
 
-    node.create_subscription(String, 'task_events', on_events, reliable)
-    node.create_subscription(DiagnosticArray, GATE_TOPIC, on_gate, reliable)
-    if keep_frames:
+    for robot, trace in traces.items():
+        listen(robot, trace)
+    if keep_frames and '' in traces:
         node.create_subscription(Image, 'image', on_image, reliable)
     return node
 
@@ -193,6 +212,7 @@ class Loop:
     keep_frames: int = 0
     trajectory_topics: tuple = tuple(LOCKSTEP_SIM['trajectory_topics'])  # topics the sim runs
     duration_s: float = 0.0         # also stop after this much sim time (0: tasks only)
+    robots: tuple = ()              # a fleet: these arms (so101_fleet_sim) against one aura_node
 
     def __post_init__(self) -> None:
         if self.tasks < 0 or self.duration_s < 0 or not (self.tasks or self.duration_s):
@@ -228,11 +248,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ''
 
 
-def _wait_ready(node: subprocess.Popen, listener, log: Path, deadline: float) -> None:
-    """Until aura_node said it is up and the listener matched its gate publisher (so the
+def _wait_ready(node: subprocess.Popen, listener, log: Path, deadline: float,
+                gate_topics: tuple = (GATE_TOPIC,)) -> None:
+    """Until aura_node said it is up and the listener matched its gate publishers (so the
     simulator, started next, meets a node whose every step is heard)."""
     while not (READY in log.read_text(errors='replace')
-               and listener.count_publishers(GATE_TOPIC) >= 1):
+               and all(listener.count_publishers(t) >= 1 for t in gate_topics)):
         if node.poll() is not None:
             raise EvalError(f'aura_node exited with code {node.returncode}:\n' + _tail(log))
         if time.monotonic() > deadline:
@@ -258,33 +279,75 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     Returns (result, trace): result holds the per-task outcomes (the simulator's), writes per
     task, the simulator's summary and aura_node's exit code; the trace what the listener heard.
     """
+    if loop.robots:
+        raise ValueError('a loop with robots is a fleet: run_fleet_loop')
+    trace = trace if trace is not None else Trace()
+    result = _run_arms(loop, work, env, {'': trace}, on_event)['']
+    if log:
+        log(f'  {result["successes"]}/{result["tasks"]} successes, {result["writes"]} writes in '
+            f'{result["steps"]} steps, {result["wall_s"]:.0f} s')
+    return result, trace
+
+
+def run_fleet_loop(loop: Loop, work: Path, env: Optional[dict] = None,
+                   on_event: Optional[Callable[[dict], None]] = None,
+                   traces: Optional[dict] = None) -> dict:
+    """Run one aura_node serving `loop.robots` (its `robots` parameter) + so101_fleet_sim (one
+    simulator per arm, each under its name) until every arm ended `loop.tasks` tasks.
+
+    Returns {'robots': {arm: its result, as run_loop's}, 'tasks', 'successes', 'success'} (the
+    totals over the arms); `on_event` gets every arm's events, named by 'robot'; `traces`, when
+    given, is filled with each arm's Trace."""
+    if not loop.robots:
+        raise ValueError('a fleet loop needs robots')
+    traces = traces if traces is not None else {}
+    traces.update({robot: Trace() for robot in loop.robots})
+    results = _run_arms(loop, work, env, traces, on_event)
+    tasks = sum(r['tasks'] for r in results.values())
+    wins = sum(r['successes'] for r in results.values())
+    return {'robots': results, 'tasks': tasks, 'successes': wins,
+            'success': {'mean': wins / tasks if tasks else None, 'ci95': wilson(wins, tasks)},
+            'wall_s': max(r['wall_s'] for r in results.values())}
+
+
+def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
+              on_event: Optional[Callable[[dict], None]]) -> dict:
+    """The processes of one loop (aura_node and the simulator: so101_sim, or so101_fleet_sim
+    for a fleet) and the scoring of every arm: {arm ('' alone): result}."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
+
+    from aura_ros.ros.robot import robot_state_file
 
     env = env or loop_env()
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     outcomes = work / 'outcomes.jsonl'
-    outcomes.unlink(missing_ok=True)
+    files = {robot: Path(robot_state_file(str(outcomes), robot)) for robot in traces}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+    fleet = {'robots': list(loop.robots)} if loop.robots else {}
     node_args = ros_args({'model_dir': Path(loop.model_dir).resolve(), **LOCKSTEP_NODE,
-                          'memory_engine': loop.engine, 'device': 'cpu',
+                          'memory_engine': loop.engine, 'device': 'cpu', **fleet,
                           **({} if loop.gate_threshold is None
                              else {'gate_threshold': loop.gate_threshold})})
+    # a fleet arm runs its own chunk topic: relative, under the arm's namespace
+    topics = [t.lstrip('/') if loop.robots else t for t in loop.trajectory_topics]
     sim_args = ros_args({**LOCKSTEP_SIM, 'lockstep_timeout_s': loop.lockstep_timeout_s,
-                         'trajectory_topics': list(loop.trajectory_topics),
+                         'trajectory_topics': topics, **fleet,
                          'max_tasks': loop.tasks, 'duration_s': float(loop.duration_s),
                          'seed': loop.seed, 'n_pads': loop.n_pads, 'image_width': loop.size,
                          'image_height': loop.size, 'delay_min': loop.delay[0],
                          'delay_max': loop.delay[1],
                          'distractor_prob': float(loop.distractor_prob),
                          'outcomes_file': outcomes})
-    trace = trace if trace is not None else Trace()
+    sim_module = 'aura_ros.ros.so101.fleet_sim' if loop.robots else 'aura_ros.ros.so101.sim'
     context = Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
     executor = SingleThreadedExecutor(context=context)
-    listener = _listener(context, trace, loop.keep_frames, on_event,
+    listener = _listener(context, traces, loop.keep_frames, on_event,
                          name=f'so101_eval_listener_{env["ROS_DOMAIN_ID"]}')
     executor.add_node(listener)
     stop = threading.Event()
@@ -295,8 +358,9 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
     wall = time.monotonic()
     try:
         node = _process('aura_ros.ros.node', node_args, env, work / 'aura_node.log')
-        _wait_ready(node, listener, work / 'aura_node.log', deadline=wall + 120)
-        sim = _process('aura_ros.ros.so101.sim', sim_args, env, work / 'so101_sim.log')
+        _wait_ready(node, listener, work / 'aura_node.log', deadline=wall + 120,
+                    gate_topics=tuple(arm_topics(robot)[1] for robot in traces))
+        sim = _process(sim_module, sim_args, env, work / 'so101_sim.log')
         while sim.poll() is None:
             if node.poll() is not None:
                 raise EvalError(f'aura_node exited with code {node.returncode}:\n'
@@ -309,8 +373,8 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
                             + _tail(work / 'so101_sim.log'))
         elapsed = time.monotonic() - wall
         deadline = time.monotonic() + 5.0          # the last events and gate messages arrive
-        while time.monotonic() < deadline and not any(e['event'] == 'summary'
-                                                      for e in trace.events):
+        while time.monotonic() < deadline and not all(
+                any(e['event'] == 'summary' for e in trace.events) for trace in traces.values()):
             time.sleep(0.05)
         time.sleep(0.3)
     finally:
@@ -323,20 +387,21 @@ def run_loop(loop: Loop, work: Path, env: Optional[dict] = None,
         listener.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown(context=context)
-    if not outcomes.is_file():
-        raise EvalError(f'so101_sim wrote no outcomes ({outcomes}):\n'
-                        + _tail(work / 'so101_sim.log'))
-    tasks = [json.loads(line) for line in outcomes.read_text().splitlines() if line.strip()]
-    summary = next((e for e in trace.events if e['event'] == 'summary'), {})
-    result = score(tasks, trace, summary)
-    result.update(wall_s=round(elapsed, 1), aura_node_exit=node_code,
-                  lockstep_timeouts=summary.get('lockstep_timeouts'),
-                  rejected_trajectories=summary.get('rejected'),
-                  sim_frames=summary.get('frames'))
-    if log:
-        log(f'  {result["successes"]}/{result["tasks"]} successes, {result["writes"]} writes in '
-            f'{result["steps"]} steps, {elapsed:.0f} s')
-    return result, trace
+    results = {}
+    for robot, trace in traces.items():
+        if not files[robot].is_file():
+            raise EvalError(f'so101_sim wrote no outcomes ({files[robot]}):\n'
+                            + _tail(work / 'so101_sim.log'))
+        tasks = [json.loads(line) for line in files[robot].read_text().splitlines()
+                 if line.strip()]
+        summary = next((e for e in trace.events if e['event'] == 'summary'), {})
+        result = score(tasks, trace, summary)
+        result.update(wall_s=round(elapsed, 1), aura_node_exit=node_code,
+                      lockstep_timeouts=summary.get('lockstep_timeouts'),
+                      rejected_trajectories=summary.get('rejected'),
+                      sim_frames=summary.get('frames'))
+        results[robot] = result
+    return results
 
 
 def score(tasks: list[dict], trace: Trace, summary: dict) -> dict:

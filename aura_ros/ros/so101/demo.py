@@ -5,6 +5,10 @@ the run is deterministic and as fast as the machine allows) and `aura_node` with
 model (models/so101, aura_node's default) or --model-dir. Prints, per task, the cue, the
 outcome, its frames and the memory writes aura_node made in it, then a summary. A machine that
 cannot render gets one line naming the Debian package to install, and exit code 2.
+
+With --robots N (2 to 4), a fleet: `so101_fleet_sim` (one MuJoCo world per arm, /arm1 .. /armN,
+lock-step on one clock) against ONE aura_node serving them all (its `robots` parameter); one
+line per task names its arm, then each arm's summary and the fleet's.
 """
 
 import argparse
@@ -15,7 +19,17 @@ from pathlib import Path
 from typing import Optional
 
 from aura_ros.ros.params import bundled_model_dir
-from aura_ros.ros.so101.closed_loop import EvalError, Loop, Trace, loop_env, run_loop, wilson
+from aura_ros.ros.so101.closed_loop import (
+    EvalError,
+    Loop,
+    Trace,
+    loop_env,
+    run_fleet_loop,
+    run_loop,
+    wilson,
+)
+
+MAX_ROBOTS = 4      # arms of `demo --robots`: each renders its camera on the same cores
 
 
 def check_rendering() -> Optional[str]:
@@ -42,46 +56,67 @@ def check_rendering() -> Optional[str]:
 
 
 class TaskPrinter:
-    """Prints one line per finished task as its event arrives (writes from the gate so far)."""
+    """Prints one line per finished task as its event arrives (writes from the gate so far);
+    in a fleet the line starts with the arm's name."""
 
-    def __init__(self, trace_ref: list):
-        self.trace_ref = trace_ref
-        self.writes = 0
-        self.cues: dict[int, str] = {}
+    def __init__(self, traces: dict):
+        self.traces = traces                  # arm ('' alone) -> its Trace, filled by the loop
+        self.writes: dict[str, int] = {}
+        self.cues: dict[tuple, str] = {}
 
     def __call__(self, event: dict) -> None:
+        robot = event.get('robot', '')
         if event['event'] == 'cue':
-            self.cues[event['task']] = event['colour']
+            self.cues[robot, event['task']] = event['colour']
         if event['event'] not in ('success', 'failure'):
             return
-        trace: Trace = self.trace_ref[0]
+        trace: Trace = self.traces[robot]
         counts = [c for s, c in list(trace.counts.items()) if s < event['stamp']]
         total = max((w for _, w in counts), default=0)   # aura_node's cumulative writes
-        writes, self.writes = total - self.writes, total
-        cue = self.cues.get(event['task'], '?')
+        writes, self.writes[robot] = total - self.writes.get(robot, 0), total
+        cue = self.cues.get((robot, event['task']), '?')
         outcome = 'SUCCESS' if event['success'] else f'failure ({event["reason"]})'
         if event['reason'] == 'wrong_pad':
             outcome = f'failure (pad {event["reached"]})'
-        print(f'task {event["task"]:3d}: cue {cue:>7} -> pad {event["goal"]} | {outcome:<20} | '
-              f'{event["frames"]:4d} frames, {event["distractors"]} distractor(s) | '
-              f'{writes:3d} writes', flush=True)
+        arm = f'{robot} ' if robot else ''
+        print(f'{arm}task {event["task"]:3d}: cue {cue:>7} -> pad {event["goal"]} | '
+              f'{outcome:<20} | {event["frames"]:4d} frames, {event["distractors"]} '
+              f'distractor(s) | {writes:3d} writes', flush=True)
 
 
 def run(model_dir: Path, tasks: int, seed: int = 0, engine: str = 'torch',
-        duration_s: float = 0.0, distractor_prob: float = 0.0) -> dict:
-    trace_ref: list = [None]
-    printer = TaskPrinter(trace_ref)
+        duration_s: float = 0.0, distractor_prob: float = 0.0, robots: int = 1) -> dict:
+    """One loop; with robots > 1, arms arm1..armN against one aura_node (its fleet mode):
+    the result then holds each arm's under 'robots'."""
+    traces: dict = {}
+    printer = TaskPrinter(traces)
     loop = Loop(model_dir, tasks, seed=seed, engine=engine, duration_s=duration_s,
-                distractor_prob=distractor_prob)
+                distractor_prob=distractor_prob,
+                robots=fleet_names(robots) if robots > 1 else ())
     with tempfile.TemporaryDirectory(prefix='so101_demo_') as work:
+        if loop.robots:
+            return run_fleet_loop(loop, Path(work), env=loop_env(), on_event=printer,
+                                  traces=traces)
+        traces[''] = Trace()
         result, _ = run_loop(loop, Path(work), env=loop_env(), on_event=printer,
-                             trace=_bind(trace_ref))
+                             trace=traces[''])
     return result
 
 
-def _bind(trace_ref: list) -> Trace:
-    trace_ref[0] = Trace()
-    return trace_ref[0]
+def fleet_names(robots: int) -> tuple:
+    """The arms of `demo --robots N`: arm1 .. armN (each its namespace)."""
+    return tuple(f'arm{i + 1}' for i in range(robots))
+
+
+def summary_line(result: dict) -> str:
+    """'w/n tasks succeeded (rate, 95% CI [lo, hi]; reasons); writes ...' of one loop or arm."""
+    n, wins = result['tasks'], result['successes']
+    lo, hi = wilson(wins, n)
+    reasons = ', '.join(f'{k} {v}' for k, v in sorted(result['reasons'].items()))
+    rate = f'{result["write_rate"]:.3f}' if result['write_rate'] is not None else '-'
+    return (f'{wins}/{n} tasks succeeded ({wins / max(n, 1):.0%}, 95% CI [{lo:.0%}, {hi:.0%}]; '
+            f'{reasons}); {result["writes"]} memory writes in {result["steps"]} steps (write '
+            f'rate {rate})')
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,24 +134,36 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f'so101 demo: cannot render the SO-101 world: {problem}', file=sys.stderr)
         return 2
+    robots = int(getattr(args, 'robots', 1) or 1)
+    if not 1 <= robots <= MAX_ROBOTS:
+        print(f'so101 demo: --robots must be 1 to {MAX_ROBOTS}, got {robots}', file=sys.stderr)
+        return 2
     what = f'{tasks} tasks' if tasks else f'{duration:g} s of sim time'
-    print(f'so101 demo: so101_sim (MuJoCo, lock-step) + aura_node ({model_dir}) over DDS '
-          f'(loopback), {what}, seed {getattr(args, "seed", 0)}', flush=True)
+    if robots > 1:
+        print(f'so101 demo: so101_fleet_sim ({robots} arms: {", ".join(fleet_names(robots))}, '
+              f'each its own MuJoCo world and namespace, lock-step on one clock) + ONE aura_node '
+              f'(robots, {model_dir}) over DDS (loopback), {what} per arm, seeds '
+              f'{getattr(args, "seed", 0)}..{getattr(args, "seed", 0) + robots - 1}', flush=True)
+    else:
+        print(f'so101 demo: so101_sim (MuJoCo, lock-step) + aura_node ({model_dir}) over DDS '
+              f'(loopback), {what}, seed {getattr(args, "seed", 0)}', flush=True)
     try:
         result = run(model_dir, tasks, seed=int(getattr(args, 'seed', 0)),
                      engine=getattr(args, 'engine', 'torch'), duration_s=duration,
-                     distractor_prob=float(getattr(args, 'distractor_prob', 0.0)))
+                     distractor_prob=float(getattr(args, 'distractor_prob', 0.0)),
+                     robots=robots)
     except EvalError as err:
         print(f'so101 demo: {err}', file=sys.stderr)
         return 1
-    n, wins = result['tasks'], result['successes']
-    lo, hi = wilson(wins, n)
-    reasons = ', '.join(f'{k} {v}' for k, v in sorted(result['reasons'].items()))
-    rate = f'{result["write_rate"]:.3f}' if result['write_rate'] is not None else '-'
-    print(f'so101 demo: {wins}/{n} tasks succeeded ({wins / max(n, 1):.0%}, 95% CI '
-          f'[{lo:.0%}, {hi:.0%}]; {reasons}); {result["writes"]} memory writes in '
-          f'{result["steps"]} steps (write rate {rate}); {result["wall_s"]:.0f} s wall',
-          flush=True)
+    for robot, each in result.get('robots', {}).items():
+        print(f'so101 demo: {robot}: {summary_line(each)}', flush=True)
+    if 'robots' in result:
+        n, wins = result['tasks'], result['successes']
+        lo, hi = result['success']['ci95']
+        print(f'so101 demo: fleet of {robots}: {wins}/{n} tasks succeeded ({wins / max(n, 1):.0%}'
+              f', 95% CI [{lo:.0%}, {hi:.0%}]); {result["wall_s"]:.0f} s wall', flush=True)
+    else:
+        print(f'so101 demo: {summary_line(result)}; {result["wall_s"]:.0f} s wall', flush=True)
     return 0
 
 
@@ -128,4 +175,5 @@ if __name__ == '__main__':
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--engine', default='torch', choices=('torch', 'onnx'))
     parser.add_argument('--distractor-prob', type=float, default=0.0)
+    parser.add_argument('--robots', type=int, default=1)
     sys.exit(main(parser.parse_args()))

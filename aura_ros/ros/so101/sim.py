@@ -33,6 +33,7 @@ end: tasks, successes). An evaluator counts tasks by their one 'success' or 'fai
 
 import json
 import time
+from typing import Callable, Optional
 
 from aura_ros.ros.interrupt import INTERRUPT  # isort: split
 
@@ -41,7 +42,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -126,12 +127,18 @@ class So101SimNode(Node):
         self.image_pubs = {cam: self.create_publisher(Image, cam, sensor)
                            for cam in self.config.cameras}
         self.joint_pub = self.create_publisher(JointState, 'joint_states', sensor)
-        self.event_pub = self.create_publisher(String, 'task_events', QoSProfile(depth=100))
+        # transient local: a listener that matches late (several arms to discover) still gets
+        # the first events (the 'start', the first cue)
+        self.event_pub = self.create_publisher(String, 'task_events', QoSProfile(
+            depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if p['publish_clock'] \
             else None
         for topic in p['trajectory_topics']:
             self.create_subscription(JointTrajectory, topic, self.on_trajectory, 10)
         self.answered = self.create_guard_condition(self.on_answered)
+        # lockstep: what an answered (or timed-out) frame does; a fleet (fleet_sim.py) replaces
+        # it so that every arm's world advances together, on one clock
+        self.lockstep_advance = self.advance
         self.timer = None
         sources = ', '.join(self.resolve_topic_name(t) for t in p['trajectory_topics'])
         self.get_logger().info(
@@ -161,12 +168,13 @@ class So101SimNode(Node):
         """Sim time (ROS seconds) of the current frame."""
         return self.base + self.world.time
 
-    def start(self) -> None:
-        """Publish frame 0 and start the clock (call once, after the subscribers matched)."""
+    def start(self, base: Optional[float] = None) -> None:
+        """Publish frame 0 and start the clock (call once, after the subscribers matched).
+        `base`: the sim time of frame 0 (default: now), one value for all arms of a fleet."""
         if self.started:
             return
         self.started = True
-        self.base = self.get_clock().now().nanoseconds * 1e-9
+        self.base = self.get_clock().now().nanoseconds * 1e-9 if base is None else base
         self.clock_start = self.base
         self.wall_start = time.monotonic()
         self.follower = TrajectoryFollower(JOINT_NAMES, self.world.data.ctrl[:len(JOINT_NAMES)],
@@ -217,7 +225,7 @@ class So101SimNode(Node):
 
     def on_answered(self) -> None:
         if self.params['lockstep'] and not self.done:
-            self.advance()
+            self.lockstep_advance()
 
     def check_lockstep(self) -> None:
         """Lockstep: advance without an answer after the timeout; republish while waiting."""
@@ -232,7 +240,7 @@ class So101SimNode(Node):
         if timeout and waited > timeout:
             self.lockstep_timeouts += 1
             self.awaiting = False
-            self.advance()
+            self.lockstep_advance()
 
     def clock(self) -> float:
         """Real time: the sim clock now (ROS seconds), the wall clock times `time_scale`."""
@@ -344,7 +352,12 @@ class So101SimNode(Node):
 
 def main(args=None) -> int:
     """Spin the simulator until it is done; Ctrl-C, SIGTERM or SIGHUP finishes it (summary) and
-    exits 0, a bad parameter (ValueError) exits 2 with one line.
+    exits 0, a bad parameter (ValueError) exits 2 with one line."""
+    return spin_until_done(lambda: [So101SimNode()], args)
+
+
+def spin_until_done(build: Callable[[], list], args=None, name: str = 'so101_sim') -> int:
+    """Spin the simulator nodes `build` makes until every one is done (see main).
 
     Signals stay held for the whole run (interrupt.py) and the loop polls them: rclpy's own
     handlers shut the context down at once, so the summary could not be published
@@ -354,23 +367,25 @@ def main(args=None) -> int:
     if interrupt.pending:                      # a signal while the modules loaded
         interrupt.ignore()
         return 0
-    node = None
+    nodes: list = []
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-        node = So101SimNode()
         executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.done and not interrupt.pending:
+        for node in build():
+            nodes.append(node)
+            executor.add_node(node)
+        while rclpy.ok() and not all(n.done for n in nodes) and not interrupt.pending:
             executor.spin_once(timeout_sec=0.1)
         if rclpy.ok():
-            node.finish()
+            for node in nodes:
+                node.finish()
     except ExternalShutdownException:
         pass
     except ValueError as err:
-        print(f'so101_sim: {err}')
+        print(f'{name}: {err}')
         return 2
     finally:
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
         interrupt.ignore()
