@@ -44,3 +44,40 @@ def test_demo_so101_is_the_same_command():
     plain.pop('demo_command')
     alias.pop('demo_command')
     assert plain == alias
+
+
+FLEET_TASK_LINE = re.compile(r'^(arm\d) task +(\d+): cue +(\w+) -> pad \d \| (\w+) .* \| +(\d+) '
+                             r'frames, .* \| +(\d+) writes$')
+
+
+def test_demo_robots_3_drives_three_arms_from_one_fleet_node():
+    """`demo --robots 3`: three arms, each its own MuJoCo world under /arm1../arm3, against ONE
+    aura_node (robots parameter): every arm finishes its tasks and succeeds as the single demo
+    does, with its own few writes per task (each arm's memory is its own row)."""
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, '-m', 'aura_ros', 'demo', '--robots', '3',
+                           '--tasks', '2'], env=env, capture_output=True, text=True, timeout=400)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert 'ONE aura_node (robots' in out, out
+    tasks = [FLEET_TASK_LINE.match(line) for line in out.splitlines()
+             if re.match(r'^arm\d task', line)]
+    assert all(tasks), out
+    by_arm: dict = {}
+    for task in tasks:
+        by_arm.setdefault(task[1], []).append(int(task[2]))
+        assert task[3] != '?', out                    # each arm's cue event was heard
+        assert task[4] == 'SUCCESS', out
+        assert 1 <= int(task[6]) <= 10 < int(task[5]), out
+    assert {arm: sorted(t) for arm, t in by_arm.items()} == \
+        {'arm1': [0, 1], 'arm2': [0, 1], 'arm3': [0, 1]}, out
+    for arm in ('arm1', 'arm2', 'arm3'):
+        assert re.search(rf'so101 demo: {arm}: 2/2 tasks succeeded', out), out
+    assert 'so101 demo: fleet of 3: 6/6 tasks succeeded' in out, out
+
+
+def test_demo_robots_out_of_range_is_refused_with_its_reason():
+    proc = subprocess.run([sys.executable, '-m', 'aura_ros', 'demo', '--robots', '9'],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert '--robots must be 1 to 4, got 9' in proc.stderr

@@ -40,8 +40,9 @@ def image_msg(pixels, stamp, encoding='rgb8'):
 class FleetRig:
     """The fleet node under test and, per robot, a client that feeds it and records its outputs."""
 
-    def __init__(self, make_node, executor, wait_for, model_dir, state_file=''):
+    def __init__(self, make_node, executor, wait_for, model_dir, state_file='', engine='torch'):
         overrides = [Parameter('model_dir', value=str(model_dir)),
+                     Parameter('memory_engine', value=engine),
                      Parameter('robots', value=list(ROBOTS)),
                      Parameter('input_qos', value='reliable'),
                      Parameter('diagnostics_period_s', value=0.2),
@@ -99,9 +100,10 @@ class FleetRig:
         self.node.destroy_node()
 
 
-@pytest.fixture
-def rig(make_node, executor, wait_for, tiny_model_dir):
-    rig = FleetRig(make_node, executor, wait_for, tiny_model_dir)
+@pytest.fixture(params=['torch', 'onnx'])
+def rig(request, make_node, executor, wait_for, tiny_model_dir, isolated_export_cache):
+    """The fleet node on each memory engine (the exported ONNX step has a free batch)."""
+    rig = FleetRig(make_node, executor, wait_for, tiny_model_dir, engine=request.param)
     yield rig
     rig.close()
 
@@ -128,6 +130,7 @@ def test_three_robots_one_node(rig, tiny_model_dir):
     refs = {r: AuraRuntime.from_model_dir(tiny_model_dir, device='cpu') for r in ROBOTS}
     period = refs['arm1'].spec.action_period_s
     assert rig.node.runtime.robots == 3
+    assert rig.node.runtime.memory.name == rig.node.params.memory_engine
     assert rig.node.runtime.memory_bytes() == 3 * refs['arm1'].memory_bytes()
 
     def round_(robots, bad=()):

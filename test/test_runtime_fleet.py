@@ -2,6 +2,8 @@
 each row what a one-robot runtime fed the same frames gives, and leaves every other row bit for
 bit as it was."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,8 +112,10 @@ def test_time_features_step_each_row_at_its_own_step(timed_dir):
     assert len({c.steps for c in fleet.counters}) > 1
 
 
-def test_bad_input_is_rejected_for_its_row_alone(model_dir):
-    fleet, singles = fleet_and_singles(model_dir, robots=3)
+@pytest.mark.parametrize('engine', ['torch', 'onnx'])
+def test_bad_input_is_rejected_for_its_row_alone(model_dir, engine):
+    fleet = AuraRuntime.from_model_dir(model_dir, device='cpu', engine=engine, robots=3)
+    singles = [AuraRuntime.from_model_dir(model_dir, device='cpu') for _ in range(3)]
     rng = np.random.default_rng(3)
     for _ in range(4):
         observations = {row: frame(rng) for row in range(3)}
@@ -132,8 +136,9 @@ def test_bad_input_is_rejected_for_its_row_alone(model_dir):
     assert fleet.counters[1].steps == 5
 
 
-def test_reset_of_one_row_leaves_the_others_bit_identical(model_dir):
-    fleet, _ = fleet_and_singles(model_dir, robots=3)
+@pytest.mark.parametrize('engine', ['torch', 'onnx'])
+def test_reset_of_one_row_leaves_the_others_bit_identical(model_dir, engine):
+    fleet = AuraRuntime.from_model_dir(model_dir, device='cpu', engine=engine, robots=3)
     rng = np.random.default_rng(4)
     for _ in range(6):
         fleet.step_rows({row: frame(rng) for row in range(3)})
@@ -174,6 +179,61 @@ def test_one_state_tensor_of_n_rows(model_dir):
         fleet.step_frames(*frame(np.random.default_rng(6)))
 
 
-def test_onnx_engine_refuses_a_fleet(model_dir):
-    with pytest.raises(ValueError, match='onnx memory engine serves one robot'):
-        AuraRuntime.from_model_dir(model_dir, device='cpu', engine='onnx', robots=2)
+def test_onnx_fleet_agrees_with_torch_row_by_row(model_dir):
+    """The exported step's batch is free: an ONNX engine of 3 rows steps any subset in one call,
+    each row as the torch engine steps that robot alone, the rows not stepped bit-identical."""
+    fleet = AuraRuntime.from_model_dir(model_dir, device='cpu', engine='onnx', robots=3)
+    singles = [AuraRuntime.from_model_dir(model_dir, device='cpu') for _ in range(3)]
+    drive(fleet, singles, frame, ticks=25, seed=7)
+    assert sum(c.writes for c in fleet.counters) > 0
+    assert [c.writes for c in fleet.counters] == [s.writes for s in singles]
+
+
+def test_onnx_and_torch_fleets_of_3_agree_on_every_row(model_dir):
+    onnx = AuraRuntime.from_model_dir(model_dir, device='cpu', engine='onnx', robots=3)
+    torch_fleet = AuraRuntime.from_model_dir(model_dir, device='cpu', robots=3)
+    rng = np.random.default_rng(8)
+    for rows in ([0, 1, 2], [1], [2, 0], [0, 1, 2], [2]):
+        observations = {row: frame(rng) for row in rows}
+        got, want = onnx.step_rows(observations), torch_fleet.step_rows(observations)
+        for row in rows:
+            assert_same(got[row], want[row])
+        for row in range(3):
+            for name, value in torch_fleet.state_dict(row).items():
+                np.testing.assert_allclose(onnx.state_dict(row)[name], value, rtol=1e-5,
+                                           atol=1e-6)
+
+
+def test_onnx_fleet_time_features_each_row_at_its_own_step(timed_dir):
+    fleet = AuraRuntime.from_model_dir(timed_dir, device='cpu', engine='onnx', robots=3)
+    singles = [AuraRuntime.from_model_dir(timed_dir, device='cpu') for _ in range(3)]
+    drive(fleet, singles, lambda rng: frame(rng, (8, 8, 3)), ticks=20, seed=9)
+    assert len({c.steps for c in fleet.counters}) > 1
+
+
+def test_a_memory_step_exported_with_a_batch_of_one_is_exported_again(model_dir, tmp_path):
+    """A memory_step.onnx of the old format (batch of one) is not used for a fleet: the step
+    is exported again, with its free batch."""
+    import onnx
+
+    from aura_ros.runtime.export import FORMAT, memory_step_path, step_metadata
+    from aura_ros.runtime.model_dir import MEMORY_STEP_FILE
+
+    fleet = AuraRuntime.from_model_dir(model_dir, device='cpu', engine='onnx', robots=2)
+    old = onnx.load(str(fleet.memory.path))
+    for entry in old.metadata_props:
+        if entry.key == 'format':
+            entry.value = 'aura_ros.memory_step/1'
+    own = tmp_path / 'model'
+    own.mkdir()
+    for item in Path(model_dir).iterdir():
+        (own / item.name).symlink_to(item)
+    onnx.save(old, str(own / MEMORY_STEP_FILE))
+    path = memory_step_path(own, _layer(own))
+    assert path != own / MEMORY_STEP_FILE and step_metadata(path)['format'] == FORMAT
+
+
+def _layer(model_dir):
+    from aura_ros.runtime.model_dir import load_memory, load_model_dir
+
+    return load_memory(model_dir, load_model_dir(model_dir))

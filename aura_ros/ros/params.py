@@ -241,11 +241,11 @@ def declare_and_read(node: Node) -> NodeParams:
     if not Path(values['model_dir']).is_dir():
         raise ParameterError(f'parameter \'model_dir\': {values["model_dir"]} is not a directory')
     check_state_file(values['state_file'])
-    values['robots'] = read_robots(node, values['memory_engine'])
+    values['robots'] = read_robots(node)
     return NodeParams(**values)
 
 
-def read_robots(node: Node, engine: str) -> tuple[str, ...]:
+def read_robots(node: Node) -> tuple[str, ...]:
     """The `robots` parameter: distinct names, each a valid ROS name token; () when unset."""
     robots = tuple(node.declare_parameter('robots', Parameter.Type.STRING_ARRAY, ROBOTS).value
                    or ())
@@ -255,8 +255,4 @@ def read_robots(node: Node, engine: str) -> tuple[str, ...]:
                              'letters, digits or _: each becomes a namespace)')
     if len(set(robots)) != len(robots):
         raise ParameterError(f"parameter 'robots': {list(robots)} names a robot twice")
-    if robots and engine == 'onnx':
-        raise ParameterError("parameter 'robots': the onnx memory engine serves one robot (its "
-                             'exported step has a batch of one); a fleet runs on '
-                             'memory_engine torch')
     return robots

@@ -28,7 +28,7 @@ them in one call (`compute_rows`): the subset's rows are gathered, stepped and s
 commit, so a row not stepped stays bit-identical. The step index `t` is per row (each robot has
 its own episode); a layer with time features steps the rows of one `t` together. With one row the
 subset is always the whole batch: the state is stepped where it lies, as before. The exported
-ONNX step has a batch of one: the ONNX engine serves one row.
+ONNX step has a free batch dimension, so the ONNX engine serves the same rows the same way.
 """
 
 from dataclasses import dataclass
@@ -312,6 +312,12 @@ class OnnxEngine(Engine):
     CPU tensors, bound by pointer to preallocated host memory, so nothing is allocated per step.
     If the runtime's device is CUDA but ONNX Runtime cannot use it, the engine keeps its state on
     the CPU and stages the features through one host copy (reported by `staged`).
+
+    Rows: the graph's batch is free (export.py), so one engine serves a fleet. Stepping every
+    row runs on the state where it lies (ping-pong, as for one row); a subset of k rows is
+    gathered into staging buffers allocated once (bound per k, on first use), stepped, and its
+    new state scattered into the pending buffer, so the rows not stepped are never written.
+    Committing every row swaps the buffers; committing some copies theirs in.
     """
 
     name = 'onnx'
@@ -320,10 +326,6 @@ class OnnxEngine(Engine):
                  threads: int | None = None):
         from .backbone import session_for
 
-        if features.shape[0] != 1:
-            raise ValueError(f'the exported ONNX memory step has a batch of one: the onnx '
-                             f'engine serves one robot, not {features.shape[0]} (run a fleet '
-                             'on the torch engine: memory_engine torch)')
         self.path = path
         self.session, self.provider = session_for(path, features.device, threads)
         on_cuda = self.provider == 'CUDAExecutionProvider'
@@ -334,35 +336,48 @@ class OnnxEngine(Engine):
         super().__init__(config, features)
         self.source = source
         self._check_signature()
-        c, dev = config, self.device
+        c, dev, rows = config, self.device, self.rows
         with torch.inference_mode():
             self.threshold = torch.tensor([float(threshold)], device=dev)
             self.threshold_value = float(threshold)
-            self.buffers = [{'W': torch.zeros(1, c.d_val, c.d_key, device=dev),
-                             'b': torch.zeros(1, c.d_val, device=dev)} for _ in range(2)]
-        kind, index = ('cuda', dev.index or 0) if on_cuda else ('cpu', 0)
-
-        def bind(binding, name, tensor, output=False, shape=None):
-            method = binding.bind_output if output else binding.bind_input
-            method(name, kind, index, np.float32, list(shape or tensor.shape), tensor.data_ptr())
-
-        self.bindings = []
-        for src, dst in ((self.buffers[0], self.buffers[1]), (self.buffers[1], self.buffers[0])):
-            binding = self.session.io_binding()
-            bind(binding, 'z', self.features)
-            bind(binding, 'W', src['W'])
-            bind(binding, 'b', src['b'])
-            bind(binding, 'threshold', self.threshold)
-            if self.timed:
-                bind(binding, 't', self.t)
-            bind(binding, 'W_new', dst['W'], True)
-            bind(binding, 'b_new', dst['b'], True)
-            # results straight into the engine's output buffer: action, then g, p, surprise
-            bind(binding, 'action', self.out, True, [1, c.chunk, c.d_action])
-            for i, name in enumerate(('g', 'p', 'surprise')):
-                bind(binding, name, self.out[0, self.n_action + i:], True, [1])
-            self.bindings.append(binding)
+            self.buffers = [{'W': torch.zeros(rows, c.d_val, c.d_key, device=dev),
+                             'b': torch.zeros(rows, c.d_val, device=dev)} for _ in range(2)]
+            # the step's own outputs (action, g, p, surprise), gathered into `out` after it
+            self.results = {'action': torch.zeros(rows, c.chunk, c.d_action, device=dev),
+                            **{k: torch.zeros(rows, device=dev) for k in ('g', 'p', 'surprise')}}
+            # a subset of rows: its inputs gathered here, its new state written here
+            self.gathered = {'z': torch.zeros_like(self.features),
+                             **{k: torch.zeros_like(v) for k, v in self.buffers[0].items()}}
+            self.stepped = {k: torch.zeros_like(v) for k, v in self.buffers[0].items()}
+        self._kind = ('cuda', dev.index or 0) if on_cuda else ('cpu', 0)
+        # every row, state where it lies: step k reads buffers[k % 2] and writes the other
+        self.bindings = [self._binding(self.features, src, dst, rows)
+                         for src, dst in ((self.buffers[0], self.buffers[1]),
+                                          (self.buffers[1], self.buffers[0]))]
+        self.subset_bindings: dict = {}                         # k rows -> binding
         self.current = 0                                        # buffers[current] is the state
+
+    def _binding(self, z: Tensor, src: dict, dst: dict, count: int):
+        """One io binding of the first `count` rows of these buffers (bound by pointer)."""
+        binding = self.session.io_binding()
+        kind, index = self._kind
+
+        def bind(name, tensor, output=False, rows=True):
+            method = binding.bind_output if output else binding.bind_input
+            shape = [count, *tensor.shape[1:]] if rows else list(tensor.shape)
+            method(name, kind, index, np.float32, shape, tensor.data_ptr())
+
+        bind('z', z)
+        bind('W', src['W'])
+        bind('b', src['b'])
+        bind('threshold', self.threshold, rows=False)      # [1], shared by the rows
+        if self.timed:
+            bind('t', self.t, rows=False)
+        bind('W_new', dst['W'], True)
+        bind('b_new', dst['b'], True)
+        for name, tensor in self.results.items():
+            bind(name, tensor, True)
+        return binding
 
     def _check_signature(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
@@ -371,6 +386,11 @@ class OnnxEngine(Engine):
         if tuple(inputs) != expected or tuple(outputs) != OUTPUTS:
             raise ValueError(f'memory step graph has inputs {inputs} and outputs {outputs}, '
                              f'expected {list(expected)} -> {list(OUTPUTS)}')
+        batch = self.session.get_inputs()[0].shape[0]
+        if self.rows > 1 and batch == 1:
+            raise ValueError(f'{self.path}: this memory step was exported with a batch of one, '
+                             f'not for {self.rows} robots: export it again '
+                             '(python -m aura_ros export --model-dir DIR)')
 
     @property
     def state(self) -> dict[str, Tensor]:
@@ -379,19 +399,40 @@ class OnnxEngine(Engine):
     def _compute(self, idx: Tensor | None, pending: bool = True) -> None:
         if self.staged:
             self.features.copy_(self.source)
-        self.session.run_with_iobinding(self.bindings[self.current])
-        new = self.buffers[self.current ^ 1]
-        self.out[0, -1:].copy_(self._finite_rows(1, new['W'], new['b']))
+        if idx is None:
+            self.session.run_with_iobinding(self.bindings[self.current])
+            new, count = self.buffers[self.current ^ 1], self.rows
+        else:
+            count = idx.shape[0]
+            state = self.state
+            self.gathered['z'][:count] = self.features.index_select(0, idx)
+            for name in ('W', 'b'):
+                self.gathered[name][:count] = state[name].index_select(0, idx)
+            if count not in self.subset_bindings:
+                self.subset_bindings[count] = self._binding(self.gathered['z'], self.gathered,
+                                                            self.stepped, count)
+            self.session.run_with_iobinding(self.subset_bindings[count])
+            new = {k: v[:count] for k, v in self.stepped.items()}
+            if pending:
+                for name, tensor in self.buffers[self.current ^ 1].items():
+                    tensor.index_copy_(0, idx, new[name])
+        r = self.results
+        row = torch.cat([r['action'][:count].reshape(count, -1),
+                         *(r[k][:count, None] for k in ('g', 'p', 'surprise')),
+                         self._finite_rows(count, new['W'], new['b'])[:, None]], 1)
+        if idx is None:
+            self.out.copy_(row)
+        else:
+            self.out.index_copy_(0, idx, row)
 
     def _commit(self, rows: list[int]) -> None:
-        self.current ^= 1                          # a non-finite new buffer is never swapped in
-
-    def reset(self, rows: list[int] | None = None) -> None:
-        with torch.inference_mode():
-            for buffer in self.buffers:
-                for tensor in buffer.values():
-                    tensor.zero_()
-        self._sync()
+        # a non-finite new state is never committed: its row is not in `rows`
+        if len(rows) == self.rows:
+            self.current ^= 1
+            return
+        idx = self._index(rows)
+        for name, tensor in self.state.items():
+            tensor.index_copy_(0, idx, self.buffers[self.current ^ 1][name].index_select(0, idx))
 
     def allocated_bytes(self) -> int:
         """Both ping-pong buffers: twice `state_bytes()`."""

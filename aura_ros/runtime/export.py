@@ -1,7 +1,10 @@
 """The memory step as one ONNX graph, and `python -m aura_ros export`.
 
-    (z [1,d_model], W [1,d_val,d_key], b [1,d_val], threshold [1][, t [1]])
-        -> (action [1,chunk,d_action], W_new, b_new, g [1], p [1], surprise [1])
+    (z [R,d_model], W [R,d_val,d_key], b [R,d_val], threshold [1][, t [1]])
+        -> (action [R,chunk,d_action], W_new, b_new, g [R], p [R], surprise [R])
+
+R (`rows`) is a free dimension: the same graph steps one robot or a fleet's rows in one call
+(each row its own state; the threshold and `t` are shared by the rows of a call).
 
 `t` (the step index in the episode) is an input only for layers with time features
 (`MemoryConfig.time_features > 0`); every other variant runs from the same four inputs.
@@ -31,9 +34,10 @@ from aura_ros.memory import AuraMemLayer, GatePolicy
 
 from .model_dir import MEMORY_FILE, MEMORY_STEP_FILE, OPSET, ModelDirError, ModelSpec
 
-FORMAT = 'aura_ros.memory_step/1'
+FORMAT = 'aura_ros.memory_step/2'    # /1 had a batch of one: re-exported when met
 INPUTS = ('z', 'W', 'b', 'threshold')
 OUTPUTS = ('action', 'W_new', 'b_new', 'g', 'p', 'surprise')
+ROWS = ('z', 'W', 'b', 'action', 'W_new', 'b_new', 'g', 'p', 'surprise')   # dim 0: the rows
 
 
 def step_inputs(config) -> tuple[str, ...]:
@@ -93,7 +97,8 @@ def export_memory_step(layer: AuraMemLayer, path: str | Path, checkpoint_sha256:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore', DeprecationWarning)   # the TorchScript exporter: see
         torch.onnx.export(step, example, str(path), input_names=list(names),    # model_dir.py
-                          output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False)
+                          output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
+                          dynamic_axes={name: {0: 'rows'} for name in ROWS})
     model = onnx.load(str(path))
     meta = {'format': FORMAT, 'memory_sha256': checkpoint_sha256,
             'config': json.dumps(c.to_dict(), sort_keys=True)}
@@ -121,8 +126,15 @@ def cache_dir() -> Path:
     return Path(base) / 'aura_ros'
 
 
+def is_current(path: Path, sha: str) -> bool:
+    """Whether `path` is an exported step of the checkpoint `sha` in this FORMAT."""
+    meta = step_metadata(path) if path.is_file() else {}
+    return meta.get('memory_sha256') == sha and meta.get('format') == FORMAT
+
+
 def memory_step_path(model_dir: str | Path, layer: AuraMemLayer) -> Path:
-    """An exported step that matches the directory's checkpoint, exporting it if there is none.
+    """An exported step that matches the directory's checkpoint, exporting it if there is none
+    (or only one of an older FORMAT).
 
     Prefers <model_dir>/memory_step.onnx when it was exported from this checkpoint; otherwise
     uses (or writes, atomically) <cache>/memory_step-<sha>.onnx, falling back to a temporary
@@ -131,12 +143,12 @@ def memory_step_path(model_dir: str | Path, layer: AuraMemLayer) -> Path:
     model_dir = Path(model_dir)
     sha = file_sha256(model_dir / MEMORY_FILE)
     own = model_dir / MEMORY_STEP_FILE
-    if own.is_file() and step_metadata(own).get('memory_sha256') == sha:
+    if is_current(own, sha):
         return own
     name = f'memory_step-{sha[:32]}.onnx'
     for folder in (cache_dir(), Path(tempfile.gettempdir()) / f'aura_ros-{os.getuid()}'):
         target = folder / name
-        if target.is_file() and step_metadata(target).get('memory_sha256') == sha:
+        if is_current(target, sha):
             return target
         try:
             folder.mkdir(parents=True, exist_ok=True)

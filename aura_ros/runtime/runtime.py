@@ -173,9 +173,6 @@ class AuraRuntime:
             raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
         if isinstance(robots, bool) or not isinstance(robots, int) or robots < 1:
             raise ValueError(f'robots must be a whole number >= 1, got {robots!r}')
-        if engine == 'onnx' and robots > 1:
-            raise ValueError(f'the onnx memory engine serves one robot (its exported step has '
-                             f'a batch of one), not {robots}: run a fleet on the torch engine')
         model_dir = Path(model_dir)
         self.model_dir = model_dir
         self.spec, self.engine = spec, engine

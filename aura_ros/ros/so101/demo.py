@@ -125,6 +125,10 @@ def main(args: argparse.Namespace) -> int:
     duration = float(getattr(args, 'duration', 0.0) or 0.0)
     if not tasks and not duration:
         tasks = 10
+    robots = int(getattr(args, 'robots', 1) or 1)
+    if not 1 <= robots <= MAX_ROBOTS:
+        print(f'so101 demo: --robots must be 1 to {MAX_ROBOTS}, got {robots}', file=sys.stderr)
+        return 2
     if not (model_dir / 'model.yaml').is_file():
         print(f'so101 demo: no model at {model_dir} (train one: python -m aura_ros '
               'record-demos --out BAG, then python -m aura_ros train --data BAG --out DIR)',
@@ -133,10 +137,6 @@ def main(args: argparse.Namespace) -> int:
     problem = check_rendering()
     if problem:
         print(f'so101 demo: cannot render the SO-101 world: {problem}', file=sys.stderr)
-        return 2
-    robots = int(getattr(args, 'robots', 1) or 1)
-    if not 1 <= robots <= MAX_ROBOTS:
-        print(f'so101 demo: --robots must be 1 to {MAX_ROBOTS}, got {robots}', file=sys.stderr)
         return 2
     what = f'{tasks} tasks' if tasks else f'{duration:g} s of sim time'
     if robots > 1:
