@@ -27,3 +27,22 @@ def test_memory_alone_and_the_kv_cache_beside_it(tiny_model_dir):
     assert kv_cache_bytes(config, 2)['1000'] == 2 * 1000 * (config.d_key + config.d_val) * 4
     assert largest_served([{'robots': 1, 'p99_ms': 10.0, 'dropped_pct': 0.0},
                            {'robots': 2, 'p99_ms': 40.0, 'dropped_pct': 0.0}], 30.0) == 1
+
+
+@pytest.mark.parametrize('separate', [False, True])
+def test_dds_fleet_measure_answers_every_robot_over_real_dds(tiny_model_dir, separate):
+    """`bench fleet --dds` rows: a client publishing 2 robots at 30 Hz against one fleet
+    aura_node (or two aura_node processes): every frame is answered or counted dropped, per
+    robot, and the server processes' CPU and RSS are read."""
+    pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
+    from aura_ros.ros.bench.fleet_client import measure
+
+    row = measure(tiny_model_dir, 2, separate, rate_hz=30.0, duration_s=1.0, warmup_s=0.5)
+    assert row['processes'] == (2 if separate else 1) and row['exit_codes'] == [0] * \
+        row['processes']
+    assert set(row['per_robot']) == {'arm1', 'arm2'}
+    for robot in row['per_robot'].values():
+        assert robot['frames'] == 30 and robot['answered'] + robot['dropped'] == 30
+        assert robot['answered'] > 0 and 0 < robot['p50_ms'] <= robot['max_ms']
+    assert row['frames'] == 60 and row['rss_bytes'] > 0 and row['cpu_pct'] > 0
+    assert len(row['loadavg_1min']) == 2

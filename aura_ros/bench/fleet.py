@@ -11,6 +11,13 @@ step alone (one batched compute + commit of all rows) up to 1,024 rows; beside i
 same-width KV-cache would hold for N robots after 10^3, 10^4, 10^5 steps. The alternative of
 today, N separate aura_node processes, is shown by its memory: the RSS of one process holding a
 one-robot runtime, measured, times N, against this process's RSS.
+
+With --dds, over real DDS instead (aura_ros/ros/bench/fleet_client.py): a client process
+publishing every robot's frames at `rate_hz` from its own publishers, against ONE aura_node with
+`robots` and, for the smaller N, against N aura_node processes (one per robot) run at once:
+per-robot latency (frame stamp -> its answer received) p50/p99/max, frames dropped per robot,
+the server processes' CPU and RSS, and the machine's load average during each run
+(docs/results/fleet_dds.md).
 """
 
 import argparse
@@ -30,6 +37,9 @@ import torch
 from aura_ros import provenance
 
 DEFAULT_OUT = Path('docs/results/fleet.json')
+DDS_OUT = Path('docs/results/fleet_dds.json')
+DDS_ROBOTS = (1, 2, 4, 8, 16)
+DDS_SEPARATE = (1, 2, 4)          # N aura_node processes at once: what this machine holds
 ROBOTS = (1, 2, 4, 8, 16, 32, 64)
 MEMORY_ROWS = (1, 4, 16, 64, 256, 1024)
 KV_STEPS = (1_000, 10_000, 100_000)
@@ -224,10 +234,82 @@ def report(result: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def dds_report(result: dict) -> str:
+    """The DDS table: per N, one fleet node beside N single-robot nodes."""
+    m = result['machine']
+    lines = ['# Fleet over DDS: one aura_node serving N robots vs N aura_node processes', '',
+             f'Command: `{result["command"]}`  ',
+             f'Machine: {m["platform"]}, {m["cpus"]} CPUs, no GPU: a 2-core VM shared with '
+             f'other jobs while it ran (load average, 1 min, before and after each measured '
+             f'run in the table; {result["note"] or "no note"}).', '',
+             f"A client process publishes each robot's frames (and joint states) from its own "
+             f'publishers at {result["rate_hz"]:g} Hz, phases spread, {result["duration_s"]:g} '
+             f's measured per row after {result["warmup_s"]:g} s of warm-up. Latency = frame '
+             'stamp -> its answer received by the client (the gate message the node publishes '
+             'right after the robot\'s chunk), over all robots\' frames; "worst robot" is the '
+             "robot with the highest p99 / most drops. CPU and RSS are the server processes' "
+             "(summed over the N processes). Node parameters are aura_node's defaults "
+             '(inference_threads 1, torch engine, input QoS auto).', '']
+    for kind in ('camera', 'features_in'):
+        part = result[kind]
+        lines += [f'## {part["model"]}', '',
+                  '| N | servers | p50 ms | p99 ms | max ms | worst robot p99 ms | dropped % | '
+                  'worst robot dropped % | CPU % | RSS MB | load avg |',
+                  '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+        for r in part['rows']:
+            server = '1 fleet node' if r['processes'] == 1 and not r['separate'] else \
+                f'{r["processes"]} aura_node'
+            lines.append(
+                f'| {r["robots"]} | {server} | {r["p50_ms"]} | {r["p99_ms"]} | {r["max_ms"]} | '
+                f'{r["worst_robot_p99_ms"]} | {r["dropped_pct"]} | '
+                f'{r["worst_robot_dropped_pct"]} | {r["cpu_pct"]} | '
+                f'{r["rss_bytes"] / 2**20:.0f} | {r["loadavg_1min"][0]} -> '
+                f'{r["loadavg_1min"][1]} |')
+        fleet_rows = [r for r in part['rows'] if not r['separate']]
+        lines += ['', f'Largest N one fleet node served at {result["rate_hz"]:g} Hz each with '
+                  f'p99 < {1e3 / result["rate_hz"]:.1f} ms and < 1 % dropped: '
+                  f'**{largest_served(fleet_rows, result["rate_hz"])}** (of those tried).', '']
+    return '\n'.join(lines) + '\n'
+
+
+def dds_main(args: argparse.Namespace, model_dir: Path) -> int:
+    """--dds: the rows of docs/results/fleet_dds.md (see the module doc)."""
+    from aura_ros.ros.bench.fleet_client import measure
+
+    out = Path(args.out) if args.out != str(DEFAULT_OUT) else DDS_OUT
+    robots = [n for n in DDS_ROBOTS if n <= args.max_robots]
+    command = (f'python -m aura_ros bench fleet --dds --duration {args.duration:g}'
+               + (f' --max-robots {args.max_robots}' if args.max_robots < 64 else ''))
+    header = provenance.header(command, detailed=True)
+    result = {**header, 'note': args.note, 'rate_hz': args.rate, 'duration_s': args.duration,
+              'warmup_s': 2.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {'camera': model_dir,
+                  'features_in': features_in_dir(model_dir, Path(tmp) / 'features_in')}
+        for kind, directory in models.items():
+            rows = []
+            plan = [(n, False) for n in robots] + [(n, True) for n in DDS_SEPARATE
+                                                   if n <= args.max_robots]
+            for n, separate in plan:
+                row = {**measure(directory, n, separate, args.rate, args.duration),
+                       'separate': separate}
+                print(f'{kind} N={n} {"separate" if separate else "fleet"}: '
+                      f'{ {k: v for k, v in row.items() if k != "per_robot"} }', flush=True)
+                rows.append(row)
+            result[kind] = {'model': ('bundled camera model' if kind == 'camera' else
+                                      'features-in (the same memory, no backbone)'),
+                            'rows': rows}
+    provenance.write_results(out, result, dds_report(result))
+    print(f'wrote {out} and {out.with_suffix(".md")}')
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from aura_ros.ros.params import bundled_model_dir
     from aura_ros.runtime import AuraRuntime
 
+    if getattr(args, 'dds', False):
+        return dds_main(args, Path(args.model_dir or bundled_model_dir()))
     torch.set_num_threads(1)
     model_dir = Path(args.model_dir or bundled_model_dir())
     out = Path(args.out)
@@ -276,5 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-robots', type=int, default=64, help='largest N (default 64)')
     parser.add_argument('--device', default='cpu',
                         help='cpu or cuda: where the batched state lives (default cpu)')
+    parser.add_argument('--dds', action='store_true',
+                        help='over real DDS: one fleet aura_node vs N aura_node processes, a '
+                             'client publishing every robot (writes docs/results/fleet_dds.*)')
     parser.add_argument('--note', default=os.environ.get('AURA_BENCH_NOTE', ''),
                         help='a line on the machine (e.g. its load) for the report')
