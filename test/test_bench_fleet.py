@@ -37,7 +37,8 @@ def test_dds_fleet_measure_answers_every_robot_over_real_dds(tiny_model_dir, sep
     pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
     from aura_ros.ros.bench.fleet_client import measure
 
-    row = measure(tiny_model_dir, 2, separate, rate_hz=30.0, duration_s=1.0, warmup_s=0.5)
+    row = measure(tiny_model_dir, 2, separate, rate_hz=30.0, duration_s=1.0, warmup_s=0.5,
+                  windows=2)
     assert row['processes'] == (2 if separate else 1) and row['exit_codes'] == [0] * \
         row['processes']
     assert set(row['per_robot']) == {'arm1', 'arm2'}
@@ -45,4 +46,5 @@ def test_dds_fleet_measure_answers_every_robot_over_real_dds(tiny_model_dir, sep
         assert robot['frames'] == 30 and robot['answered'] + robot['dropped'] == 30
         assert robot['answered'] > 0 and 0 < robot['p50_ms'] <= robot['max_ms']
     assert row['frames'] == 60 and row['rss_bytes'] > 0 and row['cpu_pct'] > 0
-    assert len(row['loadavg_1min']) == 2
+    assert len(row['loadavg_1min']) == 2 and len(row['window_p99_ms']) == 2
+    assert row['p99_ms'] in row['window_p99_ms']

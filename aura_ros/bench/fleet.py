@@ -243,8 +243,10 @@ def dds_report(result: dict) -> str:
              f'other jobs while it ran (load average, 1 min, before and after each measured '
              f'run in the table; {result["note"] or "no note"}).', '',
              f"A client process publishes each robot's frames (and joint states) from its own "
-             f'publishers at {result["rate_hz"]:g} Hz, phases spread, {result["duration_s"]:g} '
-             f's measured per row after {result["warmup_s"]:g} s of warm-up. Latency = frame '
+             f'publishers at {result["rate_hz"]:g} Hz, phases spread; per row the servers '
+             f'start, warm up {result["warmup_s"]:g} s, then {result.get("windows", 1)} windows '
+             f'of {result["duration_s"]:g} s run back to back and the row shows the window of '
+             "median p99 (every window's p99 and drops in the last columns). Latency = frame "
              'stamp -> its answer received by the client (the gate message the node publishes '
              'right after the robot\'s chunk), over all robots\' frames; "worst robot" is the '
              "robot with the highest p99 / most drops. CPU and RSS are the server processes' "
@@ -254,8 +256,9 @@ def dds_report(result: dict) -> str:
         part = result[kind]
         lines += [f'## {part["model"]}', '',
                   '| N | servers | p50 ms | p99 ms | max ms | worst robot p99 ms | dropped % | '
-                  'worst robot dropped % | CPU % | RSS MB | load avg |',
-                  '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+                  'worst robot dropped % | CPU % | RSS MB | load avg | p99 ms, each window | '
+                  'dropped %, each window |',
+                  '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|']
         for r in part['rows']:
             server = '1 fleet node' if r['processes'] == 1 and not r['separate'] else \
                 f'{r["processes"]} aura_node'
@@ -264,7 +267,8 @@ def dds_report(result: dict) -> str:
                 f'{r["worst_robot_p99_ms"]} | {r["dropped_pct"]} | '
                 f'{r["worst_robot_dropped_pct"]} | {r["cpu_pct"]} | '
                 f'{r["rss_bytes"] / 2**20:.0f} | {r["loadavg_1min"][0]} -> '
-                f'{r["loadavg_1min"][1]} |')
+                f'{r["loadavg_1min"][1]} | {" / ".join(map(str, r.get("window_p99_ms", [])))} | '
+                f'{" / ".join(map(str, r.get("window_dropped_pct", [])))} |')
         fleet_rows = [r for r in part['rows'] if not r['separate']]
         lines += ['', f'Largest N one fleet node served at {result["rate_hz"]:g} Hz each with '
                   f'p99 < {1e3 / result["rate_hz"]:.1f} ms and < 1 % dropped: '
@@ -278,11 +282,12 @@ def dds_main(args: argparse.Namespace, model_dir: Path) -> int:
 
     out = Path(args.out) if args.out != str(DEFAULT_OUT) else DDS_OUT
     robots = [n for n in DDS_ROBOTS if n <= args.max_robots]
-    command = (f'python -m aura_ros bench fleet --dds --duration {args.duration:g}'
+    command = (f'python -m aura_ros bench fleet --dds --duration {args.duration:g} '
+               f'--windows {args.windows}'
                + (f' --max-robots {args.max_robots}' if args.max_robots < 64 else ''))
     header = provenance.header(command, detailed=True)
     result = {**header, 'note': args.note, 'rate_hz': args.rate, 'duration_s': args.duration,
-              'warmup_s': 2.0}
+              'warmup_s': 2.0, 'windows': args.windows}
     with tempfile.TemporaryDirectory() as tmp:
         models = {'camera': model_dir,
                   'features_in': features_in_dir(model_dir, Path(tmp) / 'features_in')}
@@ -291,8 +296,8 @@ def dds_main(args: argparse.Namespace, model_dir: Path) -> int:
             plan = [(n, False) for n in robots] + [(n, True) for n in DDS_SEPARATE
                                                    if n <= args.max_robots]
             for n, separate in plan:
-                row = {**measure(directory, n, separate, args.rate, args.duration),
-                       'separate': separate}
+                row = {**measure(directory, n, separate, args.rate, args.duration,
+                                 windows=args.windows), 'separate': separate}
                 print(f'{kind} N={n} {"separate" if separate else "fleet"}: '
                       f'{ {k: v for k, v in row.items() if k != "per_robot"} }', flush=True)
                 rows.append(row)
@@ -358,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-robots', type=int, default=64, help='largest N (default 64)')
     parser.add_argument('--device', default='cpu',
                         help='cpu or cuda: where the batched state lives (default cpu)')
+    parser.add_argument('--windows', type=int, default=3,
+                        help='--dds: measured windows per row, back to back; the row shows the '
+                             'window of median p99 (default 3)')
     parser.add_argument('--dds', action='store_true',
                         help='over real DDS: one fleet aura_node vs N aura_node processes, a '
                              'client publishing every robot (writes docs/results/fleet_dds.*)')
