@@ -46,5 +46,6 @@ def test_dds_fleet_measure_answers_every_robot_over_real_dds(tiny_model_dir, sep
         assert robot['frames'] == 30 and robot['answered'] + robot['dropped'] == 30
         assert robot['answered'] > 0 and 0 < robot['p50_ms'] <= robot['max_ms']
     assert row['frames'] == 60 and row['rss_bytes'] > 0 and row['cpu_pct'] > 0
+    assert row['client_cpu_pct'] > 0
     assert len(row['loadavg_1min']) == 2 and len(row['window_p99_ms']) == 2
     assert row['p99_ms'] in row['window_p99_ms']

@@ -250,15 +250,16 @@ def dds_report(result: dict) -> str:
              'stamp -> its answer received by the client (the gate message the node publishes '
              'right after the robot\'s chunk), over all robots\' frames; "worst robot" is the '
              "robot with the highest p99 / most drops. CPU and RSS are the server processes' "
-             "(summed over the N processes). Node parameters are aura_node's defaults "
+             "(summed over the N processes); client CPU is the publishing client's own, which "
+             "shares the same cores. Node parameters are aura_node's defaults "
              '(inference_threads 1, torch engine, input QoS auto).', '']
     for kind in ('camera', 'features_in'):
         part = result[kind]
         lines += [f'## {part["model"]}', '',
                   '| N | servers | p50 ms | p99 ms | max ms | worst robot p99 ms | dropped % | '
-                  'worst robot dropped % | CPU % | RSS MB | load avg | p99 ms, each window | '
-                  'dropped %, each window |',
-                  '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|']
+                  'worst robot dropped % | CPU % | client CPU % | RSS MB | load avg | '
+                  'p99 ms, each window | dropped %, each window |',
+                  '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|']
         for r in part['rows']:
             server = '1 fleet node' if r['processes'] == 1 and not r['separate'] else \
                 f'{r["processes"]} aura_node'
@@ -266,6 +267,7 @@ def dds_report(result: dict) -> str:
                 f'| {r["robots"]} | {server} | {r["p50_ms"]} | {r["p99_ms"]} | {r["max_ms"]} | '
                 f'{r["worst_robot_p99_ms"]} | {r["dropped_pct"]} | '
                 f'{r["worst_robot_dropped_pct"]} | {r["cpu_pct"]} | '
+                f'{r.get("client_cpu_pct", "-")} | '
                 f'{r["rss_bytes"] / 2**20:.0f} | {r["loadavg_1min"][0]} -> '
                 f'{r["loadavg_1min"][1]} | {" / ".join(map(str, r.get("window_p99_ms", [])))} | '
                 f'{" / ".join(map(str, r.get("window_dropped_pct", [])))} |')
