@@ -1,5 +1,7 @@
 """`bench fleet` on a tiny model: the served run counts every frame, the state is N rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,21 @@ def test_dds_fleet_measure_answers_every_robot_over_real_dds(tiny_model_dir, sep
     assert row['client_cpu_pct'] > 0
     assert len(row['loadavg_1min']) == 2 and len(row['window_p99_ms']) == 2
     assert row['p99_ms'] in row['window_p99_ms']
+
+
+def test_the_fleet_picture_is_drawn_from_the_committed_results(tmp_path):
+    """`bench fleet --plot`: p99 and RSS against N from docs/results' fleet JSONs; with none
+    there it says which files it needs."""
+    import shutil
+
+    from aura_ros.bench.fleet_plot import plot_fleet
+
+    results = Path(__file__).resolve().parents[1] / 'docs' / 'results'
+    for name in ('fleet.json', 'fleet_dds.json'):
+        shutil.copy(results / name, tmp_path / name)
+    out = plot_fleet(tmp_path, tmp_path / 'fleet.png')
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and out.stat().st_size > 10_000
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match='fleet_dds.json'):
+        plot_fleet(empty, empty / 'fleet.png')

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from aura_ros import provenance
+from aura_ros.bench.fleet_plot import plot_fleet
 
 DEFAULT_OUT = Path('docs/results/fleet.json')
 DDS_OUT = Path('docs/results/fleet_dds.json')
@@ -307,14 +308,22 @@ def dds_main(args: argparse.Namespace, model_dir: Path) -> int:
                                       'features-in (the same memory, no backbone)'),
                             'rows': rows}
     provenance.write_results(out, result, dds_report(result))
-    print(f'wrote {out} and {out.with_suffix(".md")}')
+    print(f'wrote {out} and {out.with_suffix(".md")}, {redraw(out.parent)}')
     return 0
+
+
+def redraw(results_dir: Path) -> Path:
+    """fleet.png beside the results (p99 and RSS against N), from what is there."""
+    return plot_fleet(results_dir, results_dir / 'fleet.png')
 
 
 def main(args: argparse.Namespace) -> int:
     from aura_ros.ros.params import bundled_model_dir
     from aura_ros.runtime import AuraRuntime
 
+    if getattr(args, 'plot', False):
+        print(f'wrote {redraw(Path(args.out).parent)}')
+        return 0
     if getattr(args, 'dds', False):
         return dds_main(args, Path(args.model_dir or bundled_model_dir()))
     torch.set_num_threads(1)
@@ -353,7 +362,7 @@ def main(args: argparse.Namespace) -> int:
                                                        device=args.device)]
     result['single_process_rss_bytes'] = single_process_rss(model_dir)
     provenance.write_results(out, result, report(result))
-    print(f'wrote {out} and {out.with_suffix(".md")}')
+    print(f'wrote {out} and {out.with_suffix(".md")}, {redraw(out.parent)}')
     return 0
 
 
@@ -368,6 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--windows', type=int, default=3,
                         help='--dds: measured windows per row, back to back; the row shows the '
                              'window of median p99 (default 3)')
+    parser.add_argument('--plot', action='store_true',
+                        help='only redraw fleet.png (p99 and RSS against N) from the results '
+                             'beside --out')
     parser.add_argument('--dds', action='store_true',
                         help='over real DDS: one fleet aura_node vs N aura_node processes, a '
                              'client publishing every robot (writes docs/results/fleet_dds.*)')
