@@ -116,6 +116,26 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
                         help="aura_node's JointTrajectory output topic(s), comma-separated")
 
 
+def _record_pusher_args(parser: argparse.ArgumentParser) -> None:
+    """The Pusher world's knobs, their defaults read from PusherConfig (the one source;
+    aura_ros/tasks/pusher_config.py holds no MuJoCo)."""
+    from aura_ros.tasks.pusher_config import DEFAULT as WORLD
+
+    parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
+    parser.add_argument('--tasks', type=int, default=25, help='tasks to record (default 25)')
+    parser.add_argument('--seed', type=int, default=0, help='episode seed')
+    parser.add_argument('--targets', type=int, default=WORLD.n_targets,
+                        help='look-alike targets on the table, 2 to 5 (default %(default)s)')
+    parser.add_argument('--delay-min', type=int, default=WORLD.delay_min,
+                        help='frames from the end of the cue to GO, at least '
+                             '(default %(default)s)')
+    parser.add_argument('--delay-max', type=int, default=WORLD.delay_max,
+                        help='frames from the end of the cue to GO, at most (default %(default)s)')
+    parser.add_argument('--distractor-prob', type=float, default=WORLD.distractor_prob,
+                        help='chance per frame that a distractor flash starts '
+                             '(default %(default)s)')
+
+
 def _init_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, help='model directory to write')
     parser.add_argument('--image-size', type=int, default=64,
@@ -188,7 +208,8 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _record_demos_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--out', required=True, help='rosbag2 directory to create (mcap)')
+    # not required=True here: argparse would then ask for it before `record-demos pusher` too
+    parser.add_argument('--out', help='(required) rosbag2 directory to create (mcap)')
     parser.add_argument('--tasks', type=int, default=100, help='tasks to record (default 100)')
     parser.add_argument('--seed', type=int, default=0, help='episode seed')
     parser.add_argument('--wrist-camera', action='store_true', help='also record /wrist_image')
@@ -312,6 +333,10 @@ COMMANDS: Dict[str, Command] = {
     'record-demos': Command('aura_ros.ros.so101.record:main',
                             'record scripted SO-101 demonstrations through ROS into an mcap bag',
                             _record_demos_args),
+    'record-demos pusher': Command('aura_ros.ros.pusher.record:main',
+                                   'record scripted demonstrations of the 7-joint Pusher arm '
+                                   '(two cameras, show-then-hide task) through ROS',
+                                   _record_pusher_args),
     'version': Command('aura_ros.cli:print_version', 'print the aura_ros version'),
     'gate-report': Command('aura_ros.data.gate_bag:main',
                            "draw the write gate of a recorded run (a bag of aura_node's gate "

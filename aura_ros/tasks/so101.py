@@ -255,6 +255,7 @@ class So101World:
 
     config: So101Config = field(default_factory=So101Config)
     seed: int = 0
+    joint_names = JOINT_NAMES
 
     def __post_init__(self) -> None:
         c = self.config

@@ -38,7 +38,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -50,6 +50,7 @@ from aura_ros.tasks.so101_config import DEFAULT as WORLD
 TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
 LEADER_TOPIC = '/leader/joint_states'
 MESSAGE_CLASSES = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/JointState': JointState,
+                   'sensor_msgs/msg/CompressedImage': CompressedImage,
                    'trajectory_msgs/msg/JointTrajectory': JointTrajectory,
                    'std_msgs/msg/String': String,
                    # aura_node's gate topics, for recording a run (gate-report)
@@ -90,38 +91,45 @@ class Perturbation:
 class Pusher:
     """The offsets of a Perturbation, frame by frame (zero between pushes)."""
 
-    def __init__(self, perturbation: Perturbation, seed: int):
+    def __init__(self, perturbation: Perturbation, seed: int, joints: int = len(JOINT_NAMES),
+                 pushed_joints: int = ARM_JOINTS):
         self.p = perturbation
         self.rng = np.random.default_rng([seed, 0xDA27])
-        self.offset = np.zeros(len(JOINT_NAMES))
+        self.pushed_joints = pushed_joints
+        self.offset = np.zeros(joints)
         self.left = 0
         self.pushed_frames = 0
 
     def next(self) -> np.ndarray:
         if self.left == 0 and self.p.size > 0 and self.rng.random() < self.p.rate:
             self.left = int(self.rng.integers(self.p.frames[0], self.p.frames[1] + 1))
-            self.offset[:ARM_JOINTS] = self.rng.uniform(-self.p.size, self.p.size, ARM_JOINTS)
+            self.offset[:self.pushed_joints] = self.rng.uniform(-self.p.size, self.p.size,
+                                                                self.pushed_joints)
         if self.left == 0:
-            return np.zeros(len(JOINT_NAMES))
+            return np.zeros(len(self.offset))
         self.left -= 1
         self.pushed_frames += 1
         return self.offset.copy()
 
 
 class ExpertNode(Node):
-    """The scripted expert as a ROS teleop leader (see the module docstring)."""
+    """The scripted expert as a ROS teleop leader (see the module docstring). Another world
+    brings its own `expert` (act(q, goal, go) -> targets) and the topic of its first camera
+    (raw sensor_msgs/Image); the world gives the joint names."""
 
     def __init__(self, world: So101World, name: str = 'so101_expert',
-                 perturbation: Perturbation = Perturbation(), seed: int = 0, **kwargs):
+                 perturbation: Perturbation = Perturbation(), seed: int = 0,
+                 expert=None, camera_topic: str = 'image', **kwargs):
         super().__init__(name, **kwargs)
         self.world = world
-        self.expert = ScriptedExpert(world.model, world.hover_points)
-        self.pusher = Pusher(perturbation, seed)
+        self.joint_names = tuple(world.joint_names)
+        self.expert = expert or ScriptedExpert(world.model, world.hover_points)
+        self.pusher = Pusher(perturbation, seed, len(self.joint_names))
         self.period = world.config.period
         self.images: set[float] = set()
         self.joints: dict[float, np.ndarray] = {}
         self.answered = -1.0
-        self.create_subscription(Image, 'image', self.on_image, RELIABLE)
+        self.create_subscription(Image, camera_topic, self.on_image, RELIABLE)
         self.create_subscription(JointState, 'joint_states', self.on_joints, RELIABLE)
         self.trajectory_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
         self.leader_pub = self.create_publisher(JointState, LEADER_TOPIC, 10)
@@ -132,7 +140,7 @@ class ExpertNode(Node):
 
     def on_joints(self, msg: JointState) -> None:
         index = {n: i for i, n in enumerate(msg.name)}
-        q = np.array([msg.position[index[n]] for n in JOINT_NAMES])
+        q = np.array([msg.position[index[n]] for n in self.joint_names])
         self.joints[stamp_seconds(msg.header.stamp)] = q
         self.try_act()
 
@@ -152,12 +160,12 @@ class ExpertNode(Node):
 
     def publish(self, targets: np.ndarray, stamp: float) -> None:
         """The leader topic gets the expert's command; the robot gets it plus any push."""
-        trajectory = JointTrajectory(joint_names=list(JOINT_NAMES))
+        trajectory = JointTrajectory(joint_names=list(self.joint_names))
         trajectory.header.stamp = _seconds_msg(stamp)
         point = JointTrajectoryPoint(positions=(targets + self.pusher.next()).tolist())
         point.time_from_start.nanosec = int(round(self.period * 1e9))
         trajectory.points = [point]
-        leader = JointState(name=list(JOINT_NAMES), position=targets.tolist())
+        leader = JointState(name=list(self.joint_names), position=targets.tolist())
         leader.header.stamp = _seconds_msg(stamp + self.period)
         self.leader_pub.publish(leader)
         self.trajectory_pub.publish(trajectory)
@@ -208,12 +216,14 @@ def check_bag(path: Path, expected: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def _matched(sim: So101SimNode, expert: ExpertNode, recorder: BagRecorder) -> bool:
-    return (sim.image_pubs['image'].get_subscription_count() >= 2
+def _matched(sim: So101SimNode, expert: ExpertNode, topics: dict[str, str]) -> bool:
+    """The expert hears the first camera and the joints, the recorder every recorded topic."""
+    first = next(iter(sim.image_pubs.values()))
+    return (first.get_subscription_count() >= 2
             and sim.joint_pub.get_subscription_count() >= 2
             and sim.event_pub.get_subscription_count() >= 1
             and expert.trajectory_pub.get_subscription_count() >= 2
-            and expert.leader_pub.get_subscription_count() >= 1
+            and expert.leader_pub.get_subscription_count() >= int(LEADER_TOPIC in topics)
             and all(p.get_subscription_count() >= 1 for p in sim.image_pubs.values()))
 
 
@@ -224,6 +234,26 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = WORLD.n_pads,
            perturbation: Perturbation = Perturbation(),
            timeout_s: float = 3600.0, log: Optional[Callable[[str], None]] = print) -> dict:
     """Record `tasks` expert tasks into a new bag at `out`; returns a summary dict."""
+    def make_nodes(context: Context) -> tuple[So101SimNode, ExpertNode]:
+        sim = So101SimNode(autostart=False, context=context, parameter_overrides=[
+            Parameter('lockstep', value=True), Parameter('seed', value=seed),
+            Parameter('max_tasks', value=tasks), Parameter('n_pads', value=n_pads),
+            Parameter('image_width', value=size), Parameter('image_height', value=size),
+            Parameter('wrist_camera', value=wrist_camera), Parameter('delay_min', value=delay[0]),
+            Parameter('delay_max', value=delay[1]),
+            Parameter('distractor_prob', value=float(distractor_prob)),
+            Parameter('lockstep_timeout_s', value=5.0)])
+        return sim, ExpertNode(sim.world, perturbation=perturbation, seed=seed, context=context)
+
+    return record_with(out, make_nodes, lambda sim: demo_topics(sim.config.cameras), tasks,
+                       timeout_s, log)
+
+
+def record_with(out: Path, make_nodes: Callable[[Context], tuple[So101SimNode, ExpertNode]],
+                topics_of: Callable[[So101SimNode], dict[str, str]], tasks: int,
+                timeout_s: float = 3600.0, log: Optional[Callable[[str], None]] = print) -> dict:
+    """Record what `make_nodes(context)` (a lock-step simulator, not started, with max_tasks
+    set, and its expert) produce on the topics `topics_of(sim)` into a new bag at `out`."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f'{out} exists already; the recorder writes a new bag')
@@ -233,24 +263,15 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = WORLD.n_pads,
     executor = SingleThreadedExecutor(context=context)
     nodes: list[Node] = []
     try:
-        sim = So101SimNode(autostart=False, context=context, parameter_overrides=[
-            Parameter('lockstep', value=True), Parameter('seed', value=seed),
-            Parameter('max_tasks', value=tasks), Parameter('n_pads', value=n_pads),
-            Parameter('image_width', value=size), Parameter('image_height', value=size),
-            Parameter('wrist_camera', value=wrist_camera), Parameter('delay_min', value=delay[0]),
-            Parameter('delay_max', value=delay[1]),
-            Parameter('distractor_prob', value=float(distractor_prob)),
-            Parameter('lockstep_timeout_s', value=5.0)])
-        nodes.append(sim)
-        expert = ExpertNode(sim.world, perturbation=perturbation, seed=seed, context=context)
-        nodes.append(expert)
-        topics = demo_topics(sim.config.cameras)
+        sim, expert = make_nodes(context)
+        nodes += [sim, expert]
+        topics = topics_of(sim)
         recorder = BagRecorder(out, topics, clock=lambda: sim.sim_time, context=context)
         nodes.append(recorder)
         for node in nodes:
             executor.add_node(node)
         deadline = time.monotonic() + 30
-        while not _matched(sim, expert, recorder):
+        while not _matched(sim, expert, topics):
             if time.monotonic() > deadline:
                 raise RuntimeError('the simulator, expert and recorder did not discover each '
                                    'other within 30 s (is DDS on loopback working?)')
@@ -265,7 +286,8 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = WORLD.n_pads,
                 log(f'record-demos: {len(sim.finished)}/{tasks} tasks, {sim.world.frame} frames')
         elapsed = time.monotonic() - wall
         flush = time.monotonic() + 2.0               # the last messages reach the recorder
-        while time.monotonic() < flush and recorder.counts['/image'] < sim.world.frame + 1:
+        first = '/' + next(iter(sim.cameras.values()))[0]
+        while time.monotonic() < flush and recorder.counts[first] < sim.world.frame + 1:
             executor.spin_once(timeout_sec=0.05)
         for _ in range(20):
             executor.spin_once(timeout_sec=0.01)
@@ -293,6 +315,9 @@ def record(out: Path, tasks: int, seed: int = 0, n_pads: int = WORLD.n_pads,
 
 
 def main(args: argparse.Namespace) -> int:
+    if not args.out:
+        print('record-demos: --out BAG is required (the bag directory to create)')
+        return 2
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
     try:

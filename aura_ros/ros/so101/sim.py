@@ -31,6 +31,7 @@ goal, reason, reached, frames, cue_frame, go_frame, end_frame, distractors), 'su
 end: tasks, successes). An evaluator counts tasks by their one 'success' or 'failure' event.
 """
 
+import io
 import json
 import time
 from typing import Callable, Optional
@@ -45,13 +46,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.joint_trajectory import TrajectoryError, TrajectoryFollower
-from aura_ros.tasks.so101 import JOINT_NAMES, So101World, summarise
+from aura_ros.tasks.so101 import So101World, summarise
 from aura_ros.tasks.so101_config import DEFAULT
 
 WORLD = DEFAULT      # the world's knobs and their defaults: aura_ros/tasks/so101_config.py
@@ -92,26 +93,44 @@ def _duration(d) -> float:
     return d.sec + d.nanosec * 1e-9
 
 
-class So101SimNode(Node):
-    """The simulator; `done` turns true when `max_tasks` or `duration_s` is reached."""
+def _jpeg(pixels: np.ndarray, quality: int = 90) -> CompressedImage:
+    """An RGB frame as sensor_msgs/CompressedImage, JPEG (what image_transport's compressed
+    plugin publishes)."""
+    from PIL import Image as PilImage
 
-    def __init__(self, name: str = 'so101_sim', autostart: bool = True, **kwargs):
-        super().__init__(name, **kwargs)
-        for key, (default, text) in PARAMETERS.items():
+    buffer = io.BytesIO()
+    PilImage.fromarray(pixels).save(buffer, format='JPEG', quality=quality)
+    return CompressedImage(format='jpeg', data=buffer.getvalue())
+
+
+class So101SimNode(Node):
+    """The simulator; `done` turns true when `max_tasks` or `duration_s` is reached.
+
+    Another world is served by a subclass that sets PARAMETERS, TITLE and overrides
+    `make_world`, `camera_topics` and `outcome_line` (aura_ros.ros.pusher.sim): the world needs
+    the interface of So101World (step, render, joint_positions, joint_velocities, joint_names,
+    config.period, seed, frame, time, close).
+    """
+
+    PARAMETERS = PARAMETERS
+    TITLE = 'SO-101'
+    NODE_NAME = 'so101_sim'
+
+    def __init__(self, name: str = '', autostart: bool = True, **kwargs):
+        super().__init__(name or self.NODE_NAME, **kwargs)
+        for key, (default, text) in self.PARAMETERS.items():
             self.declare_parameter(key, default, ParameterDescriptor(description=text,
                                                                      read_only=True))
-        p = {key: self.get_parameter(key).value for key in PARAMETERS}
+        p = {key: self.get_parameter(key).value for key in self.PARAMETERS}
         self._check(p)
         self.params = p
-        self.config = WORLD.with_knobs(
-            width=int(p['image_width']), height=int(p['image_height']),
-            wrist_camera=bool(p['wrist_camera']), n_pads=int(p['n_pads']),
-            frame_hz=float(p['frame_hz']), delay_min=int(p['delay_min']),
-            delay_max=int(p['delay_max']), distractor_prob=float(p['distractor_prob']))
-        self.world = So101World(self.config, seed=int(p['seed']))
+        self.world = self.make_world(p)
+        self.config = self.world.config
+        self.joint_names = tuple(self.world.joint_names)
         self.period = self.config.period
         self.base = 0.0                     # sim time (s) of frame 0, set by start()
-        self.follower = TrajectoryFollower(JOINT_NAMES, self.world.data.ctrl[:len(JOINT_NAMES)])
+        self.follower = TrajectoryFollower(self.joint_names,
+                                           self.world.data.ctrl[:len(self.joint_names)])
         self.done = False
         self.started = False
         self.waiting = bool(p['wait_for_command'])
@@ -124,8 +143,10 @@ class So101SimNode(Node):
         self.frames_skipped = 0             # real time: frames not stepped to stay on the clock
 
         sensor = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pubs = {cam: self.create_publisher(Image, cam, sensor)
-                           for cam in self.config.cameras}
+        self.cameras = self.camera_topics()
+        self.image_pubs = {cam: self.create_publisher(CompressedImage if jpeg else Image, topic,
+                                                      sensor)
+                           for cam, (topic, jpeg) in self.cameras.items()}
         self.joint_pub = self.create_publisher(JointState, 'joint_states', sensor)
         # transient local: a listener that matches late (several arms to discover) still gets
         # the first events (the 'start', the first cue)
@@ -141,14 +162,36 @@ class So101SimNode(Node):
         self.lockstep_advance = self.advance
         self.timer = None
         sources = ', '.join(self.resolve_topic_name(t) for t in p['trajectory_topics'])
+        cameras = ', '.join(f'{t} ({"jpeg" if j else "rgb8"})' for t, j in self.cameras.values())
         self.get_logger().info(
-            f'SO-101 simulator: {self.config.n_pads} pads, cameras '
-            f'{", ".join(self.config.cameras)} {p["image_width"]}x{p["image_height"]} rgb8 at '
+            f'{self.TITLE} simulator: {self.world_line()}, cameras {cameras} at '
             f'{p["frame_hz"]:g} Hz, seed {p["seed"]}, '
             + ('lock-step' if p['lockstep'] else f'real time x{p["time_scale"]:g}')
             + f', trajectories from {sources}')
         if autostart:
             self.start()
+
+    # -- the world served (a subclass serves another) ------------------------------------------
+
+    def make_world(self, p: dict):
+        """The world of the parameters `p`."""
+        config = WORLD.with_knobs(
+            width=int(p['image_width']), height=int(p['image_height']),
+            wrist_camera=bool(p['wrist_camera']), n_pads=int(p['n_pads']),
+            frame_hz=float(p['frame_hz']), delay_min=int(p['delay_min']),
+            delay_max=int(p['delay_max']), distractor_prob=float(p['distractor_prob']))
+        return So101World(config, seed=int(p['seed']))
+
+    def camera_topics(self) -> dict[str, tuple[str, bool]]:
+        """{camera: (topic, published JPEG-compressed)}, in the world's camera order."""
+        return {camera: (camera, False) for camera in self.config.cameras}
+
+    def world_line(self) -> str:
+        return (f'{self.config.n_pads} pads, {self.config.width}x{self.config.height} '
+                'images')
+
+    def outcome_line(self, event: dict) -> str:
+        return f'cue {self.config.pad_colours[event["goal"]]} -> pad {event["goal"]}'
 
     @staticmethod
     def _check(p: dict) -> None:
@@ -177,12 +220,13 @@ class So101SimNode(Node):
         self.base = self.get_clock().now().nanoseconds * 1e-9 if base is None else base
         self.clock_start = self.base
         self.wall_start = time.monotonic()
-        self.follower = TrajectoryFollower(JOINT_NAMES, self.world.data.ctrl[:len(JOINT_NAMES)],
+        self.follower = TrajectoryFollower(self.joint_names,
+                                           self.world.data.ctrl[:len(self.joint_names)],
                                            now=self.sim_time)
         config = {k: v for k, v in vars(self.config).items()}
         self.publish_events([{'event': 'start', 'seed': self.world.seed,
-                              'joint_names': list(JOINT_NAMES),
-                              'pad_colours': list(self.config.pad_colours), 'config': config,
+                              'joint_names': list(self.joint_names),
+                              **self.start_fields(), 'config': config,
                               'frame': 0, 'time': 0.0}])
         self.publish_frame()
         if self.params['lockstep']:
@@ -192,6 +236,10 @@ class So101SimNode(Node):
         else:
             self.timer = self.create_timer(self.period / self.params['time_scale'] / 2,
                                            self.tick)
+
+    def start_fields(self) -> dict:
+        """World-specific fields of the 'start' event."""
+        return {'pad_colours': list(self.config.pad_colours)}
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -293,14 +341,15 @@ class So101SimNode(Node):
         stamp = _seconds_msg(self.sim_time)
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
-        joints = JointState(name=list(JOINT_NAMES),
+        joints = JointState(name=list(self.joint_names),
                             position=self.world.joint_positions().tolist(),
                             velocity=self.world.joint_velocities().tolist())
         joints.header.stamp = stamp
         self.joint_pub.publish(joints)
         for camera, pixels in self.world.render().items():
-            image = Image(height=pixels.shape[0], width=pixels.shape[1], encoding='rgb8',
-                          is_bigendian=0, step=pixels.shape[1] * 3, data=pixels.tobytes())
+            image = _jpeg(pixels) if self.cameras[camera][1] else Image(
+                height=pixels.shape[0], width=pixels.shape[1], encoding='rgb8',
+                is_bigendian=0, step=pixels.shape[1] * 3, data=pixels.tobytes())
             image.header.stamp = stamp
             image.header.frame_id = self.params['frame_id']
             self.image_pubs[camera].publish(image)
@@ -310,8 +359,8 @@ class So101SimNode(Node):
     def record_outcome(self, event: dict) -> None:
         self.finished.append(event)
         self.get_logger().info(
-            f'task {event["task"]}: cue {self.config.pad_colours[event["goal"]]} -> pad '
-            f'{event["goal"]}: {"SUCCESS" if event["success"] else "failure"} '
+            f'task {event["task"]}: {self.outcome_line(event)}: '
+            f'{"SUCCESS" if event["success"] else "failure"} '
             f'({event["reason"]}) after {event["frames"]} frames, '
             f'{event["distractors"]} distractor flash(es)')
         if self.params['outcomes_file']:
@@ -341,7 +390,7 @@ class So101SimNode(Node):
                    'frames_skipped': self.frames_skipped}
         self.publish_events([{**summary, 'frame': self.world.frame}])
         self.get_logger().info(
-            f'SO-101 summary: {len(self.finished)} tasks, {wins} successes, '
+            f'{self.TITLE} summary: {len(self.finished)} tasks, {wins} successes, '
             f'{self.world.frame} frames ({self.world.time:.1f} s sim time), '
             f'{self.trajectories} trajectories ({sum(self.rejected.values())} rejected)')
 
