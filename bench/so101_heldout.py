@@ -2,6 +2,10 @@
 
     python bench/so101_heldout.py --data BAGS --model-dir DIR [--out docs/results/so101_heldout]
 
+Any world whose bags carry the SO-101 world's `/task_events` ('start', 'cue', 'distractor', 'go',
+'success'/'failure') is scored the same way: the Pusher world's bags of `record-demos pusher`
+too (docs/pusher.md). The cue and distractor lengths come from the recorded 'start' event.
+
 DIR is what `python -m aura_ros train --data BAGS --out DIR` wrote (its checkpoints/ keeps the
 frozen backbone's features, its baselines/ the always-write and no-memory models). The held-out
 episodes are the trainer's own split (same config, same seed). Besides the trainer's every-frame
@@ -19,7 +23,8 @@ would get); `cue+distractor`, those and the 5 frames from each distractor flash 
 wrote every lamp); `unexplained`, the 5% of frames whose change the joint states explain least
 (`unexplained_change`; no labels: what a novelty-driven write would give).
 
-For AURA it also counts the held-out cue frames its gate wrote, and the other frames.
+For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives
+its gate's mean write probability on cue, distractor and other frames.
 
 `--variants raw whiten whiten_nobias ...` trains, on the same frozen features, each memory
 variant of `VARIANTS` (MemoryConfig changes: `input_map`, `write_bias`) as always-write and
@@ -103,6 +108,13 @@ def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
     """The frames that show an event of `kinds` (a cue by default): from each such event on,
     `frames` long, placed as the data layer places hints."""
     return hint_flags(stamps, [e['stamp'] for e in events if e['event'] in kinds], frames)
+
+
+def shown_frames(events: list[dict], kind: str) -> int:
+    """How many frames an event of `kind` shows, from the recorded 'start' event's world config
+    (cue_frames, distractor_frames); 5, the SO-101 world's, when the bag has no 'start'."""
+    start = next((e for e in events if e['event'] == 'start'), {})
+    return int(start.get('config', {}).get(f'{kind}_frames', 5))
 
 
 def forced(config: MemoryConfig, train_eps: list, held: dict, window: int, iters: int) -> dict:
@@ -230,6 +242,15 @@ def write_probability(model, episodes: list, flags: dict) -> dict:
                    'writes': int(g[m].sum())} for kind, m in masks.items()}
 
 
+def gate_table(by_frame: dict) -> list[str]:
+    """Markdown rows of `write_probability`'s result."""
+    lines = ['| frames | count | mean write probability | writes |', '|---|---:|---:|---:|']
+    for kind, r in by_frame.items():
+        p = 'n/a' if r['mean_p'] is None else f'{r["mean_p"]:.3f}'
+        lines.append(f'| {kind} | {r["frames"]} | {p} | {r["writes"]} |')
+    return lines
+
+
 def synthetic_frames(stamps: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
     """Frames of a synthetic cue-then-reach episode (aura_ros.data.synthetic, one per bag, its
     first frame at t = 0) with start_s <= t < end_s."""
@@ -323,7 +344,10 @@ def main() -> int:
         if args.synthetic:                  # a cue and no distractor in those episodes
             return synthetic_frames(ep.stamps, *CUE_WINDOW_S) if 'cue' in kinds \
                 else np.zeros(len(ep.stamps), bool)
-        return cue_frames(ep.stamps, events_of(ep.name), kinds=kinds)
+        events = events_of(ep.name)
+        return functools.reduce(np.logical_or, [
+            cue_frames(ep.stamps, events, shown_frames(events, kind), kinds=(kind,))
+            for kind in kinds])
 
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
@@ -343,6 +367,9 @@ def main() -> int:
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
         if method == 'aura':
             rows[method]['writes'] = cue_writes(model, every, held_cues)
+            rows[method]['gate_by_frame'] = write_probability(model, every, {
+                kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
+                for kind in ('cue', 'distractor')})
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -362,7 +389,9 @@ def main() -> int:
                                                                        held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
-    key_alike = key_cosine(config, [e.features for e in every], held_cues)
+    # the model's input map (whitening by default) is fitted on the training features
+    key_alike = key_cosine(config, [e.features for e in every], held_cues,
+                           fit_on=[z for z, _ in train_z])
     tcfg = cfg.training_config()
     train_eps = [FeatureEpisode(z, target(ep), name=ep.name) for z, ep in train_z]
     variant_keys = {}
@@ -456,6 +485,9 @@ def main() -> int:
             w = r['writes']
             lines.append(f'\n{method}: wrote {w["on_cue_frames"]} of the {w["cue_frames"]} '
                          f'held-out cue frames and {w["elsewhere"]} other frames.')
+        if 'gate_by_frame' in r:
+            lines += ['', f'{method}, its gate on held-out frames:', '',
+                      *gate_table(r['gate_by_frame'])]
     lines += ['', 'Cue frames among the 5% of held-out frames that score highest:', '']
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '
@@ -479,10 +511,7 @@ def main() -> int:
         lines += ['', f'Gate phase from the {gate["from"]} always-write memory '
                   f'({gate["gate_iters"]} gate + {gate["carry_iters"]} carried updates, '
                   f'ib_reduce {gate["ib_reduce"]}), held out:', '',
-                  '| frames | count | mean write probability | writes |', '|---|---:|---:|---:|']
-        for kind, r in gate['by_frame'].items():
-            p = 'n/a' if r['mean_p'] is None else f'{r["mean_p"]:.3f}'
-            lines.append(f'| {kind} | {r["frames"]} | {p} | {r["writes"]} |')
+                  *gate_table(gate['by_frame'])]
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return 0

@@ -2,6 +2,9 @@
 the trainer's data reader loads with no topic named."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +14,27 @@ pytest.importorskip('aura_ros.tasks.pusher')
 pytest.importorskip('rclpy')
 
 
-def test_a_short_recording_is_a_rig_bag_the_data_reader_loads(tmp_path):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def recorded(tmp_path_factory):
+    """Two short tasks recorded through ROS: (bags folder, the recorder's summary)."""
+    from aura_ros.ros.pusher.record import record
+
+    bags = tmp_path_factory.mktemp('pusher') / 'bags'
+    return bags, record(bags / 'run_0', tasks=2, seed=4, delay=(5, 8), log=None)
+
+
+def test_a_short_recording_is_a_rig_bag_the_data_reader_loads(recorded, tmp_path):
     from rosbags.highlevel import AnyReader
 
     from aura_ros.data import DataConfig, load_demonstrations
-    from aura_ros.ros.pusher.record import TOPICS, record
+    from aura_ros.ros.pusher.record import TOPICS
     from aura_ros.tasks.pusher import JOINT_NAMES
 
-    out = tmp_path / 'bags' / 'run_0'
-    summary = record(out, tasks=2, seed=4, delay=(5, 8), log=None)
+    bags, summary = recorded
+    out = bags / 'run_0'
     assert summary['tasks'] == 2 and summary['successes'] == 2
     assert summary['read_back'] == summary['recorded'] and summary['lockstep_timeouts'] == 0
     frames = summary['frames']
@@ -38,7 +53,7 @@ def test_a_short_recording_is_a_rig_bag_the_data_reader_loads(tmp_path):
     assert events[0]['joint_names'] == list(JOINT_NAMES)
 
     # what `python -m aura_ros train --data BAGS` reads, with no topic flag
-    demos = load_demonstrations(tmp_path / 'bags', DataConfig(cache_dir=str(tmp_path / 'cache')),
+    demos = load_demonstrations(bags, DataConfig(cache_dir=str(tmp_path / 'cache')),
                                 progress=False)
     assert demos.cameras == ('front', 'wrist')
     assert demos.camera_transports == ('raw', 'compressed')
@@ -59,3 +74,27 @@ def test_record_demos_pusher_is_a_command(tmp_path):
     assert (args.tasks, args.distractor_prob) == (3, 0.05)
     assert (args.delay_min, args.delay_max, args.targets) == (
         DEFAULT.delay_min, DEFAULT.delay_max, DEFAULT.n_targets)
+
+
+def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp_path):
+    """`train --data BAGS --out RUN` (here --quick) with no topic flag, then
+    bench/so101_heldout.py scores the run from the bag's /task_events: errors, and the gate's
+    write probability on cue, distractor and other frames (the model's whitening map fitted on
+    the training features, which the bench once forgot)."""
+    bags, _ = recorded
+    run = tmp_path / 'run'
+    train = subprocess.run([sys.executable, '-m', 'aura_ros', 'train', '--data', str(bags),
+                            '--out', str(run), '--quick'], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    bench = subprocess.run([sys.executable, 'bench/so101_heldout.py', '--data', str(bags),
+                            '--model-dir', str(run), '--out', str(tmp_path / 'heldout')],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    result = json.loads((tmp_path / 'heldout.json').read_text())
+    assert set(result['methods']) == {'aura', 'always_write', 'no_memory'}
+    gate = result['methods']['aura']['gate_by_frame']
+    assert set(gate) == {'cue', 'distractor', 'other'}
+    assert gate['cue']['frames'] == result['methods']['aura']['writes']['cue_frames']
+    assert gate['other']['frames'] > 0 and gate['other']['mean_p'] is not None
+    assert result['methods']['aura']['after_go']['action_error'] > 0
