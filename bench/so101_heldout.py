@@ -320,6 +320,9 @@ def main() -> int:
     ap.add_argument('--ib-utility', choices=sorted(VARIANTS),
                     help="the IB target (ib_reduce of --ib-reduce) of each held-out frame "
                          "against this variant's trained always-write memory, by frame kind")
+    ap.add_argument('--notes', type=Path,
+                    help='a markdown file put under the title (e.g. how the bags were recorded '
+                         'and the run trained, with their times)')
     ap.add_argument('--skip-trained', action='store_true',
                     help="do not score the trainer's own AURA and baselines")
     args = ap.parse_args()
@@ -469,6 +472,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
     lines = [f'# Held-out action error: `{args.model_dir}`', '',
+             *([args.notes.read_text().strip(), ''] if args.notes else []),
              f'Command: `{result["command"]}`  ',
              f'Machine: {result["machine"]}; held out: {split.how} '
              f'({result["after_go_frames"]} frames after GO)', '',
