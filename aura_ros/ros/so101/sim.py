@@ -106,8 +106,9 @@ def _jpeg(pixels: np.ndarray, quality: int = 90) -> CompressedImage:
 class So101SimNode(Node):
     """The simulator; `done` turns true when `max_tasks` or `duration_s` is reached.
 
-    Another world is served by a subclass that sets PARAMETERS, TITLE and overrides
-    `make_world`, `camera_topics` and `outcome_line` (aura_ros.ros.pusher.sim): the world needs
+    Another world is served by a subclass that sets PARAMETERS, TITLE, NODE_NAME and overrides
+    `make_world`, `camera_topics`, `world_line`, `outcome_line` and `start_fields`
+    (aura_ros.ros.pusher.sim): the world needs
     the interface of So101World (step, render, joint_positions, joint_velocities, joint_names,
     config.period, seed, frame, time, close).
     """
