@@ -3,7 +3,8 @@
 Each robot has the single-robot interface under its name; its chunks are computed from its own
 frames (checked against a one-robot runtime fed the same frames); a reset of one leaves the other
 two rows bit-identical; a bad frame on one is rejected for it alone; /diagnostics has one status
-per robot besides the process's.
+per robot besides the process's; the fleet changes by a lifecycle reconfigure (deactivate,
+cleanup, set `robots`, configure, activate), each robot resuming its own snapshot.
 """
 
 import time
@@ -14,6 +15,9 @@ import pytest
 rclpy = pytest.importorskip('rclpy', reason='rclpy not installed (pip install .[ros])')
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -40,10 +44,11 @@ def image_msg(pixels, stamp, encoding='rgb8'):
 class FleetRig:
     """The fleet node under test and, per robot, a client that feeds it and records its outputs."""
 
-    def __init__(self, make_node, executor, wait_for, model_dir, state_file='', engine='torch'):
+    def __init__(self, make_node, executor, wait_for, model_dir, state_file='', engine='torch',
+                 served=ROBOTS):
         overrides = [Parameter('model_dir', value=str(model_dir)),
                      Parameter('memory_engine', value=engine),
-                     Parameter('robots', value=list(ROBOTS)),
+                     Parameter('robots', value=list(served)),
                      Parameter('input_qos', value='reliable'),
                      Parameter('diagnostics_period_s', value=0.2),
                      Parameter('state_file', value=state_file)]
@@ -62,13 +67,13 @@ class FleetRig:
         self.resets = {r: c.create_client(Trigger, f'/{r}/aura/reset') for r in ROBOTS}
         self.health = []
         c.create_subscription(DiagnosticArray, '/diagnostics', self.health.append, 10)
-        self.wait_for(lambda: all(p.get_subscription_count() > 0 for p in
-                                  [*self.images.values(), *self.joints.values()])
-                      and all(c.count_publishers(f'/{r}/aura/action_chunk') > 0 for r in ROBOTS),
-                      10, executor, 'discovery')
+        self.wait_for(lambda: all(self.images[r].get_subscription_count() > 0
+                                  and self.joints[r].get_subscription_count() > 0
+                                  and c.count_publishers(f'/{r}/aura/action_chunk') > 0
+                                  for r in served), 10, executor, 'discovery')
 
     def robot(self, name):
-        return self.node.robots[ROBOTS.index(name)]
+        return next(robot for robot in self.node.robots if robot.name == name)
 
     def send(self, frames: dict, joints: dict, encoding='rgb8') -> dict:
         """Each robot's joint state, then its frame; wait until the node has taken them all.
@@ -110,7 +115,7 @@ def rig(request, make_node, executor, wait_for, tiny_model_dir, isolated_export_
 
 def row(rig, name):
     return {k: np.array(v, copy=True)
-            for k, v in rig.node.runtime.state_dict(ROBOTS.index(name)).items()}
+            for k, v in rig.node.runtime.state_dict(rig.robot(name).row).items()}
 
 
 def same(a, b):
@@ -271,3 +276,91 @@ def test_a_bad_fleet_file_names_the_robot_and_key(tmp_path):
         path.write_text(text)
         with pytest.raises(FleetFileError, match=match):
             load_fleet(path)
+
+
+def test_the_fleet_changes_by_a_lifecycle_reconfigure(make_node, executor, wait_for,
+                                                       tiny_model_dir, tmp_path):
+    """[arm1, arm2] step; `robots` is refused while active; deactivate + cleanup (every robot's
+    snapshot saved), robots := [arm2, arm3], configure + activate (over the node's lifecycle
+    and parameter services, as `ros2 lifecycle set` and `ros2 param set` do): arm3 has its topics
+    and reset service and starts empty, arm1's service is gone, arm2 resumed bit-identical."""
+    rig = FleetRig(make_node, executor, wait_for, tiny_model_dir,
+                   str(tmp_path / 'state.safetensors'), served=('arm1', 'arm2'))
+    try:
+        c, node, rng = rig.client, rig.node, np.random.default_rng(2)
+        change = c.create_client(ChangeState, '/aura/change_state')
+        set_params = c.create_client(SetParameters, '/aura/set_parameters')
+
+        def call(client, request):
+            wait_for(client.service_is_ready, 10, executor, 'service')
+            future = client.call_async(request)
+            wait_for(future.done, 15, executor, 'service response')
+            return future.result()
+
+        def transition(id_):
+            assert call(change, ChangeState.Request(transition=Transition(id=id_))).success
+
+        def set_robots(names):
+            return call(set_params, SetParameters.Request(parameters=[
+                Parameter('robots', value=names).to_parameter_msg()])).results[0]
+
+        def step(robots):
+            frames = {r: rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for r in robots}
+            joints = {r: rng.normal(scale=0.3, size=2) for r in robots}
+            counts = {r: len(rig.chunks[r]) for r in robots}
+            stamps = rig.send(frames, joints)
+            wait_for(lambda: all(len(rig.chunks[r]) > counts[r] for r in robots), 10,
+                     executor, 'chunks')
+            return frames, joints, stamps
+
+        def served():                                    # the node's services, seen over DDS
+            return dict(c.get_service_names_and_types_by_node('aura', '/'))
+
+        wait_for(lambda: '/arm1/aura/reset' in served() and '/arm3/aura/reset' not in served(),
+                 10, executor, "arm1's reset service")
+        for _ in range(3):
+            step(('arm1', 'arm2'))
+        arm2 = row(rig, 'arm2')
+
+        # refused while active, with the reason and the way; nothing changes
+        result = set_robots(['arm2', 'arm3'])
+        assert not result.successful
+        assert 'unconfigured (it is active)' in result.reason, result.reason
+        assert 'deactivate and cleanup first' in result.reason, result.reason
+        assert node.get_parameter('robots').value == ['arm1', 'arm2']
+        assert [r.name for r in node.robots] == ['arm1', 'arm2'] and node.runtime.robots == 2
+        transition(Transition.TRANSITION_DEACTIVATE)
+        assert 'unconfigured (it is inactive)' in set_robots(['arm2', 'arm3']).reason
+
+        transition(Transition.TRANSITION_CLEANUP)       # saves every robot's snapshot
+        assert (tmp_path / 'state.arm1.safetensors').exists()
+        assert (tmp_path / 'state.arm2.safetensors').exists()
+        bad = set_robots(['arm2', 'arm2'])
+        assert not bad.successful and 'names a robot twice' in bad.reason, bad.reason
+        assert set_robots(['arm2', 'arm3']).successful
+        transition(Transition.TRANSITION_CONFIGURE)
+        transition(Transition.TRANSITION_ACTIVATE)
+
+        assert [(r.name, r.row) for r in node.robots] == [('arm2', 0), ('arm3', 1)]
+        assert node.runtime.robots == 2 and node.params.robots == ('arm2', 'arm3')
+        assert same(arm2, row(rig, 'arm2'))              # resumed bit-identical
+        assert node.runtime.counters[0].steps == 3
+        assert not row(rig, 'arm3')['W'].any() and node.runtime.counters[1].steps == 0
+        wait_for(lambda: '/arm1/aura/reset' not in served() and '/arm3/aura/reset' in served(),
+                 10, executor, "arm1's reset service gone, arm3's there")
+        wait_for(lambda: rig.images['arm1'].get_subscription_count() == 0
+                 and rig.images['arm3'].get_subscription_count() > 0
+                 and c.count_publishers('/arm3/aura/action_chunk') > 0, 10, executor,
+                 "arm1's inputs gone, arm3's topics there")
+
+        # arm3 steps from an empty memory on its own topics; a reset of it leaves arm2 alone
+        ref = AuraRuntime.from_model_dir(tiny_model_dir, device='cpu')
+        frames, joints, stamps = step(('arm2', 'arm3'))
+        expected = ref.step(frames['arm3'], 'rgb8', joints['arm3']).targets['action_chunk']
+        check_chunk(rig.chunks['arm3'][-1], stamps['arm3'], expected, ref.spec.action_period_s)
+        arm2 = row(rig, 'arm2')
+        response = rig.reset('arm3')
+        assert response.success and response.message.startswith('arm3: memory reset'), response
+        assert same(arm2, row(rig, 'arm2')) and not row(rig, 'arm3')['W'].any()
+    finally:
+        rig.close()

@@ -56,6 +56,21 @@ def test_only_the_gate_threshold_changes_at_run_time_and_only_to_a_threshold():
         'gate_threshold: ')
 
 
+def test_robots_change_only_while_unconfigured_and_only_to_robot_names():
+    robots = Parameter('robots', Parameter.Type.STRING_ARRAY, ['arm2', 'arm3'])
+    assert run_time_refusal([robots], 'unconfigured') == ''
+    for state in ('active', 'inactive'):
+        assert run_time_refusal([robots], state).startswith(
+            f'robots can change only while the node is unconfigured (it is {state}): '
+            'deactivate and cleanup first')
+    assert 'names a robot twice' in run_time_refusal(
+        [Parameter('robots', Parameter.Type.STRING_ARRAY, ['arm2', 'arm2'])], 'unconfigured')
+    assert 'not robot names' in run_time_refusal(
+        [Parameter('robots', Parameter.Type.STRING_ARRAY, ['2arm'])], 'unconfigured')
+    assert run_time_refusal([Parameter('device', Parameter.Type.STRING, 'cpu')],
+                            'unconfigured') == 'device is read-only at run time'
+
+
 def test_a_robot_saves_its_row_and_a_failed_save_is_a_problem(tiny_model_dir, tmp_path):
     runtime = AuraRuntime.from_model_dir(tiny_model_dir, device='cpu', robots=2)
     folder = tmp_path / 'states'

@@ -23,7 +23,10 @@ Robots: by default the node serves one robot with the names above. With the `rob
 it serves a fleet from one process: one runtime whose memory state has one row per robot, each
 robot with the same names under its own (`arm1/image` in, `arm1/aura/<group>` and the
 `arm1/aura/reset` service out; aura_ros/ros/robot.py). A single robot is a fleet of one: the
-same code. The policies the node applies are ROS-free: stamp admission
+same code. The fleet changes by a lifecycle reconfigure: `robots` may be set while the node is
+unconfigured (after cleanup, which saved every robot's state), and configure seats the new list
+(its rows, topics and reset services; a robot that stays or comes back resumes its own state
+file). The policies the node applies are ROS-free: stamp admission
 (aura_ros/runtime/admission.py), crash-resume (aura_ros/runtime/crash_resume.py), counters and
 delivery accounting (aura_ros/ros/health.py).
 
@@ -57,6 +60,7 @@ frames step again, and a kept joint state from after the new time is dropped. Th
 as it is (the episode goes on); call ~/reset if the loop means a new episode.
 """
 
+import dataclasses
 import functools
 import sys
 import threading
@@ -104,7 +108,7 @@ from aura_ros.ros.params import (
     widen_integers,
 )
 from aura_ros.ros.remaps import unmatched_remaps
-from aura_ros.ros.robot import Robot
+from aura_ros.ros.robot import Robot, seat_fleet
 from aura_ros.ros.worker import Worker
 from aura_ros.runtime import AuraRuntime, ModelDirError
 from aura_ros.runtime.admission import Admission
@@ -168,8 +172,7 @@ class AuraNode(LifecycleNode):
         self.problem_log = ProblemLog(self.get_logger(), WARN_THROTTLE_S, p.health_window_s)
         self._configure_error: Optional[Exception] = None
         # one Robot per robot served (aura_ros/ros/robot.py): a single robot is a fleet of one
-        self.robots = [Robot(name, row, self.get_name(), p.state_file, self.get_logger(),
-                             p.health_window_s) for row, name in enumerate(p.robots or ('',))]
+        self.robots: list[Robot] = []              # seated below and at every configure
 
         self.worker = Worker(self)                 # what the worker thread does (worker.py)
         self._worker: Optional[threading.Thread] = None
@@ -187,9 +190,7 @@ class AuraNode(LifecycleNode):
         self.max_pixels: dict[str, int] = {}       # camera -> most pixels a frame may have
 
         self.health_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        for robot in self.robots:
-            self.create_service(Trigger, robot.output_topic('reset'),
-                                functools.partial(self._on_reset, robot))
+        self._seat_robots()
         self.create_timer(p.diagnostics_period_s, self._publish_health,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_pre_set_parameters_callback(widen_integers)
@@ -307,8 +308,26 @@ class AuraNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
+    def _seat_robots(self) -> None:
+        """The robots of the `robots` parameter, at start and at every configure (it changes only
+        while unconfigured): a robot that left loses its reset service, a new one gets its own."""
+        names = tuple(self.get_parameter('robots').value or ())
+        if self.robots and names != self.params.robots:
+            self.get_logger().info(f'robots: {list(self.params.robots)} -> {list(names)}')
+        self.params = p = dataclasses.replace(self.params, robots=names)
+        self.robots, left = seat_fleet(self.robots, names, lambda name: Robot(
+            name, 0, self.get_name(), p.state_file, self.get_logger(), p.health_window_s))
+        for robot in left:
+            self.destroy_service(robot.reset_service)
+        for robot in self.robots:
+            if robot.reset_service is None:
+                robot.reset_service = self.create_service(
+                    Trigger, robot.output_topic('reset'), functools.partial(self._on_reset, robot))
+
     def _configure(self) -> None:
-        """Load and check the model, warm it up, resume the state, create topics and worker."""
+        """Seat the robots, load and check the model, warm it up, resume each robot's state,
+        create topics and worker."""
+        self._seat_robots()
         p = self.params
         threshold = self.get_parameter('gate_threshold').value
         threshold = None if threshold < 0 else threshold      # negative: the model's own
@@ -493,10 +512,12 @@ class AuraNode(LifecycleNode):
         return response
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        refusal = run_time_refusal(params)
+        refusal = run_time_refusal(params, self.lifecycle_state)
         if refusal:
             return SetParametersResult(successful=False, reason=refusal)
         for param in params:
+            if param.name == 'robots':             # seated at the next configure
+                continue
             with self.lock:
                 self.worker.threshold_update = float(param.value)
                 self.lock.notify()                 # applied now, frames or not

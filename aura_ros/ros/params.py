@@ -159,7 +159,9 @@ ROBOTS = _describe('serve several robots from this one process (a fleet): their 
                    '[arm1, arm2]; each robot has the single-robot topics under its name '
                    '(arm1/image, arm1/joint_states -> arm1/<node>/<group>, arm1/<node>/reset) '
                    'and its own row of one batched memory state; unset = one robot, topics as '
-                   'they are', ParameterType.PARAMETER_STRING_ARRAY)
+                   'they are; may change while the node is unconfigured (after cleanup): the '
+                   'next configure serves the new list', ParameterType.PARAMETER_STRING_ARRAY,
+                   read_only=False)
 ROBOT_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 PATHS = ('model_dir', 'state_file')
 DOUBLES = tuple(name for name, (_, d) in DECLARATIONS.items() if d.type == DOUBLE)
@@ -171,13 +173,25 @@ def widen_integers(params: list[Parameter]) -> list[Parameter]:
             if p.name in DOUBLES and p.type_ == Parameter.Type.INTEGER else p for p in params]
 
 
-def run_time_refusal(params: list[Parameter]) -> str:
-    """Why a change at run time is refused ('' if it is not): only gate_threshold may change,
-    to a threshold the runtime takes or to a negative value (back to the model's own)."""
+def run_time_refusal(params: list[Parameter], lifecycle_state: str = 'active') -> str:
+    """Why a change at run time is refused ('' if it is not): gate_threshold may change, to a
+    threshold the runtime takes or to a negative value (back to the model's own); robots only
+    while the node is unconfigured (the fleet changes by a lifecycle reconfigure: its rows,
+    topics and reset services are made at configure), to a list of robot names."""
     for param in params:
-        if param.name != 'gate_threshold':
+        if param.name == 'robots':
+            if lifecycle_state != 'unconfigured':
+                return (f'robots can change only while the node is unconfigured (it is '
+                        f'{lifecycle_state}): deactivate and cleanup first, set robots, then '
+                        "configure (each robot's state is saved at cleanup and resumed at "
+                        'configure with state_file)')
+            try:
+                check_robots(param.value)
+            except ParameterError as err:
+                return str(err)
+        elif param.name != 'gate_threshold':
             return f'{param.name} is read-only at run time'
-    for param in params:
+    for param in (param for param in params if param.name == 'gate_threshold'):
         try:             # rclpy's range check lets 1 + 1e-6 through; the runtime would not
             if param.value >= 0:                 # negative: back to the model's own
                 check_threshold(param.value)
@@ -247,8 +261,13 @@ def declare_and_read(node: Node) -> NodeParams:
 
 def read_robots(node: Node) -> tuple[str, ...]:
     """The `robots` parameter: distinct names, each a valid ROS name token; () when unset."""
-    robots = tuple(node.declare_parameter('robots', Parameter.Type.STRING_ARRAY, ROBOTS).value
-                   or ())
+    return check_robots(node.declare_parameter('robots', Parameter.Type.STRING_ARRAY,
+                                               ROBOTS).value)
+
+
+def check_robots(value) -> tuple[str, ...]:
+    """A `robots` value as names, or ParameterError naming what is wrong with it."""
+    robots = tuple(value or ())
     bad = [name for name in robots if not ROBOT_NAME.fullmatch(name)]
     if bad:
         raise ParameterError(f"parameter 'robots': {bad} are not robot names (a letter, then "

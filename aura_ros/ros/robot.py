@@ -14,11 +14,16 @@ one, named ''):
              stepped stamp, latest joint state), its camera-set matcher, its counters
 
 The node does the ROS wiring and the stepping; a Robot only holds what is one robot's.
+
+The fleet changes by a lifecycle reconfigure (`seat_fleet` at every configure): a robot that
+stays keeps its object (counters, reset service) at its new row, one that left is dropped (its
+snapshot was saved at cleanup), one that joins (or comes back) is new and resumes its own
+snapshot when the state file has one.
 """
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from aura_ros.ros.health import RecentProblems, RobotCounters
 from aura_ros.runtime.crash_resume import CrashResume
@@ -48,7 +53,14 @@ class Robot:
         self.last_stamp = -math.inf                       # of the last stepped observation
         self.reset_request: Optional[dict] = None
         self.last_gate: dict = {}
+        self.reset_service = None                         # made and destroyed by the node
         self.clear_wiring()
+
+    def seat(self, row: int) -> None:
+        """Serve row `row` of the next runtime (the fleet changed at configure)."""
+        self.row = row
+        if self.crash is not None:
+            self.crash.row = row
 
     def clear_wiring(self) -> None:
         """Forget the topics of a configure (the node has destroyed them)."""
@@ -82,3 +94,14 @@ class Robot:
     def label(self, node: str) -> str:
         """The robot's name in logs and /diagnostics."""
         return f'{node} {self.name}' if self.name else node
+
+
+def seat_fleet(robots: list[Robot], names: tuple[str, ...],
+               make: Callable[[str], Robot]) -> tuple[list[Robot], list[Robot]]:
+    """The robots for `names` (() = one robot, named ''), in that order, each seated at its
+    row: one that stays is the same object, a new one is `make(name)`. Also those that left."""
+    kept = {robot.name: robot for robot in robots}
+    fleet = [kept.pop(name, None) or make(name) for name in names or ('',)]
+    for row, robot in enumerate(fleet):
+        robot.seat(row)
+    return fleet, list(kept.values())
