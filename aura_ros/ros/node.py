@@ -104,6 +104,7 @@ from aura_ros.ros.params import (
     ParameterError,
     check_device,
     declare_and_read,
+    robots_now,
     run_time_refusal,
     widen_integers,
 )
@@ -311,7 +312,7 @@ class AuraNode(LifecycleNode):
     def _seat_robots(self) -> None:
         """The robots of the `robots` parameter, at start and at every configure (it changes only
         while unconfigured): a robot that left loses its reset service, a new one gets its own."""
-        names = tuple(self.get_parameter('robots').value or ())
+        names = robots_now(self)
         if self.robots and names != self.params.robots:
             self.get_logger().info(f'robots: {list(self.params.robots)} -> {list(names)}')
         self.params = p = dataclasses.replace(self.params, robots=names)

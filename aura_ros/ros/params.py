@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -263,6 +264,14 @@ def read_robots(node: Node) -> tuple[str, ...]:
     """The `robots` parameter: distinct names, each a valid ROS name token; () when unset."""
     return check_robots(node.declare_parameter('robots', Parameter.Type.STRING_ARRAY,
                                                ROBOTS).value)
+
+
+def robots_now(node: Node) -> tuple[str, ...]:
+    """The `robots` parameter's value now, () while unset (as a single robot's node has it)."""
+    try:
+        return tuple(node.get_parameter('robots').value or ())
+    except ParameterUninitializedException:
+        return ()
 
 
 def check_robots(value) -> tuple[str, ...]:
