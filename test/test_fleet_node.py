@@ -364,3 +364,29 @@ def test_the_fleet_changes_by_a_lifecycle_reconfigure(make_node, executor, wait_
         assert same(arm2, row(rig, 'arm2')) and not row(rig, 'arm3')['W'].any()
     finally:
         rig.close()
+
+
+def test_a_single_robot_node_becomes_a_fleet_at_configure(executor, wait_for, tiny_model_dir):
+    """No `robots` (one robot, ~/reset) -> cleanup, robots := [arm1, arm2], configure: the
+    unnamed robot's /aura/reset is gone, each arm has its own, the state has two rows."""
+    node = AuraNode(context=executor.context, parameter_overrides=[
+        Parameter('model_dir', value=str(tiny_model_dir))])
+    executor.add_node(node)
+    try:
+        def services():
+            return dict(node.get_service_names_and_types_by_node('aura', '/'))
+
+        assert node.runtime.robots == 1 and '/aura/reset' in services()
+        refused = node.set_parameters([Parameter('robots', value=['arm1', 'arm2'])])[0]
+        assert not refused.successful and 'unconfigured (it is active)' in refused.reason
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        assert node.set_parameters([Parameter('robots', value=['arm1', 'arm2'])])[0].successful
+        node.trigger_configure()
+        assert [r.name for r in node.robots] == ['arm1', 'arm2'] and node.runtime.robots == 2
+        wait_for(lambda: '/aura/reset' not in services() and '/arm1/aura/reset' in services()
+                 and '/arm2/aura/reset' in services(), 10, executor, 'the reset services')
+    finally:
+        executor.remove_node(node)
+        node.stop()
+        node.destroy_node()
