@@ -53,10 +53,12 @@ import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,7 +75,7 @@ from aura_ros.memory import (  # noqa: E402
 )
 from aura_ros.memory.batches import Windows  # noqa: E402
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
-from aura_ros.memory.losses import action_loss  # noqa: E402
+from aura_ros.memory.losses import action_loss, budget_target  # noqa: E402
 from aura_ros.memory.objective import gated_forward, offset_utility  # noqa: E402
 from aura_ros.memory.training import (  # noqa: E402
     FeatureEpisode,
@@ -258,15 +260,28 @@ def synthetic_frames(stamps: np.ndarray, start_s: float, end_s: float) -> np.nda
     return (t >= start_s - 1e-6) & (t < end_s - 1e-6)
 
 
+def auc(scores: Tensor, positive: Tensor, negative: Tensor) -> Optional[float]:
+    """The chance that a positive frame scores above a negative one (ties count half)."""
+    pos, neg = scores[positive], scores[negative]
+    if not len(pos) or not len(neg):
+        return None
+    ranks = torch.cat([pos, neg]).argsort().argsort().double()
+    # average ranks of ties are not needed for a guide; utility ties are rare (floats)
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
+
+
 @torch.no_grad()
-def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig) -> dict:
+def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
+               budgets: Sequence[float] = (0.01, 0.02, 0.05)) -> dict:
     """The gate phase's IB target before any gate update: `offset_utility` (the action loss at
     t + offsets had t skipped, minus had it written) of every held-out frame against `model`'s
     memory written as it stands, in windows of the run's length, averaged per kind of frame;
-    with the share of frames the IB loss asks to write (u > margin * skip loss, `ib_loss`)."""
-    utils, asks = [], []
+    with the share of frames the IB loss asks to write (u > margin * skip loss, `ib_loss`), the
+    share each write budget's target asks for (`budget_target`: the top `budget` of a window by
+    utility) and how well the utility ranks cue frames above the others (AUC)."""
+    utils, asks, chosen = [], [], {b: [] for b in budgets}
     for ep in episodes:
-        parts, wants = [], []
+        parts, wants, picks = [], [], {b: [] for b in budgets}
         for start in range(0, len(ep.features), tcfg.window):
             z = ep.features[start:start + tcfg.window][None]
             target = ep.targets[start:start + tcfg.window][None]
@@ -275,15 +290,27 @@ def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig) -> dict
                                      reduce=tcfg.ib_reduce, margin=tcfg.margin)
             parts.append(u[0])
             wants.append(u[0] > tcfg.margin * skip[0].clamp(min=1e-6))
+            for b in budgets:
+                picks[b].append(budget_target(u, b)[0] > 0)
         utils.append(torch.cat(parts))
         asks.append(torch.cat(wants))
+        for b in budgets:
+            chosen[b].append(torch.cat(picks[b]))
     u, ask = torch.cat(utils), torch.cat(asks)
+    chosen = {b: torch.cat(c) for b, c in chosen.items()}
     masks = {kind: torch.cat(f) for kind, f in flags.items()}
     masks['other'] = ~functools.reduce(torch.logical_or, masks.values())
-    return {kind: {'frames': int(m.sum()), 'mean_utility': float(u[m].mean()) if m.any() else None,
-                   'positive_share': float((u[m] > 0).float().mean()) if m.any() else None,
-                   'ib_target_share': float(ask[m].float().mean()) if m.any() else None}
-            for kind, m in masks.items()}
+    out = {kind: {'frames': int(m.sum()), 'mean_utility': float(u[m].mean()) if m.any() else None,
+                  'positive_share': float((u[m] > 0).float().mean()) if m.any() else None,
+                  'ib_target_share': float(ask[m].float().mean()) if m.any() else None,
+                  'budget_target_share': {str(b): float(c[m].float().mean()) if m.any() else None
+                                          for b, c in chosen.items()}}
+           for kind, m in masks.items()}
+    cue = masks.get('cue')
+    if cue is not None:
+        out['auc'] = {f'cue vs {kind}': auc(u, cue, m) for kind, m in masks.items()
+                      if kind != 'cue'}
+    return out
 
 
 def bag_of(data: Path, episode_name: str) -> Path:
@@ -314,6 +341,9 @@ def main() -> int:
     ap.add_argument('--gate-iters', type=int, default=300)
     ap.add_argument('--carry-iters', type=int, default=0)
     ap.add_argument('--ib-reduce', choices=('mean', 'best'), default='best')
+    ap.add_argument('--write-budget', type=float, nargs=2, metavar=('START', 'END'),
+                    help="the gate phase's IB target: the top share of each window by utility, "
+                         'annealed from START to END (TrainingConfig.write_budget)')
     ap.add_argument('--synthetic', action='store_true',
                     help='the data are aura_ros.data.synthetic cue-then-reach bags: cue frames '
                          'and "after GO" (from the move\'s start) from its known timing')
@@ -430,13 +460,14 @@ def main() -> int:
                                f'{args.gate_from}_always_write.safetensors',
                                build_model('aura', vconfig), config=vconfig)
         gcfg = replace(tcfg, gate_iters=args.gate_iters, carry_iters=args.carry_iters,
-                       ib_reduce=args.ib_reduce)
+                       ib_reduce=args.ib_reduce, write_budget=args.write_budget)
         history = train(aura, train_eps, gcfg, phases=('gate', 'carry'))
         save_checkpoint(aura, args.model_dir / 'variants' / f'{args.gate_from}_aura.safetensors')
         kinds = {kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
                  for kind in ('cue', 'distractor')}
         gate = {'from': args.gate_from, 'gate_iters': args.gate_iters,
                 'carry_iters': args.carry_iters, 'ib_reduce': args.ib_reduce,
+                'write_budget': args.write_budget,
                 'threshold': gcfg.threshold, 'by_frame': write_probability(aura, every, kinds),
                 'collapses': history.collapses}
         rows[f'aura, gate from {args.gate_from} always-write'] = {
@@ -505,16 +536,23 @@ def main() -> int:
     if utility is not None:
         lines += ['', f'IB target against the {utility["from"]} always-write memory '
                   f'(ib_reduce {utility["ib_reduce"]}), held out:', '',
-                  '| frames | count | mean utility | share > 0 | share the IB loss asks for |',
-                  '|---|---:|---:|---:|---:|']
+                  '| frames | count | mean utility | share > 0 | share the IB loss asks for | '
+                  'share a write budget asks for (budget: share) |',
+                  '|---|---:|---:|---:|---:|---|']
         for kind, r in utility['by_frame'].items():
-            if r['mean_utility'] is not None:
+            if kind != 'auc' and r['mean_utility'] is not None:
+                budgets = ', '.join(f'{b}: {v:.3f}' for b, v in r['budget_target_share'].items())
                 lines.append(f'| {kind} | {r["frames"]} | {r["mean_utility"]:.5f} | '
-                             f'{r["positive_share"]:.3f} | {r["ib_target_share"]:.3f} |')
+                             f'{r["positive_share"]:.3f} | {r["ib_target_share"]:.3f} | '
+                             f'{budgets} |')
+        for pair, value in utility['by_frame'].get('auc', {}).items():
+            if value is not None:
+                lines.append(f'\nAUC of the utility, {pair}: {value:.3f}')
     if gate is not None:
         lines += ['', f'Gate phase from the {gate["from"]} always-write memory '
                   f'({gate["gate_iters"]} gate + {gate["carry_iters"]} carried updates, '
-                  f'ib_reduce {gate["ib_reduce"]}), held out:', '',
+                  f'ib_reduce {gate["ib_reduce"]}, write budget {gate["write_budget"]}), '
+                  'held out:', '',
                   *gate_table(gate['by_frame'])]
     args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))

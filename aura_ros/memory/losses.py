@@ -13,11 +13,16 @@ Chosen forms (our reconstruction; the paper body was not available):
   `objective.offset_utility`, and `ib_loss` trains p_t with binary cross-entropy towards
   1[u_t > margin * loss_skip_t]: a write must cut the loss of the actions it serves by a relative
   `margin`. Distractors (writing hurts) and filler (writing does nothing) get target 0; events 1.
+  With a write budget (`budget_ib_loss`) the target is instead the `budget` share of each
+  window's steps with the largest utility (> 0): the rank keeps the utility's size, where the
+  margin throws it away (docs/training.md, "A gate without labels").
 - L_sparse: the mean write probability, or with `target_rate` a hinge max(0, mean p - target_rate).
 """
 
+import math
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -64,6 +69,37 @@ def ib_loss(p: Tensor, utility: Tensor, loss_skip: Tensor, margin: float = 0.2,
     target = (utility > margin * loss_skip.clamp(min=1e-6)).to(p.dtype)
     bce = F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target, reduction='none')
     return _weighted_mean(bce, weight)
+
+
+def budget_target(utility: Tensor, budget: float, weight: Optional[Tensor] = None) -> Tensor:
+    """1 on the `budget` share of each row's steps (of those `weight` marks) whose write helps
+    most, among those where it helps at all (utility > 0); 0 elsewhere.
+
+    Unlike a fixed margin, the rank keeps the utility's size: a cue worth ten distractors is
+    chosen before them, and a budget above zero never asks for no write at all."""
+    valid = torch.ones_like(utility, dtype=torch.bool) if weight is None else weight > 0
+    count = valid.sum(-1, keepdim=True)
+    k = (count.to(utility.dtype) * budget).ceil().clamp(min=1).long()
+    score = utility.masked_fill(~valid, -math.inf)
+    order = score.argsort(-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(utility.shape[-1], device=utility.device)
+                  .expand_as(order))
+    return ((rank < k) & (utility > 0) & valid).to(utility.dtype)
+
+
+def budget_ib_loss(p: Tensor, utility: Tensor, budget: float,
+                   weight: Optional[Tensor] = None) -> Tensor:
+    """BCE of the write probability towards `budget_target`, the rare positives weighted up to
+    balance the rest (as a hinted gate's are), so the gate learns a rank, not a rate of 0."""
+    target = budget_target(utility, budget, weight)
+    valid = torch.ones_like(p) if weight is None else weight.to(p.dtype)
+    positives = parallel.per_rank((target * valid).sum())
+    balance = ((parallel.per_rank(valid.sum()) - positives)
+               / positives.clamp(min=1.0 / parallel.world())).clamp(min=1.0)
+    w = valid * (1.0 + (balance - 1.0) * target)
+    bce = F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target, weight=w, reduction='sum')
+    return bce / parallel.per_rank(w.sum()).clamp(min=1)
 
 
 def sparsity_loss(p: Tensor, target_rate: Optional[float] = None,

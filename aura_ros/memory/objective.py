@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from . import parallel
 from .batches import Batch
 from .gates import GatePolicy
-from .losses import action_loss, ib_loss, sparsity_loss
+from .losses import action_loss, budget_ib_loss, ib_loss, sparsity_loss
 from .scan import augment
 from .training_config import TrainingConfig
 
@@ -84,9 +84,10 @@ def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
 
 
 def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
-              gated: bool) -> tuple[Tensor, dict]:
+              gated: bool, budget: Optional[float] = None) -> tuple[Tensor, dict]:
     """The loss of one update and its logged terms: the masked action loss, plus for a gated
-    update the IB (at `config.offsets`) and sparsity terms over the real steps."""
+    update the IB (at `config.offsets`; towards the top `budget` of each window if given) and
+    sparsity terms over the real steps."""
     act = _masked_mean(action_loss(out['action'], batch.target, config.loss), batch.mask)
     g = out['g'].float()
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}
@@ -96,7 +97,11 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
         return hint_objective(out, batch, config, record)
     utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
                                    config.loss, config.ib_reduce, config.margin)
-    ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
+    if budget is None:
+        ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
+    else:
+        ib = budget_ib_loss(out['p'], utility, budget, weight=batch.valid)
+        record['budget'] = budget
     sparse = sparsity_loss(out['p'], config.target_rate, weight=batch.valid)
     loss = act + config.w_ib * ib + config.w_sparse * sparse
     record.update(ib=ib.item(), sparse=sparse.item(), total=loss.item())

@@ -249,12 +249,12 @@ def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool,
 
 
 def _loss(model: nn.Module, batch: Batch, state: Optional[dict], ib: bool,
-          config: TrainingConfig, gated: bool,
-          gate: Optional[GatePolicy] = None) -> tuple[Tensor, dict, dict]:
+          config: TrainingConfig, gated: bool, gate: Optional[GatePolicy] = None,
+          budget: Optional[float] = None) -> tuple[Tensor, dict, dict]:
     """One update's forward, writes following `gate` (None: the model's own policy): (loss,
     logged terms, the state after it, detached)."""
     out = _forward(model, batch, state, ib, gate)
-    loss, record = objective(model, out, batch, config, gated)
+    loss, record = objective(model, out, batch, config, gated, budget)
     return loss, record, {k: v.detach() for k, v in out['state'].items()}
 
 
@@ -270,7 +270,7 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     bar, log, guard = _phase_log(config, history, phase, name, iters, gated, progress)
     skips = _Skips(name, phase, iters, 'lr')
     step, mine = parallel.data_parallel(model), parallel.rows(config.batch)
-    for _ in bar:
+    for i in bar:
         batch = batch_rows(windows.sample(config.batch * parallel.world()), mine)
         policy = gate
         if teacher is not None:
@@ -278,7 +278,8 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
         elif gated:
             policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         ib = gated and config.gate_target == 'ib'
-        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated, policy)
+        budget = config.budget_at(i / max(iters - 1, 1)) if ib else None
+        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated, policy, budget)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         log(rec)
     skips.finish()
@@ -322,7 +323,8 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     for _ in bar:
         batch = batch_rows(streams.next(), mine)
         policy = LearnedGate(float(rng.uniform(*config.threshold_jitter))) if gated else gate
-        loss, rec, after = step(_loss, model, batch, state, ib, config, ib, policy)
+        loss, rec, after = step(_loss, model, batch, state, ib, config, ib, policy,
+                                config.budget_at(1.0) if ib else None)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         state = after if carries else model.init_state(B, device)
         restart = rng.random(B * parallel.world()) < config.carry_reset

@@ -47,6 +47,10 @@ class TrainingConfig:
     margin: float = 0.2            # a write must cut the later loss by this fraction
     ib_reduce: str = 'mean'        # over offsets: 'mean' loss, or the 'best' offset
     target_rate: Optional[float] = None   # sparsity: hinge above this write rate instead of mean p
+    # the IB target: None, a write must cut the later loss by `margin`; [start, end], the share
+    # of each window whose writes help most (losses.budget_target), annealed geometrically from
+    # start to end over the gate phase and held at end in the carried phase
+    write_budget: Optional[tuple[float, float]] = None
     threshold: float = 0.5         # gate threshold used outside the jittered updates
     threshold_jitter: tuple[float, float] = (0.3, 0.7)
     loss: str = 'mse'              # 'mse' (continuous chunks) or 'ce' (class indices, chunk 1)
@@ -78,6 +82,17 @@ class TrainingConfig:
         if self.target_rate is not None:
             object.__setattr__(self, 'target_rate',
                                _number('target_rate', self.target_rate, 0.0, 1.0))
+        if self.write_budget is not None:
+            budget = self.write_budget
+            if isinstance(budget, (str, bytes)) or not isinstance(budget, (list, tuple)) \
+                    or len(budget) != 2:
+                raise TrainingError(f'TrainingConfig.write_budget must be [start, end] shares '
+                                    f'of a window, got {budget!r}')
+            start, end = (_number('write_budget', v, 0.0, 1.0) for v in budget)
+            if not 0.0 < end <= start:
+                raise TrainingError(f'TrainingConfig.write_budget must be [start, end] with '
+                                    f'0 < end <= start <= 1, got {budget!r}')
+            object.__setattr__(self, 'write_budget', (start, end))
         jitter = self.threshold_jitter
         if isinstance(jitter, (str, bytes)) or not isinstance(jitter, (list, tuple)) \
                 or len(jitter) != 2:
@@ -97,8 +112,17 @@ class TrainingConfig:
         if self.loss not in ('mse', 'ce'):
             raise TrainingError(f"TrainingConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
 
+    def budget_at(self, done: float) -> Optional[float]:
+        """The write budget when a share `done` of the gate phase is done (None: no budget)."""
+        if self.write_budget is None:
+            return None
+        start, end = self.write_budget
+        return start * (end / start) ** min(max(done, 0.0), 1.0)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out['offsets'] = list(self.offsets)
         out['threshold_jitter'] = list(self.threshold_jitter)
+        if self.write_budget is not None:
+            out['write_budget'] = list(self.write_budget)
         return out

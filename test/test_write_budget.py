@@ -1,0 +1,53 @@
+"""The write-budget IB target (losses.budget_target / budget_ib_loss, TrainingConfig.write_budget):
+the gate is asked for the writes that help most, ranked by their utility, never for none."""
+
+import pytest
+import torch
+
+from aura_ros.memory.losses import budget_ib_loss, budget_target
+from aura_ros.memory.training import TrainingConfig, TrainingError
+
+
+def test_the_target_is_the_top_share_of_each_row_by_utility():
+    u = torch.tensor([[0.1, 0.9, 0.3, 0.0, 0.5, 0.2, 0.05, 0.4, 0.6, 0.7],
+                      [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]])
+    t = budget_target(u, 0.3)
+    assert t[0].nonzero().flatten().tolist() == [1, 8, 9]      # 0.9, 0.6, 0.7
+    # a row whose helpful writes are fewer than the budget asks only for those
+    assert t[1].nonzero().flatten().tolist() == [0, 9]
+
+
+def test_the_target_never_asks_for_a_write_that_does_not_help_or_a_padded_step():
+    u = torch.tensor([[-0.5, -0.1, 0.0, 0.3, 0.8]])
+    valid = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])            # the last step is padding
+    t = budget_target(u, 0.6, valid)
+    assert t.tolist() == [[0.0, 0.0, 0.0, 1.0, 0.0]]
+    # a small budget still asks for one write per row (ceil), never for none
+    assert budget_target(u, 1e-4, valid).sum() == 1
+
+
+def test_the_loss_pulls_the_chosen_steps_up_and_the_rest_down():
+    u = torch.tensor([[0.0, 0.9, 0.1, 0.2, 0.0, 0.0, 0.0, 0.0]])
+    logit = torch.zeros_like(u, requires_grad=True)
+    budget_ib_loss(torch.sigmoid(logit), u, 0.125).backward()
+    grad = logit.grad[0]
+    assert grad[1] < 0                      # descent raises p where the write helps most
+    assert (grad[[0, 2, 3, 4, 5, 6, 7]] > 0).all()
+    # the rare positive is weighted up to balance the rest
+    assert float(-grad[1]) == pytest.approx(float(grad[[0, 2, 3, 4, 5, 6, 7]].sum()), rel=1e-5)
+
+
+def test_the_budget_anneals_from_start_to_end():
+    config = TrainingConfig(write_budget=[0.2, 0.02])
+    assert config.write_budget == (0.2, 0.02)
+    assert config.budget_at(0.0) == pytest.approx(0.2)
+    assert config.budget_at(0.5) == pytest.approx(0.2 * 0.1 ** 0.5)
+    assert config.budget_at(1.0) == pytest.approx(0.02)
+    assert TrainingConfig().budget_at(0.5) is None
+    assert config.to_dict()['write_budget'] == [0.2, 0.02]
+
+
+@pytest.mark.parametrize('bad', [[0.1], [0.0, 0.0], [0.01, 0.1], [0.5, -0.1], 'big', [0.2, 2.0]])
+def test_a_bad_budget_names_the_field(bad):
+    with pytest.raises(TrainingError, match='write_budget'):
+        TrainingConfig(write_budget=bad)
