@@ -20,6 +20,19 @@ class TrainerError(ValueError):
     """The trainer cannot run with these settings or data; the message says why."""
 
 
+# The trainer's label-free gate: its IB target is the top share of each training window by the
+# utility of a write, annealed from 10% to 3% of the frames over the gate phase (TrainingConfig.
+# write_budget), where the layer's own default (a write must cut the later loss by `margin`)
+# closed the gate on a user's bags. `training: {write_budget: null}` restores the margin target.
+# Measured in docs/training.md ("A gate without labels: a write budget").
+WRITE_BUDGET = (0.1, 0.03)
+
+
+def training_defaults(seed: int) -> dict:
+    """The TrainingConfig fields the trainer sets away from the memory layer's defaults."""
+    return {'seed': seed, 'write_budget': WRITE_BUDGET}
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Everything that decides the trained model (`--config train.yaml`); unknown keys named.
@@ -150,7 +163,7 @@ class TrainerConfig:
              'a mapping of TrainingConfig fields')
         if isinstance(self.training, dict):
             object.__setattr__(self, 'training', self._training_of(
-                {'seed': self.seed}, self.training, 'training'))
+                training_defaults(self.seed), self.training, 'training'))
         object.__setattr__(self, 'baseline_training', {m: dict(v) for m, v in
                                                        self.baseline_training.items()})
         for method in self.baseline_training:           # fail now on a bad baseline field
@@ -191,7 +204,7 @@ class TrainerConfig:
         if self.data.camera_names == camera_names_from_topics(self.data.image_topics):
             out['data'].pop('camera_names', None)      # derived from the topics, not set
         out['training'] = _changed(self.training.to_dict(),
-                                   TrainingConfig(seed=self.seed).to_dict())
+                                   TrainingConfig(**training_defaults(self.seed)).to_dict())
         return json.loads(json.dumps(out))
 
     @classmethod
