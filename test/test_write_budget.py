@@ -51,3 +51,21 @@ def test_the_budget_anneals_from_start_to_end():
 def test_a_bad_budget_names_the_field(bad):
     with pytest.raises(TrainingError, match='write_budget'):
         TrainingConfig(write_budget=bad)
+
+
+def test_the_trainers_default_gate_target_is_the_write_budget_and_null_restores_the_margin():
+    """`train --data` with no config teaches the gate with the budget target (label-free); a
+    train.yaml's `training: {write_budget: null}` brings back the margin target; both survive
+    the config's round trip (report, checkpoint state, --resume)."""
+    from aura_ros.training.trainer.config import WRITE_BUDGET, TrainerConfig
+    from aura_ros.training.trainer.report import recipe_text
+
+    for config in (TrainerConfig(), TrainerConfig.from_dict({})):
+        assert config.training.write_budget == WRITE_BUDGET
+        assert config.training.ib_reduce == 'best'
+        assert TrainerConfig.from_dict(config.to_dict()).training == config.training
+        assert 'annealed' in recipe_text(config.training, config.data)
+    margin = TrainerConfig.from_dict({'training': {'write_budget': None}})
+    assert margin.training.write_budget is None
+    assert TrainerConfig.from_dict(margin.to_dict()).training.write_budget is None
+    assert 'annealed' not in recipe_text(margin.training, margin.data)

@@ -92,7 +92,9 @@ class TrainerConfig:
     joint_limits: dict = field(default_factory=dict)
     urdf: str = ''                    # a URDF file to read joint limits from (--urdf)
     data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    # a mapping of TrainingConfig fields over the trainer's defaults (training_defaults), made a
+    # TrainingConfig on creation
+    training: TrainingConfig = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
