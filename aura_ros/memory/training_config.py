@@ -23,6 +23,15 @@ def _number(name: str, value, low: float = -math.inf, high: float = math.inf) ->
     return float(value)
 
 
+def _shares(name: str, value, what: str) -> tuple[float, float]:
+    """A pair of numbers in [0, 1] given as a list or tuple, else an error naming `name`."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+            or len(value) != 2:
+        raise TrainingError(f'TrainingConfig.{name} must be {what}, got {value!r}')
+    low, high = (_number(name, v, 0.0, 1.0) for v in value)
+    return low, high
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How a memory model is trained; checked on creation, every field named in errors."""
@@ -83,22 +92,14 @@ class TrainingConfig:
             object.__setattr__(self, 'target_rate',
                                _number('target_rate', self.target_rate, 0.0, 1.0))
         if self.write_budget is not None:
-            budget = self.write_budget
-            if isinstance(budget, (str, bytes)) or not isinstance(budget, (list, tuple)) \
-                    or len(budget) != 2:
-                raise TrainingError(f'TrainingConfig.write_budget must be [start, end] shares '
-                                    f'of a window, got {budget!r}')
-            start, end = (_number('write_budget', v, 0.0, 1.0) for v in budget)
+            start, end = _shares('write_budget', self.write_budget, '[start, end] shares of a '
+                                 'window')
             if not 0.0 < end <= start:
                 raise TrainingError(f'TrainingConfig.write_budget must be [start, end] with '
-                                    f'0 < end <= start <= 1, got {budget!r}')
+                                    f'0 < end <= start <= 1, got {self.write_budget!r}')
             object.__setattr__(self, 'write_budget', (start, end))
         jitter = self.threshold_jitter
-        if isinstance(jitter, (str, bytes)) or not isinstance(jitter, (list, tuple)) \
-                or len(jitter) != 2:
-            raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high], got '
-                                f'{jitter!r}')
-        lo, hi = (_number('threshold_jitter', v, 0.0, 1.0) for v in jitter)
+        lo, hi = _shares('threshold_jitter', jitter, '[low, high]')
         if lo > hi:
             raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high] with low '
                                 f'<= high, got {jitter!r}')
