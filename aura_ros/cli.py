@@ -83,13 +83,19 @@ def _world_args(parser: argparse.ArgumentParser, delay_min: bool = True) -> None
                         help='look-alike pads, 2 to 4 (default %(default)s)')
     parser.add_argument('--size', type=int, default=WORLD.width,
                         help='square camera image size (default %(default)s)')
+    _task_timing_args(parser, WORLD, delay_min)
+
+
+def _task_timing_args(parser: argparse.ArgumentParser, world, delay_min: bool = True) -> None:
+    """The knobs both arm worlds share (GO delay, distractor rate), defaults from `world`, a
+    So101Config or PusherConfig."""
     if delay_min:
-        parser.add_argument('--delay-min', type=int, default=WORLD.delay_min,
+        parser.add_argument('--delay-min', type=int, default=world.delay_min,
                             help='frames from the end of the cue to GO, at least '
                                  '(default %(default)s)')
-    parser.add_argument('--delay-max', type=int, default=WORLD.delay_max,
+    parser.add_argument('--delay-max', type=int, default=world.delay_max,
                         help='frames from the end of the cue to GO, at most (default %(default)s)')
-    parser.add_argument('--distractor-prob', type=float, default=WORLD.distractor_prob,
+    parser.add_argument('--distractor-prob', type=float, default=world.distractor_prob,
                         help='chance per frame that a distractor flash starts '
                              '(default %(default)s)')
 
@@ -126,14 +132,7 @@ def _record_pusher_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0, help='episode seed')
     parser.add_argument('--targets', type=int, default=WORLD.n_targets,
                         help='look-alike targets on the table, 2 to 5 (default %(default)s)')
-    parser.add_argument('--delay-min', type=int, default=WORLD.delay_min,
-                        help='frames from the end of the cue to GO, at least '
-                             '(default %(default)s)')
-    parser.add_argument('--delay-max', type=int, default=WORLD.delay_max,
-                        help='frames from the end of the cue to GO, at most (default %(default)s)')
-    parser.add_argument('--distractor-prob', type=float, default=WORLD.distractor_prob,
-                        help='chance per frame that a distractor flash starts '
-                             '(default %(default)s)')
+    _task_timing_args(parser, WORLD)
 
 
 def _init_model_args(parser: argparse.ArgumentParser) -> None:

@@ -31,12 +31,19 @@ import importlib.util
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional
 
 import numpy as np
 
 from aura_ros.tasks.pusher_config import DEFAULT, PusherConfig  # noqa: F401 (re-exported)
-from aura_ros.tasks.so101 import TaskOutcome, _look_at, _rgba, make_renderer, mujoco
+from aura_ros.tasks.reach_task import (  # noqa: F401 (re-exported)
+    ChainedReachTasks,
+    Targets,
+    TaskOutcome,
+    drive,
+    shrink,
+)
+from aura_ros.tasks.so101 import _look_at, _rgba, make_renderer, mujoco
 
 JOINT_NAMES = ('r_shoulder_pan_joint', 'r_shoulder_lift_joint', 'r_upper_arm_roll_joint',
                'r_elbow_flex_joint', 'r_forearm_roll_joint', 'r_wrist_flex_joint',
@@ -121,23 +128,7 @@ def build_model(config: PusherConfig) -> 'mujoco.MjModel':
 
 
 @dataclass
-class _Task:
-    index: int
-    goal: int
-    go_step: int
-    start_frame: int
-    step: int = 0
-    hold: int = 0
-    held: Optional[int] = None
-    away: int = 0
-    distractors: int = 0
-
-
-Targets = Union[np.ndarray, Callable[[float], np.ndarray]]
-
-
-@dataclass
-class PusherWorld:
+class PusherWorld(ChainedReachTasks):
     """One long show-then-hide episode: `step(targets)` advances a frame; tasks chain.
 
     The interface of So101World (step, render, joint_positions, goal, cue_seen, go, outcomes,
@@ -147,6 +138,7 @@ class PusherWorld:
     config: PusherConfig = field(default_factory=PusherConfig)
     seed: int = 0
     joint_names = JOINT_NAMES
+    wrong_reason = 'wrong_target'
 
     def __post_init__(self) -> None:
         c = self.config
@@ -160,6 +152,7 @@ class PusherWorld:
         xy = target_positions(c)
         self.touch_points = np.concatenate(
             [xy, np.full((c.n_targets, 1), _TABLE_Z + c.touch_height)], 1)
+        self.reach_points = self.touch_points
         self._renderer = None
         self.reset()
 
@@ -174,35 +167,6 @@ class PusherWorld:
         self.flash: Optional[tuple[str, int, int]] = None    # (kind, target, frames left)
         self.outcomes: list[TaskOutcome] = []
         self._new_task(0)
-
-    def _new_task(self, index: int) -> None:
-        c = self.config
-        self.task = _Task(index=index, goal=int(self.rng.integers(c.n_targets)),
-                          go_step=c.rest_frames + c.cue_frames +
-                          int(self.rng.integers(c.delay_min, c.delay_max + 1)),
-                          start_frame=self.frame)
-
-    @property
-    def time(self) -> float:
-        return self.frame * self.config.period
-
-    @property
-    def cue_on(self) -> bool:
-        return self.config.rest_frames <= self.task.step < \
-            self.config.rest_frames + self.config.cue_frames
-
-    @property
-    def cue_seen(self) -> bool:
-        """The current task's cue was shown (privileged: the expert may now know the goal)."""
-        return self.task.step >= self.config.rest_frames
-
-    @property
-    def go(self) -> bool:
-        return self.task.step >= self.task.go_step
-
-    @property
-    def goal(self) -> int:
-        return self.task.goal
 
     def colours(self) -> dict[int, tuple]:
         """RGB of every target and lamp geom now."""
@@ -242,56 +206,21 @@ class PusherWorld:
         for camera, size in (('front', c.front_size), ('wrist', c.wrist_size)):
             self._renderer.update_scene(self.data, camera=camera)
             pixels = self._renderer.render()
-            images[camera] = _shrink(pixels, size)
+            images[camera] = shrink(pixels, size)
         return images
 
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._closer()
-            self._renderer = None
+    def _actuate(self, q: np.ndarray) -> None:
+        self.data.ctrl[:] = np.clip(q, self.model.actuator_ctrlrange[:, 0],
+                                    self.model.actuator_ctrlrange[:, 1])
+        mujoco.mj_step(self.model, self.data)
 
-    def step(self, targets: Targets) -> list[dict]:
-        """Advance one frame under joint targets (7, JOINT_NAMES order, or a function of the
-        sim time); the task events of the new frame."""
-        dt = self.model.opt.timestep
-        for i in range(self.config.substeps):
-            q = np.asarray(targets(self.time + i * dt) if callable(targets) else targets, float)
-            if q.shape != (len(JOINT_NAMES),) or not np.isfinite(q).all():
-                raise ValueError(f'joint targets must be {len(JOINT_NAMES)} finite numbers, '
-                                 f'got {q!r}')
-            self.data.ctrl[:] = np.clip(q, self.model.actuator_ctrlrange[:, 0],
-                                        self.model.actuator_ctrlrange[:, 1])
-            mujoco.mj_step(self.model, self.data)
+    def _forward(self) -> None:
         mujoco.mj_kinematics(self.model, self.data)
-        self.frame += 1
-        self.task.step += 1
-        events = self._advance()
-        for event in events:
-            event.setdefault('frame', self.frame)
-            event.setdefault('time', round(self.time, 6))
-        return events
 
-    def _event(self, name: str, **extra) -> dict:
-        return {'event': name, 'task': self.task.index, **extra}
+    def _cue_fields(self) -> dict:
+        return {}
 
-    def _advance(self) -> list[dict]:
-        c, task = self.config, self.task
-        events = []
-        if task.step == c.rest_frames:
-            events.append(self._event('cue', goal=task.goal))
-        if task.step == task.go_step:
-            events.append(self._event('go', goal=task.goal))
-        events += self._flash()
-        outcome = self._judge()
-        if outcome is not None:
-            self.outcomes.append(outcome)
-            events.append(self._event('success' if outcome.success else 'failure',
-                                      **{k: v for k, v in outcome.to_dict().items()
-                                         if k != 'task'}))
-            self._new_task(task.index + 1)
-        return events
-
-    def _flash(self) -> list[dict]:
+    def _flash_events(self) -> list[dict]:
         """Distractor flashes, never overlapping the cue. Three draws per frame, always."""
         c, task = self.config, self.task
         draw, kind_draw, target_draw = self.rng.random(3)
@@ -308,46 +237,6 @@ class PusherWorld:
         self.flash = (kind, target, c.distractor_frames)
         task.distractors += 1
         return [self._event('distractor', kind=kind, target=target)]
-
-    def _judge(self) -> Optional[TaskOutcome]:
-        c, task = self.config, self.task
-        if task.step < c.rest_frames:
-            return None
-        tool, reason, reached = self.tool(), None, None
-        if not self.go:
-            task.away = task.away + 1 if np.linalg.norm(tool - self.home_point) > \
-                c.home_radius else 0
-            if task.away >= c.hold_frames:
-                reason = 'early'
-        else:
-            distance = np.linalg.norm(self.touch_points - tool, axis=1)
-            near = int(np.argmin(distance))
-            if distance[near] <= c.success_radius:
-                task.hold = task.hold + 1 if task.held == near else 1
-                task.held = near
-            else:
-                task.hold, task.held = 0, None
-            if task.hold >= c.hold_frames:
-                reached = near
-                reason = 'reached' if near == task.goal else 'wrong_target'
-            elif task.step >= task.go_step + c.reach_timeout:
-                reason = 'timeout'
-        if reason is None:
-            return None
-        start = task.start_frame
-        return TaskOutcome(task=task.index, goal=task.goal, success=reason == 'reached',
-                           reason=reason, reached=reached, frames=task.step,
-                           cue_frame=start + c.rest_frames, go_frame=start + task.go_step,
-                           end_frame=self.frame, distractors=task.distractors)
-
-
-def _shrink(pixels: np.ndarray, size: int) -> np.ndarray:
-    """A square render cut down to size x size by block averaging (size divides it) or a copy."""
-    if pixels.shape[0] == size:
-        return pixels.copy()
-    k = pixels.shape[0] // size
-    cut = pixels[:size * k, :size * k].reshape(size, k, size, k, 3).mean((1, 3))
-    return cut.round().astype(np.uint8)
 
 
 #: Event kinds PusherWorld.step returns, each with 'event', 'task', 'frame', 'time'.
@@ -413,10 +302,4 @@ def run_expert(world: PusherWorld, tasks: int, max_frames: int = 100_000,
                expert: Optional[PusherExpert] = None) -> list[TaskOutcome]:
     """Drive `world` with the expert (in process) until `tasks` more tasks ended."""
     expert = expert or PusherExpert(world.model, world.touch_points)
-    start = len(world.outcomes)
-    for _ in range(max_frames):
-        if len(world.outcomes) - start >= tasks:
-            break
-        goal = world.goal if world.cue_seen else None
-        world.step(expert.act(world.joint_positions(), goal, world.go))
-    return world.outcomes[start:]
+    return drive(world, expert, tasks, max_frames)

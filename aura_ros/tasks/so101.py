@@ -33,10 +33,17 @@ import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional
 
 import numpy as np
 
+from aura_ros.tasks.reach_task import (  # noqa: F401 (re-exported)
+    ChainedReachTasks,
+    Targets,
+    TaskOutcome,
+    drive,
+    summarise,
+)
 from aura_ros.tasks.so101_config import PAD_COLOURS, So101Config  # noqa: F401 (re-exported)
 
 _GL_PACKAGES = {'egl': 'libegl1 and libgl1-mesa-dri', 'osmesa': 'libosmesa6',
@@ -203,49 +210,14 @@ def build_model(config: So101Config) -> mujoco.MjModel:
 
 
 @dataclass
-class TaskOutcome:
-    """One finished task of the long episode."""
-
-    task: int
-    goal: int
-    success: bool
-    reason: str                 # 'reached' | 'wrong_pad' | 'early' | 'timeout'
-    reached: Optional[int]      # the pad held over, if any
-    frames: int                 # frames from the task's first (rest) frame to its end
-    cue_frame: int              # episode frame of the cue onset
-    go_frame: int               # episode frame at which GO turned on
-    end_frame: int
-    distractors: int
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
-
-
-@dataclass
-class _Task:
-    index: int
-    goal: int
-    go_step: int                # task step at which GO turns on
-    start_frame: int
-    step: int = 0
-    hold: int = 0
-    held_pad: Optional[int] = None
-    away: int = 0
-    distractors: int = 0
-
-
-@dataclass
 class _Flash:
     lamp: str                   # 'cue' | 'decoy'
     colour: str
     left: int
 
 
-Targets = Union[np.ndarray, Callable[[float], np.ndarray]]
-
-
 @dataclass
-class So101World:
+class So101World(ChainedReachTasks):
     """One long SO-101 cue-reach episode: `step(targets)` advances one frame; tasks chain.
 
     `step` takes the joint position targets (6, JOINT_NAMES order) or a function of the sim
@@ -256,6 +228,7 @@ class So101World:
     config: So101Config = field(default_factory=So101Config)
     seed: int = 0
     joint_names = JOINT_NAMES
+    wrong_reason = 'wrong_pad'
 
     def __post_init__(self) -> None:
         c = self.config
@@ -267,6 +240,7 @@ class So101World:
         pads = pad_positions(c)
         self.hover_points = np.concatenate(
             [pads, np.full((c.n_pads, 1), _PAD_TOP + c.hover)], 1)
+        self.reach_points = self.hover_points
         self._renderer = None
         self.reset()
 
@@ -286,39 +260,6 @@ class So101World:
         self.flash: Optional[_Flash] = None
         self.outcomes: list[TaskOutcome] = []
         self._new_task(0)
-
-    def _new_task(self, index: int) -> None:
-        c = self.config
-        goal = int(self.rng.integers(c.n_pads))
-        delay = int(self.rng.integers(c.delay_min, c.delay_max + 1))
-        self.task = _Task(index=index, goal=goal, go_step=c.rest_frames + c.cue_frames + delay,
-                          start_frame=self.frame)
-
-    @property
-    def time(self) -> float:
-        """Sim seconds since the episode start (frame * period)."""
-        return self.frame * self.config.period
-
-    @property
-    def cue_step(self) -> int:
-        return self.config.rest_frames
-
-    @property
-    def cue_on(self) -> bool:
-        return self.cue_step <= self.task.step < self.cue_step + self.config.cue_frames
-
-    @property
-    def cue_seen(self) -> bool:
-        """The current task's cue has been shown (privileged: the expert may now know the goal)."""
-        return self.task.step >= self.cue_step
-
-    @property
-    def go(self) -> bool:
-        return self.task.step >= self.task.go_step
-
-    @property
-    def goal(self) -> int:
-        return self.task.goal
 
     def lamp_colours(self) -> dict[str, tuple]:
         """RGB of each lamp now (LAMP_DARK when off)."""
@@ -357,57 +298,19 @@ class So101World:
             images[camera] = self._renderer.render().copy()
         return images
 
-    def close(self) -> None:
-        """Free the GL context (rendering again makes a new one)."""
-        if self._renderer is not None:
-            self._closer()
-            self._renderer = None
-
     # -- dynamics ------------------------------------------------------------------------------
 
-    def step(self, targets: Targets) -> list[dict]:
-        """Advance one frame of physics under `targets`; the task events of the new frame."""
-        c = self.config
-        dt = self.model.opt.timestep
-        for i in range(c.substeps):
-            q = targets(self.time + i * dt) if callable(targets) else targets
-            q = np.asarray(q, dtype=np.float64)
-            if q.shape != (len(JOINT_NAMES),) or not np.isfinite(q).all():
-                raise ValueError(f'joint targets must be {len(JOINT_NAMES)} finite numbers, '
-                                 f'got {q!r}')
-            self.data.ctrl[:] = np.clip(q, self.ctrl_range[:, 0], self.ctrl_range[:, 1])
-            mujoco.mj_step(self.model, self.data)
+    def _actuate(self, q: np.ndarray) -> None:
+        self.data.ctrl[:] = np.clip(q, self.ctrl_range[:, 0], self.ctrl_range[:, 1])
+        mujoco.mj_step(self.model, self.data)
+
+    def _forward(self) -> None:
         mujoco.mj_kinematics(self.model, self.data)
-        self.frame += 1
-        self.task.step += 1
-        events = self._advance_task()
-        for event in events:
-            event.setdefault('frame', self.frame)
-            event.setdefault('time', round(self.time, 6))
-        return events
 
-    def _event(self, kind: str, **fields) -> dict:
-        return {'event': kind, 'task': self.task.index, **fields}
+    def _cue_fields(self) -> dict:
+        return {'colour': self.config.pad_colours[self.task.goal]}
 
-    def _advance_task(self) -> list[dict]:
-        c, task = self.config, self.task
-        events = []
-        if task.step == self.cue_step:
-            events.append(self._event('cue', goal=task.goal,
-                                      colour=c.pad_colours[task.goal]))
-        if task.step == task.go_step:
-            events.append(self._event('go', goal=task.goal))
-        events += self._update_flash()
-        outcome = self._judge()
-        if outcome is not None:
-            self.outcomes.append(outcome)
-            events.append(self._event('success' if outcome.success else 'failure',
-                                      **{k: v for k, v in outcome.to_dict().items()
-                                         if k != 'task'}))
-            self._new_task(task.index + 1)
-        return events
-
-    def _update_flash(self) -> list[dict]:
+    def _flash_events(self) -> list[dict]:
         """Distractor flashes: never during (or running into) the cue. One draw per frame."""
         c, task = self.config, self.task
         draw, lamp_draw, colour_draw = self.rng.random(3)
@@ -428,49 +331,6 @@ class So101World:
         self.flash = _Flash(lamp, colour, c.distractor_frames)
         task.distractors += 1
         return [self._event('distractor', lamp=lamp, colour=colour)]
-
-    def _judge(self) -> Optional[TaskOutcome]:
-        """The task's outcome if it ended on this frame."""
-        c, task = self.config, self.task
-        if task.step < self.cue_step:
-            return None
-        tool = self.tool()
-        reason, reached = None, None
-        if not self.go:
-            away = np.linalg.norm(tool - self.home_point) > c.home_radius
-            task.away = task.away + 1 if away else 0
-            if task.away >= c.hold_frames:
-                reason = 'early'
-        else:
-            distance = np.linalg.norm(self.hover_points - tool, axis=1)
-            near = int(np.argmin(distance))
-            if distance[near] <= c.success_radius:
-                task.hold = task.hold + 1 if task.held_pad == near else 1
-                task.held_pad = near
-            else:
-                task.hold, task.held_pad = 0, None
-            if task.hold >= c.hold_frames:
-                reached = near
-                reason = 'reached' if near == task.goal else 'wrong_pad'
-            elif task.step >= task.go_step + c.reach_timeout:
-                reason = 'timeout'
-        if reason is None:
-            return None
-        start = task.start_frame
-        return TaskOutcome(task=task.index, goal=task.goal, success=reason == 'reached',
-                           reason=reason, reached=reached, frames=task.step,
-                           cue_frame=start + self.cue_step, go_frame=start + task.go_step,
-                           end_frame=self.frame, distractors=task.distractors)
-
-
-def summarise(outcomes: list[dict]) -> dict:
-    """Score a run from its 'success' / 'failure' events (or TaskOutcome dicts): one per task."""
-    wins = sum(bool(o['success']) for o in outcomes)
-    reasons: dict[str, int] = {}
-    for o in outcomes:
-        reasons[o['reason']] = reasons.get(o['reason'], 0) + 1
-    return {'tasks': len(outcomes), 'successes': wins,
-            'success_rate': wins / len(outcomes) if outcomes else None, 'reasons': reasons}
 
 
 #: Event kinds `So101World.step` returns, each a dict with 'event', 'task', 'frame', 'time'.
@@ -562,10 +422,4 @@ def run_expert(world: So101World, tasks: int, max_frames: int = 200_000,
                expert: Optional[ScriptedExpert] = None) -> list[TaskOutcome]:
     """Drive `world` with the scripted expert (in process) until `tasks` more tasks ended."""
     expert = expert or ScriptedExpert(world.model, world.hover_points)
-    start = len(world.outcomes)
-    for _ in range(max_frames):
-        if len(world.outcomes) - start >= tasks:
-            break
-        goal = world.goal if world.cue_seen else None
-        world.step(expert.act(world.joint_positions(), goal, world.go))
-    return world.outcomes[start:]
+    return drive(world, expert, tasks, max_frames)
