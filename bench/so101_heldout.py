@@ -442,12 +442,15 @@ def main() -> int:
             rows[f'{method}, {name}'] = {
                 'every_frame': evaluate(model, every, chained=demos.chained),
                 'after_go': evaluate(model, go_only, chained=demos.chained)}
+    def saved_always_write(variant: str, method: str):
+        """The always-write memory `--variants` saved for `variant`, loaded as a `method`."""
+        vconfig = config.replace(**VARIANTS[variant])
+        return load_checkpoint(args.model_dir / 'variants' / f'{variant}_always_write.safetensors',
+                               build_model(method, vconfig), config=vconfig)
+
     utility = None
     if args.ib_utility:
-        vconfig = config.replace(**VARIANTS[args.ib_utility])
-        always_aura = load_checkpoint(args.model_dir / 'variants' /
-                                      f'{args.ib_utility}_always_write.safetensors',
-                                      build_model('always_write', vconfig), config=vconfig)
+        always_aura = saved_always_write(args.ib_utility, 'always_write')
         kinds = {kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
                  for kind in ('cue', 'distractor')}
         utility = {'from': args.ib_utility, 'ib_reduce': args.ib_reduce,
@@ -455,10 +458,7 @@ def main() -> int:
                                           replace(tcfg, ib_reduce=args.ib_reduce))}
     gate = None
     if args.gate_from:
-        vconfig = config.replace(**VARIANTS[args.gate_from])
-        aura = load_checkpoint(args.model_dir / 'variants' /
-                               f'{args.gate_from}_always_write.safetensors',
-                               build_model('aura', vconfig), config=vconfig)
+        aura = saved_always_write(args.gate_from, 'aura')
         gcfg = replace(tcfg, gate_iters=args.gate_iters, carry_iters=args.carry_iters,
                        ib_reduce=args.ib_reduce, write_budget=args.write_budget)
         history = train(aura, train_eps, gcfg, phases=('gate', 'carry'))
