@@ -100,3 +100,38 @@ def test_gru_sequence_backward_is_nn_grus_to_rounding_and_keeps_its_weights():
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert build_model('gru', MemoryConfig()).memory_bytes(1) == 4224
+
+
+def test_gru_bfloat16_products_stay_within_bfloat16_rounding_of_float32():
+    """`recurrent_dtype: bfloat16` (mixed precision) changes only the per-step recurrent
+    products: outputs and every gradient stay within bfloat16's rounding (8 bits of mantissa,
+    ~0.4%) of the float32 path, and they do differ from it, so the bfloat16 path is the one
+    that ran. Weights and gradients stay float32."""
+    torch.manual_seed(0)
+    config = MemoryConfig(d_model=16, d_key=8, d_val=8, d_action=3, chunk=2)
+    z = torch.randn(4, 40, config.d_model)
+    results = []
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(1)
+        model = build_model('gru', config)
+        model.product_dtype = dtype
+        out = model(z)
+        (out['action'] ** 2).mean().backward()
+        results.append([out['action'].detach(), *[p.grad for p in model.parameters()]])
+    for exact, low in zip(*results, strict=True):
+        assert low.dtype == torch.float32
+        scale = exact.abs().max()
+        assert (low - exact).abs().max() <= 0.02 * scale
+    assert any(not torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_training_config_sets_the_grus_product_dtype_and_names_a_bad_one():
+    from aura_ros.memory.training import TrainingConfig, TrainingError, train
+    config = MemoryConfig(d_model=8, d_key=4, d_val=4, d_action=2, chunk=2)
+    model = build_model('gru', config)
+    episodes = [(torch.randn(30, 8), torch.randn(30, 2, 2))]
+    train(model, episodes, TrainingConfig(warmup_iters=1, gate_iters=0, carry_iters=0, batch=2,
+                                          window=16, recurrent_dtype='bfloat16'))
+    assert model.product_dtype == torch.bfloat16
+    with pytest.raises(TrainingError, match='recurrent_dtype'):
+        TrainingConfig(recurrent_dtype='float16')

@@ -179,6 +179,18 @@ def test_the_so101_train_config_loads():
     assert (cfg.input_map, cfg.write_bias) == ('none', True)     # how models/so101 was trained
 
 
+def test_the_so101_gru_config_is_the_bundled_recipe_with_a_full_budget_gru():
+    """config/so101_train_gru.yaml (the README's closed-loop table with the GRU): the bundled
+    recipe, and the GRU on AURA's whole budget with bfloat16 recurrent products only."""
+    root = Path(__file__).resolve().parents[1] / 'config'
+    bundled = TrainerConfig.load(root / 'so101_train.yaml')
+    cfg = TrainerConfig.load(root / 'so101_train_gru.yaml')
+    assert replace(cfg, baselines=bundled.baselines, baseline_training={},
+                   threads=1) == bundled
+    aura, gru = cfg.training_config(), cfg.training_config('gru')
+    assert replace(gru, recurrent_dtype='float32') == aura and gru.recurrent_dtype == 'bfloat16'
+
+
 def test_train_quick_on_a_lerobot_dataset(tmp_path):
     from aura_ros.cli import main
     from aura_ros.data.synthetic import write_lerobot_dataset
@@ -295,6 +307,10 @@ def test_bad_baseline_budgets_are_named():
         TrainerConfig(baselines=('gru',), baseline_training={'gru': {'warmup': 2}})
     with pytest.raises(TrainerError, match='baseline_training.gru: .*warmup_iters'):
         TrainerConfig(baselines=('gru',), baseline_training={'gru': {'warmup_iters': -1}})
+    with pytest.raises(TrainerError, match='recurrent_dtype'):
+        TrainerConfig(baselines=('gru',), baseline_training={'gru': {'recurrent_dtype': 'half'}})
+    with pytest.raises(TrainerError, match='threads must be a positive integer'):
+        TrainerConfig(threads=0)
 
 
 def test_forced_gate_collapse_is_logged_and_reported(tmp_path, demos):

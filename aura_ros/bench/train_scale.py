@@ -13,8 +13,9 @@ R -m aura_ros.bench.train_scale --worker` on loopback; the ranks time the traine
   included).
 
 and one-rank variants of the GRU, to see which change cuts its update time: through nn.GRU's
-own autograd (before gru_sequence), 2 threads, and truncated BPTT at window 64 with 8x the
-windows (the same frames per update). Each rank runs one thread (as the trainer). Writes
+own autograd (before gru_sequence), 2 threads, truncated BPTT at window 64 with 8x the
+windows (the same frames per update), and bfloat16 recurrent products (mixed precision; what
+they change in training: bench/gru_precision.py). Each rank runs one thread (as the trainer). Writes
 docs/results/train_scale.json and .md.
 """
 
@@ -34,12 +35,15 @@ import torch
 from aura_ros import provenance
 
 D_MODEL, D_KEY, D_VAL, CHUNK, D_ACTION = 128, 32, 32, 8, 6
-# (name, method, window, global batch, threads, GRU through gru_sequence): the runs at every
-# rank count, then the one-rank variants of the GRU
-SCALED = (('aura', 'aura', 512, 16, 1, True), ('gru', 'gru', 512, 16, 1, True))
-ONE_RANK = (('gru before (nn.GRU autograd)', 'gru', 512, 16, 1, False),
-            ('gru, 2 threads', 'gru', 512, 16, 2, True),
-            ('gru, window 64 x 128', 'gru', 64, 128, 1, True))
+# (name, method, window, global batch, threads, GRU through gru_sequence, its recurrent
+# products' dtype): the runs at every rank count, then the one-rank variants of the GRU
+SCALED = (('aura', 'aura', 512, 16, 1, True, 'float32'),
+          ('gru', 'gru', 512, 16, 1, True, 'float32'))
+ONE_RANK = (('gru before (nn.GRU autograd)', 'gru', 512, 16, 1, False, 'float32'),
+            ('gru, 2 threads', 'gru', 512, 16, 2, True, 'float32'),
+            ('gru, window 64 x 128', 'gru', 64, 128, 1, True, 'float32'),
+            ('gru, bfloat16 products', 'gru', 512, 16, 1, True, 'bfloat16'),
+            ('gru, bfloat16 products, 2 threads', 'gru', 512, 16, 2, True, 'bfloat16'))
 IMAGES, IMAGE_BATCH = 96, 64
 
 
@@ -53,7 +57,7 @@ def _episodes(n: int = 8, length: int = 1024):
 
 
 def _time_memory(method: str, window: int, batch: int, updates: int,
-                 sequence_backward: bool = True) -> float:
+                 sequence_backward: bool = True, recurrent_dtype: str = 'float32') -> float:
     """Seconds of one warm-up update, the best of `updates` (after one untimed): the least
     load-sensitive figure on a shared machine."""
     from aura_ros.memory import MemoryConfig, build_model
@@ -71,7 +75,7 @@ def _time_memory(method: str, window: int, batch: int, updates: int,
         if method == 'gru':
             model.sequence_backward = sequence_backward
         cfg = TrainingConfig(window=window, batch=per_rank, warmup_iters=1, gate_iters=0,
-                             carry_iters=0)
+                             carry_iters=0, recurrent_dtype=recurrent_dtype)
         distributed.barrier()
         start = time.perf_counter()
         train(model, episodes, cfg, phases=('warmup',))
@@ -119,9 +123,9 @@ def worker(args: argparse.Namespace) -> int:
     with distributed.session():
         ranks = distributed.world()
         runs = SCALED + (ONE_RANK if ranks == 1 else ())
-        for name, method, window, batch, threads, sequence in runs:
+        for name, method, window, batch, threads, sequence, dtype in runs:
             torch.set_num_threads(threads)
-            s = _time_memory(method, window, batch, args.updates, sequence)
+            s = _time_memory(method, window, batch, args.updates, sequence, dtype)
             rows.append({'stage': 'memory', 'name': name, 'ranks': ranks, 'threads': threads,
                          'window': window, 'batch': batch, 's_per_update': s,
                          'frames_per_s': window * batch / s})

@@ -84,6 +84,9 @@ class DenseGRU(_HeadMixin):
     """
 
     sequence_backward = True
+    # the dtype of the per-step recurrent products while training on the CPU (gru.gru_sequence;
+    # None: the weights' own); `train` sets it from TrainingConfig.recurrent_dtype
+    product_dtype = None
 
     kind = 'gru'
 
@@ -103,7 +106,7 @@ class DenseGRU(_HeadMixin):
         x = self.norm(input_mapped(self, z))
         h0 = (state or self.init_state(z.shape[0], z.device))['h']
         if self.sequence_backward:
-            read, h = gru_sequence(self.cell, x, h0)
+            read, h = gru_sequence(self.cell, x, h0, self.product_dtype)
         else:
             read, h = self.cell(x, h0[None].contiguous())
             h = h[0]

@@ -369,6 +369,8 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
     longest = max(len(ep) for ep in episodes)
     if not chained and config.window > longest:   # windows would be mostly padding
         config = replace(config, window=longest)
+    if hasattr(model, 'product_dtype'):
+        model.product_dtype = torch.bfloat16 if config.recurrent_dtype == 'bfloat16' else None
     learned = has_learned_gate(model, gate)
     if learned:
         _check_gated(model)

@@ -60,6 +60,9 @@ class TrainingConfig:
     # of each window whose writes help most (losses.budget_target), annealed geometrically from
     # start to end over the gate phase and held at end in the carried phase
     write_budget: Optional[tuple[float, float]] = None
+    # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
+    # 'bfloat16' (mixed precision, ~2x faster updates here; gru.gru_sequence); other models ignore it
+    recurrent_dtype: str = 'float32'
     threshold: float = 0.5         # gate threshold used outside the jittered updates
     threshold_jitter: tuple[float, float] = (0.3, 0.7)
     loss: str = 'mse'              # 'mse' (continuous chunks) or 'ce' (class indices, chunk 1)
@@ -104,6 +107,9 @@ class TrainingConfig:
             raise TrainingError(f'TrainingConfig.threshold_jitter must be [low, high] with low '
                                 f'<= high, got {jitter!r}')
         object.__setattr__(self, 'threshold_jitter', (lo, hi))
+        if self.recurrent_dtype not in ('float32', 'bfloat16'):
+            raise TrainingError(f"TrainingConfig.recurrent_dtype must be 'float32' or 'bfloat16', "
+                                f'got {self.recurrent_dtype!r}')
         if self.ib_reduce not in ('mean', 'best'):
             raise TrainingError(f"TrainingConfig.ib_reduce must be 'mean' or 'best', got "
                                 f'{self.ib_reduce!r}')

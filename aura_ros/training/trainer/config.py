@@ -46,6 +46,7 @@ class TrainerConfig:
 
     name: str = ''                    # model name (default: the output directory's name)
     seed: int = 0
+    threads: int = 1                  # torch threads per process (per rank under torchrun)
     action_mode: str = 'absolute'     # absolute | delta
     held_out: float = 0.2             # share of episodes (or time blocks) held out
     time_blocks: int = 10             # one long episode: split into this many blocks
@@ -121,6 +122,7 @@ class TrainerConfig:
                     'recon_size'):
             need(is_int(getattr(self, key), 1), key, 'a positive integer')
         need(is_int(self.time_blocks, 2), 'time_blocks', 'an integer >= 2')
+        need(is_int(self.threads, 1), 'threads', 'a positive integer')
         need(is_int(self.cnn_steps), 'cnn_steps', 'a non-negative integer')
         for key in ('cnn_lr', 'recon_weight', 'recon_emphasis', 'action_weight',
                     'select_tolerance'):

@@ -90,7 +90,7 @@ class Evaluation:
 def run(demos, cfg: TrainerConfig, out: Path, command: str, resume: bool = False,
         log=print) -> dict:
     """Train and write the model directory `out` from loaded `Demonstrations`."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(cfg.threads)
     r = start(demos, cfg, out, command, resume, log)
     backbone = fit_backbone(r)
     train_eps, held_eps = features_of(r, backbone)

@@ -87,7 +87,7 @@ AURA memory policy trained on your demonstrations by `python -m aura_ros train`.
 
     {command}
 
-Wall time {wall:.0f} s on {machine} (torch {torch_version}, 1 thread). Seed {seed}.
+Wall time {wall:.0f} s on {machine} (torch {torch_version}, {threads} thread(s) per process). Seed {seed}.
 Config: `{config}`
 
 Backbone: {backbone_text}
@@ -187,7 +187,8 @@ def card_text(run, spec, evaluation, wall: float) -> str:
         mode_text='joint position targets' if cfg.action_mode == 'absolute' else
         'increments: point 0 over the joint state, point i over point i-1',
         command=run.command, wall=wall, machine=machine(),
-        torch_version=torch.__version__, seed=cfg.seed, config=json.dumps(cfg.to_dict()),
+        torch_version=torch.__version__, threads=cfg.threads, seed=cfg.seed,
+        config=json.dumps(cfg.to_dict()),
         backbone_text=backbone_text(cfg, run.ckpt.state.get('backbone', {}), demos),
         d_key=cfg.d_key, d_val=cfg.d_val, state_bytes=spec.memory.memory_bytes(1),
         recipe=recipe_text(tcfg, cfg.data), baselines=baselines_text(cfg),
@@ -207,7 +208,7 @@ def write_report(out: Path, run, evaluation, histories: dict, wall: float) -> di
     """report.json (every number of the run) and its plots; returns the report."""
     cfg, demos = run.cfg, run.demos
     report = {'name': run.name, 'source': demos.source, 'command': run.command, 'wall_s': wall,
-              'machine': f'{machine()}, torch {torch.__version__}, 1 thread',
+              'machine': f'{machine()}, torch {torch.__version__}, {cfg.threads} thread(s)',
               'ranks': distributed.world(),
               'config': cfg.to_dict(), 'training': cfg.training_config().to_dict(),
               'split': run.episodes.split.how, 'frames': demos.frames,
