@@ -122,7 +122,7 @@ def test_gru_bfloat16_products_stay_within_bfloat16_rounding_of_float32():
         assert low.dtype == torch.float32
         scale = exact.abs().max()
         assert (low - exact).abs().max() <= 0.02 * scale
-    assert any(not torch.equal(a, b) for a, b in zip(*results))
+    assert any(not torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
 def test_training_config_sets_the_grus_product_dtype_and_names_a_bad_one():

@@ -15,8 +15,8 @@ R -m aura_ros.bench.train_scale --worker` on loopback; the ranks time the traine
 and one-rank variants of the GRU, to see which change cuts its update time: through nn.GRU's
 own autograd (before gru_sequence), 2 threads, truncated BPTT at window 64 with 8x the
 windows (the same frames per update), and bfloat16 recurrent products (mixed precision; what
-they change in training: bench/gru_precision.py). Each rank runs one thread (as the trainer). Writes
-docs/results/train_scale.json and .md.
+they change in training: bench/gru_precision.py). Each rank runs one thread (as the
+trainer's default). Writes docs/results/train_scale.json and .md.
 """
 
 import argparse

@@ -61,7 +61,7 @@ class TrainingConfig:
     # start to end over the gate phase and held at end in the carried phase
     write_budget: Optional[tuple[float, float]] = None
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
-    # 'bfloat16' (mixed precision, ~2x faster updates here; gru.gru_sequence); other models ignore it
+    # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
     recurrent_dtype: str = 'float32'
     threshold: float = 0.5         # gate threshold used outside the jittered updates
     threshold_jitter: tuple[float, float] = (0.3, 0.7)

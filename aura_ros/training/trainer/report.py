@@ -87,7 +87,7 @@ AURA memory policy trained on your demonstrations by `python -m aura_ros train`.
 
     {command}
 
-Wall time {wall:.0f} s on {machine} (torch {torch_version}, {threads} thread(s) per process). Seed {seed}.
+Wall time {wall:.0f} s on {machine} (torch {torch_version}, {threads} thread(s)). Seed {seed}.
 Config: `{config}`
 
 Backbone: {backbone_text}
