@@ -4,7 +4,7 @@
     python -m aura_ros train --data demo.mcap --out models/mine [--config train.yaml]
     ros2 run aura_ros aura_node --ros-args -p model_dir:=models/mine
 
-Seeded, CPU, `threads` threads per rank (1). The demonstrations (`aura_ros.data.load_demonstrations`:
+Seeded, CPU, `threads` per rank (1). The demonstrations (`aura_ros.data.load_demonstrations`:
 rosbag2 or LeRobot, aligned on the camera clock) go through six stages (pipeline.py): split and
 targets (episodes.py; targets absolute or, with `action_mode: delta`, the increments
 `aura_ros.runtime.actions` integrates back), the frozen backbone (backbone.py: a small CNN per
