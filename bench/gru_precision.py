@@ -44,7 +44,7 @@ def _train_one(dtype: str, config: MemoryConfig, tcfg, train_eps, held_eps, seed
     history = train(model, train_eps, replace(tcfg, recurrent_dtype=dtype), phases=('warmup',))
     seconds = time.perf_counter() - start
     held = evaluate(model, held_eps)
-    return {'loss': [r['loss'] for r in history.phases['warmup']],
+    return {'loss': [r['action'] for r in history.phases['warmup']],
             's_per_update': seconds / tcfg.warmup_iters,
             'held_out_error': held['action_error'], 'held_out_ci': held['action_error_ci']}
 
