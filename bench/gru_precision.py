@@ -32,8 +32,6 @@ from aura_ros.data import load_demonstrations  # noqa: E402
 from aura_ros.memory import MemoryConfig, build_model, fit_input_map  # noqa: E402
 from aura_ros.memory.training import FeatureEpisode, evaluate, train  # noqa: E402
 from aura_ros.training import trainer  # noqa: E402
-from aura_ros.training.trainer.checkpoints import STATE_FILE  # noqa: E402
-from aura_ros.training.trainer.model_dir import memory_config  # noqa: E402
 
 
 def _train_one(dtype: str, config: MemoryConfig, tcfg, train_eps, held_eps, seed: int) -> dict:
@@ -83,7 +81,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     checkpoints = args.model_dir / trainer.CHECKPOINTS
     cfg = trainer.TrainerConfig.from_dict(
-        json.loads((checkpoints / STATE_FILE).read_text())['config'])
+        json.loads((checkpoints / 'state.json').read_text())['config'])
     demos = load_demonstrations(args.data, cfg.data, progress=False)
     prepared = trainer.prepare(demos, cfg)
     split, target = prepared.split, prepared.targets
@@ -95,7 +93,7 @@ def main() -> int:
                 for i, ep in enumerate(split.held_out)]
     tcfg = replace(cfg.training_config('gru'), warmup_iters=args.updates, gate_iters=0,
                    carry_iters=0)
-    config = memory_config(cfg, demos, z_train[0].shape[-1], tcfg.threshold)
+    config = trainer.memory_config(cfg, demos, z_train[0].shape[-1], tcfg.threshold)
     runs = {d: _train_one(d, config, tcfg, train_eps, held_eps, cfg.seed)
             for d in ('float32', 'bfloat16')}
     f32, b16 = (np.asarray(runs[d]['loss']) for d in ('float32', 'bfloat16'))

@@ -23,7 +23,7 @@ from .cli import main
 from .config import QUICK, QUICK_DATA, TrainerConfig, TrainerError, quick_config, with_topics
 from .episodes import Episodes, Split, action_setup, prepare, split_episodes
 from .features import compute_features
-from .model_dir import BASELINE_DIR, joint_limits, output_groups
+from .model_dir import BASELINE_DIR, joint_limits, memory_config, output_groups
 from .pipeline import (
     Run,
     evaluate_held_out,
@@ -41,7 +41,7 @@ __all__ = [
     'BASELINE_DIR', 'CHECKPOINTS', 'QUICK', 'QUICK_DATA', 'REPORT_FILE', 'Checkpoints',
     'Episodes', 'Frames', 'Run', 'Split', 'TrainerConfig', 'TrainerError', 'action_setup',
     'compute_features', 'evaluate_held_out', 'features_of', 'fit_backbone', 'joint_limits',
-    'load_tensors', 'main', 'output_groups', 'prepare', 'quick_config', 'run', 'saved_features',
-    'split_episodes', 'start', 'to_input', 'train_backbone', 'train_memories', 'with_topics',
+    'load_tensors', 'main', 'memory_config', 'output_groups', 'prepare', 'quick_config', 'run',
+    'saved_features', 'split_episodes', 'start', 'to_input', 'train_backbone', 'train_memories', 'with_topics',
     'write_outputs',
 ]
