@@ -42,6 +42,6 @@ __all__ = [
     'Episodes', 'Frames', 'Run', 'Split', 'TrainerConfig', 'TrainerError', 'action_setup',
     'compute_features', 'evaluate_held_out', 'features_of', 'fit_backbone', 'joint_limits',
     'load_tensors', 'main', 'memory_config', 'output_groups', 'prepare', 'quick_config', 'run',
-    'saved_features', 'split_episodes', 'start', 'to_input', 'train_backbone', 'train_memories', 'with_topics',
-    'write_outputs',
+    'saved_features', 'split_episodes', 'start', 'to_input', 'train_backbone', 'train_memories',
+    'with_topics', 'write_outputs',
 ]
