@@ -83,6 +83,30 @@ def thumbnails(images: list, size: int) -> torch.Tensor:
     return torch.stack([F.adaptive_avg_pool2d(x, size) for x in images], 1)
 
 
+def pixel_rarity(thumbs: torch.Tensor) -> np.ndarray:
+    """Per frame: the largest distance of a thumbnail pixel from its mean over the sample, in
+    its spreads. A lamp where the image is always dark scores high, and so does an arm pushed
+    where it is seldom seen."""
+    mean_img, std_img = thumbs.mean(0), thumbs.std(0) + 0.05
+    return ((thumbs - mean_img).abs() / std_img).flatten(1).amax(1).numpy()
+
+
+def colour_rarity(thumbs: torch.Tensor, levels: int = 8, pixels: int = 50) -> np.ndarray:
+    """Per frame: how seldom the sample shows the colours of its `pixels` rarest-coloured
+    pixels (mean -log frequency, colours quantised to levels^3 bins). An arm in an unusual pose
+    shows its usual colours; a lamp or an object of a colour seldom seen scores high."""
+    mean = torch.tensor(IMAGE_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 1, 3, 1, 1)
+    q = ((thumbs * std + mean).clamp(0, 1) * (levels - 1e-3)).long()
+    bins = (q[:, :, 0] * levels * levels + q[:, :, 1] * levels + q[:, :, 2]).flatten(1)
+    freq = torch.bincount(bins.flatten(), minlength=levels ** 3).double() / bins.numel()
+    surprisal = -torch.log(freq[bins])
+    return surprisal.topk(min(pixels, surprisal.shape[1]), 1).values.mean(1).numpy()
+
+
+RARITY = {'pixel': pixel_rarity, 'colour': colour_rarity}
+
+
 def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.Module, dict]:
     """Autoencoder (mean-image-emphasised reconstruction) + frame-level action read-out."""
     torch.manual_seed(cfg.seed)
@@ -96,7 +120,8 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     rng = np.random.default_rng([cfg.seed, 11])
     n = len(frames)
     # Mean and spread of every thumbnail pixel over (a sample of) the data, and how rare each
-    # frame's pixels are: frames that show something seldom seen (a cue lamp) are over-sampled.
+    # frame is (`rarity`: its pixels, or its colours): frames that show something seldom seen (a
+    # cue lamp) are over-sampled.
     # Hinted frames, where the data has them, are the over-sampled ones instead: when much else
     # is rare too (an arm pushed around, DART), rarity alone loses the few frames that matter.
     sample = rng.choice(n, min(n, 2048), replace=False)
@@ -105,10 +130,10 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
         thumbs.append(thumbnails(frames.batch(chunk)[0], cfg.recon_size))
     thumbs = torch.cat(thumbs)
     mean_img, std_img = thumbs.mean(0), thumbs.std(0) + 0.05
-    rarity = ((thumbs - mean_img).abs() / std_img).flatten(1).amax(1).numpy()
+    rarity = RARITY[cfg.rarity](thumbs)
     rare = sample[rarity >= np.quantile(rarity, 0.9)]
     hinted = frames.hinted()
-    rare_text = 'the rarest tenth of frames'
+    rare_text = f'the rarest tenth of frames ({cfg.rarity} rarity)'
     if len(hinted):
         rare, rare_text = hinted, f'the {len(hinted)} hinted frames'
     steps = cfg.cnn_steps

@@ -79,6 +79,9 @@ class TrainerConfig:
     recon_weight: float = 1.0
     recon_emphasis: float = 10.0      # extra weight of pixels far from the mean image
     rare_share: float = 0.5           # share of each batch drawn from the rarest 10% of frames
+    # what makes a frame rare (without hints): 'pixel' (a pixel far from its mean image) or
+    # 'colour' (colours the data seldom shows: a lamp, not an arm pushed somewhere new)
+    rarity: str = 'pixel'
     action_weight: float = 1.0        # frame-level action read-out loss
     encoder_onnx: str = ''            # backbone: onnx -> the user's image encoder
     encoder_input: str = ''           # its image input name (default: its first input)
@@ -128,6 +131,7 @@ class TrainerConfig:
                     'select_tolerance'):
             need(is_num(getattr(self, key), 0.0), key, 'a non-negative number')
         need(is_num(self.rare_share, 0.0, 1.0), 'rare_share', 'a share in [0, 1]')
+        need(self.rarity in ('pixel', 'colour'), 'rarity', "'pixel' or 'colour'")
         object.__setattr__(self, 'baselines', tuple(self.baselines))
         unknown = [b for b in self.baselines if b not in METHODS_KNOWN]
         need(not unknown, 'baselines', f'a list of {", ".join(METHODS_KNOWN)}')
