@@ -12,9 +12,9 @@ every gradient to nn.GRU's.
 `product_dtype=torch.bfloat16` does the two per-step recurrent products (h W_hh^T forward,
 dgates W_hh backward) in bfloat16 (mixed precision: weights, state, every other operation and
 the weight gradients stay float32). Those products read the 13 MB W_hh at every step, so half
-the bytes make them faster on a CPU with bfloat16 instructions (update times:
-docs/results/train_scale.md); the price is bfloat16's rounding of h and of the products (what it
-changes in training: docs/results/gru_precision.md).
+the bytes make them faster on a CPU with bfloat16 instructions (`bench train-scale` times
+both); the price is bfloat16's rounding of h and of the products (what it changes in training:
+bench/gru_precision.py, not run to the end yet).
 """
 
 from typing import Optional
