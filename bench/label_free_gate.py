@@ -2,7 +2,8 @@
 utility point at the cue frames, and does a gate trained towards a write budget learn them.
 
     python bench/label_free_gate.py --data BAGS --model-dir RUN --warmup random:0.1 \\
-        --warmup-iters 1500 --budget 0.1 0.03 --tag NAME [--synthetic] [--margin-gate]
+        --warmup-iters 1500 --budget 0.1 0.03 --tag NAME [--synthetic] [--margin-gate] \\
+        [--utility gradient]
 
 RUN is what `python -m aura_ros train --data BAGS --out RUN` wrote (its checkpoints keep the
 frozen backbone's features); the split is the trainer's. An AURA layer (whitened input, writes
@@ -37,10 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import so101_heldout as heldout  # noqa: E402
 
 from aura_ros.data import load_demonstrations  # noqa: E402
-from aura_ros.memory import MemoryConfig, build_model, fit_input_map, save_checkpoint  # noqa: E402
+from aura_ros.memory import (  # noqa: E402
+    MemoryConfig,
+    build_model,
+    fit_input_map,
+    load_checkpoint,
+    save_checkpoint,
+)
 from aura_ros.memory.gates import AlwaysWrite, ForcedWrites, RandomSchedule  # noqa: E402
 from aura_ros.memory.losses import budget_target  # noqa: E402
-from aura_ros.memory.objective import gated_forward, offset_utility  # noqa: E402
+from aura_ros.memory.objective import (  # noqa: E402
+    gated_forward,
+    gradient_utility,
+    offset_utility,
+)
 from aura_ros.memory.training import (  # noqa: E402
     FeatureEpisode,
     evaluate,
@@ -70,7 +81,8 @@ def warm_policy(kind: str, value: str, flags=None, seed: int = 5):
 
 
 @torch.no_grad()
-def utility_by_kind(model, episodes, masks, window, tcfg, kind, value, flags, reduce) -> dict:
+def utility_by_kind(model, episodes, masks, window, tcfg, kind, value, flags, reduce,
+                    utility='counterfactual') -> dict:
     """The IB utility of every held-out frame (writes as in the warm-up), by kind of frame."""
     utils, picks = [], {b: [] for b in BUDGETS}
     for i, ep in enumerate(episodes):
@@ -83,8 +95,11 @@ def utility_by_kind(model, episodes, masks, window, tcfg, kind, value, flags, re
             else:
                 gate = warm_policy(kind, value, seed=i * 1000 + start)
             out = gated_forward(model, z, gate=gate)
-            u, _ = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
-                                  reduce=reduce, margin=tcfg.margin)
+            if utility == 'gradient':
+                u = gradient_utility(model, out, target, kind=tcfg.loss)
+            else:
+                u, _ = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
+                                      reduce=reduce, margin=tcfg.margin)
             utils.append(u[0])
             for b in BUDGETS:
                 picks[b].append(budget_target(u, b)[0] > 0)
@@ -113,12 +128,19 @@ def main() -> int:
     ap.add_argument('--warmup', default='random:0.5',
                     help='random:RATE | always | unexplained:SHARE (default random:0.5)')
     ap.add_argument('--warmup-iters', type=int, default=300)
+    ap.add_argument('--warm-from', type=Path, metavar='CKPT',
+                    help='a NAME_warm.safetensors an earlier run wrote with the same --warmup '
+                         'on the same run: skip the warm-up')
     ap.add_argument('--gate-iters', type=int, default=200)
     ap.add_argument('--carry-iters', type=int, default=0)
     ap.add_argument('--budget', type=float, nargs=2, metavar=('START', 'END'))
     ap.add_argument('--margin-gate', action='store_true',
                     help='a gate phase towards the margin target (no budget)')
     ap.add_argument('--ib-reduce', default='best', choices=('best', 'mean'))
+    ap.add_argument('--offsets', type=int, nargs='+',
+                    help='the steps ahead a write is scored at (default: the training config)')
+    ap.add_argument('--utility', default='counterfactual', choices=('counterfactual', 'gradient'),
+                    help='what a write is worth (TrainingConfig.utility)')
     ap.add_argument('--synthetic', action='store_true')
     ap.add_argument('--tag', required=True)
     ap.add_argument('--out', type=Path, default=Path('docs/results/label_free_gate'))
@@ -157,6 +179,8 @@ def main() -> int:
     spec = yaml.safe_load((args.model_dir / 'model.yaml').read_text())
     config = MemoryConfig.from_dict(spec['memory']).replace(input_map='whiten', write_bias=False)
     tcfg = cfg.training_config()
+    if args.offsets:
+        tcfg = replace(tcfg, offsets=tuple(args.offsets))
     train_z = [(z_train[i], ep) for i, ep in enumerate(split.train)]
     kind, _, value = args.warmup.partition(':')
     flags_train = flags_held = None
@@ -173,10 +197,13 @@ def main() -> int:
     model = build_model('aura', config)
     fit_input_map(model, [ep.features for ep in train_eps])
     warm = replace(tcfg, warmup_iters=args.warmup_iters, gate_iters=0, carry_iters=0)
-    if kind == 'unexplained':          # the warm-up writes follow the flags (as hints would)
+    # the warm-up's write rate (also what a gradient utility is scored under)
+    rate = {'always': 1.0, 'random': float(value or 0)}.get(kind, tcfg.warmup_write_rate)
+    if args.warm_from:
+        load_checkpoint(args.warm_from, model)
+    elif kind == 'unexplained':        # the warm-up writes follow the flags (as hints would)
         train(model, train_eps, warm, phases=('warmup',), gate=ForcedWrites())
     else:
-        rate = 1.0 if kind == 'always' else float(value)
         train(model, train_eps, replace(warm, warmup_write_rate=rate), phases=('warmup',))
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, args.out / f'{args.tag}_warm.safetensors')
@@ -188,11 +215,11 @@ def main() -> int:
               'warm_every': evaluate(model, every, gate=warm_policy(kind, value, flags_held))
               ['action_error'],
               'utility': utility_by_kind(model, every, masks, tcfg.window, tcfg, kind, value,
-                                         flags_held, args.ib_reduce)}
+                                         flags_held, args.ib_reduce, args.utility)}
     print(json.dumps(result, indent=1), flush=True)
     if args.budget or args.margin_gate:
         gcfg = replace(tcfg, gate_iters=args.gate_iters, carry_iters=args.carry_iters,
-                       ib_reduce=args.ib_reduce,
+                       ib_reduce=args.ib_reduce, utility=args.utility, warmup_write_rate=rate,
                        write_budget=tuple(args.budget) if args.budget else None)
         history = train(model, [replace(e, hint=None) for e in train_eps], gcfg,
                         phases=('gate', 'carry'))

@@ -531,6 +531,26 @@ def test_resume_reads_a_checkpoint_whose_config_spells_out_defaults(tmp_path, qu
     assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory')
 
 
+def test_resume_retrains_a_model_whose_trainer_defaults_changed(tmp_path, quick_dir, demos):
+    """A checkpoint trained under other trainer defaults (its recorded TrainingConfig differs
+    from what the same train.yaml gives now) retrains that model, and only that one."""
+    import shutil
+
+    out = tmp_path / 'model'
+    shutil.copytree(quick_dir[0], out)
+    state_file = out / 'checkpoints' / 'state.json'
+    state = json.loads(state_file.read_text())
+    assert set(state['trained_with']) == {'aura', 'always_write', 'no_memory'}
+    state['trained_with']['aura']['utility'] = 'counterfactual'    # an older trainer's default
+    state_file.write_text(json.dumps(state))
+    lines = []
+    run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features, always_write, no_memory; retraining '
+                             'aura (training changed)')
+    state = json.loads(state_file.read_text())
+    assert state['trained_with']['aura']['utility'] == QUICK.training.utility
+
+
 def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, demos):
     """What bench/so101_heldout.py re-runs: the trainer's split, targets and saved features."""
     from aura_ros.memory import MemoryConfig, build_model, load_checkpoint

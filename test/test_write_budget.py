@@ -57,15 +57,20 @@ def test_the_trainers_default_gate_target_is_the_write_budget_and_null_restores_
     """`train --data` with no config teaches the gate with the budget target (label-free); a
     train.yaml's `training: {write_budget: null}` brings back the margin target; both survive
     the config's round trip (report, checkpoint state, --resume)."""
-    from aura_ros.training.trainer.config import WRITE_BUDGET, TrainerConfig
+    from aura_ros.training.trainer.config import WRITE_BUDGET, TrainerConfig, TrainerError
     from aura_ros.training.trainer.report import recipe_text
 
     for config in (TrainerConfig(), TrainerConfig.from_dict({})):
         assert config.training.write_budget == WRITE_BUDGET
         assert config.training.ib_reduce == 'best'
+        assert config.training.utility == 'gradient'
+        assert config.training.warmup_write_rate == 0.1
         assert TrainerConfig.from_dict(config.to_dict()).training == config.training
         assert 'annealed' in recipe_text(config.training, config.data)
-    margin = TrainerConfig.from_dict({'training': {'write_budget': None}})
+    with pytest.raises(TrainerError, match="utility 'counterfactual'"):
+        TrainerConfig.from_dict({'training': {'write_budget': None}})
+    margin = TrainerConfig.from_dict({'training': {'write_budget': None,
+                                                   'utility': 'counterfactual'}})
     assert margin.training.write_budget is None
     assert TrainerConfig.from_dict(margin.to_dict()).training.write_budget is None
     assert 'annealed' not in recipe_text(margin.training, margin.data)

@@ -8,9 +8,9 @@ from torch import Tensor, nn
 
 from . import parallel
 from .batches import Batch
-from .gates import GatePolicy
+from .gates import AlwaysWrite, GatePolicy
 from .losses import action_loss, budget_ib_loss, ib_loss, sparsity_loss
-from .scan import augment
+from .scan import GatedDeltaScan, augment, state_read
 from .training_config import TrainingConfig
 
 
@@ -78,6 +78,38 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     return utility, skip
 
 
+def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
+                     mask: Optional[Tensor] = None, kind: str = 'mse',
+                     writes: Optional[Tensor] = None) -> Tensor:
+    """u [B, T]: how much the window's later action loss falls per unit of extra write strength
+    at each step, -dL/da_t with the writes `writes` [B, T] (default: those `out` made; a_t =
+    beta_t g_t; the state before the window, the projections and every other write held).
+
+    Unlike `offset_utility` ("t written into the state before it, nothing written after") this
+    is the memory the read-out was trained on: a write that later writes overwrite, or that
+    overwrites a useful one, scores low; a skipped step scores what a small write would give.
+    One more scan forward and backward, no parameter gradients (`gradient_target`)."""
+    proj = {k: v.detach() for k, v in out['proj'].items()}
+    tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'gate_x')}
+    ka = augment(proj['k'].transpose(0, 1), layer.bias_key)
+    qa = augment(proj['q'].transpose(0, 1))
+    Wa0 = torch.cat([out['W'][:, 0], out['b'][:, 0, :, None]], -1).detach()
+    extra = torch.zeros_like(out['g'], dtype=proj['beta'].dtype, requires_grad=True)
+    with torch.enable_grad():
+        g = out['g'] if writes is None else writes
+        strength = (proj['beta'] * (g.detach() + extra)).transpose(0, 1).contiguous()
+        gate_w = (layer.gate_in.weight[:, 0].detach(), layer.gate_out.weight[0].detach(),
+                  layer.gate_out.bias[0].detach())
+        # AlwaysWrite makes the scan's write strength exactly `strength` (0 where g was 0)
+        Ws = GatedDeltaScan.apply(Wa0, ka, tm['v'], strength, tm['gate_x'], *gate_w,
+                                  AlwaysWrite(), 0, layer.config.write_rule == 'add')[0]
+        read = state_read(Ws, qa).transpose(0, 1)
+        loss = action_loss(layer.act(proj['head_x'], read), target, kind)
+        weight = torch.ones_like(loss) if mask is None else mask.to(loss.dtype)
+        (grad,) = torch.autograd.grad((loss * weight).sum(), extra)
+    return -grad
+
+
 def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
     w = weight.to(values.dtype)
     return (values * w).sum() / parallel.per_rank(w.sum()).clamp(min=1)
@@ -95,8 +127,14 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
         return act, record
     if config.gate_target == 'hint':
         return hint_objective(out, batch, config, record)
-    utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
-                                   config.loss, config.ib_reduce, config.margin)
+    if config.utility == 'gradient':
+        # scored under the warm-up's sparse random writes, the memory the read-out learned to
+        # use, not the gate's own (dense at first: there no write stands out)
+        reference = (torch.rand_like(out['g']) < config.warmup_write_rate).to(out['g'].dtype)
+        utility = gradient_utility(model, out, batch.target, batch.mask, config.loss, reference)
+    else:
+        utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
+                                       config.loss, config.ib_reduce, config.margin)
     if budget is None:
         ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
     else:

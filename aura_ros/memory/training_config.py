@@ -60,6 +60,10 @@ class TrainingConfig:
     # of each window whose writes help most (losses.budget_target), annealed geometrically from
     # start to end over the gate phase and held at end in the carried phase
     write_budget: Optional[tuple[float, float]] = None
+    # what a write is worth, for the budget target: 'counterfactual' (t written into the state
+    # before it, read later with nothing written between: objective.offset_utility) or
+    # 'gradient' (-dL/d write strength at the writes made: objective.gradient_utility)
+    utility: str = 'counterfactual'
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
     # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
     recurrent_dtype: str = 'float32'
@@ -110,6 +114,13 @@ class TrainingConfig:
         if self.recurrent_dtype not in ('float32', 'bfloat16'):
             raise TrainingError(f"TrainingConfig.recurrent_dtype must be 'float32' or 'bfloat16', "
                                 f'got {self.recurrent_dtype!r}')
+        if self.utility not in ('counterfactual', 'gradient'):
+            raise TrainingError(f"TrainingConfig.utility must be 'counterfactual' or 'gradient', "
+                                f'got {self.utility!r}')
+        if self.utility == 'gradient' and self.write_budget is None:
+            raise TrainingError("TrainingConfig.utility 'gradient' ranks writes for a write "
+                                'budget: set write_budget [start, end], or utility '
+                                "'counterfactual' for the margin target")
         if self.ib_reduce not in ('mean', 'best'):
             raise TrainingError(f"TrainingConfig.ib_reduce must be 'mean' or 'best', got "
                                 f'{self.ib_reduce!r}')

@@ -55,6 +55,10 @@ class Checkpoints:
         else:
             self.state = {'config': config, 'source': source, 'done': [], 'histories': {},
                           'backbone': {}, 'wall_s': 0.0}
+        # the TrainingConfig each memory model trains with, defaults filled in: a trainer whose
+        # defaults changed since the checkpoint retrains what they concern
+        self.state['trained_with'] = {**self.state.get('trained_with', {}), **{
+            m: cfg.training_config(m).to_dict() for m in ('aura', *cfg.baselines)}}
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _invalidate(self, old: dict, cfg: TrainerConfig) -> None:
@@ -70,8 +74,12 @@ class Checkpoints:
                 return [k for k in keys if old.get(k, DEFAULT_CONFIG.get(k)) != new.get(k)]
             return [k for k in keys if getattr(before, k) != getattr(cfg, k)]
 
+        trained_with = self.state.get('trained_with', {})
+
         def training(config: Optional[TrainerConfig], method: str):
-            return None if config is None else config.training_config(method)
+            if config is before and method in trained_with:     # as the checkpoint recorded
+                return trained_with[method]
+            return None if config is None else config.training_config(method).to_dict()
 
         done = self.state['done']
         stages = {s.split(':')[0] for s in done if s != 'done'}

@@ -21,16 +21,21 @@ class TrainerError(ValueError):
 
 
 # The trainer's label-free gate: its IB target is the top share of each training window by the
-# utility of a write (at the offset where it helps most), annealed from 10% to 3% of the frames
-# over the gate phase (TrainingConfig.write_budget), where the layer's own default (a write must
-# cut the later loss by `margin`) closed the gate on a user's bags. `training: {write_budget:
-# null}` restores the margin target. Measured in docs/training.md ("A gate without labels").
+# utility of a write, annealed from 10% to 3% of the frames over the gate phase
+# (TrainingConfig.write_budget), where the layer's own default (a write must cut the later loss
+# by `margin`) closed the gate on a user's bags. The utility is the gradient of the window's
+# action loss in the write strength (`utility: gradient`), scored under the sparse random writes
+# of the warm-up (rate 0.1), where the counterfactual utility ranked cue frames barely above
+# distractors. `training: {utility: counterfactual, write_budget: null}` restores the margin
+# target. Measured in docs/training.md ("A gate without labels").
 WRITE_BUDGET = (0.1, 0.03)
+WARMUP_WRITE_RATE = 0.1
 
 
 def training_defaults(seed: int) -> dict:
     """The TrainingConfig fields the trainer sets away from the memory layer's defaults."""
-    return {'seed': seed, 'write_budget': WRITE_BUDGET, 'ib_reduce': 'best'}
+    return {'seed': seed, 'write_budget': WRITE_BUDGET, 'ib_reduce': 'best',
+            'utility': 'gradient', 'warmup_write_rate': WARMUP_WRITE_RATE}
 
 
 @dataclass(frozen=True)

@@ -140,13 +140,16 @@ def recipe_text(t: TrainingConfig, data) -> str:
                 f"cross-entropy), {t.carry_iters} updates of the rest under the gate's own "
                 'writes with the state carried over whole episodes. The gate was taught where '
                 'to write by the hints, not by the action loss.')
+    scored = (f'scored at step offsets {list(t.offsets)}' if t.utility == 'counterfactual'
+              else 'a write scored by the gradient of the later action loss in its strength, '
+              f'under random writes at rate {t.warmup_write_rate}')
     target = ('IB towards the writes that cut the later action loss by '
               f'{t.margin:g} of it' if t.write_budget is None else
               'IB towards the share of each window whose writes help the later actions most, '
               f'{t.write_budget[0]:g} annealed to {t.write_budget[1]:g}')
     return (f'{t.warmup_iters} warm-up updates writing at random (rate {t.warmup_write_rate}), '
-            f'{t.gate_iters} gate-phase updates (action + {t.w_ib} x {target}, scored at step '
-            f'offsets {list(t.offsets)}, + {t.w_sparse} x sparsity), {t.carry_iters} updates '
+            f'{t.gate_iters} gate-phase updates (action + {t.w_ib} x {target}, {scored}, '
+            f'+ {t.w_sparse} x sparsity), {t.carry_iters} updates '
             'with the state carried over whole episodes. No labels: the gate learned where to '
             'write from the action loss alone.')
 
