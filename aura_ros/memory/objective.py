@@ -110,6 +110,14 @@ def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
     return -grad
 
 
+def reference_writes(g: Tensor, rate: float) -> Tensor:
+    """Random writes [B, T] at `rate`, g's shape and dtype; under torchrun each rank takes its
+    rows of the global batch's draws (the same writes as one process with the whole batch)."""
+    B = g.shape[0]
+    draw = torch.rand((B * parallel.world(), *g.shape[1:]))[parallel.rows(B)]
+    return (draw < rate).to(device=g.device, dtype=g.dtype)
+
+
 def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
     w = weight.to(values.dtype)
     return (values * w).sum() / parallel.per_rank(w.sum()).clamp(min=1)
@@ -130,7 +138,7 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     if config.utility == 'gradient':
         # scored under the warm-up's sparse random writes, the memory the read-out learned to
         # use, not the gate's own (dense at first: there no write stands out)
-        reference = (torch.rand_like(out['g']) < config.warmup_write_rate).to(out['g'].dtype)
+        reference = reference_writes(out['g'], config.warmup_write_rate)
         utility = gradient_utility(model, out, batch.target, batch.mask, config.loss, reference)
     else:
         utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,

@@ -21,14 +21,14 @@ class TrainerError(ValueError):
 
 
 # The trainer's label-free gate: its IB target is the top share of each training window by the
-# utility of a write, annealed from 10% to 3% of the frames over the gate phase
+# utility of a write, annealed from 5% to 1% of the frames over the gate phase
 # (TrainingConfig.write_budget), where the layer's own default (a write must cut the later loss
 # by `margin`) closed the gate on a user's bags. The utility is the gradient of the window's
 # action loss in the write strength (`utility: gradient`), scored under the sparse random writes
 # of the warm-up (rate 0.1), where the counterfactual utility ranked cue frames barely above
 # distractors. `training: {utility: counterfactual, write_budget: null}` restores the margin
 # target. Measured in docs/training.md ("A gate without labels").
-WRITE_BUDGET = (0.1, 0.03)
+WRITE_BUDGET = (0.05, 0.01)
 WARMUP_WRITE_RATE = 0.1
 
 
