@@ -88,7 +88,7 @@ def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
     Unlike `offset_utility` ("t written into the state before it, nothing written after") this
     is the memory the read-out was trained on: a write that later writes overwrite, or that
     overwrites a useful one, scores low; a skipped step scores what a small write would give.
-    One more scan forward and backward, no parameter gradients (`gradient_target`)."""
+    One more scan forward and backward, no parameter gradients (`utility: gradient`)."""
     proj = {k: v.detach() for k, v in out['proj'].items()}
     tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'gate_x')}
     ka = augment(proj['k'].transpose(0, 1), layer.bias_key)

@@ -62,7 +62,8 @@ class TrainingConfig:
     write_budget: Optional[tuple[float, float]] = None
     # what a write is worth, for the budget target: 'counterfactual' (t written into the state
     # before it, read later with nothing written between: objective.offset_utility) or
-    # 'gradient' (-dL/d write strength at the writes made: objective.gradient_utility)
+    # 'gradient' (-dL/d write strength, the writes held drawn at random at warmup_write_rate:
+    # objective.gradient_utility)
     utility: str = 'counterfactual'
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
     # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
