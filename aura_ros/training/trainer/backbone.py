@@ -83,11 +83,17 @@ def thumbnails(images: list, size: int) -> torch.Tensor:
     return torch.stack([F.adaptive_avg_pool2d(x, size) for x in images], 1)
 
 
+def mean_and_spread(thumbs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every thumbnail pixel's mean over the sample and its spread (floored, so a pixel that
+    never changes does not divide by zero)."""
+    return thumbs.mean(0), thumbs.std(0) + 0.05
+
+
 def pixel_rarity(thumbs: torch.Tensor) -> np.ndarray:
     """Per frame: the largest distance of a thumbnail pixel from its mean over the sample, in
     its spreads. A lamp where the image is always dark scores high, and so does an arm pushed
     where it is seldom seen."""
-    mean_img, std_img = thumbs.mean(0), thumbs.std(0) + 0.05
+    mean_img, std_img = mean_and_spread(thumbs)
     return ((thumbs - mean_img).abs() / std_img).flatten(1).amax(1).numpy()
 
 
@@ -129,7 +135,7 @@ def train_backbone(cfg: TrainerConfig, demos, frames: Frames, log) -> tuple[nn.M
     for chunk in np.array_split(sample, max(1, len(sample) // 256)):
         thumbs.append(thumbnails(frames.batch(chunk)[0], cfg.recon_size))
     thumbs = torch.cat(thumbs)
-    mean_img, std_img = thumbs.mean(0), thumbs.std(0) + 0.05
+    mean_img, std_img = mean_and_spread(thumbs)
     rarity = RARITY[cfg.rarity](thumbs)
     rare = sample[rarity >= np.quantile(rarity, 0.9)]
     hinted = frames.hinted()
