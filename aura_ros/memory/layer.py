@@ -30,6 +30,7 @@ The layer's contract, the pieces every form is built from (the scan, the per-ste
 
     project(z, t0)                -> everything that depends on z_t alone (x, k, q, v, beta, ...)
     advance(state, proj, t, gate) -> one delta-rule step: new state, read, p, g, surprise, error
+    scan(proj, Wa0, policy, ...)  -> the same steps over a whole sequence (scan.py), the reads
     write_vector(e, v)            -> the vector u a write stores (W <- W - beta g u k^T)
     act(head_x, read) / head_from -> the action chunk from the head's two parts
 
@@ -212,6 +213,27 @@ class AuraMemLayer(nn.Module):
         return {'action': self.act(proj['head_x'], read), 'g': g, 'p': p, 'surprise': surprise,
                 'read': read, 'state': new_state}
 
+    def scan(self, proj: dict[str, Tensor], Wa0: Tensor, policy: GatePolicy, t0: int = 0,
+             keep_states: bool = True, beta: Optional[Tensor] = None) -> tuple[dict, Tensor]:
+        """The recurrence over projections [B, T, ...] from the state Wa0 = [W | b]: the scan's
+        time-major outputs (`Ws` every state with autograd or `keep_states`, e, s, p, g) and the
+        reads [T, B, d_val]. `beta` [B, T] replaces the projected write strengths (with
+        `AlwaysWrite`, the strength of every write: `objective.gradient_utility`)."""
+        beta = proj['beta'] if beta is None else beta
+        gate_w = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
+        tm = {k: v.transpose(0, 1).contiguous()
+              for k, v in (('v', proj['v']), ('beta', beta), ('gate_x', proj['gate_x']))}
+        qa = augment(proj['q'].transpose(0, 1))
+        args = (augment(proj['k'].transpose(0, 1), self.bias_key), tm['v'], tm['beta'],
+                tm['gate_x'], *gate_w, policy, t0, self.config.write_rule == 'add')
+        if torch.is_grad_enabled():
+            scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
+                                 strict=True))
+        else:
+            scan = scan_forward(Wa0, *args, qa=None if keep_states else qa)
+        read = state_read(scan['Ws'], qa) if 'Ws' in scan else scan['reads']
+        return scan, read
+
     def forward(self, z: Tensor, state: Optional[State] = None, t0: int = 0,
                 keep_states: bool = False, gate: Optional[GatePolicy] = None) -> dict:
         """Sequence form over z [B, T, d_model]; the same numbers as calling `step` T times.
@@ -229,24 +251,9 @@ class AuraMemLayer(nn.Module):
         if state is None:
             state = self.init_state(B, z.device)
         proj = self.project(z, t0)
-        gate_w = (self.gate_in.weight[:, 0], self.gate_out.weight[0], self.gate_out.bias[0])
-        tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'beta', 'gate_x')}
-        tm['ka'] = augment(proj['k'].transpose(0, 1), self.bias_key)
-        tm['qa'] = augment(proj['q'].transpose(0, 1))
         Wa0 = torch.cat([state['W'], state['b'].unsqueeze(-1)], -1)         # [W | b]
-        additive = self.config.write_rule == 'add'
-        args = (tm['ka'], tm['v'], tm['beta'], tm['gate_x'], *gate_w, self.policy(gate), t0,
-                additive)
-        if torch.is_grad_enabled():
-            scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
-                                 strict=True))
-        else:
-            scan = scan_forward(Wa0, *args, qa=None if keep_states else tm['qa'])
-        if 'Ws' in scan:                                              # [T, B, d_val, d_key + 1]
-            read = state_read(scan['Ws'], tm['qa'])
-            last = scan['Ws'][-1]
-        else:
-            read, last = scan['reads'], scan['Wa']
+        scan, read = self.scan(proj, Wa0, self.policy(gate), t0, keep_states)
+        last = scan['Ws'][-1] if 'Ws' in scan else scan['Wa']
         final = {'W': last[..., :-1].contiguous(), 'b': last[..., -1].contiguous()}
         read = read.transpose(0, 1)
         out = {'action': self.act(proj['head_x'], read), 'g': scan['g'].transpose(0, 1),
@@ -254,6 +261,6 @@ class AuraMemLayer(nn.Module):
                'read': read, 'state': final, 'x': proj['x'], 'head_x': proj['head_x']}
         if keep_states:
             before = torch.cat([Wa0[None], scan['Ws'][:-1]]).detach().transpose(0, 1)
-            u = -proj['v'] if additive else scan['e'].transpose(0, 1)
+            u = -proj['v'] if self.config.write_rule == 'add' else scan['e'].transpose(0, 1)
             out.update(W=before[..., :-1], b=before[..., -1], u=u.detach(), proj=proj)
         return out

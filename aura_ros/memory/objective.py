@@ -10,7 +10,7 @@ from . import parallel
 from .batches import Batch
 from .gates import AlwaysWrite, GatePolicy
 from .losses import action_loss, budget_ib_loss, ib_loss, sparsity_loss
-from .scan import GatedDeltaScan, augment, state_read
+from .scan import augment
 from .training_config import TrainingConfig
 
 
@@ -90,21 +90,13 @@ def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
     overwrites a useful one, scores low; a skipped step scores what a small write would give.
     One more scan forward and backward, no parameter gradients (`utility: gradient`)."""
     proj = {k: v.detach() for k, v in out['proj'].items()}
-    tm = {k: proj[k].transpose(0, 1).contiguous() for k in ('v', 'gate_x')}
-    ka = augment(proj['k'].transpose(0, 1), layer.bias_key)
-    qa = augment(proj['q'].transpose(0, 1))
     Wa0 = torch.cat([out['W'][:, 0], out['b'][:, 0, :, None]], -1).detach()
     extra = torch.zeros_like(out['g'], dtype=proj['beta'].dtype, requires_grad=True)
     with torch.enable_grad():
         g = out['g'] if writes is None else writes
-        strength = (proj['beta'] * (g.detach() + extra)).transpose(0, 1).contiguous()
-        gate_w = (layer.gate_in.weight[:, 0].detach(), layer.gate_out.weight[0].detach(),
-                  layer.gate_out.bias[0].detach())
-        # AlwaysWrite makes the scan's write strength exactly `strength` (0 where g was 0)
-        Ws = GatedDeltaScan.apply(Wa0, ka, tm['v'], strength, tm['gate_x'], *gate_w,
-                                  AlwaysWrite(), 0, layer.config.write_rule == 'add')[0]
-        read = state_read(Ws, qa).transpose(0, 1)
-        loss = action_loss(layer.act(proj['head_x'], read), target, kind)
+        # AlwaysWrite makes every write's strength exactly beta (g + extra): 0 where g was 0
+        _, read = layer.scan(proj, Wa0, AlwaysWrite(), beta=proj['beta'] * (g.detach() + extra))
+        loss = action_loss(layer.act(proj['head_x'], read.transpose(0, 1)), target, kind)
         weight = torch.ones_like(loss) if mask is None else mask.to(loss.dtype)
         (grad,) = torch.autograd.grad((loss * weight).sum(), extra)
     return -grad
