@@ -3,7 +3,7 @@ utility point at the cue frames, and does a gate trained towards a write budget 
 
     python bench/label_free_gate.py --data BAGS --model-dir RUN --warmup random:0.1 \\
         --warmup-iters 1500 --budget 0.1 0.03 --tag NAME [--synthetic] [--margin-gate] \\
-        [--utility gradient]
+        [--utility gradient] [--balance B]
 
 RUN is what `python -m aura_ros train --data BAGS --out RUN` wrote (its checkpoints keep the
 frozen backbone's features); the split is the trainer's. An AURA layer (whitened input, writes
@@ -141,6 +141,9 @@ def main() -> int:
                     help='the steps ahead a write is scored at (default: the training config)')
     ap.add_argument('--utility', default='counterfactual', choices=('counterfactual', 'gradient'),
                     help='what a write is worth (TrainingConfig.utility)')
+    ap.add_argument('--balance', type=float, default=1.0,
+                    help='how far the budget target\'s positives are weighted up '
+                         '(TrainingConfig.budget_balance, default 1)')
     ap.add_argument('--synthetic', action='store_true')
     ap.add_argument('--tag', required=True)
     ap.add_argument('--out', type=Path, default=Path('docs/results/label_free_gate'))
@@ -220,7 +223,8 @@ def main() -> int:
     if args.budget or args.margin_gate:
         gcfg = replace(tcfg, gate_iters=args.gate_iters, carry_iters=args.carry_iters,
                        ib_reduce=args.ib_reduce, utility=args.utility, warmup_write_rate=rate,
-                       write_budget=tuple(args.budget) if args.budget else None)
+                       write_budget=tuple(args.budget) if args.budget else None,
+                       budget_balance=args.balance)
         history = train(model, [replace(e, hint=None) for e in train_eps], gcfg,
                         phases=('gate', 'carry'))
         save_checkpoint(model, args.out / f'{args.tag}_gate.safetensors')

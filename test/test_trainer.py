@@ -551,6 +551,24 @@ def test_resume_retrains_a_model_whose_trainer_defaults_changed(tmp_path, quick_
     assert state['trained_with']['aura']['utility'] == QUICK.training.utility
 
 
+def test_resume_reuses_a_model_recorded_before_a_training_field_was_added(tmp_path, quick_dir,
+                                                                          demos):
+    """A TrainingConfig field added later, at its default, is what an older checkpoint trained
+    with: its models are reused, not retrained."""
+    import shutil
+
+    out = tmp_path / 'model'
+    shutil.copytree(quick_dir[0], out)
+    state_file = out / 'checkpoints' / 'state.json'
+    state = json.loads(state_file.read_text())
+    for recorded in state['trained_with'].values():
+        del recorded['budget_balance']                 # an older trainer did not record it
+    state_file.write_text(json.dumps(state))
+    lines = []
+    run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory'), lines[0]
+
+
 def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, demos):
     """What bench/so101_heldout.py re-runs: the trainer's split, targets and saved features."""
     from aura_ros.memory import MemoryConfig, build_model, load_checkpoint

@@ -37,6 +37,28 @@ def test_the_loss_pulls_the_chosen_steps_up_and_the_rest_down():
     assert float(-grad[1]) == pytest.approx(float(grad[[0, 2, 3, 4, 5, 6, 7]].sum()), rel=1e-5)
 
 
+@pytest.mark.parametrize('balance', [1.0, 0.5, 0.0])
+def test_the_balance_decides_how_high_a_sometimes_chosen_frame_is_written(balance):
+    """A step chosen in 10% of the windows (1% budget, so 99 negatives per positive): the gate
+    probability that minimises the loss is q w / (q w + 1 - q), w = 99 ** balance: 0.92 balanced
+    (a likelihood ratio), 0.52 at 0.5, the chance 0.1 itself at 0."""
+    rows, steps = 100, 100
+    u = torch.zeros(rows, steps)
+    u[:, 1] = 1.0                                   # step 1 is chosen in 90 rows ...
+    u[:10, 0] = 2.0                                 # ... step 0 in the other 10
+    logit = torch.zeros(steps, requires_grad=True)   # one gate output per step, every row
+    opt = torch.optim.LBFGS([logit], lr=1.0, max_iter=200, line_search_fn='strong_wolfe')
+
+    def closure():
+        opt.zero_grad()
+        loss = budget_ib_loss(torch.sigmoid(logit).expand(rows, -1), u, 0.01, balance=balance)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    w = 99.0 ** balance
+    assert torch.sigmoid(logit[0]).item() == pytest.approx(0.1 * w / (0.1 * w + 0.9), abs=1e-3)
+
+
 def test_the_budget_anneals_from_start_to_end():
     config = TrainingConfig(write_budget=[0.2, 0.02])
     assert config.write_budget == (0.2, 0.02)

@@ -89,14 +89,18 @@ def budget_target(utility: Tensor, budget: float, weight: Optional[Tensor] = Non
 
 
 def budget_ib_loss(p: Tensor, utility: Tensor, budget: float,
-                   weight: Optional[Tensor] = None) -> Tensor:
-    """BCE of the write probability towards `budget_target`, the rare positives weighted up to
-    balance the rest (as a hinted gate's are), so the gate learns a rank, not a rate of 0."""
+                   weight: Optional[Tensor] = None, balance: float = 1.0) -> Tensor:
+    """BCE of the write probability towards `budget_target`, the rare positives weighted up by
+    (negatives / positives) ** `balance`, so the gate learns a rank, not a rate of 0.
+
+    At `balance` 1 (as a hinted gate's) p is a likelihood ratio: a frame in the top share one
+    window in a hundred already gets p ~ 0.5 at a 1% budget. Below 1 p keeps nearer the chance
+    of being chosen, so frames chosen now and then (distractors) stay low."""
     target = budget_target(utility, budget, weight)
     valid = torch.ones_like(p) if weight is None else weight.to(p.dtype)
     positives = parallel.per_rank((target * valid).sum())
-    balance = ((parallel.per_rank(valid.sum()) - positives)
-               / positives.clamp(min=1.0 / parallel.world())).clamp(min=1.0)
+    balance = (((parallel.per_rank(valid.sum()) - positives)
+                / positives.clamp(min=1.0 / parallel.world())).clamp(min=1.0)) ** balance
     w = valid * (1.0 + (balance - 1.0) * target)
     bce = F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target, weight=w, reduction='sum')
     return bce / parallel.per_rank(w.sum()).clamp(min=1)

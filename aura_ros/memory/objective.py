@@ -138,7 +138,8 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     if budget is None:
         ib = ib_loss(out['p'], utility, skip, config.margin, weight=batch.valid)
     else:
-        ib = budget_ib_loss(out['p'], utility, budget, weight=batch.valid)
+        ib = budget_ib_loss(out['p'], utility, budget, weight=batch.valid,
+                             balance=config.budget_balance)
         record['budget'] = budget
     sparse = sparsity_loss(out['p'], config.target_rate, weight=batch.valid)
     loss = act + config.w_ib * ib + config.w_sparse * sparse

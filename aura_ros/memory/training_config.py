@@ -60,6 +60,9 @@ class TrainingConfig:
     # of each window whose writes help most (losses.budget_target), annealed geometrically from
     # start to end over the gate phase and held at end in the carried phase
     write_budget: Optional[tuple[float, float]] = None
+    # how far the budget target's rare positives are weighted up: (negatives / positives) **
+    # budget_balance; 1 balances them (losses.budget_ib_loss says what lower values change)
+    budget_balance: float = 1.0
     # what a write is worth, for the budget target: 'counterfactual' (t written into the state
     # before it, read later with nothing written between: objective.offset_utility) or
     # 'gradient' (-dL/d write strength, the writes held drawn at random at warmup_write_rate:
@@ -92,6 +95,7 @@ class TrainingConfig:
             _positive_int(name, getattr(self, name), zero_ok=True)
         for name, low, high in (('lr', 0.0, 10.0), ('carry_lr', 0.0, 10.0),
                                 ('warmup_write_rate', 0.0, 1.0), ('w_ib', 0.0, math.inf),
+                                ('budget_balance', 0.0, 1.0),
                                 ('w_sparse', 0.0, math.inf), ('margin', 0.0, math.inf),
                                 ('threshold', 0.0, 1.0), ('start_at_episode_start', 0.0, 1.0),
                                 ('carry_reset', 0.0, 1.0), ('grad_clip', 0.0, math.inf)):

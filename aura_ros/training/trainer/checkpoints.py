@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from aura_ros.data.demonstrations import DataError
+from aura_ros.memory.training_config import TrainingConfig
 from aura_ros.training import distributed
 
 from .config import TrainerConfig, TrainerError
@@ -14,6 +15,7 @@ STATE_FILE = 'state.json'
 
 
 DEFAULT_CONFIG = TrainerConfig().to_dict()     # keys a checkpoint from an older trainer lacks
+TRAINING_FIELDS = TrainingConfig().to_dict()   # TrainingConfig fields added since: as before
 
 
 # What each stage's result depends on. A changed key retrains from the first stage that reads
@@ -77,8 +79,8 @@ class Checkpoints:
         trained_with = self.state.get('trained_with', {})
 
         def training(config: Optional[TrainerConfig], method: str):
-            if config is before and method in trained_with:     # as the checkpoint recorded
-                return trained_with[method]
+            if config is before and method in trained_with:     # as the checkpoint recorded,
+                return {**TRAINING_FIELDS, **trained_with[method]}  # later fields at defaults
             return None if config is None else config.training_config(method).to_dict()
 
         done = self.state['done']
