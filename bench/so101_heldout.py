@@ -106,10 +106,55 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
 
 
 def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
-               kinds: tuple = ('cue',)) -> np.ndarray:
+               kinds: tuple = ('cue',), flash: Optional[str] = None) -> np.ndarray:
     """The frames that show an event of `kinds` (a cue by default): from each such event on,
-    `frames` long, placed as the data layer places hints."""
-    return hint_flags(stamps, [e['stamp'] for e in events if e['event'] in kinds], frames)
+    `frames` long, placed as the data layer places hints; with `flash`, only the events of that
+    `flash_kind`."""
+    return hint_flags(stamps, [e['stamp'] for e in events if e['event'] in kinds
+                               and (flash is None or flash_kind(e) == flash)], frames)
+
+
+def flash_kind(event: dict) -> Optional[str]:
+    """What kind of distractor flash an event is: the SO-101 world's lamp ('lamp cue': the cue
+    lamp in a decoy colour, 'lamp decoy': the decoy lamp in a pad colour) or the Pusher's kind
+    ('kind lamp', 'kind target'); None if it says neither."""
+    field = next((f for f in ('lamp', 'kind') if f in event), None)
+    return None if field is None else f'{field} {event[field]}'
+
+
+def feature_probe(train: tuple, held: tuple, negatives: dict) -> dict:
+    """How well one frame's features tell a cue frame from each kind of flash, held out: AUC
+    of a logistic regression fitted on the training episodes' cue and flash frames, with their
+    labels (a diagnostic of the backbone only: no gate ever sees a label). `train`/`held` are
+    (features [N, D], {kind: bool [N]}) with 'cue' among the kinds; `negatives` names the
+    kinds to tell apart from it."""
+    def rows(part, kind):
+        z, flags = part
+        pick = flags['cue'] | flags[kind]
+        return z[pick].float(), flags['cue'][pick].float()
+
+    out = {}
+    for name, kind in negatives.items():
+        x, y = rows(train, kind)
+        xh, yh = rows(held, kind)
+        if not (y.any() and (1 - y).any() and yh.any() and (1 - yh).any()):
+            out[name] = None
+            continue
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        b = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn='strong_wolfe')
+
+        def loss():
+            opt.zero_grad()
+            value = torch.nn.functional.binary_cross_entropy_with_logits(
+                (x - mean) / std @ w + b, y) + 1e-3 * w.square().sum()
+            value.backward()
+            return value
+        opt.step(loss)
+        with torch.no_grad():
+            out[name] = auc((xh - mean) / std @ w + b, yh > 0, yh == 0)
+    return out
 
 
 def shown_frames(events: list[dict], kind: str) -> int:
@@ -382,6 +427,21 @@ def main() -> int:
             cue_frames(ep.stamps, events, shown_frames(events, kind), kinds=(kind,))
             for kind in kinds])
 
+    def flash_mask(ep, flash: str) -> np.ndarray:
+        events = events_of(ep.name)
+        return cue_frames(ep.stamps, events, shown_frames(events, 'distractor'),
+                          kinds=('distractor',), flash=flash)
+
+    # cue, distractor and each kind of flash the bags hold (SO-101: by lamp; Pusher: by kind)
+    frame_kinds = {kind: functools.partial(kind_mask, kinds=(kind,))
+                   for kind in ('cue', 'distractor')}
+    if not args.synthetic:
+        flashes = sorted({flash_kind(e) for ep in split.train + split.held_out
+                          for e in events_of(ep.name)
+                          if e['event'] == 'distractor'} - {None})
+        frame_kinds.update({f'distractor ({flash})': functools.partial(flash_mask, flash=flash)
+                            for flash in flashes})
+
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
         every.append(FeatureEpisode(z_held[i], target(ep), name=ep.name))
@@ -401,8 +461,8 @@ def main() -> int:
         if method == 'aura':
             rows[method]['writes'] = cue_writes(model, every, held_cues)
             rows[method]['gate_by_frame'] = write_probability(model, every, {
-                kind: [torch.from_numpy(kind_mask(ep, (kind,))) for ep in split.held_out]
-                for kind in ('cue', 'distractor')})
+                kind: [torch.from_numpy(flags(ep)) for ep in split.held_out]
+                for kind, flags in frame_kinds.items()})
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -422,6 +482,12 @@ def main() -> int:
                                                                        held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
+    def features_by_kind(zs, eps) -> tuple:
+        return torch.cat(zs), {kind: torch.from_numpy(np.concatenate([flags(ep) for ep in eps]))
+                               for kind, flags in frame_kinds.items()}
+    probe = feature_probe(features_by_kind(z_train, split.train),
+                          features_by_kind(z_held, split.held_out),
+                          {f'cue vs {kind}': kind for kind in frame_kinds if kind != 'cue'})
     # the model's input map (whitening by default) is fitted on the training features
     key_alike = key_cosine(config, [e.features for e in every], held_cues,
                            fit_on=[z for z, _ in train_z])
@@ -497,7 +563,8 @@ def main() -> int:
               'after_go_frames': int(sum(int(e.mask.sum()) for e in go_only)),
               'machine': f'{platform.machine()} CPU, torch {torch.__version__}',
               'gate_threshold': config.gate_threshold, 'methods': rows,
-              'cue_in_top_frames': frame_scores, 'key_cosine_at_init': key_alike,
+              'cue_in_top_frames': frame_scores, 'feature_probe_auc': probe,
+              'key_cosine_at_init': key_alike,
               'variant_key_cosine_at_init': variant_keys, 'variant_iters': args.variant_iters,
               'gate_from_always_write': gate, 'ib_utility': utility}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -527,6 +594,10 @@ def main() -> int:
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '
                      f'{r["cues"]} cues (the cue is {r["cue_frames"]} of {r["frames"]} frames)')
+    lines += ['', 'One frame\'s features, a cue against a flash: held-out AUC of a logistic '
+              'regression fitted with the labels on the training episodes (the backbone only; '
+              'no gate sees a label):', '']
+    lines += [f'- {name}: ' + ('n/a' if v is None else f'{v:.3f}') for name, v in probe.items()]
     lines += ['', "Keys at initialisation (seed 0): mean cosine of cue frames' keys with the "
               f'other frames\' keys {key_alike["cue_vs_other"]:.2f}, over all pairs of frames '
               f'{key_alike["all_pairs"]:.2f} ({key_alike["frames"]} held-out frames).']

@@ -79,8 +79,9 @@ def test_record_demos_pusher_is_a_command(tmp_path):
 def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp_path):
     """`train --data BAGS --out RUN` (here --quick) with no topic flag, then
     bench/so101_heldout.py scores the run from the bag's /task_events: errors, and the gate's
-    write probability on cue, distractor and other frames (the model's whitening map fitted on
-    the training features, which the bench once forgot)."""
+    write probability on cue, distractor (and each kind of flash) and other frames (the model's
+    whitening map fitted on the training features, which the bench once forgot), and how well
+    the features tell a cue from each flash."""
     bags, _ = recorded
     run = tmp_path / 'run'
     train = subprocess.run([sys.executable, '-m', 'aura_ros', 'train', '--data', str(bags),
@@ -94,7 +95,11 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
     result = json.loads((tmp_path / 'heldout.json').read_text())
     assert set(result['methods']) == {'aura', 'always_write', 'no_memory'}
     gate = result['methods']['aura']['gate_by_frame']
-    assert set(gate) == {'cue', 'distractor', 'other'}
+    flashes = {kind for kind in gate if kind.startswith('distractor (')}   # by the Pusher's kind
+    assert set(gate) - flashes == {'cue', 'distractor', 'other'}
+    assert sum(gate[k]['frames'] for k in flashes) == gate['distractor']['frames']
+    assert set(result['feature_probe_auc']) == {f'cue vs {k}' for k in gate
+                                                if k not in ('cue', 'other')}
     assert gate['cue']['frames'] == result['methods']['aura']['writes']['cue_frames']
     assert gate['other']['frames'] > 0 and gate['other']['mean_p'] is not None
     assert result['methods']['aura']['after_go']['action_error'] > 0
