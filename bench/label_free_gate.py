@@ -142,7 +142,7 @@ def main() -> int:
     ap.add_argument('--utility', default='counterfactual', choices=('counterfactual', 'gradient'),
                     help='what a write is worth (TrainingConfig.utility)')
     ap.add_argument('--balance', type=float, default=1.0,
-                    help='how far the budget target\'s positives are weighted up '
+                    help="how far the budget target's positives are weighted up "
                          '(TrainingConfig.budget_balance, default 1)')
     ap.add_argument('--synthetic', action='store_true')
     ap.add_argument('--tag', required=True)

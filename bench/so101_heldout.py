@@ -24,7 +24,11 @@ wrote every lamp); `unexplained`, the 5% of frames whose change the joint states
 (`unexplained_change`; no labels: what a novelty-driven write would give).
 
 For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives
-its gate's mean write probability on cue, distractor and other frames.
+its gate's mean write probability on cue, distractor (also by kind of flash: the SO-101 world's
+lamp, the Pusher's kind) and other frames. And it says whether one frame's features can tell a
+cue from each kind of flash at all (`feature_probe`: a logistic regression fitted with the
+labels on the training episodes, its held-out AUC): a gate sees one frame, so what the features
+cannot tell apart it cannot either.
 
 `--variants raw whiten whiten_nobias ...` trains, on the same frozen features, each memory
 variant of `VARIANTS` (MemoryConfig changes: `input_map`, `write_bias`) as always-write and
@@ -127,34 +131,39 @@ def feature_probe(train: tuple, held: tuple, negatives: dict) -> dict:
     of a logistic regression fitted on the training episodes' cue and flash frames, with their
     labels (a diagnostic of the backbone only: no gate ever sees a label). `train`/`held` are
     (features [N, D], {kind: bool [N]}) with 'cue' among the kinds; `negatives` names the
-    kinds to tell apart from it."""
+    kinds to tell apart from it; None where a side has no frame of one of the two."""
     def rows(part, kind):
         z, flags = part
         pick = flags['cue'] | flags[kind]
-        return z[pick].float(), flags['cue'][pick].float()
+        return z[pick].float(), flags['cue'][pick]
 
     out = {}
     for name, kind in negatives.items():
-        x, y = rows(train, kind)
-        xh, yh = rows(held, kind)
-        if not (y.any() and (1 - y).any() and yh.any() and (1 - yh).any()):
+        (x, y), (xh, yh) = rows(train, kind), rows(held, kind)
+        if all(v.any() and (~v).any() for v in (y, yh)):
+            out[name] = logistic_auc(x, y, xh, yh)
+        else:
             out[name] = None
-            continue
-        mean, std = x.mean(0), x.std(0) + 1e-6
-        w = torch.zeros(x.shape[1], requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn='strong_wolfe')
-
-        def loss():
-            opt.zero_grad()
-            value = torch.nn.functional.binary_cross_entropy_with_logits(
-                (x - mean) / std @ w + b, y) + 1e-3 * w.square().sum()
-            value.backward()
-            return value
-        opt.step(loss)
-        with torch.no_grad():
-            out[name] = auc((xh - mean) / std @ w + b, yh > 0, yh == 0)
     return out
+
+
+def logistic_auc(x: Tensor, y: Tensor, x_held: Tensor, y_held: Tensor) -> Optional[float]:
+    """AUC on (x_held, y_held) of a logistic regression (standardised inputs, a little L2)
+    fitted on (x, y); y are bool."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn='strong_wolfe')
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(
+            (x - mean) / std @ w + b, y.float()) + 1e-3 * w.square().sum()
+        value.backward()
+        return value
+    opt.step(loss)
+    with torch.no_grad():
+        return auc((x_held - mean) / std @ w + b, y_held, ~y_held)
 
 
 def shown_frames(events: list[dict], kind: str) -> int:
@@ -482,6 +491,7 @@ def main() -> int:
                                                                        held_cues)
     if surprise:
         frame_scores["always-write memory's surprise"] = top_share(surprise, held_cues)
+
     def features_by_kind(zs, eps) -> tuple:
         return torch.cat(zs), {kind: torch.from_numpy(np.concatenate([flags(ep) for ep in eps]))
                                for kind, flags in frame_kinds.items()}
@@ -594,7 +604,7 @@ def main() -> int:
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '
                      f'{r["cues"]} cues (the cue is {r["cue_frames"]} of {r["frames"]} frames)')
-    lines += ['', 'One frame\'s features, a cue against a flash: held-out AUC of a logistic '
+    lines += ['', "One frame's features, a cue against a flash: held-out AUC of a logistic "
               'regression fitted with the labels on the training episodes (the backbone only; '
               'no gate sees a label):', '']
     lines += [f'- {name}: ' + ('n/a' if v is None else f'{v:.3f}') for name, v in probe.items()]
