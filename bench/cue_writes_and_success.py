@@ -1,0 +1,62 @@
+"""Closed-loop success split by whether the gate wrote a cue frame in that task: does a learned
+gate lose tasks because it skipped the cue, or also where it wrote it?
+
+    python bench/cue_writes_and_success.py RESULTS.json [...] [--method aura] [--out OUT.md]
+
+RESULTS.json is what `python -m aura_ros eval so101 --out` wrote: each task's outcome with
+`writes_at_cue` (the gate's writes in the cue frames, onset .. onset + 5, counted from
+/aura/gate). Also the tasks whose goal is the previous task's (a memory that kept the last cue
+is right there without a new write).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def split(outcomes: list[dict]) -> dict:
+    """Tasks and successes where a cue frame was written, where not, and where not with the
+    previous task's goal."""
+    def count(tasks):
+        return {'tasks': len(tasks), 'successes': sum(bool(t['success']) for t in tasks)}
+
+    written = [t for t in outcomes if t['writes_at_cue'] > 0]
+    skipped = [t for t in outcomes if t['writes_at_cue'] == 0]
+    repeated = [t for prev, t in zip(outcomes, outcomes[1:], strict=False)
+                if t['writes_at_cue'] == 0 and t['goal'] == prev['goal']]
+    return {'cue_written': count(written), 'cue_not_written': count(skipped),
+            'cue_not_written_same_goal_as_before': count(repeated)}
+
+
+def share(c: dict) -> str:
+    return f'{c["successes"]}/{c["tasks"]}' + (f' ({100 * c["successes"] / c["tasks"]:.0f}%)'
+                                               if c['tasks'] else '')
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('results', nargs='+', type=Path)
+    ap.add_argument('--method', default='aura')
+    ap.add_argument('--out', type=Path)
+    args = ap.parse_args()
+    lines = [f'# Closed-loop success by cue writes ({args.method})', '',
+             f'Command: `python {" ".join(sys.argv)}`', '',
+             '| results | seed | cue frame written: successes | not written | '
+             "not written, the previous task's goal |", '|---|---:|---|---|---|']
+    for path in args.results:
+        result = json.loads(path.read_text())
+        method = result['methods'][args.method]
+        s = split(method['outcomes'])
+        lines.append(f'| {path.name} | {result["seed"]} | '
+                     f'{share(s["cue_written"])} | {share(s["cue_not_written"])} | '
+                     f'{share(s["cue_not_written_same_goal_as_before"])} |')
+    text = '\n'.join(lines) + '\n'
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
