@@ -569,6 +569,23 @@ def test_resume_reuses_a_model_recorded_before_a_training_field_was_added(tmp_pa
     assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory'), lines[0]
 
 
+def test_resume_without_a_baseline_keeps_its_checkpoint_and_does_not_name_it(tmp_path,
+                                                                              quick_dir, demos):
+    """A run resumed with a baseline left out of `baselines` neither reuses nor retrains it (the
+    log names only what this run uses), and keeps its stages for a later run that lists it."""
+    import dataclasses
+    import shutil
+
+    out = tmp_path / 'model'
+    shutil.copytree(quick_dir[0], out)
+    lines = []
+    run(demos, dataclasses.replace(QUICK, baselines=('always_write',)), out, 'resumed',
+        resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features, aura, always_write'), lines[0]
+    done = json.loads((out / 'checkpoints' / 'state.json').read_text())['done']
+    assert {'no_memory:warmup', 'no_memory:gate', 'no_memory:carry'} <= set(done)
+
+
 def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, demos):
     """What bench/so101_heldout.py re-runs: the trainer's split, targets and saved features."""
     from aura_ros.memory import MemoryConfig, build_model, load_checkpoint

@@ -85,13 +85,16 @@ class Checkpoints:
 
         done = self.state['done']
         stages = {s.split(':')[0] for s in done if s != 'done'}
+        # a baseline this config leaves out keeps its checkpoint (for a later run that lists it
+        # again) and is neither reused nor retrained here
+        unlisted = stages - {'backbone', 'features', 'aura', *cfg.baselines}
         if changed(BACKBONE_KEYS):
             forget = stages
             why = {m: f'{", ".join(changed(BACKBONE_KEYS))} changed' for m in forget}
         else:
             memory = changed(MEMORY_KEYS)
             forget, why = set(), {}
-            for method in stages - {'backbone', 'features'}:
+            for method in stages - {'backbone', 'features'} - unlisted:
                 what = memory or (['training'] if training(before, method) !=
                                   training(cfg, method) else [])
                 if what:
@@ -102,8 +105,8 @@ class Checkpoints:
             self.state['histories'].pop(method, None)
         if 'backbone' in forget:
             self.state['backbone'] = {}
-        self.reused = sorted(stages - forget, key=_stage_order)
-        self.redone = [f'{m} ({why[m]})' for m in sorted(forget, key=_stage_order)]
+        self.reused = sorted(stages - forget - unlisted, key=_stage_order)
+        self.redone = [f'{m} ({why[m]})' for m in sorted(forget - unlisted, key=_stage_order)]
 
     def done(self, stage: str) -> bool:
         return stage in self.state['done']
