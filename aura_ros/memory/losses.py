@@ -95,7 +95,8 @@ def budget_ib_loss(p: Tensor, utility: Tensor, budget: float,
 
     At `balance` 1 (as a hinted gate's) p is a likelihood ratio: a frame in the top share one
     window in a hundred already gets p ~ 0.5 at a 1% budget. Below 1 p keeps nearer the chance
-    of being chosen, so frames chosen now and then (distractors) stay low."""
+    of being chosen; on the SO-101 distractor bags that did not make the gate more selective
+    (docs/training.md, "Which frames a gate can tell apart")."""
     target = budget_target(utility, budget, weight)
     valid = torch.ones_like(p) if weight is None else weight.to(p.dtype)
     positives = parallel.per_rank((target * valid).sum())
