@@ -427,19 +427,16 @@ def main() -> int:
             return synthetic_frames(ep.stamps, MOVE_WINDOW_S[0], np.inf)
         return after_go(ep.stamps, events_of(ep.name))
 
-    def kind_mask(ep, kinds=('cue',)) -> np.ndarray:
+    def kind_mask(ep, kinds=('cue',), flash: Optional[str] = None) -> np.ndarray:
+        """Frames of the events of `kinds` (of distractors, only `flash`'s kind if given)."""
         if args.synthetic:                  # a cue and no distractor in those episodes
             return synthetic_frames(ep.stamps, *CUE_WINDOW_S) if 'cue' in kinds \
                 else np.zeros(len(ep.stamps), bool)
         events = events_of(ep.name)
         return functools.reduce(np.logical_or, [
-            cue_frames(ep.stamps, events, shown_frames(events, kind), kinds=(kind,))
+            cue_frames(ep.stamps, events, shown_frames(events, kind), kinds=(kind,),
+                       flash=flash)
             for kind in kinds])
-
-    def flash_mask(ep, flash: str) -> np.ndarray:
-        events = events_of(ep.name)
-        return cue_frames(ep.stamps, events, shown_frames(events, 'distractor'),
-                          kinds=('distractor',), flash=flash)
 
     # cue, distractor and each kind of flash the bags hold (SO-101: by lamp; Pusher: by kind)
     frame_kinds = {kind: functools.partial(kind_mask, kinds=(kind,))
@@ -448,8 +445,8 @@ def main() -> int:
         flashes = sorted({flash_kind(e) for ep in split.train + split.held_out
                           for e in events_of(ep.name)
                           if e['event'] == 'distractor'} - {None})
-        frame_kinds.update({f'distractor ({flash})': functools.partial(flash_mask, flash=flash)
-                            for flash in flashes})
+        frame_kinds.update({f'distractor ({flash})': functools.partial(
+            kind_mask, kinds=('distractor',), flash=flash) for flash in flashes})
 
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
