@@ -6,7 +6,8 @@ gate lose tasks because it skipped the cue, or also where it wrote it?
 RESULTS.json is what `python -m aura_ros eval so101 --out` wrote: each task's outcome with
 `writes_at_cue` (the gate's writes in the cue frames, onset .. onset + 5, counted from
 /aura/gate). Also the tasks whose goal is the previous task's (a memory that kept the last cue
-is right there without a new write).
+is right there without a new write). And the same by goal: a gate that never writes one goal's
+cue shows as that goal's row with no cue written.
 """
 
 import argparse
@@ -29,6 +30,17 @@ def split(outcomes: list[dict]) -> dict:
             'cue_not_written_same_goal_as_before': count(repeated)}
 
 
+def by_goal(outcomes: list[dict]) -> dict:
+    """Per goal: tasks, successes and tasks with a cue frame written."""
+    goals = {}
+    for t in outcomes:
+        g = goals.setdefault(t['goal'], {'tasks': 0, 'successes': 0, 'cue_written': 0})
+        g['tasks'] += 1
+        g['successes'] += bool(t['success'])
+        g['cue_written'] += t['writes_at_cue'] > 0
+    return dict(sorted(goals.items()))
+
+
 def share(c: dict) -> str:
     return f'{c["successes"]}/{c["tasks"]}' + (f' ({100 * c["successes"] / c["tasks"]:.0f}%)'
                                                if c['tasks'] else '')
@@ -44,13 +56,18 @@ def main() -> int:
              f'Command: `python {" ".join(sys.argv)}`', '',
              '| results | seed | cue frame written: successes | not written | '
              "not written, the previous task's goal |", '|---|---:|---|---|---|']
-    for path in args.results:
-        result = json.loads(path.read_text())
-        method = result['methods'][args.method]
-        s = split(method['outcomes'])
+    results = [(path, json.loads(path.read_text())) for path in args.results]
+    for path, result in results:
+        s = split(result['methods'][args.method]['outcomes'])
         lines.append(f'| {path.name} | {result["seed"]} | '
                      f'{share(s["cue_written"])} | {share(s["cue_not_written"])} | '
                      f'{share(s["cue_not_written_same_goal_as_before"])} |')
+    lines += ['', 'By goal (pad): successes / tasks, and tasks with a cue frame written', '',
+              '| results | seed | goal | successes | cue written |', '|---|---:|---:|---|---:|']
+    for path, result in results:
+        for goal, g in by_goal(result['methods'][args.method]['outcomes']).items():
+            lines.append(f'| {path.name} | {result["seed"]} | {goal} | {share(g)} | '
+                         f'{g["cue_written"]}/{g["tasks"]} |')
     text = '\n'.join(lines) + '\n'
     if args.out:
         args.out.write_text(text)

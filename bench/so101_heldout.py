@@ -24,8 +24,9 @@ wrote every lamp); `unexplained`, the 5% of frames whose change the joint states
 (`unexplained_change`; no labels: what a novelty-driven write would give).
 
 For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives
-its gate's mean write probability on cue, distractor (also by kind of flash: the SO-101 world's
-lamp, the Pusher's kind) and other frames. And it says whether one frame's features can tell a
+its gate's mean write probability on cue (also by goal: a gate can learn to skip one goal's
+cue), distractor (also by kind of flash: the SO-101 world's lamp, the Pusher's kind) and other
+frames. And it says whether one frame's features can tell a
 cue from each kind of flash at all (`feature_probe`: a logistic regression fitted with the
 labels on the training episodes, its held-out AUC): a gate sees one frame, so what the features
 cannot tell apart it cannot either.
@@ -110,19 +111,20 @@ def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
 
 
 def cue_frames(stamps: np.ndarray, events: list[dict], frames: int = 5,
-               kinds: tuple = ('cue',), flash: Optional[str] = None) -> np.ndarray:
+               kinds: tuple = ('cue',), sub: Optional[str] = None) -> np.ndarray:
     """The frames that show an event of `kinds` (a cue by default): from each such event on,
-    `frames` long, placed as the data layer places hints; with `flash`, only the events of that
-    `flash_kind`."""
+    `frames` long, placed as the data layer places hints; with `sub`, only the events of that
+    `sub_kind`."""
     return hint_flags(stamps, [e['stamp'] for e in events if e['event'] in kinds
-                               and (flash is None or flash_kind(e) == flash)], frames)
+                               and (sub is None or sub_kind(e) == sub)], frames)
 
 
-def flash_kind(event: dict) -> Optional[str]:
-    """What kind of distractor flash an event is: the SO-101 world's lamp ('lamp cue': the cue
-    lamp in a decoy colour, 'lamp decoy': the decoy lamp in a pad colour) or the Pusher's kind
-    ('kind lamp', 'kind target'); None if it says neither."""
-    field = next((f for f in ('lamp', 'kind') if f in event), None)
+def sub_kind(event: dict) -> Optional[str]:
+    """Which kind of its event an event is: a distractor flash by the SO-101 world's lamp
+    ('lamp cue': the cue lamp in a decoy colour, 'lamp decoy': the decoy lamp in a pad colour)
+    or the Pusher's kind ('kind lamp', 'kind target'); a cue by its goal ('goal 1'); None if it
+    says none of these."""
+    field = next((f for f in ('lamp', 'kind', 'goal') if f in event), None)
     return None if field is None else f'{field} {event[field]}'
 
 
@@ -427,26 +429,27 @@ def main() -> int:
             return synthetic_frames(ep.stamps, MOVE_WINDOW_S[0], np.inf)
         return after_go(ep.stamps, events_of(ep.name))
 
-    def kind_mask(ep, kinds=('cue',), flash: Optional[str] = None) -> np.ndarray:
-        """Frames of the events of `kinds` (of distractors, only `flash`'s kind if given)."""
+    def kind_mask(ep, kinds=('cue',), sub: Optional[str] = None) -> np.ndarray:
+        """Frames of the events of `kinds` (only those of `sub_kind` `sub` if given)."""
         if args.synthetic:                  # a cue and no distractor in those episodes
             return synthetic_frames(ep.stamps, *CUE_WINDOW_S) if 'cue' in kinds \
                 else np.zeros(len(ep.stamps), bool)
         events = events_of(ep.name)
         return functools.reduce(np.logical_or, [
             cue_frames(ep.stamps, events, shown_frames(events, kind), kinds=(kind,),
-                       flash=flash)
+                       sub=sub)
             for kind in kinds])
 
-    # cue, distractor and each kind of flash the bags hold (SO-101: by lamp; Pusher: by kind)
+    # cue, distractor and each kind of either the bags hold (a cue by its goal: a gate can
+    # skip one goal's cue; a flash by the SO-101 lamp or the Pusher's kind)
     frame_kinds = {kind: functools.partial(kind_mask, kinds=(kind,))
                    for kind in ('cue', 'distractor')}
     if not args.synthetic:
-        flashes = sorted({flash_kind(e) for ep in split.train + split.held_out
-                          for e in events_of(ep.name)
-                          if e['event'] == 'distractor'} - {None})
-        frame_kinds.update({f'distractor ({flash})': functools.partial(
-            kind_mask, kinds=('distractor',), flash=flash) for flash in flashes})
+        for event in ('cue', 'distractor'):
+            subs = sorted({sub_kind(e) for ep in split.train + split.held_out
+                           for e in events_of(ep.name) if e['event'] == event} - {None})
+            frame_kinds.update({f'{event} ({sub})': functools.partial(
+                kind_mask, kinds=(event,), sub=sub) for sub in subs})
 
     every, go_only, held_cues = [], [], []
     for i, ep in enumerate(split.held_out):
@@ -494,7 +497,8 @@ def main() -> int:
                                for kind, flags in frame_kinds.items()}
     probe = feature_probe(features_by_kind(z_train, split.train),
                           features_by_kind(z_held, split.held_out),
-                          {f'cue vs {kind}': kind for kind in frame_kinds if kind != 'cue'})
+                          {f'cue vs {kind}': kind for kind in frame_kinds
+                           if not kind.startswith('cue')})
     # the model's input map (whitening by default) is fitted on the training features
     key_alike = key_cosine(config, [e.features for e in every], held_cues,
                            fit_on=[z for z, _ in train_z])

@@ -27,6 +27,13 @@ def test_tasks_are_split_by_a_write_in_the_cue_frames_and_a_repeated_goal():
     assert s['cue_not_written_same_goal_as_before'] == {'tasks': 1, 'successes': 1}
 
 
+def test_tasks_are_counted_by_goal():
+    assert bench.by_goal(OUTCOMES) == {
+        0: {'tasks': 2, 'successes': 2, 'cue_written': 1},
+        1: {'tasks': 2, 'successes': 0, 'cue_written': 1},
+        2: {'tasks': 1, 'successes': 1, 'cue_written': 1}}
+
+
 def test_the_command_reads_an_eval_results_file(tmp_path):
     results = tmp_path / 'r.json'
     results.write_text(json.dumps({'seed': 3, 'methods': {'aura': {'outcomes': OUTCOMES}}}))
@@ -35,4 +42,6 @@ def test_the_command_reads_an_eval_results_file(tmp_path):
                           '--out', str(out)], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0, run.stderr
-    assert '| r.json | 3 | 2/3 (67%) | 1/2 (50%) | 1/1 (100%) |' in out.read_text()
+    text = out.read_text()
+    assert '| r.json | 3 | 2/3 (67%) | 1/2 (50%) | 1/1 (100%) |' in text
+    assert '| r.json | 3 | 1 | 0/2 (0%) | 1/2 |' in text

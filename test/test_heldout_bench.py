@@ -13,19 +13,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
 import so101_heldout as heldout  # noqa: E402
 
 
-def test_flashes_are_told_apart_by_the_worlds_own_field():
-    assert heldout.flash_kind({'event': 'distractor', 'lamp': 'cue', 'colour': 'white'}) == \
+def test_flashes_and_cues_are_told_apart_by_the_worlds_own_field():
+    assert heldout.sub_kind({'event': 'distractor', 'lamp': 'cue', 'colour': 'white'}) == \
         'lamp cue'
-    assert heldout.flash_kind({'event': 'distractor', 'kind': 'target'}) == 'kind target'
-    assert heldout.flash_kind({'event': 'distractor'}) is None
+    assert heldout.sub_kind({'event': 'distractor', 'kind': 'target'}) == 'kind target'
+    assert heldout.sub_kind({'event': 'distractor'}) is None
+    assert heldout.sub_kind({'event': 'cue', 'goal': 1, 'colour': 'blue'}) == 'goal 1'
     stamps = np.arange(20) * 0.1
-    events = [{'event': 'cue', 'stamp': 0.0},
+    events = [{'event': 'cue', 'goal': 1, 'stamp': 0.0},
+              {'event': 'cue', 'goal': 2, 'stamp': 1.6},
               {'event': 'distractor', 'lamp': 'cue', 'stamp': 0.5},
               {'event': 'distractor', 'lamp': 'decoy', 'stamp': 1.2}]
-    cue_lamp = heldout.cue_frames(stamps, events, 3, kinds=('distractor',), flash='lamp cue')
+    cue_lamp = heldout.cue_frames(stamps, events, 3, kinds=('distractor',), sub='lamp cue')
     assert np.flatnonzero(cue_lamp).tolist() == [5, 6, 7]
     both = heldout.cue_frames(stamps, events, 3, kinds=('distractor',))
     assert np.flatnonzero(both).tolist() == [5, 6, 7, 12, 13, 14]
+    goal_2 = heldout.cue_frames(stamps, events, 3, sub='goal 2')
+    assert np.flatnonzero(goal_2).tolist() == [16, 17, 18]
 
 
 def _frames(n, shift, generator):

@@ -79,7 +79,8 @@ def test_record_demos_pusher_is_a_command(tmp_path):
 def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp_path):
     """`train --data BAGS --out RUN` (here --quick) with no topic flag, then
     bench/so101_heldout.py scores the run from the bag's /task_events: errors, and the gate's
-    write probability on cue, distractor (and each kind of flash) and other frames (the model's
+    write probability on cue (and each goal's), distractor (and each kind of flash) and other
+    frames (the model's
     whitening map fitted on the training features, which the bench once forgot), and how well
     the features tell a cue from each flash."""
     bags, _ = recorded
@@ -96,10 +97,12 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
     assert set(result['methods']) == {'aura', 'always_write', 'no_memory'}
     gate = result['methods']['aura']['gate_by_frame']
     flashes = {kind for kind in gate if kind.startswith('distractor (')}   # by the Pusher's kind
-    assert set(gate) - flashes == {'cue', 'distractor', 'other'}
+    goals = {kind for kind in gate if kind.startswith('cue (goal ')}
+    assert goals and set(gate) - flashes - goals == {'cue', 'distractor', 'other'}
     assert sum(gate[k]['frames'] for k in flashes) == gate['distractor']['frames']
+    assert sum(gate[k]['frames'] for k in goals) == gate['cue']['frames']
     assert set(result['feature_probe_auc']) == {f'cue vs {k}' for k in gate
-                                                if k not in ('cue', 'other')}
+                                                if k not in {'cue', 'other'} | goals}
     assert gate['cue']['frames'] == result['methods']['aura']['writes']['cue_frames']
     assert gate['other']['frames'] > 0 and gate['other']['mean_p'] is not None
     assert result['methods']['aura']['after_go']['action_error'] > 0
