@@ -587,12 +587,13 @@ def main() -> int:
              f'({result["after_go_frames"]} frames after GO)', '',
              '| method | every frame [95% CI] | after GO [95% CI] | writes / episode |',
              '|---|---|---|---:|']
+    def error(r: dict) -> str:            # 3 significant digits: the synthetic errors are ~1e-4
+        lo, hi = r['action_error_ci']
+        return f'{r["action_error"]:.3g} [{lo:.3g}, {hi:.3g}]'
+
     for method, r in rows.items():
-        e, g = r['every_frame'], r['after_go']
-        lines.append(f'| {method} | {e["action_error"]:.4f} [{e["action_error_ci"][0]:.4f}, '
-                     f'{e["action_error_ci"][1]:.4f}] | {g["action_error"]:.4f} '
-                     f'[{g["action_error_ci"][0]:.4f}, {g["action_error_ci"][1]:.4f}] | '
-                     f'{e["writes_per_episode"]:.1f} |')
+        lines.append(f'| {method} | {error(r["every_frame"])} | {error(r["after_go"])} | '
+                     f'{r["every_frame"]["writes_per_episode"]:.1f} |')
     for method, r in rows.items():
         if 'writes' in r:
             w = r['writes']
