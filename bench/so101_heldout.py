@@ -81,7 +81,8 @@ from aura_ros.memory import (  # noqa: E402
 from aura_ros.memory.batches import Windows  # noqa: E402
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss, budget_target  # noqa: E402
-from aura_ros.memory.objective import gated_forward, offset_utility  # noqa: E402
+from aura_ros.memory.objective import (  # noqa: E402
+    gated_forward, gradient_utility, offset_utility, reference_writes)
 from aura_ros.memory.training import (  # noqa: E402
     FeatureEpisode,
     TrainingConfig,
@@ -329,12 +330,16 @@ def auc(scores: Tensor, positive: Tensor, negative: Tensor) -> Optional[float]:
 @torch.no_grad()
 def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
                budgets: Sequence[float] = (0.01, 0.02, 0.05)) -> dict:
-    """The gate phase's IB target before any gate update: `offset_utility` (the action loss at
-    t + offsets had t skipped, minus had it written) of every held-out frame against `model`'s
-    memory written as it stands, in windows of the run's length, averaged per kind of frame;
-    with the share of frames the IB loss asks to write (u > margin * skip loss, `ib_loss`), the
-    share each write budget's target asks for (`budget_target`: the top `budget` of a window by
-    utility) and how well the utility ranks cue frames above the others (AUC)."""
+    """The gate phase's IB target: the utility of a write at every held-out frame against
+    `model`'s memory, in windows of the run's length from an empty memory, averaged per kind of
+    frame; `tcfg.utility` says which: 'counterfactual' (`offset_utility`: the action loss at t +
+    offsets had t skipped, minus had it written, the writes as the model makes them; also the
+    share of frames the IB loss asks to write, u > margin * skip loss) or 'gradient'
+    (`gradient_utility` under random writes at the warm-up's rate, seeded: what the trainer's
+    label-free gate is taught). With the share each write budget's target asks for
+    (`budget_target`: the top `budget` of a window by utility) and how well the utility ranks
+    cue frames above the others (AUC)."""
+    torch.manual_seed(0)
     utils, asks, chosen = [], [], {b: [] for b in budgets}
     for ep in episodes:
         parts, wants, picks = [], [], {b: [] for b in budgets}
@@ -342,8 +347,13 @@ def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
             z = ep.features[start:start + tcfg.window][None]
             target = ep.targets[start:start + tcfg.window][None]
             out = gated_forward(model, z)
-            u, skip = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
-                                     reduce=tcfg.ib_reduce, margin=tcfg.margin)
+            if tcfg.utility == 'gradient':
+                u = gradient_utility(model, out, target, kind=tcfg.loss, writes=reference_writes(
+                    out['g'], tcfg.warmup_write_rate))
+                skip = torch.full_like(u, torch.inf)       # no margin target: nothing asked
+            else:
+                u, skip = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
+                                         reduce=tcfg.ib_reduce, margin=tcfg.margin)
             parts.append(u[0])
             wants.append(u[0] > tcfg.margin * skip[0].clamp(min=1e-6))
             for b in budgets:
@@ -358,7 +368,8 @@ def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
     masks['other'] = ~functools.reduce(torch.logical_or, masks.values())
     out = {kind: {'frames': int(m.sum()), 'mean_utility': float(u[m].mean()) if m.any() else None,
                   'positive_share': float((u[m] > 0).float().mean()) if m.any() else None,
-                  'ib_target_share': float(ask[m].float().mean()) if m.any() else None,
+                  'ib_target_share': float(ask[m].float().mean())
+                  if m.any() and tcfg.utility != 'gradient' else None,
                   'budget_target_share': {str(b): float(c[m].float().mean()) if m.any() else None
                                           for b, c in chosen.items()}}
            for kind, m in masks.items()}
@@ -469,9 +480,13 @@ def main() -> int:
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
         if method == 'aura':
             rows[method]['writes'] = cue_writes(model, every, held_cues)
-            rows[method]['gate_by_frame'] = write_probability(model, every, {
-                kind: [torch.from_numpy(flags(ep)) for ep in split.held_out]
-                for kind, flags in frame_kinds.items()})
+            held_flags = {kind: [torch.from_numpy(flags(ep)) for ep in split.held_out]
+                          for kind, flags in frame_kinds.items()}
+            rows[method]['gate_by_frame'] = write_probability(model, every, held_flags)
+            run_training = cfg.training_config()
+            if run_training.utility == 'gradient':      # what the label-free gate was taught
+                rows[method]['target_by_frame'] = ib_utility(model, every, held_flags,
+                                                             run_training)
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -532,7 +547,8 @@ def main() -> int:
                  for kind in ('cue', 'distractor')}
         utility = {'from': args.ib_utility, 'ib_reduce': args.ib_reduce,
                    'by_frame': ib_utility(always_aura, every, kinds,
-                                          replace(tcfg, ib_reduce=args.ib_reduce))}
+                                          replace(tcfg, ib_reduce=args.ib_reduce,
+                                                  utility='counterfactual'))}
     gate = None
     if args.gate_from:
         aura = saved_always_write(args.gate_from, 'aura')
@@ -602,6 +618,18 @@ def main() -> int:
         if 'gate_by_frame' in r:
             lines += ['', f'{method}, its gate on held-out frames:', '',
                       *gate_table(r['gate_by_frame'])]
+        if 'target_by_frame' in r:
+            lines += ['', f"{method}, what its gate's target asks for on held-out frames (the "
+                      "trainer's gradient utility under random writes at the warm-up's rate, "
+                      'against the trained model, windows of the run\'s length):', '',
+                      '| frames | count | mean utility | share > 0 | share a write budget '
+                      'asks for (budget: share) |', '|---|---:|---:|---:|---|']
+            for kind, t in r['target_by_frame'].items():
+                if kind != 'auc' and t['mean_utility'] is not None:
+                    budgets = ', '.join(f'{b}: {v:.3f}'
+                                        for b, v in t['budget_target_share'].items())
+                    lines.append(f'| {kind} | {t["frames"]} | {t["mean_utility"]:.3g} | '
+                                 f'{t["positive_share"]:.3f} | {budgets} |')
     lines += ['', 'Cue frames among the 5% of held-out frames that score highest:', '']
     for name, r in frame_scores.items():
         lines.append(f'- {name}: {r["cue_chosen"]} of {r["chosen"]} frames, {r["cues_hit"]} of '

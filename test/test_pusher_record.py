@@ -104,5 +104,11 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
     assert set(result['feature_probe_auc']) == {f'cue vs {k}' for k in gate
                                                 if k not in {'cue', 'other'} | goals}
     assert gate['cue']['frames'] == result['methods']['aura']['writes']['cue_frames']
+    # what the label-free gate was taught (the trainer's default: the gradient utility), by kind
+    target = result['methods']['aura']['target_by_frame']
+    assert set(gate) <= set(target) and target['cue']['frames'] == gate['cue']['frames']
+    assert isinstance(target['other']['mean_utility'], float), target['other']
+    assert target['other']['ib_target_share'] is None     # no margin target with a budget
+    assert 0 <= target['other']['budget_target_share']['0.01'] <= 1
     assert gate['other']['frames'] > 0 and gate['other']['mean_p'] is not None
     assert result['methods']['aura']['after_go']['action_error'] > 0
