@@ -26,7 +26,9 @@ wrote every lamp); `unexplained`, the 5% of frames whose change the joint states
 For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives
 its gate's mean write probability on cue (also by goal: a gate can learn to skip one goal's
 cue), distractor (also by kind of flash: the SO-101 world's lamp, the Pusher's kind) and other
-frames. And it says whether one frame's features can tell a
+frames, and, for a run trained with the label-free default, what its gate's target asks for on
+each kind (the gradient utility of a write and the share each write budget picks: a cue the
+target never asks for, the gate never learns). And it says whether one frame's features can tell a
 cue from each kind of flash at all (`feature_probe`: a logistic regression fitted with the
 labels on the training episodes, its held-out AUC): a gate sees one frame, so what the features
 cannot tell apart it cannot either.
@@ -82,7 +84,11 @@ from aura_ros.memory.batches import Windows  # noqa: E402
 from aura_ros.memory.gates import ForcedWrites  # noqa: E402
 from aura_ros.memory.losses import action_loss, budget_target  # noqa: E402
 from aura_ros.memory.objective import (  # noqa: E402
-    gated_forward, gradient_utility, offset_utility, reference_writes)
+    gated_forward,
+    gradient_utility,
+    offset_utility,
+    reference_writes,
+)
 from aura_ros.memory.training import (  # noqa: E402
     FeatureEpisode,
     TrainingConfig,
@@ -621,7 +627,7 @@ def main() -> int:
         if 'target_by_frame' in r:
             lines += ['', f"{method}, what its gate's target asks for on held-out frames (the "
                       "trainer's gradient utility under random writes at the warm-up's rate, "
-                      'against the trained model, windows of the run\'s length):', '',
+                      "against the trained model, windows of the run's length):", '',
                       '| frames | count | mean utility | share > 0 | share a write budget '
                       'asks for (budget: share) |', '|---|---:|---:|---:|---|']
             for kind, t in r['target_by_frame'].items():

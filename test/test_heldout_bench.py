@@ -1,12 +1,17 @@
-"""bench/so101_heldout.py's frame kinds and its feature probe: what tells a user whether one
-frame's features can tell a cue from a flash (docs/training.md, "Which frames a gate can tell
-apart")."""
+"""bench/so101_heldout.py's frame kinds, its feature probe and its target by kind of frame: what
+tells a user whether one frame's features can tell a cue from a flash (docs/training.md, "Which
+frames a gate can tell apart") and whether the gate's target asks for a cue at all."""
 
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+
+from aura_ros.memory import AuraMemLayer, MemoryConfig
+from aura_ros.memory.episodes import FeatureEpisode
+from aura_ros.memory.training import TrainingConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
 
@@ -50,3 +55,25 @@ def test_the_probe_finds_a_feature_that_tells_cues_apart_and_none_where_there_is
     z, flags = _frames(10, 1.0, g)
     none = {'cue': flags['cue'], 'flash': torch.zeros(10, dtype=torch.bool)}
     assert heldout.feature_probe(_frames(40, 1.0, g), (z, none), {'x': 'flash'}) == {'x': None}
+
+
+@pytest.mark.parametrize('utility', ['counterfactual', 'gradient'])
+def test_the_target_by_kind_of_frame_follows_the_runs_utility(utility):
+    """`ib_utility`: what a gate's IB target asks for per kind of frame, the margin's share only
+    where there is a margin target (counterfactual), the budgets' shares either way."""
+    torch.manual_seed(0)
+    config = MemoryConfig(d_model=8, d_key=4, d_val=4, d_action=2, chunk=1, head_hidden=8)
+    layer = AuraMemLayer(config)
+    episodes = [FeatureEpisode(torch.randn(40, 8), torch.randn(40, 1, 2)) for _ in range(2)]
+    flags = {'cue': [torch.arange(40) % 10 == 0 for _ in episodes]}
+    tcfg = TrainingConfig(window=16, offsets=(1, 2, 4), utility=utility,
+                          write_budget=(0.1, 0.1))
+    result = heldout.ib_utility(layer, episodes, flags, tcfg, budgets=(0.1, 0.5))
+    assert result['cue']['frames'] == 8 and result['other']['frames'] == 72
+    for kind in ('cue', 'other'):
+        r = result[kind]
+        assert isinstance(r['mean_utility'], float) and 0 <= r['positive_share'] <= 1
+        assert (r['ib_target_share'] is None) == (utility == 'gradient')
+        shares = r['budget_target_share']
+        assert 0 <= shares['0.1'] <= shares['0.5'] <= 1
+    assert 0 <= result['auc']['cue vs other'] <= 1
