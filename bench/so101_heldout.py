@@ -23,15 +23,15 @@ would get); `cue+distractor`, those and the 5 frames from each distractor flash 
 wrote every lamp); `unexplained`, the 5% of frames whose change the joint states explain least
 (`unexplained_change`; no labels: what a novelty-driven write would give).
 
-For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives
-its gate's mean write probability on cue (also by goal: a gate can learn to skip one goal's
-cue), distractor (also by kind of flash: the SO-101 world's lamp, the Pusher's kind) and other
-frames, and, for a run trained with the label-free default, what its gate's target asks for on
-each kind (the gradient utility of a write and the share each write budget picks: a cue the
-target never asks for, the gate never learns). And it says whether one frame's features can tell a
-cue from each kind of flash at all (`feature_probe`: a logistic regression fitted with the
-labels on the training episodes, its held-out AUC): a gate sees one frame, so what the features
-cannot tell apart it cannot either.
+For AURA it also counts the held-out cue frames its gate wrote, and the other frames, and gives its
+gate's mean write probability on cue (also by goal: a gate can learn to skip one goal's cue),
+distractor (also by kind of flash: the SO-101 world's lamp, the Pusher's kind) and other frames,
+and, for a run trained with the label-free default, what its gate's target asks for on each kind
+(the gradient utility of a write and the share each write budget picks: a cue the target never asks
+for, the gate never learns; `--target-with JSON` scores another target). And it says whether one
+frame's features can tell a cue from each kind of flash at all (`feature_probe`: a logistic
+regression fitted with the labels on the training episodes, its held-out AUC): a gate sees one
+frame, so what the features cannot tell apart it cannot either.
 
 `--variants raw whiten whiten_nobias ...` trains, on the same frozen features, each memory
 variant of `VARIANTS` (MemoryConfig changes: `input_map`, `write_bias`) as always-write and
@@ -426,6 +426,10 @@ def main() -> int:
     ap.add_argument('--notes', type=Path,
                     help='a markdown file put under the title (e.g. how the bags were recorded '
                          'and the run trained, with their times)')
+    ap.add_argument('--target-with', type=json.loads, default={}, metavar='JSON',
+                    help="TrainingConfig fields that replace the run's for the table of what "
+                         "the gate's target asks for, e.g. '{\"utility\": \"counterfactual\"}' "
+                         "or '{\"warmup_write_rate\": 0.5}': would another target ask for a cue")
     ap.add_argument('--skip-trained', action='store_true',
                     help="do not score the trainer's own AURA and baselines")
     args = ap.parse_args()
@@ -490,9 +494,10 @@ def main() -> int:
                           for kind, flags in frame_kinds.items()}
             rows[method]['gate_by_frame'] = write_probability(model, every, held_flags)
             run_training = cfg.training_config()
-            if run_training.utility == 'gradient':      # what the label-free gate was taught
-                rows[method]['target_by_frame'] = ib_utility(model, every, held_flags,
-                                                             run_training)
+            # what the label-free gate was taught (or, --target-with, another target)
+            if run_training.utility == 'gradient' or args.target_with:
+                rows[method]['target_by_frame'] = ib_utility(
+                    model, every, held_flags, replace(run_training, **args.target_with))
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -625,9 +630,12 @@ def main() -> int:
             lines += ['', f'{method}, its gate on held-out frames:', '',
                       *gate_table(r['gate_by_frame'])]
         if 'target_by_frame' in r:
-            lines += ['', f"{method}, what its gate's target asks for on held-out frames (the "
-                      "trainer's gradient utility under random writes at the warm-up's rate, "
-                      "against the trained model, windows of the run's length):", '',
+            target = (f"the target with {json.dumps(args.target_with)} instead of the run's"
+                      if args.target_with else
+                      "the trainer's gradient utility under random writes at the warm-up's rate")
+            lines += ['', f"{method}, what its gate's target asks for on held-out frames "
+                      f"({target}, against the trained model, windows of the run's length):",
+                      '',
                       '| frames | count | mean utility | share > 0 | share a write budget '
                       'asks for (budget: share) |', '|---|---:|---:|---:|---|']
             for kind, t in r['target_by_frame'].items():

@@ -7,6 +7,7 @@ import torch
 from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
 from aura_ros.memory.batches import Batch
 from aura_ros.memory.gates import GatePolicy
+from aura_ros.memory.losses import budget_ib_loss
 from aura_ros.memory.objective import gated_forward, gradient_utility, objective
 from aura_ros.memory.training import TrainingConfig, TrainingError
 
@@ -88,3 +89,25 @@ def test_a_gradient_utility_without_a_budget_is_named():
         TrainingConfig(utility='gradient')
     with pytest.raises(TrainingError, match='utility must be'):
         TrainingConfig(utility='oracle', write_budget=(0.1, 0.05))
+
+
+def test_own_writes_score_each_write_against_the_gates_writes_not_random_ones():
+    """`carry_utility_writes: gate`: the carried phase ranks writes under the memory the gate
+    itself keeps (where a stale cue should make the next cue's write pay)."""
+    torch.manual_seed(5)
+    layer = AuraMemLayer(CONFIG)
+    z, target = torch.randn(3, T, CONFIG.d_model), torch.randn(3, T, CONFIG.chunk,
+                                                                CONFIG.d_action)
+    ones = torch.ones(3, T, dtype=torch.bool)
+    batch = Batch(z, target, ones, ones)
+    config = TrainingConfig(utility='gradient', write_budget=(0.2, 0.1))
+    out = gated_forward(layer, z, state=empty(layer, z),
+                        gate=Strengths((torch.rand(3, T) > 0.5).float()))
+    own = budget_ib_loss(out['p'], gradient_utility(layer, out, target, batch.mask), 0.2,
+                         weight=batch.valid)
+    _, record = objective(layer, out, batch, config, gated=True, budget=0.2, own_writes=True)
+    assert record['ib'] == pytest.approx(own.item())
+    _, record = objective(layer, out, batch, config, gated=True, budget=0.2)
+    assert record['ib'] != pytest.approx(own.item())      # random reference writes instead
+    with pytest.raises(TrainingError, match='carry_utility_writes must be'):
+        TrainingConfig(carry_utility_writes='teacher')

@@ -90,7 +90,8 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
                            text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
     bench = subprocess.run([sys.executable, 'bench/so101_heldout.py', '--data', str(bags),
-                            '--model-dir', str(run), '--out', str(tmp_path / 'heldout')],
+                            '--model-dir', str(run), '--out', str(tmp_path / 'heldout'),
+                            '--target-with', '{"utility": "counterfactual"}'],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bench.returncode == 0, bench.stderr[-2000:]
     result = json.loads((tmp_path / 'heldout.json').read_text())
@@ -104,11 +105,13 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
     assert set(result['feature_probe_auc']) == {f'cue vs {k}' for k in gate
                                                 if k not in {'cue', 'other'} | goals}
     assert gate['cue']['frames'] == result['methods']['aura']['writes']['cue_frames']
-    # what the label-free gate was taught (the trainer's default: the gradient utility), by kind
+    # what the gate's target asks for by kind, here (--target-with) the counterfactual target
+    # instead of the run's gradient utility: it has a margin share, the gradient one has none
     target = result['methods']['aura']['target_by_frame']
     assert set(gate) <= set(target) and target['cue']['frames'] == gate['cue']['frames']
     assert isinstance(target['other']['mean_utility'], float), target['other']
-    assert target['other']['ib_target_share'] is None     # no margin target with a budget
+    assert 0 <= target['other']['ib_target_share'] <= 1
     assert 0 <= target['other']['budget_target_share']['0.01'] <= 1
+    assert 'the target with {"utility": "counterfactual"}' in (tmp_path / 'heldout.md').read_text()
     assert gate['other']['frames'] > 0 and gate['other']['mean_p'] is not None
     assert result['methods']['aura']['after_go']['action_error'] > 0

@@ -116,10 +116,12 @@ def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
 
 
 def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
-              gated: bool, budget: Optional[float] = None) -> tuple[Tensor, dict]:
+              gated: bool, budget: Optional[float] = None,
+              own_writes: bool = False) -> tuple[Tensor, dict]:
     """The loss of one update and its logged terms: the masked action loss, plus for a gated
     update the IB (at `config.offsets`; towards the top `budget` of each window if given) and
-    sparsity terms over the real steps."""
+    sparsity terms over the real steps. `own_writes`: the gradient utility holds the gate's own
+    writes instead of random reference writes."""
     act = _masked_mean(action_loss(out['action'], batch.target, config.loss), batch.mask)
     g = out['g'].float()
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}
@@ -130,7 +132,8 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     if config.utility == 'gradient':
         # scored under the warm-up's sparse random writes, the memory the read-out learned to
         # use, not the gate's own (dense at first: there no write stands out)
-        reference = reference_writes(out['g'], config.warmup_write_rate)
+        reference = None if own_writes else reference_writes(out['g'],
+                                                              config.warmup_write_rate)
         utility = gradient_utility(model, out, batch.target, batch.mask, config.loss, reference)
     else:
         utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,

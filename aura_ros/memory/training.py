@@ -250,11 +250,11 @@ def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool,
 
 def _loss(model: nn.Module, batch: Batch, state: Optional[dict], ib: bool,
           config: TrainingConfig, gated: bool, gate: Optional[GatePolicy] = None,
-          budget: Optional[float] = None) -> tuple[Tensor, dict, dict]:
+          budget: Optional[float] = None, own_writes: bool = False) -> tuple[Tensor, dict, dict]:
     """One update's forward, writes following `gate` (None: the model's own policy): (loss,
     logged terms, the state after it, detached)."""
     out = _forward(model, batch, state, ib, gate)
-    loss, record = objective(model, out, batch, config, gated, budget)
+    loss, record = objective(model, out, batch, config, gated, budget, own_writes)
     return loss, record, {k: v.detach() for k, v in out['state'].items()}
 
 
@@ -324,7 +324,8 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
         batch = batch_rows(streams.next(), mine)
         policy = LearnedGate(float(rng.uniform(*config.threshold_jitter))) if gated else gate
         loss, rec, after = step(_loss, model, batch, state, ib, config, ib, policy,
-                                config.budget_at(1.0) if ib else None)
+                                config.budget_at(1.0) if ib else None,
+                                config.carry_utility_writes == 'gate')
         skips(_update(model, opt, sched, loss, config.grad_clip))
         state = after if carries else model.init_state(B, device)
         restart = rng.random(B * parallel.world()) < config.carry_reset

@@ -68,6 +68,10 @@ class TrainingConfig:
     # 'gradient' (-dL/d write strength, the writes held drawn at random at warmup_write_rate:
     # objective.gradient_utility)
     utility: str = 'counterfactual'
+    # the writes the gradient utility holds in the carried phase: 'reference' (random, as in the
+    # gate phase) or 'gate' (the gate's own on the carried state: the memory the robot will
+    # have; on SO-101 it did not teach the gate the centre pad's cue, docs/training.md)
+    carry_utility_writes: str = 'reference'
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
     # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
     recurrent_dtype: str = 'float32'
@@ -122,6 +126,9 @@ class TrainingConfig:
         if self.utility not in ('counterfactual', 'gradient'):
             raise TrainingError(f"TrainingConfig.utility must be 'counterfactual' or 'gradient', "
                                 f'got {self.utility!r}')
+        if self.carry_utility_writes not in ('reference', 'gate'):
+            raise TrainingError("TrainingConfig.carry_utility_writes must be 'reference' or "
+                                f"'gate', got {self.carry_utility_writes!r}")
         if self.utility == 'gradient' and self.write_budget is None:
             raise TrainingError("TrainingConfig.utility 'gradient' ranks writes for a write "
                                 'budget: set write_budget [start, end], or utility '
