@@ -69,15 +69,20 @@ def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias)
     assert (u[g == 0] != 0).any()
 
 
-def test_the_gradient_utility_trains_the_gate_towards_a_budget():
-    torch.manual_seed(4)
+def budget_window(seed: int):
+    """A layer, a batch of 3 random windows and the gradient utility's budget config."""
+    torch.manual_seed(seed)
     layer = AuraMemLayer(CONFIG)
     z, target = torch.randn(3, T, CONFIG.d_model), torch.randn(3, T, CONFIG.chunk,
                                                                 CONFIG.d_action)
     ones = torch.ones(3, T, dtype=torch.bool)
-    batch = Batch(z, target, ones, ones)
-    config = TrainingConfig(utility='gradient', write_budget=(0.2, 0.1))
-    out = gated_forward(layer, z)
+    return layer, Batch(z, target, ones, ones), TrainingConfig(utility='gradient',
+                                                               write_budget=(0.2, 0.1))
+
+
+def test_the_gradient_utility_trains_the_gate_towards_a_budget():
+    layer, batch, config = budget_window(4)
+    out = gated_forward(layer, batch.z)
     loss, record = objective(layer, out, batch, config, gated=True, budget=0.2)
     loss.backward()
     assert record['budget'] == 0.2 and record['ib'] > 0
@@ -94,16 +99,10 @@ def test_a_gradient_utility_without_a_budget_is_named():
 def test_own_writes_score_each_write_against_the_gates_writes_not_random_ones():
     """`carry_utility_writes: gate`: the carried phase ranks writes under the memory the gate
     itself keeps (where a stale cue should make the next cue's write pay)."""
-    torch.manual_seed(5)
-    layer = AuraMemLayer(CONFIG)
-    z, target = torch.randn(3, T, CONFIG.d_model), torch.randn(3, T, CONFIG.chunk,
-                                                                CONFIG.d_action)
-    ones = torch.ones(3, T, dtype=torch.bool)
-    batch = Batch(z, target, ones, ones)
-    config = TrainingConfig(utility='gradient', write_budget=(0.2, 0.1))
-    out = gated_forward(layer, z, state=empty(layer, z),
+    layer, batch, config = budget_window(5)
+    out = gated_forward(layer, batch.z, state=empty(layer, batch.z),
                         gate=Strengths((torch.rand(3, T) > 0.5).float()))
-    own = budget_ib_loss(out['p'], gradient_utility(layer, out, target, batch.mask), 0.2,
+    own = budget_ib_loss(out['p'], gradient_utility(layer, out, batch.target, batch.mask), 0.2,
                          weight=batch.valid)
     _, record = objective(layer, out, batch, config, gated=True, budget=0.2, own_writes=True)
     assert record['ib'] == pytest.approx(own.item())
