@@ -356,26 +356,26 @@ def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
             if tcfg.utility == 'gradient':
                 u = gradient_utility(model, out, target, kind=tcfg.loss, writes=reference_writes(
                     out['g'], tcfg.warmup_write_rate))
-                skip = torch.full_like(u, torch.inf)       # no margin target: nothing asked
-            else:
+            else:                                   # only this target has a margin to ask for
                 u, skip = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
                                          reduce=tcfg.ib_reduce, margin=tcfg.margin)
+                wants.append(u[0] > tcfg.margin * skip[0].clamp(min=1e-6))
             parts.append(u[0])
-            wants.append(u[0] > tcfg.margin * skip[0].clamp(min=1e-6))
             for b in budgets:
                 picks[b].append(budget_target(u, b)[0] > 0)
         utils.append(torch.cat(parts))
-        asks.append(torch.cat(wants))
+        if wants:
+            asks.append(torch.cat(wants))
         for b in budgets:
             chosen[b].append(torch.cat(picks[b]))
-    u, ask = torch.cat(utils), torch.cat(asks)
+    u, ask = torch.cat(utils), (torch.cat(asks) if asks else None)
     chosen = {b: torch.cat(c) for b, c in chosen.items()}
     masks = {kind: torch.cat(f) for kind, f in flags.items()}
     masks['other'] = ~functools.reduce(torch.logical_or, masks.values())
     out = {kind: {'frames': int(m.sum()), 'mean_utility': float(u[m].mean()) if m.any() else None,
                   'positive_share': float((u[m] > 0).float().mean()) if m.any() else None,
                   'ib_target_share': float(ask[m].float().mean())
-                  if m.any() and tcfg.utility != 'gradient' else None,
+                  if m.any() and ask is not None else None,
                   'budget_target_share': {str(b): float(c[m].float().mean()) if m.any() else None
                                           for b, c in chosen.items()}}
            for kind, m in masks.items()}
@@ -483,6 +483,7 @@ def main() -> int:
     paths = {'aura': args.model_dir / 'memory.safetensors',
              **{m: args.model_dir / trainer.BASELINE_DIR / f'{m}.safetensors'
                 for m in cfg.baselines}}
+    tcfg = cfg.training_config()
     rows = {}
     for method, path in ({} if args.skip_trained else paths).items():
         model = load_checkpoint(path, build_model(method, config), config=config)
@@ -493,11 +494,10 @@ def main() -> int:
             held_flags = {kind: [torch.from_numpy(flags(ep)) for ep in split.held_out]
                           for kind, flags in frame_kinds.items()}
             rows[method]['gate_by_frame'] = write_probability(model, every, held_flags)
-            run_training = cfg.training_config()
             # what the label-free gate was taught (or, --target-with, another target)
-            if run_training.utility == 'gradient' or args.target_with:
+            if tcfg.utility == 'gradient' or args.target_with:
                 rows[method]['target_by_frame'] = ib_utility(
-                    model, every, held_flags, replace(run_training, **args.target_with))
+                    model, every, held_flags, replace(tcfg, **args.target_with))
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
@@ -528,7 +528,6 @@ def main() -> int:
     # the model's input map (whitening by default) is fitted on the training features
     key_alike = key_cosine(config, [e.features for e in every], held_cues,
                            fit_on=[z for z, _ in train_z])
-    tcfg = cfg.training_config()
     train_eps = [FeatureEpisode(z, target(ep), name=ep.name) for z, ep in train_z]
     variant_keys = {}
     for name in args.variants:

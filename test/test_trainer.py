@@ -573,13 +573,12 @@ def test_resume_without_a_baseline_keeps_its_checkpoint_and_does_not_name_it(tmp
                                                                               quick_dir, demos):
     """A run resumed with a baseline left out of `baselines` neither reuses nor retrains it (the
     log names only what this run uses), and keeps its stages for a later run that lists it."""
-    import dataclasses
     import shutil
 
     out = tmp_path / 'model'
     shutil.copytree(quick_dir[0], out)
     lines = []
-    run(demos, dataclasses.replace(QUICK, baselines=('always_write',)), out, 'resumed',
+    run(demos, replace(QUICK, baselines=('always_write',)), out, 'resumed',
         resume=True, log=lines.append)
     assert lines[0].endswith('reusing backbone, features, aura, always_write'), lines[0]
     done = json.loads((out / 'checkpoints' / 'state.json').read_text())['done']

@@ -131,7 +131,8 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
         return hint_objective(out, batch, config, record)
     if config.utility == 'gradient':
         # scored under the warm-up's sparse random writes, the memory the read-out learned to
-        # use, not the gate's own (dense at first: there no write stands out)
+        # use, not the gate's own (dense at first: there no write stands out), unless the
+        # caller asks for the gate's own (`carry_utility_writes: gate`, the carried phase)
         reference = None if own_writes else reference_writes(out['g'],
                                                               config.warmup_write_rate)
         utility = gradient_utility(model, out, batch.target, batch.mask, config.loss, reference)
