@@ -342,20 +342,26 @@ def ib_utility(model, episodes: list, flags: dict, tcfg: TrainingConfig,
     offsets had t skipped, minus had it written, the writes as the model makes them; also the
     share of frames the IB loss asks to write, u > margin * skip loss) or 'gradient'
     (`gradient_utility` under random writes at the warm-up's rate, seeded: what the trainer's
-    label-free gate is taught). With the share each write budget's target asks for
-    (`budget_target`: the top `budget` of a window by utility) and how well the utility ranks
-    cue frames above the others (AUC)."""
+    label-free gate is taught; with `carry_utility_writes: gate`, under the gate's own writes,
+    the state carried from window to window; by `tcfg.utility_kind`'s loss). With the share
+    each write budget's target asks for (`budget_target`: the top `budget` of a window by
+    utility) and how well the utility ranks cue frames above the others (AUC)."""
     torch.manual_seed(0)
+    own = tcfg.utility == 'gradient' and tcfg.carry_utility_writes == 'gate'
     utils, asks, chosen = [], [], {b: [] for b in budgets}
     for ep in episodes:
         parts, wants, picks = [], [], {b: [] for b in budgets}
+        state = None
         for start in range(0, len(ep.features), tcfg.window):
             z = ep.features[start:start + tcfg.window][None]
             target = ep.targets[start:start + tcfg.window][None]
-            out = gated_forward(model, z)
-            if tcfg.utility == 'gradient':
-                u = gradient_utility(model, out, target, kind=tcfg.loss, writes=reference_writes(
-                    out['g'], tcfg.warmup_write_rate))
+            out = gated_forward(model, z, state=state, t0=start)
+            if own:                      # the carried phase's: the gate's writes, state carried
+                state = out['state']
+                u = gradient_utility(model, out, target, kind=tcfg.utility_kind)
+            elif tcfg.utility == 'gradient':
+                writes = reference_writes(out['g'], tcfg.warmup_write_rate)
+                u = gradient_utility(model, out, target, kind=tcfg.utility_kind, writes=writes)
             else:                                   # only this target has a margin to ask for
                 u, skip = offset_utility(model, out, target, tcfg.offsets, kind=tcfg.loss,
                                          reduce=tcfg.ib_reduce, margin=tcfg.margin)

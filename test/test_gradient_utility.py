@@ -4,11 +4,11 @@ writes made, held to a finite difference of the layer's own per-step form (`adva
 import pytest
 import torch
 
-from aura_ros.memory import AuraMemLayer, MemoryConfig, action_loss
+from aura_ros.memory import AuraMemLayer, MemoryConfig
 from aura_ros.memory.batches import Batch
 from aura_ros.memory.gates import GatePolicy
 from aura_ros.memory.losses import budget_ib_loss
-from aura_ros.memory.objective import gated_forward, gradient_utility, objective
+from aura_ros.memory.objective import gated_forward, gradient_utility, head_loss, objective
 from aura_ros.memory.training import TrainingConfig, TrainingError
 
 CONFIG = MemoryConfig(d_model=10, d_key=5, d_val=4, d_action=3, chunk=2, head_hidden=12,
@@ -31,22 +31,24 @@ def empty(layer, z):
 
 
 @torch.enable_grad()
-def window_loss(layer, z, target, strengths, mask):
-    """The window's summed action loss with write strengths `strengths`, step by step (with
-    autograd on: without, `advance` skips a row whose strength is not above 0)."""
+def window_loss(layer, z, target, strengths, mask, kind='mse'):
+    """The window's summed head loss (`kind`) with write strengths `strengths`, step by step
+    (with autograd on: without, `advance` skips a row whose strength is not above 0)."""
     proj = layer.project(z)
     state, policy, total = empty(layer, z), Strengths(strengths), 0
     for t in range(T):
         state, read, *_ = layer.advance(state, {k: v[:, t] for k, v in proj.items()}, t, policy)
-        pred = layer.act(proj['head_x'][:, t], read)
-        total = total + (action_loss(pred[:, None], target[:, t:t + 1])[:, 0] * mask[:, t]).sum()
+        loss = head_loss(layer, proj['head_x'][:, t:t + 1], read[:, None], target[:, t:t + 1],
+                         kind)
+        total = total + (loss[:, 0] * mask[:, t]).sum()
     return total
 
 
-@pytest.mark.parametrize('write_bias', [True, False])
-def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias):
+@pytest.mark.parametrize('write_bias, kind', [(True, 'mse'), (False, 'mse'),
+                                              (False, 'mixture')])
+def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias, kind):
     torch.manual_seed(3)
-    layer = AuraMemLayer(CONFIG.replace(write_bias=write_bias)).double()
+    layer = AuraMemLayer(CONFIG.replace(write_bias=write_bias, mixture=3)).double()
     z = torch.randn(2, T, CONFIG.d_model, dtype=torch.float64)
     target = torch.randn(2, T, CONFIG.chunk, CONFIG.d_action, dtype=torch.float64)
     mask = (torch.rand(2, T) > 0.3).double()
@@ -54,14 +56,14 @@ def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias)
     forced = Strengths(g)
     with torch.no_grad():
         out = gated_forward(layer, z, state=empty(layer, z), gate=forced)
-        u = gradient_utility(layer, out, target, mask)
+        u = gradient_utility(layer, out, target, mask, kind)
         eps, numeric = 1e-6, torch.zeros(2, T, dtype=torch.float64)
         for b in range(2):
             for t in range(T):
                 nudge = torch.zeros_like(g)
                 nudge[b, t] = eps
-                up = window_loss(layer, z, target, g + nudge, mask)
-                down = window_loss(layer, z, target, g - nudge, mask)
+                up = window_loss(layer, z, target, g + nudge, mask, kind)
+                down = window_loss(layer, z, target, g - nudge, mask, kind)
                 numeric[b, t] = -(up - down) / (2 * eps)
     assert u.shape == (2, T)
     assert torch.allclose(u, numeric, rtol=1e-5, atol=1e-8), (u - numeric).abs().max()

@@ -3,6 +3,7 @@ tells a user whether one frame's features can tell a cue from a flash (docs/trai
 frames a gate can tell apart") and whether the gate's target asks for a cue at all."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,18 +58,26 @@ def test_the_probe_finds_a_feature_that_tells_cues_apart_and_none_where_there_is
     assert heldout.feature_probe(_frames(40, 1.0, g), (z, none), {'x': 'flash'}) == {'x': None}
 
 
-@pytest.mark.parametrize('utility', ['counterfactual', 'gradient'])
-def test_the_target_by_kind_of_frame_follows_the_runs_utility(utility):
+@pytest.mark.parametrize('utility, changes', [
+    ('counterfactual', {}), ('gradient', {}), ('gradient', {'carry_utility_writes': 'gate'}),
+    ('gradient', {'utility_loss': 'mixture'})])
+def test_the_target_by_kind_of_frame_follows_the_runs_utility(utility, changes):
     """`ib_utility`: what a gate's IB target asks for per kind of frame, the margin's share only
-    where there is a margin target (counterfactual), the budgets' shares either way."""
+    where there is a margin target (counterfactual), the budgets' shares either way; under the
+    gate's own writes or by the mixture head's NLL when the run's TrainingConfig says so."""
     torch.manual_seed(0)
-    config = MemoryConfig(d_model=8, d_key=4, d_val=4, d_action=2, chunk=1, head_hidden=8)
+    config = MemoryConfig(d_model=8, d_key=4, d_val=4, d_action=2, chunk=1, head_hidden=8,
+                          mixture=2)
     layer = AuraMemLayer(config)
     episodes = [FeatureEpisode(torch.randn(40, 8), torch.randn(40, 1, 2)) for _ in range(2)]
     flags = {'cue': [torch.arange(40) % 10 == 0 for _ in episodes]}
     tcfg = TrainingConfig(window=16, offsets=(1, 2, 4), utility=utility,
-                          write_budget=(0.1, 0.1))
+                          write_budget=(0.1, 0.1), **changes)
     result = heldout.ib_utility(layer, episodes, flags, tcfg, budgets=(0.1, 0.5))
+    if changes:                        # another target than the run's default scores otherwise
+        plain = heldout.ib_utility(layer, episodes, flags, replace(
+            tcfg, carry_utility_writes='reference', utility_loss='action'), budgets=(0.1, 0.5))
+        assert result['other']['mean_utility'] != plain['other']['mean_utility']
     assert result['cue']['frames'] == 8 and result['other']['frames'] == 72
     for kind in ('cue', 'other'):
         r = result[kind]

@@ -60,6 +60,11 @@ class MemoryConfig:
     # original layer) even an orthogonal key's read moves with every write; with False b is
     # never written (it stays 0) and only W k carries what was stored
     write_bias: bool = True
+    # components of a training-only mixture head over the action chunk (0: none): what the
+    # label-free gate's target can score writes by (TrainingConfig.utility_loss 'mixture'),
+    # where the MSE head's mean hides a cue whose answer is the average action. Never run at
+    # inference, not exported; it adds no state
+    mixture: int = 0
 
     def __post_init__(self) -> None:
         if self.write_rule not in WRITE_RULES:
@@ -77,7 +82,7 @@ class MemoryConfig:
             value = getattr(self, name)
             need(is_int(value, 1), ConfigError,
                  f'MemoryConfig.{name} must be a positive integer, got {value!r}')
-        for name in ('time_features', 'time_period'):
+        for name in ('time_features', 'time_period', 'mixture'):
             value = getattr(self, name)
             need(is_int(value, 0), ConfigError,
                  f'MemoryConfig.{name} must be an integer >= 0, got {value!r}')

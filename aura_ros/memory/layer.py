@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from .config import MemoryConfig
 from .gates import GatePolicy, LearnedGate
 from .input_map import add_input_map, input_mapped
+from .losses import mixture_nll
 from .scan import GatedDeltaScan, augment, scan_forward, state_read
 
 State = dict[str, Tensor]
@@ -80,6 +81,8 @@ class AuraMemLayer(nn.Module):
         self.head_x = nn.Linear(c.d_model, c.head_hidden)
         self.head_r = nn.Linear(c.d_val, c.head_hidden, bias=False)
         self.head_out = nn.Linear(c.head_hidden, c.chunk * c.d_action)
+        if c.mixture:        # training only (losses.mixture_nll); act() never reads it
+            self.mixture_out = nn.Linear(c.head_hidden, c.mixture * (2 + c.chunk * c.d_action))
         if c.time_features:
             # addresses that know the step: a key written at t can be found by a query at t + d
             # (a fixed rotation of the sin/cos features), which x_t alone cannot express
@@ -201,6 +204,13 @@ class AuraMemLayer(nn.Module):
         c = self.config
         out = self.head_out(F.gelu(hidden))
         return out.reshape(*out.shape[:-1], c.chunk, c.d_action)
+
+    def mixture_loss(self, hidden: Tensor, target: Tensor) -> Tensor:
+        """The training-only mixture head's per-step NLL [..., T] of target chunks, from the
+        head's hidden pre-activation (as `head_from`)."""
+        if not self.config.mixture:
+            raise ValueError('this layer has no mixture head (MemoryConfig.mixture is 0)')
+        return mixture_nll(self.mixture_out(F.gelu(hidden)), target, self.config.mixture)
 
     # -- public forms -----------------------------------------------------------------------------
 

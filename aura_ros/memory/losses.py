@@ -53,6 +53,26 @@ def action_loss(pred: Tensor, target: Tensor, kind: str = 'mse') -> Tensor:
     raise ValueError(f'action loss kind must be "mse" or "ce", got {kind!r}')
 
 
+# the mixture's standard deviations, per action element: wide enough to start, never a spike
+LOG_SIGMA_RANGE = (-4.0, 2.0)
+
+
+def mixture_nll(out: Tensor, target: Tensor, components: int) -> Tensor:
+    """Per-step negative log-likelihood [..., T], per action element, of action chunks target
+    [..., T, chunk, d_action] under a mixture of `components` isotropic Gaussians whose logits,
+    log standard deviations and means out [..., T, components * (2 + chunk * d_action)] holds.
+
+    Unlike the MSE, whose best guess without information is the mean action, the mixture puts
+    weight on each mode: knowing which mode is worth the same whether or not it is the mean."""
+    n = target.shape[-2] * target.shape[-1]
+    logits, log_sigma, means = out.split([components, components, components * n], -1)
+    log_sigma = log_sigma.clamp(*LOG_SIGMA_RANGE)
+    means = means.reshape(*means.shape[:-1], components, n)
+    sq = ((target.flatten(-2)[..., None, :] - means) ** 2).mean(-1)         # [..., T, K]
+    per_element = -0.5 * math.log(2 * math.pi) - log_sigma - sq / (2 * torch.exp(2 * log_sigma))
+    return -torch.logsumexp(F.log_softmax(logits, -1) + n * per_element, -1) / n
+
+
 def _weighted_mean(values: Tensor, weight: Optional[Tensor]) -> Tensor:
     if weight is None:
         return values.mean()

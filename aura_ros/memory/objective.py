@@ -78,12 +78,22 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     return utility, skip
 
 
+def head_loss(layer: nn.Module, head_x: Tensor, read: Tensor, target: Tensor,
+              kind: str = 'mse') -> Tensor:
+    """Per-step loss [B, T] of the head over reads [B, T, d_val]: `action_loss` of its chunk
+    (`kind` 'mse' or 'ce'), or 'mixture': the NLL of the layer's training-only mixture head."""
+    if kind == 'mixture':
+        return layer.mixture_loss(head_x + layer.head_r(read), target)
+    return action_loss(layer.act(head_x, read), target, kind)
+
+
 def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
                      mask: Optional[Tensor] = None, kind: str = 'mse',
                      writes: Optional[Tensor] = None) -> Tensor:
     """u [B, T]: how much the window's later action loss falls per unit of extra write strength
     at each step, -dL/da_t with the writes `writes` [B, T] (default: those `out` made; a_t =
-    beta_t g_t; the state before the window, the projections and every other write held).
+    beta_t g_t; the state before the window, the projections and every other write held);
+    `kind` names the loss (`head_loss`: 'mixture' scores by the mixture head's NLL).
 
     Unlike `offset_utility` ("t written into the state before it, nothing written after") this
     is the memory the read-out was trained on: a write that later writes overwrite, or that
@@ -96,7 +106,7 @@ def gradient_utility(layer: nn.Module, out: dict, target: Tensor,
         g = out['g'] if writes is None else writes
         # AlwaysWrite makes every write's strength exactly beta (g + extra): 0 where g was 0
         _, read = layer.scan(proj, Wa0, AlwaysWrite(), beta=proj['beta'] * (g.detach() + extra))
-        loss = action_loss(layer.act(proj['head_x'], read.transpose(0, 1)), target, kind)
+        loss = head_loss(layer, proj['head_x'], read.transpose(0, 1), target, kind)
         weight = torch.ones_like(loss) if mask is None else mask.to(loss.dtype)
         (grad,) = torch.autograd.grad((loss * weight).sum(), extra)
     return -grad
@@ -125,6 +135,11 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     act = _masked_mean(action_loss(out['action'], batch.target, config.loss), batch.mask)
     g = out['g'].float()
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}
+    if getattr(model, 'mixture_out', None) is not None:   # its head learns in every update
+        nll = _masked_mean(head_loss(model, out['head_x'], out['read'], batch.target,
+                                     'mixture'), batch.mask)
+        record['mixture'] = nll.item()
+        act = act + config.w_mixture * nll
     if not gated:
         return act, record
     if config.gate_target == 'hint':
@@ -135,7 +150,8 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
         # caller asks for the gate's own (`carry_utility_writes: gate`, the carried phase)
         reference = None if own_writes else reference_writes(out['g'],
                                                               config.warmup_write_rate)
-        utility = gradient_utility(model, out, batch.target, batch.mask, config.loss, reference)
+        utility = gradient_utility(model, out, batch.target, batch.mask, config.utility_kind,
+                                   reference)
     else:
         utility, skip = offset_utility(model, out, batch.target, config.offsets, batch.mask,
                                        config.loss, config.ib_reduce, config.margin)

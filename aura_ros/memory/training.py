@@ -375,6 +375,9 @@ def train(model: nn.Module, episodes: Iterable, config: TrainingConfig = Trainin
     learned = has_learned_gate(model, gate)
     if learned:
         _check_gated(model)
+        if config.utility_loss == 'mixture' and getattr(model, 'mixture_out', None) is None:
+            raise TrainingError("utility_loss 'mixture' scores writes by the model's mixture "
+                                'head: build the model with MemoryConfig.mixture > 0')
     hinted = learned and config.gate_target == 'hint'
     if hinted and not any(ep.hint is not None and bool(ep.hint.any()) for ep in episodes):
         raise TrainingError("gate_target 'hint' needs episodes with hint flags (FeatureEpisode."

@@ -72,6 +72,11 @@ class TrainingConfig:
     # gate phase) or 'gate' (the gate's own on the carried state: the memory the robot will
     # have; on SO-101 it did not teach the gate the centre pad's cue, docs/training.md)
     carry_utility_writes: str = 'reference'
+    # the loss by which the gradient utility scores a write: 'action' (the action loss) or
+    # 'mixture' (the NLL of the model's training-only mixture head, MemoryConfig.mixture: a cue
+    # whose answer is the mean action is worth writing too, docs/training.md)
+    utility_loss: str = 'action'
+    w_mixture: float = 0.1         # weight of that head's NLL in every update of a model with one
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
     # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
     recurrent_dtype: str = 'float32'
@@ -99,7 +104,7 @@ class TrainingConfig:
             _positive_int(name, getattr(self, name), zero_ok=True)
         for name, low, high in (('lr', 0.0, 10.0), ('carry_lr', 0.0, 10.0),
                                 ('warmup_write_rate', 0.0, 1.0), ('w_ib', 0.0, math.inf),
-                                ('budget_balance', 0.0, 1.0),
+                                ('budget_balance', 0.0, 1.0), ('w_mixture', 0.0, math.inf),
                                 ('w_sparse', 0.0, math.inf), ('margin', 0.0, math.inf),
                                 ('threshold', 0.0, 1.0), ('start_at_episode_start', 0.0, 1.0),
                                 ('carry_reset', 0.0, 1.0), ('grad_clip', 0.0, math.inf)):
@@ -129,6 +134,13 @@ class TrainingConfig:
         if self.carry_utility_writes not in ('reference', 'gate'):
             raise TrainingError("TrainingConfig.carry_utility_writes must be 'reference' or "
                                 f"'gate', got {self.carry_utility_writes!r}")
+        if self.utility_loss not in ('action', 'mixture'):
+            raise TrainingError("TrainingConfig.utility_loss must be 'action' or 'mixture', "
+                                f'got {self.utility_loss!r}')
+        if self.utility_loss == 'mixture' and (self.utility != 'gradient' or self.loss != 'mse'):
+            raise TrainingError("TrainingConfig.utility_loss 'mixture' scores the gradient "
+                                "utility of continuous chunks: it needs utility 'gradient' and "
+                                f"loss 'mse' (got {self.utility!r}, {self.loss!r})")
         if self.utility == 'gradient' and self.write_budget is None:
             raise TrainingError("TrainingConfig.utility 'gradient' ranks writes for a write "
                                 'budget: set write_budget [start, end], or utility '
@@ -141,6 +153,11 @@ class TrainingConfig:
                                 f'{self.gate_target!r}')
         if self.loss not in ('mse', 'ce'):
             raise TrainingError(f"TrainingConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
+
+    @property
+    def utility_kind(self) -> str:
+        """The `objective.head_loss` kind the gradient utility scores writes by."""
+        return 'mixture' if self.utility_loss == 'mixture' else self.loss
 
     def budget_at(self, done: float) -> Optional[float]:
         """The write budget when a share `done` of the gate phase is done (None: no budget)."""

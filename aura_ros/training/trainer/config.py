@@ -67,6 +67,9 @@ class TrainerConfig:
     # none / true is the layer before them
     input_map: str = 'whiten'
     write_bias: bool = False
+    # components of the memory's training-only mixture head (MemoryConfig.mixture; 0: none):
+    # with `training: {utility_loss: mixture}` the gate's target scores writes by its NLL
+    mixture: int = 0
     baselines: tuple[str, ...] = ('always_write', 'no_memory')
     # per-baseline TrainingConfig overrides, e.g. {gru: {warmup_iters: 400}}: a baseline too
     # slow to train on AURA's budget here (the state-matched GRU) gets a smaller one, named in
@@ -123,6 +126,7 @@ class TrainerConfig:
         need(self.backbone in ('cnn', 'onnx'), 'backbone', "'cnn' or 'onnx'")
         need(self.input_map in INPUT_MAPS, 'input_map', ' or '.join(map(repr, INPUT_MAPS)))
         need(isinstance(self.write_bias, bool), 'write_bias', 'true or false')
+        need(is_int(self.mixture), 'mixture', 'an integer >= 0')
         need(is_num(self.held_out, 0.01, 0.9), 'held_out', 'a share in [0.01, 0.9]')
         for key in ('seed',):
             need(is_int(getattr(self, key)), key, 'a non-negative integer')
