@@ -81,7 +81,7 @@ from aura_ros.memory import (  # noqa: E402
     save_checkpoint,
 )
 from aura_ros.memory.batches import Windows  # noqa: E402
-from aura_ros.memory.gates import ForcedWrites  # noqa: E402
+from aura_ros.memory.gates import EitherWrites, ForcedWrites, LearnedGate  # noqa: E402
 from aura_ros.memory.losses import action_loss, budget_target  # noqa: E402
 from aura_ros.memory.objective import (  # noqa: E402
     gated_forward,
@@ -107,9 +107,10 @@ def task_events(bag: Path) -> list[dict]:
                 for c, _, raw in reader.messages(connections=conns)]
 
 
-def after_go(stamps: np.ndarray, events: list[dict]) -> np.ndarray:
-    """Frames from each task's GO up to its outcome."""
-    go = {e['task']: e['stamp'] for e in events if e['event'] == 'go'}
+def after_go(stamps: np.ndarray, events: list[dict], goal: Optional[int] = None) -> np.ndarray:
+    """Frames from each task's GO up to its outcome (only the tasks of `goal` if given)."""
+    go = {e['task']: e['stamp'] for e in events
+          if e['event'] == 'go' and (goal is None or e.get('goal') == goal)}
     mask = np.zeros(len(stamps), bool)
     for e in events:
         if e['event'] in ('success', 'failure') and e.get('task') in go:
@@ -307,6 +308,24 @@ def write_probability(model, episodes: list, flags: dict) -> dict:
                    'writes': int(g[m].sum())} for kind, m in masks.items()}
 
 
+def error_by_goal(model, episodes: list, go_by_goal: dict, chained: bool,
+                  cues: Optional[list] = None) -> dict:
+    """The action error after GO of each goal's tasks {goal: evaluate's result}, with the
+    model's own writes, or with `cues` (bool [T] per episode) the learned gate's writes and a
+    write on every cue frame besides: a goal whose error falls only then has a read-out that
+    uses a cue its gate skips; one whose error stays has a read-out with no use for it."""
+    out = {}
+    for goal, masks in go_by_goal.items():
+        scored = [replace(ep, mask=m) for ep, m in zip(episodes, masks, strict=True)]
+        gate = None
+        if cues is not None:
+            forced = ForcedWrites()
+            forced.queue = list(cues)
+            gate = EitherWrites(LearnedGate(model.config.gate_threshold), forced)
+        out[goal] = evaluate(model, scored, chained=chained, gate=gate)
+    return out
+
+
 def gate_table(by_frame: dict) -> list[str]:
     """Markdown rows of `write_probability`'s result."""
     lines = ['| frames | count | mean write probability | writes |', '|---|---:|---:|---:|']
@@ -490,16 +509,27 @@ def main() -> int:
              **{m: args.model_dir / trainer.BASELINE_DIR / f'{m}.safetensors'
                 for m in cfg.baselines}}
     tcfg = cfg.training_config()
+    # the frames after GO of each goal's tasks (SO-101 bags: their GO events name the goal)
+    goals = sorted({e['goal'] for ep in ([] if args.synthetic else split.held_out)
+                    for e in events_of(ep.name) if e['event'] == 'go' and 'goal' in e})
+    go_by_goal = {g: [torch.from_numpy(after_go(ep.stamps, events_of(ep.name), g))
+                      for ep in split.held_out] for g in goals}
     rows = {}
     for method, path in ({} if args.skip_trained else paths).items():
         model = load_checkpoint(path, build_model(method, config), config=config)
         rows[method] = {'every_frame': evaluate(model, every, chained=demos.chained),
                         'after_go': evaluate(model, go_only, chained=demos.chained)}
+        if go_by_goal:
+            rows[method]['after_go_by_goal'] = error_by_goal(model, every, go_by_goal,
+                                                             demos.chained)
         if method == 'aura':
             rows[method]['writes'] = cue_writes(model, every, held_cues)
             held_flags = {kind: [torch.from_numpy(flags(ep)) for ep in split.held_out]
                           for kind, flags in frame_kinds.items()}
             rows[method]['gate_by_frame'] = write_probability(model, every, held_flags)
+            if go_by_goal:
+                rows[method]['after_go_by_goal_cues_written'] = error_by_goal(
+                    model, every, go_by_goal, demos.chained, held_cues)
             # what the label-free gate was taught (or, --target-with, another target)
             if tcfg.utility == 'gradient' or args.target_with:
                 rows[method]['target_by_frame'] = ib_utility(
@@ -626,6 +656,19 @@ def main() -> int:
     for method, r in rows.items():
         lines.append(f'| {method} | {error(r["every_frame"])} | {error(r["after_go"])} | '
                      f'{r["every_frame"]["writes_per_episode"]:.1f} |')
+    by_goal = [m for m, r in rows.items() if 'after_go_by_goal' in r]
+    if by_goal:
+        both = [m for m in by_goal if 'after_go_by_goal_cues_written' in rows[m]]
+        lines += ['', 'Action error after GO by goal (a goal whose error falls only with every '
+                  'cue frame written besides has a read-out that uses a cue its gate skips):',
+                  '', '| goal | frames | ' + ' | '.join(by_goal) + ''.join(
+                      f' | {m}, every cue frame written besides' for m in both) + ' |',
+                  '|---|---:|' + '---|' * (len(by_goal) + len(both))]
+        for goal, masks in go_by_goal.items():
+            cells = [error(rows[m]['after_go_by_goal'][goal]) for m in by_goal]
+            cells += [error(rows[m]['after_go_by_goal_cues_written'][goal]) for m in both]
+            lines.append(f'| {goal} | {sum(int(m.sum()) for m in masks)} | '
+                         + ' | '.join(cells) + ' |')
     for method, r in rows.items():
         if 'writes' in r:
             w = r['writes']

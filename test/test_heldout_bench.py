@@ -86,3 +86,25 @@ def test_the_target_by_kind_of_frame_follows_the_runs_utility(utility, changes):
         shares = r['budget_target_share']
         assert 0 <= shares['0.1'] <= shares['0.5'] <= 1
     assert 0 <= result['auc']['cue vs other'] <= 1
+
+
+def test_the_error_by_goal_with_the_cue_frames_written_besides_the_gates_own():
+    """`error_by_goal`: each goal's frames scored apart; with cue flags the shut gate's memory
+    gets exactly those writes (no flags: the gate's own error), so the error moves."""
+    torch.manual_seed(0)
+    config = MemoryConfig(d_model=8, d_key=4, d_val=4, d_action=2, chunk=1, head_hidden=8)
+    layer = AuraMemLayer(config)
+    with torch.no_grad():
+        layer.gate_out.bias.fill_(-30.0)               # the gate never writes
+    episodes = [FeatureEpisode(torch.randn(30, 8), torch.randn(30, 1, 2)) for _ in range(2)]
+    steps = torch.arange(30)
+    go_by_goal = {0: [steps >= 20, steps >= 25], 1: [(steps >= 10) & (steps < 20)] * 2}
+    own = heldout.error_by_goal(layer, episodes, go_by_goal, chained=False)
+    none = heldout.error_by_goal(layer, episodes, go_by_goal, False, [steps < 0] * 2)
+    cues = heldout.error_by_goal(layer, episodes, go_by_goal, False, [steps % 7 == 0] * 2)
+    for goal in go_by_goal:
+        assert own[goal]['writes_per_episode'] == none[goal]['writes_per_episode'] == 0
+        assert none[goal]['action_error'] == pytest.approx(own[goal]['action_error'])
+        assert cues[goal]['writes_per_episode'] == 5
+        assert cues[goal]['action_error'] != pytest.approx(own[goal]['action_error'])
+    assert own[0]['action_error'] != pytest.approx(own[1]['action_error'])

@@ -70,6 +70,21 @@ class ForcedWrites(GatePolicy):
         return self.flags[:, t].to(device=p.device, dtype=p.dtype)
 
 
+class EitherWrites(GatePolicy):
+    """g_t = 1 where any of `policies` writes: a learned gate and exploring random writes in
+    training (`TrainingConfig.explore_write_rate`), or a gate and forced writes in a bench. Not
+    `learned`: no straight-through gradient reaches the gate through writes it did not make."""
+
+    def __init__(self, *policies: GatePolicy):
+        self.policies = policies
+
+    def __call__(self, p: Tensor, surprise: Tensor, t: int) -> Tensor:
+        g = self.policies[0](p, surprise, t)
+        for policy in self.policies[1:]:
+            g = torch.maximum(g, policy(p, surprise, t))
+        return g
+
+
 class RandomSchedule(GatePolicy):
     """Write with probability `rate` at every step, independent of the input (budget-matched)."""
 
