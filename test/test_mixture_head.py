@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aura_ros.memory import AuraMemLayer, ConfigError, MemoryConfig, build_model
-from aura_ros.memory.losses import mixture_nll
+from aura_ros.memory.losses import mixture_nll, mixture_outputs
 from aura_ros.memory.training import TrainingConfig, TrainingError, train
 from aura_ros.runtime.export import export_memory_step
 from aura_ros.training.trainer.config import TrainerConfig, TrainerError
@@ -20,7 +20,7 @@ LABEL_FREE = dict(utility='gradient', write_budget=(0.05, 0.01), utility_loss='m
 
 
 def head_out(logits, log_sigma, means):
-    """The head's raw output for K components: logits, log sigmas, then K flattened means."""
+    """The head's raw output for K components: logits, the log sigma, then K flattened means."""
     return torch.cat([torch.tensor(logits), torch.tensor(log_sigma),
                       torch.as_tensor(means).flatten()])
 
@@ -38,7 +38,7 @@ def test_knowing_the_middle_mode_is_worth_what_knowing_an_outer_one_is():
     """Reaches to -1, 0, +1: without a cue the MSE's best guess is 0, so a cue for the middle
     reach is worth nothing to it; the mixture's NLL falls by the same log 3 for every mode."""
     modes = [[[-1.0, -1.0]], [[0.0, 0.0]], [[1.0, 1.0]]]
-    sigma = [math.log(0.1)] * 3
+    sigma = [math.log(0.1)]
 
     def nll(target, logits):
         return float(mixture_nll(head_out(logits, sigma, modes), torch.tensor(target), 3))
@@ -73,7 +73,7 @@ def test_the_head_is_absent_by_default_and_never_changes_the_action():
 def test_the_exported_step_leaves_the_head_out(tmp_path):
     graph = onnx.load(str(export_memory_step(AuraMemLayer(CONFIG), tmp_path / 'm.onnx'))).graph
     widths = {tuple(t.dims) for t in graph.initializer}
-    assert (CONFIG.mixture * (2 + CONFIG.chunk * CONFIG.d_action), CONFIG.head_hidden) \
+    assert (mixture_outputs(CONFIG.mixture, CONFIG.chunk, CONFIG.d_action), CONFIG.head_hidden) \
         not in widths
     assert (CONFIG.chunk * CONFIG.d_action, CONFIG.head_hidden) in widths
 

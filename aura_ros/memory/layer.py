@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from .config import MemoryConfig
 from .gates import GatePolicy, LearnedGate
 from .input_map import add_input_map, input_mapped
-from .losses import mixture_nll
+from .losses import mixture_nll, mixture_outputs
 from .scan import GatedDeltaScan, augment, scan_forward, state_read
 
 State = dict[str, Tensor]
@@ -82,7 +82,8 @@ class AuraMemLayer(nn.Module):
         self.head_r = nn.Linear(c.d_val, c.head_hidden, bias=False)
         self.head_out = nn.Linear(c.head_hidden, c.chunk * c.d_action)
         if c.mixture:        # training only (losses.mixture_nll); act() never reads it
-            self.mixture_out = nn.Linear(c.head_hidden, c.mixture * (2 + c.chunk * c.d_action))
+            self.mixture_out = nn.Linear(c.head_hidden,
+                                         mixture_outputs(c.mixture, c.chunk, c.d_action))
         if c.time_features:
             # addresses that know the step: a key written at t can be found by a query at t + d
             # (a fixed rotation of the sin/cos features), which x_t alone cannot express
