@@ -131,8 +131,9 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
     """The loss of one update and its logged terms: the masked action loss, plus for a gated
     update the IB (at `config.offsets`; towards the top `budget` of each window if given) and
     sparsity terms over the real steps. `own_writes`: the gradient utility holds the gate's own
-    writes instead of random reference writes. `gate_wrote` False: the forward wrote at random
-    (`gate_phase_writes: reference`), so the logged write rate is the gate's at its threshold."""
+    writes instead of random reference writes. `gate_wrote` False: the forward's writes were not
+    the gate's alone (`gate_phase_writes: reference`, `explore_write_rate`), so the logged write
+    rate is the gate's own at its threshold."""
     act = _masked_mean(action_loss(out['action'], batch.target, config.loss), batch.mask)
     g = out['g'].float()
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}

@@ -77,14 +77,13 @@ class TrainingConfig:
     # whose answer is the mean action is worth writing too, docs/training.md)
     utility_loss: str = 'action'
     # the writes the gate phase's forward makes: 'gate' (the gate's own, jittered threshold) or
-    # 'reference' (the warm-up's random writes; the gate still learns its target). Under its own
-    # writes the read-out learns what an unwritten cue means (on SO-101: a lamp the gate never
-    # writes is the centre pad) and a write of that cue stops paying, for good; under random
-    # writes an absent cue stays ambiguous, so its write keeps its worth (docs/training.md)
+    # 'reference' (the warm-up's random writes; the gate still learns its target), so that an
+    # unwritten cue stays ambiguous to the read-out. Tried on SO-101 for the centre pad's cue:
+    # written more, still not used, worse overall (docs/training.md)
     gate_phase_writes: str = 'gate'
     # random writes at this rate besides the learned gate's own in its gate and carried phases
-    # (0: none; never at run time): a cue the gate skips is then still written now and then,
-    # so the read-out keeps learning what it means and its write can start to pay
+    # (0: none; never at run time), so a cue the gate skips is still written now and then.
+    # Tried on SO-101 for the centre pad's cue: no change (docs/training.md)
     explore_write_rate: float = 0.0
     w_mixture: float = 0.1         # weight of that head's NLL in every update of a model with one
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or

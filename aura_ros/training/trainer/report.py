@@ -140,9 +140,17 @@ def recipe_text(t: TrainingConfig, data) -> str:
                 f"cross-entropy), {t.carry_iters} updates of the rest under the gate's own "
                 'writes with the state carried over whole episodes. The gate was taught where '
                 'to write by the hints, not by the action loss.')
+    loss = ('the later action loss' if t.utility_loss == 'action' else
+            "the later actions' NLL under a training-only mixture head (trained beside the "
+            f'action loss, x {t.w_mixture:g})')
     scored = (f'scored at step offsets {list(t.offsets)}' if t.utility == 'counterfactual'
-              else 'a write scored by the gradient of the later action loss in its strength, '
+              else f'a write scored by the gradient of {loss} in its strength, '
               f'under random writes at rate {t.warmup_write_rate}')
+    if t.gate_phase_writes == 'reference':
+        scored += ', the gate phase itself writing at random at that rate'
+    if t.explore_write_rate:
+        scored += (f", random writes at rate {t.explore_write_rate:g} besides the gate's own in "
+                   'its phases')
     target = ('IB towards the writes that cut the later action loss by '
               f'{t.margin:g} of it' if t.write_budget is None else
               'IB towards the share of each window whose writes help the later actions most, '
@@ -151,7 +159,7 @@ def recipe_text(t: TrainingConfig, data) -> str:
             f'{t.gate_iters} gate-phase updates (action + {t.w_ib} x {target}, {scored}, '
             f'+ {t.w_sparse} x sparsity), {t.carry_iters} updates '
             'with the state carried over whole episodes. No labels: the gate learned where to '
-            'write from the action loss alone.')
+            'write from the demonstrated actions alone.')
 
 
 def backbone_text(cfg: TrainerConfig, result: dict, demos) -> str:
