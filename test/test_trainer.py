@@ -631,3 +631,14 @@ def test_a_whitened_memory_without_bias_writes_is_fitted_and_shipped(tmp_path, d
     run(demos, replace(QUICK, input_map='none', write_bias=True), old, 'the layer before')
     assert not any(k.startswith('input_')
                    for k in trainer.load_tensors(old / 'memory.safetensors'))
+
+
+def test_the_mixture_config_is_the_dart_recipe_with_the_mixture_target():
+    """config/so101_label_free_dart_mixture.yaml: docs/training.md's centre-cue runs, the DART
+    recipe and nothing else changed but the training-only mixture head and the target using it."""
+    root = Path(__file__).resolve().parents[1] / 'config'
+    dart = TrainerConfig.load(root / 'so101_label_free_dart.yaml')
+    cfg = TrainerConfig.load(root / 'so101_label_free_dart_mixture.yaml')
+    assert cfg.mixture == 4 and cfg.training_config().utility_loss == 'mixture'
+    assert replace(cfg, mixture=0, training=dart.training) == dart
+    assert replace(cfg.training_config(), utility_loss='action') == dart.training_config()
