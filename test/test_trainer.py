@@ -641,4 +641,5 @@ def test_the_mixture_config_is_the_dart_recipe_with_the_mixture_target():
     cfg = TrainerConfig.load(root / 'so101_label_free_dart_mixture.yaml')
     assert cfg.mixture == 4 and cfg.training_config().utility_loss == 'mixture'
     assert replace(cfg, mixture=0, training=dart.training) == dart
-    assert replace(cfg.training_config(), utility_loss='action') == dart.training_config()
+    assert replace(cfg.training_config(), utility_loss='action',
+                   w_mixture=0.1) == dart.training_config()
