@@ -678,9 +678,12 @@ def main() -> int:
             lines += ['', f'{method}, its gate on held-out frames:', '',
                       *gate_table(r['gate_by_frame'])]
         if 'target_by_frame' in r:
+            loss = ("the mixture head's NLL" if tcfg.utility_kind == 'mixture'
+                    else 'the action loss')
             target = (f"the target with {json.dumps(args.target_with)} instead of the run's"
                       if args.target_with else
-                      "the trainer's gradient utility under random writes at the warm-up's rate")
+                      f"the trainer's gradient utility of {loss} under random writes at the "
+                      "warm-up's rate")
             lines += ['', f"{method}, what its gate's target asks for on held-out frames "
                       f"({target}, against the trained model, windows of the run's length):",
                       '',

@@ -71,8 +71,8 @@ class ForcedWrites(GatePolicy):
 
 
 class EitherWrites(GatePolicy):
-    """g_t = 1 where any of `policies` writes: a learned gate and exploring random writes in
-    training (`TrainingConfig.explore_write_rate`), or a gate and forced writes in a bench. Not
+    """g_t = 1 where any of `policies` writes, e.g. a learned gate and forced writes on chosen
+    frames (bench/so101_heldout.py: would the read-out use a cue the gate skips?). Not
     `learned`: no straight-through gradient reaches the gate through writes it did not make."""
 
     def __init__(self, *policies: GatePolicy):

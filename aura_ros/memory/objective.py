@@ -127,13 +127,11 @@ def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
 
 def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
               gated: bool, budget: Optional[float] = None,
-              own_writes: bool = False, gate_wrote: bool = True) -> tuple[Tensor, dict]:
+              own_writes: bool = False) -> tuple[Tensor, dict]:
     """The loss of one update and its logged terms: the masked action loss, plus for a gated
     update the IB (at `config.offsets`; towards the top `budget` of each window if given) and
     sparsity terms over the real steps. `own_writes`: the gradient utility holds the gate's own
-    writes instead of random reference writes. `gate_wrote` False: the forward's writes were not
-    the gate's alone (`gate_phase_writes: reference`, `explore_write_rate`), so the logged write
-    rate is the gate's own at its threshold."""
+    writes instead of random reference writes."""
     act = _masked_mean(action_loss(out['action'], batch.target, config.loss), batch.mask)
     g = out['g'].float()
     record = {'action': act.item(), 'write_rate': _masked_mean(g, batch.valid).item()}
@@ -144,9 +142,6 @@ def objective(model: nn.Module, out: dict, batch: Batch, config: TrainingConfig,
         act = act + config.w_mixture * nll
     if not gated:
         return act, record
-    if not gate_wrote:
-        own = (out['p'] > config.threshold).float()
-        record['write_rate'] = _masked_mean(own, batch.valid).item()
     if config.gate_target == 'hint':
         return hint_objective(out, batch, config, record)
     if config.utility == 'gradient':

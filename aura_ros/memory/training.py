@@ -54,7 +54,6 @@ from .batches import Batch, Streams, Windows, batch_rows, reset_rows
 from .episodes import FeatureEpisode, as_episodes, check_episodes
 from .evaluation import bootstrap_interval, evaluate, select_threshold
 from .gates import (
-    EitherWrites,
     ForcedWrites,
     GatePolicy,
     LearnedGate,
@@ -251,20 +250,12 @@ def _forward(model: nn.Module, batch: Batch, state: Optional[dict], gated: bool,
 
 def _loss(model: nn.Module, batch: Batch, state: Optional[dict], ib: bool,
           config: TrainingConfig, gated: bool, gate: Optional[GatePolicy] = None,
-          budget: Optional[float] = None, own_writes: bool = False,
-          gate_wrote: bool = True) -> tuple[Tensor, dict, dict]:
+          budget: Optional[float] = None, own_writes: bool = False) -> tuple[Tensor, dict, dict]:
     """One update's forward, writes following `gate` (None: the model's own policy): (loss,
     logged terms, the state after it, detached)."""
     out = _forward(model, batch, state, ib, gate)
-    loss, record = objective(model, out, batch, config, gated, budget, own_writes, gate_wrote)
+    loss, record = objective(model, out, batch, config, gated, budget, own_writes)
     return loss, record, {k: v.detach() for k, v in out['state'].items()}
-
-
-def _exploring(config: TrainingConfig, label_free: bool, seed: int) -> Optional[RandomSchedule]:
-    """The random writes a label-free gate's phases add to its own (explore_write_rate)."""
-    if not label_free or config.gate_target != 'ib' or config.explore_write_rate <= 0:
-        return None
-    return RandomSchedule(config.explore_write_rate, seed + 3)
 
 
 def _window_phase(model, episodes, config, history, phase, iters, gated, name, progress,
@@ -273,10 +264,6 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
     teacher follows each batch's hints); a gated phase draws a jittered learned threshold per
     update instead; `params`: train only these."""
     teacher = gate if isinstance(gate, ForcedWrites) else None
-    # the learned gate's phase may write at random instead (gate_phase_writes: reference)
-    reference = (RandomSchedule(config.warmup_write_rate, seed + 2) if gated and teacher is None
-                 and config.gate_phase_writes == 'reference' else None)
-    explore = _exploring(config, gated and teacher is None, seed)
     windows = Windows(episodes, config.window, config.start_at_episode_start, seed)
     jitter = np.random.default_rng(seed + 1)
     opt, sched = _optimiser(model, config.lr, iters, params)
@@ -289,13 +276,10 @@ def _window_phase(model, episodes, config, history, phase, iters, gated, name, p
         if teacher is not None:
             teacher.flags = batch.hint
         elif gated:
-            policy = reference or LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
-            if explore is not None:
-                policy = EitherWrites(policy, explore)
+            policy = LearnedGate(float(jitter.uniform(*config.threshold_jitter)))
         ib = gated and config.gate_target == 'ib'
         budget = config.budget_at(i / max(iters - 1, 1)) if ib else None
-        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated, policy, budget,
-                            False, reference is None and explore is None)
+        loss, rec, _ = step(_loss, model, batch, None, ib, config, gated, policy, budget)
         skips(_update(model, opt, sched, loss, config.grad_clip))
         log(rec)
     skips.finish()
@@ -334,17 +318,14 @@ def _carry_phase(model, episodes, config, history, iters, gated, chained, name, 
     bar, log, guard = _phase_log(config, history, 'carry', name, iters, gated, progress)
     # a hinted gate is already taught: here it only decides the writes the rest learns to use
     ib = gated and config.gate_target == 'ib'
-    explore = _exploring(config, ib, seed)
     skips = _Skips(name, 'carry', iters, 'carry_lr')
     step = parallel.data_parallel(model)
     for _ in bar:
         batch = batch_rows(streams.next(), mine)
         policy = LearnedGate(float(rng.uniform(*config.threshold_jitter))) if gated else gate
-        if explore is not None:
-            policy = EitherWrites(policy, explore)
         loss, rec, after = step(_loss, model, batch, state, ib, config, ib, policy,
                                 config.budget_at(1.0) if ib else None,
-                                config.carry_utility_writes == 'gate', explore is None)
+                                config.carry_utility_writes == 'gate')
         skips(_update(model, opt, sched, loss, config.grad_clip))
         state = after if carries else model.init_state(B, device)
         restart = rng.random(B * parallel.world()) < config.carry_reset

@@ -76,15 +76,6 @@ class TrainingConfig:
     # 'mixture' (the NLL of the model's training-only mixture head, MemoryConfig.mixture: a cue
     # whose answer is the mean action is worth writing too, docs/training.md)
     utility_loss: str = 'action'
-    # the writes the gate phase's forward makes: 'gate' (the gate's own, jittered threshold) or
-    # 'reference' (the warm-up's random writes; the gate still learns its target), so that an
-    # unwritten cue stays ambiguous to the read-out. Tried on SO-101 for the centre pad's cue:
-    # written more, still not used, worse overall (docs/training.md)
-    gate_phase_writes: str = 'gate'
-    # random writes at this rate besides the learned gate's own in its gate and carried phases
-    # (0: none; never at run time), so a cue the gate skips is still written now and then.
-    # Tried on SO-101 for the centre pad's cue: no change (docs/training.md)
-    explore_write_rate: float = 0.0
     w_mixture: float = 0.1         # weight of that head's NLL in every update of a model with one
     # a dense GRU's per-step recurrent products while it trains on the CPU: 'float32', or
     # 'bfloat16' (mixed precision, faster updates here; gru.gru_sequence); others ignore it
@@ -113,7 +104,6 @@ class TrainingConfig:
             _positive_int(name, getattr(self, name), zero_ok=True)
         for name, low, high in (('lr', 0.0, 10.0), ('carry_lr', 0.0, 10.0),
                                 ('warmup_write_rate', 0.0, 1.0), ('w_ib', 0.0, math.inf),
-                                ('explore_write_rate', 0.0, 1.0),
                                 ('budget_balance', 0.0, 1.0), ('w_mixture', 0.0, math.inf),
                                 ('w_sparse', 0.0, math.inf), ('margin', 0.0, math.inf),
                                 ('threshold', 0.0, 1.0), ('start_at_episode_start', 0.0, 1.0),
@@ -144,9 +134,6 @@ class TrainingConfig:
         if self.carry_utility_writes not in ('reference', 'gate'):
             raise TrainingError("TrainingConfig.carry_utility_writes must be 'reference' or "
                                 f"'gate', got {self.carry_utility_writes!r}")
-        if self.gate_phase_writes not in ('gate', 'reference'):
-            raise TrainingError("TrainingConfig.gate_phase_writes must be 'gate' or 'reference', "
-                                f'got {self.gate_phase_writes!r}')
         if self.utility_loss not in ('action', 'mixture'):
             raise TrainingError("TrainingConfig.utility_loss must be 'action' or 'mixture', "
                                 f'got {self.utility_loss!r}')

@@ -146,11 +146,6 @@ def recipe_text(t: TrainingConfig, data) -> str:
     scored = (f'scored at step offsets {list(t.offsets)}' if t.utility == 'counterfactual'
               else f'a write scored by the gradient of {loss} in its strength, '
               f'under random writes at rate {t.warmup_write_rate}')
-    if t.gate_phase_writes == 'reference':
-        scored += ', the gate phase itself writing at random at that rate'
-    if t.explore_write_rate:
-        scored += (f", random writes at rate {t.explore_write_rate:g} besides the gate's own in "
-                   'its phases')
     target = ('IB towards the writes that cut the later action loss by '
               f'{t.margin:g} of it' if t.write_budget is None else
               'IB towards the share of each window whose writes help the later actions most, '
