@@ -633,13 +633,67 @@ def test_a_whitened_memory_without_bias_writes_is_fitted_and_shipped(tmp_path, d
                    for k in trainer.load_tensors(old / 'memory.safetensors'))
 
 
-def test_the_mixture_config_is_the_dart_recipe_with_the_mixture_target():
-    """config/so101_label_free_dart_mixture.yaml: docs/training.md's centre-cue runs, the DART
-    recipe and nothing else changed but the training-only mixture head and the target using it."""
+def test_the_default_gate_target_scores_writes_by_the_mixture_heads_nll():
+    """The trainer's label-free default: a 4-component training-only mixture head whose NLL
+    scores writes (docs/training.md, "What else was tried for the centre cue"); `mixture: 0`
+    gives the action-loss target back, and a target the head cannot score names the way out."""
+    cfg = TrainerConfig()
+    assert cfg.mixture == 4 and cfg.training_config().utility_loss == 'mixture'
+    assert cfg.training_config().w_mixture == 0.03
+    assert TrainerConfig(mixture=0).training_config().utility_loss == 'action'
+    assert TrainerConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainerConfig.from_dict(TrainerConfig(mixture=0).to_dict()) == TrainerConfig(mixture=0)
+    with pytest.raises(TrainerError, match="utility_loss 'action'"):
+        TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None})
+    assert TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None,
+                                   'utility_loss': 'action'}).mixture == 4
+
+
+def test_the_mixture_config_is_the_dart_recipe_with_the_trainers_default_target():
+    """config/so101_label_free_dart_mixture.yaml (docs/training.md's centre-cue runs) is the DART
+    recipe, pinned to the head-less target its numbers were measured with, with the trainer's
+    default target spelled out: nothing else differs, and it is what the defaults give."""
     root = Path(__file__).resolve().parents[1] / 'config'
     dart = TrainerConfig.load(root / 'so101_label_free_dart.yaml')
     cfg = TrainerConfig.load(root / 'so101_label_free_dart_mixture.yaml')
-    assert cfg.mixture == 4 and cfg.training_config().utility_loss == 'mixture'
+    assert (dart.mixture, dart.training_config().utility_loss) == (0, 'action')
     assert replace(cfg, mixture=0, training=dart.training) == dart
-    assert replace(cfg.training_config(), utility_loss='action',
-                   w_mixture=0.1) == dart.training_config()
+    assert replace(cfg.training_config(), utility_loss='action') == dart.training_config()
+    assert TrainerConfig.from_dict({k: v for k, v in cfg.to_dict().items()
+                                    if k != 'mixture'}) == cfg
+
+
+def test_resume_retrains_models_an_older_trainer_made_without_the_mixture_head(tmp_path,
+                                                                                demos):
+    """A checkpoint from before the head was the default records no `mixture` key (and no
+    utility_loss): its memory models were trained without the head, so a resume under today's
+    default retrains them (keeping the backbone and features), and the result loads."""
+    import shutil
+
+    without = TrainerConfig.from_dict({**QUICK.to_dict(), 'mixture': 0})
+    assert without.training_config().utility_loss == 'action'
+    with pytest.raises(TrainerError, match='set mixture > 0'):
+        replace(QUICK, mixture=0)              # keeps QUICK's training: the head's target
+    base = tmp_path / 'old'
+    run(demos, without, base, 'an older trainer')
+    out = tmp_path / 'model'
+    shutil.copytree(base, out)
+    state_file = out / 'checkpoints' / 'state.json'
+    state = json.loads(state_file.read_text())
+    del state['config']['mixture']
+    for recorded in state['trained_with'].values():
+        del recorded['utility_loss'], recorded['w_mixture']
+    state_file.write_text(json.dumps(state))
+    lines = []
+    run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features; retraining aura (mixture changed); '
+                             'always_write (mixture changed); no_memory (mixture changed)'), \
+        lines[0]
+    assert load_model_dir(out).memory.mixture == 4
+    assert any(k.startswith('mixture_out') for k in
+               trainer.load_tensors(out / 'memory.safetensors'))
+    shutil.copytree(base, tmp_path / 'again')           # and the same old run, resumed as it was
+    lines = []
+    run(demos, without, tmp_path / 'again', 'resumed', resume=True, log=lines.append)
+    assert lines[0].endswith('reusing backbone, features, aura, always_write, no_memory'), \
+        lines[0]

@@ -14,7 +14,11 @@ CHECKPOINTS = 'checkpoints'
 STATE_FILE = 'state.json'
 
 
-DEFAULT_CONFIG = TrainerConfig().to_dict()     # keys a checkpoint from an older trainer lacks
+# Keys a checkpoint from an older trainer lacks: what that trainer did, which for a key added
+# with a default away from the old behaviour is not today's default (a model trained without a
+# mixture head must not pass for one trained with it).
+OLD_TRAINER_DEFAULTS = {**TrainerConfig().to_dict(),
+                        'input_map': 'none', 'write_bias': True, 'mixture': 0}
 TRAINING_FIELDS = TrainingConfig().to_dict()   # TrainingConfig fields added since: as before
 
 
@@ -66,14 +70,14 @@ class Checkpoints:
     def _invalidate(self, old: dict, cfg: TrainerConfig) -> None:
         """Forget the stages whose inputs changed between the checkpoint's config and `cfg`."""
         try:          # the checkpoint's config, typed (keys an older trainer lacked: defaults)
-            before = TrainerConfig.from_dict({**DEFAULT_CONFIG, **old})
+            before = TrainerConfig.from_dict({**OLD_TRAINER_DEFAULTS, **old})
         except (TrainerError, DataError):
             before = None                   # one this trainer cannot read: compare as written
         new = cfg.to_dict()
 
         def changed(keys) -> list[str]:
             if before is None:
-                return [k for k in keys if old.get(k, DEFAULT_CONFIG.get(k)) != new.get(k)]
+                return [k for k in keys if old.get(k, OLD_TRAINER_DEFAULTS.get(k)) != new.get(k)]
             return [k for k in keys if getattr(before, k) != getattr(cfg, k)]
 
         trained_with = self.state.get('trained_with', {})

@@ -32,10 +32,12 @@ WRITE_BUDGET = (0.05, 0.01)
 WARMUP_WRITE_RATE = 0.1
 
 
-def training_defaults(seed: int) -> dict:
-    """The TrainingConfig fields the trainer sets away from the memory layer's defaults."""
+def training_defaults(seed: int, mixture: int = 0) -> dict:
+    """The TrainingConfig fields the trainer sets away from the memory layer's defaults: with a
+    mixture head (`mixture` components) the gate's target scores writes by its NLL."""
     return {'seed': seed, 'write_budget': WRITE_BUDGET, 'ib_reduce': 'best',
-            'utility': 'gradient', 'warmup_write_rate': WARMUP_WRITE_RATE}
+            'utility': 'gradient', 'warmup_write_rate': WARMUP_WRITE_RATE,
+            'utility_loss': 'mixture' if mixture else 'action'}
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,12 @@ class TrainerConfig:
     # none / true is the layer before them
     input_map: str = 'whiten'
     write_bias: bool = False
-    # components of the memory's training-only mixture head (MemoryConfig.mixture; 0: none):
-    # with `training: {utility_loss: mixture}` the gate's target scores writes by its NLL
-    mixture: int = 0
+    # components of the memory's training-only mixture head (MemoryConfig.mixture; never run at
+    # inference), whose NLL, not the squared error, scores a write for the label-free gate's
+    # target (training_defaults): with the squared error the memoryless guess of the mean reach
+    # already scores well, and the gate never wrote the SO-101 centre pad's cue (docs/training.md,
+    # "What else was tried for the centre cue"). 0: no head, the gate scored by the action loss
+    mixture: int = 4
     baselines: tuple[str, ...] = ('always_write', 'no_memory')
     # per-baseline TrainingConfig overrides, e.g. {gru: {warmup_iters: 400}}: a baseline too
     # slow to train on AURA's budget here (the state-matched GRU) gets a smaller one, named in
@@ -180,11 +185,15 @@ class TrainerConfig:
              'a mapping of TrainingConfig fields')
         if isinstance(self.training, dict):
             object.__setattr__(self, 'training', self._training_of(
-                training_defaults(self.seed), self.training, 'training'))
+                training_defaults(self.seed, self.mixture), self.training, 'training'))
         object.__setattr__(self, 'baseline_training', {m: dict(v) for m, v in
                                                        self.baseline_training.items()})
         for method in self.baseline_training:           # fail now on a bad baseline field
             self.training_config(method)
+        if self.training.utility_loss == 'mixture' and not self.mixture:
+            raise TrainerError("train config: training: utility_loss 'mixture' scores writes by "
+                               'the memory\'s mixture head: set mixture > 0 (or utility_loss '
+                               "'action')")
         if self.training.gate_target == 'hint' and not self.data.hint_topic:
             raise TrainerError("train config: training: gate_target 'hint' needs the frames "
                                'worth remembering marked in the data: set data: hint_topic '
@@ -221,7 +230,7 @@ class TrainerConfig:
         if self.data.camera_names == camera_names_from_topics(self.data.image_topics):
             out['data'].pop('camera_names', None)      # derived from the topics, not set
         out['training'] = _changed(self.training.to_dict(),
-                                   TrainingConfig(**training_defaults(self.seed)).to_dict())
+                                   TrainingConfig(**training_defaults(self.seed, self.mixture)).to_dict())
         return json.loads(json.dumps(out))
 
     @classmethod
