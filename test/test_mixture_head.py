@@ -106,14 +106,14 @@ def test_a_mixture_target_needs_its_head_and_a_gradient_utility():
 
 
 def test_the_trainers_config_carries_the_head_and_the_card_names_the_target():
-    """`mixture: 4` and `training: {utility_loss: mixture}` in a train.yaml reach the memory's
-    config and survive the round trip; the card says what scored the writes."""
+    """`mixture: 3` in a train.yaml reaches the memory's config and survives the round trip;
+    the card says what scored the writes, with the head (the default) and without."""
     from aura_ros.training.trainer.model_dir import memory_config
     from aura_ros.training.trainer.report import recipe_text
 
-    config = TrainerConfig.from_dict({'mixture': 4, 'training': {'utility_loss': 'mixture'}})
+    config = TrainerConfig.from_dict({'mixture': 3})
     assert TrainerConfig.from_dict(config.to_dict()) == config
     demos = SimpleNamespace(action_names=['a', 'b'], chunk=3)    # what memory_config reads
-    assert memory_config(config, demos, 16, 0.5).mixture == 4
+    assert memory_config(config, demos, 16, 0.5).mixture == 3
     assert 'mixture head' in recipe_text(config.training, config.data)
-    assert 'mixture head' not in recipe_text(TrainerConfig().training, config.data)
+    assert 'mixture head' not in recipe_text(TrainerConfig(mixture=0).training, config.data)

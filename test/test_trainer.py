@@ -73,7 +73,8 @@ def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
     assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training.gate_iters
     card = (out / 'MODEL_CARD.md').read_text()
     assert 'synthetic cue demonstrations' in card and '| always_write |' in card
-    assert 'scored by the gradient of the later action loss' in card
+    assert "scored by the gradient of the later actions' NLL under a training-only mixture " \
+        'head' in card
 
 
 @pytest.fixture(scope='module')
@@ -635,18 +636,21 @@ def test_a_whitened_memory_without_bias_writes_is_fitted_and_shipped(tmp_path, d
 
 def test_the_default_gate_target_scores_writes_by_the_mixture_heads_nll():
     """The trainer's label-free default: a 4-component training-only mixture head whose NLL
-    scores writes (docs/training.md, "What else was tried for the centre cue"); `mixture: 0`
-    gives the action-loss target back, and a target the head cannot score names the way out."""
+    scores writes (docs/training.md, "What else was tried for the centre cue"); `mixture: 0`,
+    or a target the head cannot score, gives the action-loss target back, and asking the head
+    to score one names the way out."""
     cfg = TrainerConfig()
     assert cfg.mixture == 4 and cfg.training_config().utility_loss == 'mixture'
     assert cfg.training_config().w_mixture == 0.03
     assert TrainerConfig(mixture=0).training_config().utility_loss == 'action'
     assert TrainerConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainerConfig.from_dict(TrainerConfig(mixture=0).to_dict()) == TrainerConfig(mixture=0)
+    margin = TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None})
+    assert margin.training.utility_loss == 'action'          # a target the head cannot score
+    assert TrainerConfig.from_dict(margin.to_dict()) == margin
     with pytest.raises(TrainerError, match="utility_loss 'action'"):
-        TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None})
-    assert TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None,
-                                   'utility_loss': 'action'}).mixture == 4
+        TrainerConfig(training={'utility': 'counterfactual', 'write_budget': None,
+                                'utility_loss': 'mixture'})
 
 
 def test_the_mixture_config_is_the_dart_recipe_with_the_trainers_default_target():

@@ -24,20 +24,26 @@ class TrainerError(ValueError):
 # utility of a write, annealed from 5% to 1% of the frames over the gate phase
 # (TrainingConfig.write_budget), where the layer's own default (a write must cut the later loss
 # by `margin`) closed the gate on a user's bags. The utility is the gradient of the window's
-# action loss in the write strength (`utility: gradient`), scored under the sparse random writes
-# of the warm-up (rate 0.1), where the counterfactual utility ranked cue frames barely above
-# distractors. `training: {utility: counterfactual, write_budget: null}` restores the margin
-# target. Measured in docs/training.md ("A gate without labels").
+# loss in the write strength (`utility: gradient`), scored under the sparse random writes of the
+# warm-up (rate 0.1), where the counterfactual utility ranked cue frames barely above
+# distractors; the loss is the NLL of the memory's mixture head (`mixture`, below), not the
+# squared error. `training: {utility: counterfactual, write_budget: null, utility_loss: action}`
+# restores the margin target. Measured in docs/training.md ("A gate without labels").
 WRITE_BUDGET = (0.05, 0.01)
 WARMUP_WRITE_RATE = 0.1
 
 
-def training_defaults(seed: int, mixture: int = 0) -> dict:
-    """The TrainingConfig fields the trainer sets away from the memory layer's defaults: with a
-    mixture head (`mixture` components) the gate's target scores writes by its NLL."""
+def training_defaults(seed: int, mixture: int = 0, given: dict | None = None) -> dict:
+    """The TrainingConfig fields the trainer sets away from the memory layer's defaults. With a
+    mixture head (`mixture` components) the gate's target scores writes by its NLL, where the
+    `training` fields `given` leave a target it can score (the gradient utility of a squared
+    error), else by the action loss."""
+    given = given or {}
+    by_head = mixture and given.get('utility', 'gradient') == 'gradient' \
+        and given.get('loss', 'mse') == 'mse'
     return {'seed': seed, 'write_budget': WRITE_BUDGET, 'ib_reduce': 'best',
             'utility': 'gradient', 'warmup_write_rate': WARMUP_WRITE_RATE,
-            'utility_loss': 'mixture' if mixture else 'action'}
+            'utility_loss': 'mixture' if by_head else 'action'}
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,8 @@ class TrainerConfig:
              'a mapping of TrainingConfig fields')
         if isinstance(self.training, dict):
             object.__setattr__(self, 'training', self._training_of(
-                training_defaults(self.seed, self.mixture), self.training, 'training'))
+                training_defaults(self.seed, self.mixture, self.training), self.training,
+                'training'))
         object.__setattr__(self, 'baseline_training', {m: dict(v) for m, v in
                                                        self.baseline_training.items()})
         for method in self.baseline_training:           # fail now on a bad baseline field
