@@ -80,7 +80,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = args.model_dir / trainer.CHECKPOINTS
-    cfg = trainer.TrainerConfig.from_dict(
+    cfg = trainer.TrainerConfig.from_saved(
         json.loads((checkpoints / 'state.json').read_text())['config'])
     demos = load_demonstrations(args.data, cfg.data, progress=False)
     prepared = trainer.prepare(demos, cfg)

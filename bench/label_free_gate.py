@@ -150,7 +150,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     started = time.time()
-    cfg = trainer.TrainerConfig.from_dict(
+    cfg = trainer.TrainerConfig.from_saved(
         json.loads((args.model_dir / trainer.REPORT_FILE).read_text())['config'])
     demos = load_demonstrations(args.data, cfg.data, progress=False)
     prepared = trainer.prepare(demos, cfg)

@@ -459,7 +459,7 @@ def main() -> int:
                     help="do not score the trainer's own AURA and baselines")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = trainer.TrainerConfig.from_dict(
+    cfg = trainer.TrainerConfig.from_saved(
         json.loads((args.model_dir / trainer.REPORT_FILE).read_text())['config'])
     demos = load_demonstrations(args.data, cfg.data, progress=False)
     episodes = trainer.prepare(demos, cfg)         # the trainer's split, statistics, targets

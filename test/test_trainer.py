@@ -688,6 +688,8 @@ def test_resume_retrains_models_an_older_trainer_made_without_the_mixture_head(t
     for recorded in state['trained_with'].values():
         del recorded['utility_loss'], recorded['w_mixture']
     state_file.write_text(json.dumps(state))
+    saved = TrainerConfig.from_saved(state['config'])       # what the benches read a run with
+    assert (saved.mixture, saved.training_config().utility_loss) == (0, 'action')
     lines = []
     run(demos, QUICK, out, 'resumed', resume=True, log=lines.append)
     assert lines[0].endswith('reusing backbone, features; retraining aura (mixture changed); '

@@ -8,17 +8,15 @@ from aura_ros.data.demonstrations import DataError
 from aura_ros.memory.training_config import TrainingConfig
 from aura_ros.training import distributed
 
-from .config import TrainerConfig, TrainerError
+from .config import SAVED_WITHOUT, TrainerConfig, TrainerError
 
 CHECKPOINTS = 'checkpoints'
 STATE_FILE = 'state.json'
 
 
-# Keys a checkpoint from an older trainer lacks: what that trainer did, which for a key added
-# with a default away from the old behaviour is not today's default (a model trained without a
-# mixture head must not pass for one trained with it).
-OLD_TRAINER_DEFAULTS = {**TrainerConfig().to_dict(),
-                        'input_map': 'none', 'write_bias': True, 'mixture': 0}
+# keys a checkpoint from an older trainer lacks: today's defaults, but for those added away from
+# what the trainer did before them (SAVED_WITHOUT)
+OLD_TRAINER_DEFAULTS = {**TrainerConfig().to_dict(), **SAVED_WITHOUT}
 TRAINING_FIELDS = TrainingConfig().to_dict()   # TrainingConfig fields added since: as before
 
 
@@ -70,7 +68,7 @@ class Checkpoints:
     def _invalidate(self, old: dict, cfg: TrainerConfig) -> None:
         """Forget the stages whose inputs changed between the checkpoint's config and `cfg`."""
         try:          # the checkpoint's config, typed (keys an older trainer lacked: defaults)
-            before = TrainerConfig.from_dict({**OLD_TRAINER_DEFAULTS, **old})
+            before = TrainerConfig.from_saved(old)
         except (TrainerError, DataError):
             before = None                   # one this trainer cannot read: compare as written
         new = cfg.to_dict()

@@ -46,6 +46,12 @@ def training_defaults(seed: int, mixture: int = 0, given: dict | None = None) ->
             'utility_loss': 'mixture' if by_head else 'action'}
 
 
+# Keys added to TrainerConfig with a default away from what the trainer did before them: a run
+# saved without the key was trained this way (no input map, bias writes, no mixture head), and
+# must not pass for one trained with today's default.
+SAVED_WITHOUT = {'input_map': 'none', 'write_bias': True, 'mixture': 0}
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """Everything that decides the trained model (`--config train.yaml`); unknown keys named.
@@ -199,7 +205,7 @@ class TrainerConfig:
             self.training_config(method)
         if self.training.utility_loss == 'mixture' and not self.mixture:
             raise TrainerError("train config: training: utility_loss 'mixture' scores writes by "
-                               'the memory\'s mixture head: set mixture > 0 (or utility_loss '
+                               "the memory's mixture head: set mixture > 0 (or utility_loss "
                                "'action')")
         if self.training.gate_target == 'hint' and not self.data.hint_topic:
             raise TrainerError("train config: training: gate_target 'hint' needs the frames "
@@ -236,8 +242,8 @@ class TrainerConfig:
         out['data'] = _changed(self.data.to_dict(), DataConfig().to_dict())
         if self.data.camera_names == camera_names_from_topics(self.data.image_topics):
             out['data'].pop('camera_names', None)      # derived from the topics, not set
-        out['training'] = _changed(self.training.to_dict(),
-                                   TrainingConfig(**training_defaults(self.seed, self.mixture)).to_dict())
+        defaults = TrainingConfig(**training_defaults(self.seed, self.mixture))
+        out['training'] = _changed(self.training.to_dict(), defaults.to_dict())
         return json.loads(json.dumps(out))
 
     @classmethod
@@ -247,6 +253,12 @@ class TrainerConfig:
             return cls(**data)
         except TrainerError as err:
             raise TrainerError(f'{where}: {str(err).removeprefix("train config: ")}') from err
+
+    @classmethod
+    def from_saved(cls, data: dict, where: str = 'saved train config') -> 'TrainerConfig':
+        """A config a run saved (report.json, checkpoints/state.json): a key an older trainer
+        did not write takes what that trainer did (SAVED_WITHOUT), not today's default."""
+        return cls.from_dict({**SAVED_WITHOUT, **data}, where)
 
     @classmethod
     def load(cls, path: str | Path) -> 'TrainerConfig':
