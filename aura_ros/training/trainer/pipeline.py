@@ -79,10 +79,12 @@ class Backbone:
 
 @dataclass
 class Evaluation:
-    """Held-out results: the selected threshold, its sweep, every model's scores, collapses."""
+    """Held-out results: the selected threshold, its sweep, AURA's error with no write (what
+    the selection measures the memory's gain from), every model's scores, collapses."""
 
     threshold: float
     sweep: list
+    no_write_error: float
     results: dict
     collapses: list
 
@@ -233,8 +235,9 @@ def evaluate_held_out(r: Run, models: dict, held_eps: list, collapses: list) -> 
     cfg, chained, log = r.cfg, r.demos.chained, r.log
     loss = cfg.training_config().loss
     aura = models['aura']
+    no_write = evaluate(aura, held_eps, 1.0, loss, chained)['action_error']   # p never > 1
     threshold, sweep = select_threshold(aura, held_eps, cfg.select_thresholds,
-                                        cfg.select_tolerance, loss, chained)
+                                        cfg.select_tolerance, loss, chained, floor=no_write)
     results = {m: evaluate(model, held_eps, loss=loss, chained=chained)
                for m, model in models.items()}
     collapses = list(collapses)
@@ -247,11 +250,11 @@ def evaluate_held_out(r: Run, models: dict, held_eps: list, collapses: list) -> 
         log(f'held-out {m}: action error {res["action_error"]:.4f} '
             f'[{res["action_error_ci"][0]:.4f}, {res["action_error_ci"][1]:.4f}], writes/episode '
             f'{res["writes_per_episode"]:.1f}, write rate {res["write_rate"]:.3f}')
-    log(f'gate threshold {threshold} (sweep: ' + ', '.join(
+    log(f'gate threshold {threshold} (no write: {no_write:.4f}; sweep: ' + ', '.join(
         f'{s["threshold"]:g}: {s["action_error"]:.4f}/{s["writes_per_episode"]:.1f}w'
         for s in sweep) + ')')
     set_threshold(aura, threshold)
-    return Evaluation(threshold, sweep, results, collapses)
+    return Evaluation(threshold, sweep, no_write, results, collapses)
 
 
 def write_outputs(r: Run, backbone: Backbone, models: dict, histories: dict,
