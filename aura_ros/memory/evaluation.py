@@ -95,9 +95,9 @@ def select_threshold(model: nn.Module, episodes: Iterable,
     within `tolerance` (relative) of the best error. Ties go to the higher threshold.
 
     Given `floor`, the model's error with no write (`threshold=1.0`), the tolerance is a share
-    of what the memory gains instead: floor minus the best. Most frames of an episode do not need the memory, so a few
-    percent of the whole error can be all of the memory's gain, and fewer writes then drop the
-    cue they were for (docs/training.md, "The gate threshold").
+    of what the memory gains instead: floor minus the best. Most frames of an episode do not
+    need the memory, so a few percent of the whole error can be all of the memory's gain, and
+    fewer writes then drop the cue they were for (docs/training.md, "The gate threshold").
 
     Returns (threshold, one row per threshold: threshold, action_error, writes_per_episode,
     write_rate). With `apply` the model is left at the chosen threshold (policy and config).
