@@ -127,27 +127,6 @@ def test_select_threshold_picks_fewest_writes_within_tolerance(trained, data):
     assert model.gate_policy.threshold == threshold == model.config.gate_threshold
 
 
-def test_select_threshold_of_the_memorys_gain(trained, data):
-    """Given `floor` (the error with no write: threshold 1.0) the tolerance is a share of what
-    the memory gains: none of a zero gain (the best threshold), half of a real one."""
-    model, _, _ = trained
-    none = evaluate(model, data[1], 1.0)
-    assert none['writes_per_episode'] == 0
-    floor, thresholds = none['action_error'], (0.2, 0.5, 0.8)
-    threshold, table = select_threshold(model, data[1], thresholds, tolerance=0.5, floor=floor,
-                                        apply=False)
-    best = min(r['action_error'] for r in table)
-    assert floor > best                                  # the trained memory helps
-    limit = best + 0.5 * (floor - best)
-    chosen = next(r for r in table if r['threshold'] == threshold)
-    assert chosen['action_error'] <= limit + 1e-12
-    assert all(r['writes_per_episode'] >= chosen['writes_per_episode'] for r in table
-               if r['action_error'] <= limit)
-    exact, _ = select_threshold(model, data[1], thresholds, tolerance=0.5, floor=best,
-                                apply=False)
-    assert next(r for r in table if r['threshold'] == exact)['action_error'] == best
-
-
 def test_mask_decides_which_steps_count(data):
     """Unscored steps carry junk targets: with the mask they are ignored, without it learnt."""
     junk = [FeatureEpisode(ep.features, torch.where(ep.mask[:, None, None], ep.targets,

@@ -70,14 +70,10 @@ def test_quick_run_writes_a_format_2_model_dir_that_loads(quick_dir, demos):
     assert saved['held_out']['no_memory']['writes_per_episode'] == 0
     assert saved['held_out']['always_write']['write_rate'] == 1.0
     assert len(saved['threshold_sweep']) == len(QUICK.select_thresholds)
-    best = min(r['action_error'] for r in saved['threshold_sweep'])    # the gain-relative rule
-    limit = best + QUICK.select_tolerance * max(saved['no_write_error'] - best, 0.0)
-    assert next(r for r in saved['threshold_sweep'] if r['threshold'] == report['threshold']
-                )['action_error'] <= limit + 1e-12
     assert len(saved['histories']['aura']['phases']['gate']) == QUICK.training.gate_iters
     card = (out / 'MODEL_CARD.md').read_text()
     assert 'synthetic cue demonstrations' in card and '| always_write |' in card
-    assert 'keep 90% of what the memory gains' in ' '.join(card.split())
+    assert f"with no write AURA's error is {saved['no_write_error']:.3g}" in ' '.join(card.split())
     assert "scored by the gradient of the later actions' NLL under a training-only mixture " \
         'head' in card
 
@@ -608,6 +604,9 @@ def test_the_stage_api_gives_back_a_trained_runs_held_out_episodes(quick_dir, de
     aura = load_checkpoint(out / 'memory.safetensors', build_model('aura', config), config=config)
     assert evaluate(aura, held)['action_error'] == pytest.approx(
         report['held_out']['aura']['action_error'], rel=1e-6)
+    none = evaluate(aura, held, 1.0)                   # the card's error with no write
+    assert none['writes_per_episode'] == 0
+    assert none['action_error'] == pytest.approx(report['no_write_error'], rel=1e-6)
 
 
 def test_a_whitened_memory_without_bias_writes_is_fitted_and_shipped(tmp_path, demos):

@@ -89,15 +89,9 @@ DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def select_threshold(model: nn.Module, episodes: Iterable,
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS, tolerance: float = 0.05,
                      loss: str = 'mse', chained: bool = False,
-                     apply: bool = True, floor: Optional[float] = None
-                     ) -> tuple[float, list[dict]]:
+                     apply: bool = True) -> tuple[float, list[dict]]:
     """Sweep gate thresholds on held-out episodes; pick the fewest writes whose action error is
     within `tolerance` (relative) of the best error. Ties go to the higher threshold.
-
-    Given `floor`, the model's error with no write (`threshold=1.0`), the tolerance is a share
-    of what the memory gains instead: floor minus the best. Most frames of an episode do not
-    need the memory, so a few percent of the whole error can be all of the memory's gain, and
-    fewer writes then drop the cue they were for (docs/training.md, "The gate threshold").
 
     Returns (threshold, one row per threshold: threshold, action_error, writes_per_episode,
     write_rate). With `apply` the model is left at the chosen threshold (policy and config).
@@ -119,9 +113,7 @@ def select_threshold(model: nn.Module, episodes: Iterable,
         raise TrainingError(f'the action error is not finite at threshold(s) {broken}: the '
                             "model's weights or memory state are not finite")
     best = min(r['action_error'] for r in table)
-    limit = best * (1.0 + tolerance) if floor is None else \
-        best + tolerance * max(floor - best, 0.0)
-    ok = [r for r in table if r['action_error'] <= limit + 1e-12]
+    ok = [r for r in table if r['action_error'] <= best * (1.0 + tolerance) + 1e-12]
     chosen = min(ok, key=lambda r: (r['writes_per_episode'], -r['threshold']))['threshold']
     if apply:
         set_threshold(model, chosen)

@@ -80,7 +80,7 @@ class Backbone:
 @dataclass
 class Evaluation:
     """Held-out results: the selected threshold, its sweep, AURA's error with no write (what
-    the selection measures the memory's gain from), every model's scores, collapses."""
+    its memory gains: that minus the sweep's), every model's scores, collapses."""
 
     threshold: float
     sweep: list
@@ -235,9 +235,9 @@ def evaluate_held_out(r: Run, models: dict, held_eps: list, collapses: list) -> 
     cfg, chained, log = r.cfg, r.demos.chained, r.log
     loss = cfg.training_config().loss
     aura = models['aura']
-    no_write = evaluate(aura, held_eps, 1.0, loss, chained)['action_error']   # p never > 1
     threshold, sweep = select_threshold(aura, held_eps, cfg.select_thresholds,
-                                        cfg.select_tolerance, loss, chained, floor=no_write)
+                                        cfg.select_tolerance, loss, chained)
+    no_write = evaluate(aura, held_eps, 1.0, loss, chained)['action_error']   # p never > 1
     results = {m: evaluate(model, held_eps, loss=loss, chained=chained)
                for m, model in models.items()}
     collapses = list(collapses)
