@@ -532,8 +532,11 @@ def main() -> int:
                     model, every, go_by_goal, demos.chained, held_cues)
             # what the label-free gate was taught (or, --target-with, another target)
             if tcfg.utility == 'gradient' or args.target_with:
+                other = dict(args.target_with)
+                if other.get('utility', tcfg.utility) != 'gradient':   # the head scores only
+                    other.setdefault('utility_loss', 'action')         # the gradient utility
                 rows[method]['target_by_frame'] = ib_utility(
-                    model, every, held_flags, replace(tcfg, **args.target_with))
+                    model, every, held_flags, replace(tcfg, **other))
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)
     novelty, surprise = [], []
     always = load_checkpoint(paths['always_write'], build_model('always_write', config),
