@@ -95,6 +95,7 @@ from aura_ros.memory.training import (  # noqa: E402
     evaluate,
     train,
 )
+from aura_ros.memory.training_config import mixture_can_score  # noqa: E402
 from aura_ros.training import trainer  # noqa: E402
 
 
@@ -533,8 +534,9 @@ def main() -> int:
             # what the label-free gate was taught (or, --target-with, another target)
             if tcfg.utility == 'gradient' or args.target_with:
                 other = dict(args.target_with)
-                if other.get('utility', tcfg.utility) != 'gradient':   # the head scores only
-                    other.setdefault('utility_loss', 'action')         # the gradient utility
+                if not mixture_can_score(other.get('utility', tcfg.utility),
+                                         other.get('loss', tcfg.loss)):
+                    other.setdefault('utility_loss', 'action')
                 rows[method]['target_by_frame'] = ib_utility(
                     model, every, held_flags, replace(tcfg, **other))
     # would a surprise- or change-driven write pick the cue frames? (top 5% of held-out frames)

@@ -11,6 +11,12 @@ class TrainingError(ValueError):
     """Training data or settings do not fit the model; the message names what is wrong."""
 
 
+def mixture_can_score(utility: str, loss: str) -> bool:
+    """Whether a mixture head's NLL can score writes for this target (`utility_loss: mixture`):
+    only the gradient utility of continuous chunks (squared error)."""
+    return utility == 'gradient' and loss == 'mse'
+
+
 def _positive_int(name: str, value, zero_ok: bool = False) -> None:
     kind = 'a non-negative' if zero_ok else 'a positive'
     need(is_int(value, 0 if zero_ok else 1), TrainingError,
@@ -139,7 +145,7 @@ class TrainingConfig:
         if self.utility_loss not in ('action', 'mixture'):
             raise TrainingError("TrainingConfig.utility_loss must be 'action' or 'mixture', "
                                 f'got {self.utility_loss!r}')
-        if self.utility_loss == 'mixture' and (self.utility != 'gradient' or self.loss != 'mse'):
+        if self.utility_loss == 'mixture' and not mixture_can_score(self.utility, self.loss):
             raise TrainingError("TrainingConfig.utility_loss 'mixture' scores the gradient "
                                 "utility of continuous chunks: it needs utility 'gradient' and "
                                 f"loss 'mse' (got {self.utility!r}, {self.loss!r}); set "

@@ -12,6 +12,7 @@ import yaml
 from aura_ros.data.config import DataConfig, camera_names_from_topics, fields_of
 from aura_ros.memory.config import INPUT_MAPS
 from aura_ros.memory.training import TrainingConfig, TrainingError
+from aura_ros.memory.training_config import mixture_can_score
 
 METHODS_KNOWN = ('always_write', 'gru', 'no_memory', 'kv_cache')
 
@@ -39,8 +40,8 @@ def training_defaults(seed: int, mixture: int = 0, given: dict | None = None) ->
     `training` fields `given` leave a target it can score (the gradient utility of a squared
     error), else by the action loss."""
     given = given or {}
-    by_head = mixture and given.get('utility', 'gradient') == 'gradient' \
-        and given.get('loss', 'mse') == 'mse'
+    by_head = mixture and mixture_can_score(given.get('utility', 'gradient'),
+                                            given.get('loss', 'mse'))
     return {'seed': seed, 'write_budget': WRITE_BUDGET, 'ib_reduce': 'best',
             'utility': 'gradient', 'warmup_write_rate': WARMUP_WRITE_RATE,
             'utility_loss': 'mixture' if by_head else 'action'}
