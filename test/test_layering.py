@@ -27,7 +27,7 @@ ROS_MODULES = {
     'rclpy', 'rosidl_runtime_py', 'builtin_interfaces', 'sensor_msgs', 'std_msgs', 'std_srvs',
     'trajectory_msgs', 'diagnostic_msgs', 'launch', 'launch_ros',
 }
-GROUND = {'progress', 'provenance', 'checks'}
+GROUND = {'progress', 'provenance', 'checks', 'urdf'}
 # aura_ros sub-package (or ground-floor module) -> what it must not import.
 FORBIDDEN = {
     'memory': {'tasks', 'training', 'runtime', 'data', 'ros', 'bench', 'cli'},

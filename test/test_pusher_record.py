@@ -31,7 +31,7 @@ def test_a_short_recording_is_a_rig_bag_the_data_reader_loads(recorded, tmp_path
 
     from aura_ros.data import DataConfig, load_demonstrations
     from aura_ros.ros.pusher.record import TOPICS
-    from aura_ros.tasks.pusher import JOINT_NAMES
+    from aura_ros.tasks.pusher import JOINT_NAMES, PusherWorld
 
     bags, summary = recorded
     out = bags / 'run_0'
@@ -58,6 +58,10 @@ def test_a_short_recording_is_a_rig_bag_the_data_reader_loads(recorded, tmp_path
     assert demos.cameras == ('front', 'wrist')
     assert demos.camera_transports == ('raw', 'compressed')
     assert demos.joint_names == demos.action_names == JOINT_NAMES
+    # the simulator's latched robot_description: the arm's joint limits, so targets get clipped
+    assert counts['/robot_description'] == 1
+    assert demos.joint_limits == PusherWorld().joint_limits()
+    assert set(demos.joint_limits) == set(JOINT_NAMES)
     episode = demos.episodes[0]
     # every frame but the last chunk's (no command yet for its later points)
     assert len(episode.images['front']) == len(episode.images['wrist']) >= frames - demos.chunk - 1
@@ -89,6 +93,11 @@ def test_the_readme_train_command_and_the_held_out_bench_run_on_it(recorded, tmp
                             '--out', str(run), '--quick'], cwd=ROOT, capture_output=True,
                            text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
+    assert 'joint limits of 7 of 7 actions' in train.stderr + train.stdout
+    from aura_ros.runtime.model_dir import load_model_dir
+    from aura_ros.tasks.pusher import PusherWorld
+
+    assert load_model_dir(run).joint_limits == PusherWorld().joint_limits()
     bench = subprocess.run([sys.executable, 'bench/so101_heldout.py', '--data', str(bags),
                             '--model-dir', str(run), '--out', str(tmp_path / 'heldout'),
                             '--target-with', '{"utility": "counterfactual"}'],

@@ -24,6 +24,7 @@ def test_recorder_writes_a_readable_mcap_bag(tmp_path):
     # every frame recorded once, and every frame answered once by the expert
     assert counts['/image'] == counts['/joint_states'] == frames
     assert counts['/leader/joint_states'] == counts['/arm_controller/joint_trajectory'] == frames
+    assert counts['/robot_description'] == 1          # latched: once, whenever it matched
     assert list(out.glob('*.mcap'))
 
     with AnyReader([out]) as reader:
@@ -52,6 +53,30 @@ def test_recorder_writes_a_readable_mcap_bag(tmp_path):
     kinds = [e['event'] for e in events]
     assert kinds[0] == 'start' and kinds[-1] == 'summary'
     assert kinds.count('cue') == 1 and kinds.count('go') == 1 and kinds.count('success') == 1
+
+
+def test_a_recorded_bag_gives_the_trainer_the_arms_joint_limits(tmp_path):
+    """The simulator publishes its MJCF's joint ranges as a latched robot_description, as a
+    robot's robot_state_publisher does; the bag carries it, so a model trained on it clips its
+    targets to the SO-101's ranges with no --urdf (logged at frame 0's time, not at 0)."""
+    from rosbags.highlevel import AnyReader
+
+    from aura_ros.data import DataConfig, load_demonstrations
+    from aura_ros.ros.so101.record import record
+    from aura_ros.training.so101_limits import so101_joint_limits
+
+    bags = tmp_path / 'bags'
+    record(bags / 'run_0', tasks=1, seed=2, size=16, log=None)
+    first = {}
+    with AnyReader([bags / 'run_0']) as reader:
+        for connection, log_ns, _ in reader.messages():
+            first.setdefault(connection.topic, log_ns)
+    assert first['/robot_description'] == first['/image']        # frame 0's time
+    demos = load_demonstrations(bags, DataConfig(cache_dir=str(tmp_path / 'cache')),
+                                progress=False)
+    limits = so101_joint_limits()
+    assert demos.joint_limits == limits and set(limits) == set(demos.action_names)
+    assert limits['gripper'][0] < 0 < limits['shoulder_pan'][1]
 
 
 def test_recorder_refuses_to_overwrite(tmp_path):

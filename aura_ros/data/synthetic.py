@@ -27,6 +27,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from aura_ros.urdf import limits_urdf
+
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll',
                'gripper')
 SHUFFLED = ('gripper', 'base_yaw', 'elbow_flex', 'shoulder_pan', 'wrist_roll', 'wrist_flex',
@@ -271,18 +273,7 @@ RIG_LIMITS = {'shoulder_pan': (-0.5, 0.5), 'shoulder_lift': (-1.0, 1.0),
 
 def rig_urdf() -> str:
     """The rig's URDF: RIG_LIMITS, wrist_roll continuous, the extra joints fixed."""
-    joints = []
-    for name in (*JOINT_NAMES, *RIG_EXTRA_JOINTS):
-        if name in RIG_LIMITS:
-            lo, hi = RIG_LIMITS[name]
-            joints.append(f'<joint name="{name}" type="revolute"><parent link="a"/>'
-                          f'<child link="b"/><limit lower="{lo}" upper="{hi}" effort="1" '
-                          'velocity="1"/></joint>')
-        else:
-            kind = 'continuous' if name == 'wrist_roll' else 'fixed'
-            joints.append(f'<joint name="{name}" type="{kind}"><parent link="a"/>'
-                          '<child link="b"/></joint>')
-    return f'<?xml version="1.0"?><robot name="rig">{"".join(joints)}</robot>'
+    return limits_urdf('rig', (*JOINT_NAMES, *RIG_EXTRA_JOINTS), RIG_LIMITS, RIG_EXTRA_JOINTS)
 
 
 def write_rig_bag(path, *, cue: int = 0, seconds: float = 2.5, fps: float = 30.0,

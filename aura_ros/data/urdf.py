@@ -2,7 +2,8 @@
 visit (a limit guessed from demonstrations would clip every target the demonstrator did not
 reach).
 
-Read from `--urdf FILE` or from the `robot_description` (std_msgs/String) a bag recorded.
+Read from `--urdf FILE` or from the `robot_description` (std_msgs/String) a bag recorded
+(aura_ros.urdf writes the one the simulators publish).
 Revolute and prismatic joints with a `<limit lower upper>` count; continuous joints have no
 position limit and are left out, as are fixed ones.
 """
@@ -44,3 +45,4 @@ def read_urdf_limits(path) -> dict[str, tuple[float, float]]:
     if not path.is_file():
         raise DataError(f'{path}: no such URDF file')
     return urdf_joint_limits(path.read_text(), str(path))
+

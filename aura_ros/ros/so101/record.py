@@ -17,7 +17,9 @@ Three nodes in one process, talking over DDS (loopback only):
   the log time of a message is the sim time at which the recorder received it.
 
 Recorded topics: /image (and /wrist_image), /joint_states, /leader/joint_states,
-/arm_controller/joint_trajectory, /task_events (JSON events, see so101_sim). The bag is read
+/arm_controller/joint_trajectory, /task_events (JSON events, see so101_sim), and the simulator's
+latched /robot_description (its joint limits, which `train --data` reads; logged at the time of
+frame 0, as `ros2 bag record` logs a latched message when recording starts). The bag is read
 back with rosbags' AnyReader at the end and its topic counts and types are checked.
 """
 
@@ -43,12 +45,13 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from aura_ros.ros.conversions import stamp_seconds
-from aura_ros.ros.so101.sim import So101SimNode, _seconds_msg
+from aura_ros.ros.so101.sim import LATCHED, So101SimNode, _seconds_msg
 from aura_ros.tasks.so101 import ARM_JOINTS, JOINT_NAMES, ScriptedExpert, So101World
 from aura_ros.tasks.so101_config import DEFAULT as WORLD
 
 TRAJECTORY_TOPIC = '/arm_controller/joint_trajectory'
 LEADER_TOPIC = '/leader/joint_states'
+DESCRIPTION_TOPIC = '/robot_description'
 MESSAGE_CLASSES = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/JointState': JointState,
                    'sensor_msgs/msg/CompressedImage': CompressedImage,
                    'trajectory_msgs/msg/JointTrajectory': JointTrajectory,
@@ -65,7 +68,8 @@ def demo_topics(cameras: tuple[str, ...]) -> dict[str, str]:
     topics.update({'/joint_states': 'sensor_msgs/msg/JointState',
                    LEADER_TOPIC: 'sensor_msgs/msg/JointState',
                    TRAJECTORY_TOPIC: 'trajectory_msgs/msg/JointTrajectory',
-                   '/task_events': 'std_msgs/msg/String'})
+                   '/task_events': 'std_msgs/msg/String',
+                   DESCRIPTION_TOPIC: 'std_msgs/msg/String'})
     return topics
 
 
@@ -187,8 +191,9 @@ class BagRecorder(Node):
         self.counts = dict.fromkeys(topics, 0)
         for topic, msgtype in topics.items():
             connection = self.writer.add_connection(topic, msgtype, typestore=typestore)
+            qos = LATCHED if topic == DESCRIPTION_TOPIC else RELIABLE
             self.create_subscription(MESSAGE_CLASSES[msgtype], topic,
-                                     self._writer_for(topic, connection), RELIABLE, raw=True)
+                                     self._writer_for(topic, connection), qos, raw=True)
 
     def _writer_for(self, topic: str, connection) -> Callable[[bytes], None]:
         def write(data: bytes) -> None:
@@ -224,6 +229,7 @@ def _matched(sim: So101SimNode, expert: ExpertNode, topics: dict[str, str]) -> b
             and sim.event_pub.get_subscription_count() >= 1
             and expert.trajectory_pub.get_subscription_count() >= 2
             and expert.leader_pub.get_subscription_count() >= int(LEADER_TOPIC in topics)
+            and sim.description_pub.get_subscription_count() >= int(DESCRIPTION_TOPIC in topics)
             and all(p.get_subscription_count() >= 1 for p in sim.image_pubs.values()))
 
 
@@ -266,7 +272,11 @@ def record_with(out: Path, make_nodes: Callable[[Context], tuple[So101SimNode, E
         sim, expert = make_nodes(context)
         nodes += [sim, expert]
         topics = topics_of(sim)
-        recorder = BagRecorder(out, topics, clock=lambda: sim.sim_time, context=context)
+        # the sim time of frame 0, fixed now: what arrives before the start (the latched
+        # robot_description) is logged at it
+        base = sim.get_clock().now().nanoseconds * 1e-9
+        recorder = BagRecorder(out, topics, clock=lambda: sim.sim_time if sim.started else base,
+                               context=context)
         nodes.append(recorder)
         for node in nodes:
             executor.add_node(node)
@@ -277,7 +287,7 @@ def record_with(out: Path, make_nodes: Callable[[Context], tuple[So101SimNode, E
                                    'other within 30 s (is DDS on loopback working?)')
             executor.spin_once(timeout_sec=0.05)
         wall = time.monotonic()
-        sim.start()
+        sim.start(base)
         last_report = wall
         while not sim.done and time.monotonic() - wall < timeout_s:
             executor.spin_once(timeout_sec=0.1)

@@ -7,6 +7,9 @@ Publishes every frame (1/`frame_hz` s of sim time), all stamped with the frame's
   joint_states     sensor_msgs/JointState: the 6 joints by name, position and velocity
   image            sensor_msgs/Image rgb8, the fixed camera ('wrist_image' too with
                    `wrist_camera`)
+and once, latched (transient local) as robot_state_publisher does:
+  robot_description  std_msgs/String, a URDF with the joint limits of the loaded MJCF, so a bag
+                   recorded from the simulator gives a trained model its joint limits
 Executes trajectory_msgs/JointTrajectory on every topic of `trajectory_topics` like
 joint_trajectory_controller: absolute targets, header.stamp + time_from_start (zero stamp =
 now), linear interpolation, past points dropped, the new trajectory replaces the old one from
@@ -54,7 +57,11 @@ from aura_ros.ros.conversions import stamp_seconds
 from aura_ros.ros.joint_trajectory import TrajectoryError, TrajectoryFollower
 from aura_ros.tasks.so101 import So101World, summarise
 from aura_ros.tasks.so101_config import DEFAULT
+from aura_ros.urdf import limits_urdf
 
+#: robot_state_publisher's robot_description QoS: one message, kept for late subscribers
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 WORLD = DEFAULT      # the world's knobs and their defaults: aura_ros/tasks/so101_config.py
 PARAMETERS = {
     'frame_hz': (WORLD.frame_hz,
@@ -155,6 +162,9 @@ class So101SimNode(Node):
             depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if p['publish_clock'] \
             else None
+        self.description_pub = self.create_publisher(String, 'robot_description', LATCHED)
+        self.description_pub.publish(String(data=limits_urdf(
+            self.TITLE, self.joint_names, self.world.joint_limits())))
         for topic in p['trajectory_topics']:
             self.create_subscription(JointTrajectory, topic, self.on_trajectory, 10)
         self.answered = self.create_guard_condition(self.on_answered)
