@@ -107,6 +107,11 @@ def test_closed_loop_through_ros(tiny_model, tmp_path):
         frames = r['outcomes'][-1]['end_frame']
         assert r['steps'] >= frames                   # aura_node answered every frame
         assert sum(t['writes'] for t in r['outcomes']) <= r['writes']
+        start = 0                                      # each task's writes, frame by frame
+        for t in r['outcomes']:
+            assert len(t['write_frames']) == t['writes'], method
+            assert all(start <= f < t['end_frame'] for f in t['write_frames']), method
+            start = t['end_frame']
         lo, hi = r['success']['ci95']
         assert 0 <= lo <= r['success']['mean'] <= hi <= 1
     assert saved['methods']['gru']['writes'] == saved['methods']['gru']['steps']

@@ -405,7 +405,8 @@ def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
 
 
 def score(tasks: list[dict], trace: Trace, summary: dict) -> dict:
-    """Success (Wilson 95%), reasons, writes per task (gate frames assigned to tasks)."""
+    """Success (Wilson 95%), reasons, writes per task (gate frames assigned to tasks, and each
+    task's `write_frames`)."""
     if tasks:       # frame 0's sim time, from the simulator's own stamps (the listener may
         trace.base = tasks[0]['stamp'] - tasks[0]['end_frame'] * trace.period  # miss 'start')
     writes_at = sorted(frame_of(trace, s) for s, (wrote, _) in trace.gate.items() if wrote)
@@ -423,6 +424,9 @@ def score(tasks: list[dict], trace: Trace, summary: dict) -> dict:
         cue = range(task['cue_frame'], task['cue_frame'] + 6)
         task['writes'] = writes_before(end) - writes_before(start)
         task['writes_at_cue'] = sum(f in cue for f in writes_at)
+        # episode frames of the writes the gate topic reported in this task, to tell what was
+        # written over the cue before GO from what was written after it
+        task['write_frames'] = [f for f in writes_at if start <= f < end]
         start = end
     steps, writes = counts[-1][1] if counts else (0, 0)
     wins = sum(bool(t['success']) for t in tasks)
