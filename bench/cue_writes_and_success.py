@@ -7,7 +7,10 @@ RESULTS.json is what `python -m aura_ros eval so101 --out` wrote: each task's ou
 `writes_at_cue` (the gate's writes in the cue frames, onset .. onset + 5, counted from
 /aura/gate). Also the tasks whose goal is the previous task's (a memory that kept the last cue
 is right there without a new write). And the same by goal: a gate that never writes one goal's
-cue shows as that goal's row with no cue written.
+cue shows as that goal's row with no cue written. Where results carry each task's `write_frames`
+(eval so101 since 2026-12-07): writes per task by phase (before the cue, the cue, the delay
+between cue and GO, after GO) for won and lost tasks (a write in the delay is what could put a
+distractor over the cue), and how many lost tasks went to the previous task's pad.
 """
 
 import argparse
@@ -41,6 +44,40 @@ def by_goal(outcomes: list[dict]) -> dict:
     return dict(sorted(goals.items()))
 
 
+PHASES = ('before cue', 'cue', 'delay', 'after GO')
+
+
+def phase(task: dict, frame: int) -> str:
+    """Which part of its task an episode frame is in (the cue: onset .. onset + 5)."""
+    if frame < task['cue_frame']:
+        return 'before cue'
+    if frame <= task['cue_frame'] + 5:
+        return 'cue'
+    return 'delay' if frame < task['go_frame'] else 'after GO'
+
+
+def writes_by_phase(outcomes: list[dict]) -> dict:
+    """{'won' | 'lost': {'tasks': n, phase: mean writes per task}} from `write_frames`."""
+    out = {}
+    for key, won in (('won', True), ('lost', False)):
+        tasks = [t for t in outcomes if bool(t['success']) == won]
+        row = {'tasks': len(tasks)}
+        for name in PHASES:
+            n = sum(phase(t, f) == name for t in tasks for f in t['write_frames'])
+            row[name] = n / len(tasks) if tasks else None
+        out[key] = row
+    return out
+
+
+def lost_to_previous_pad(outcomes: list[dict]) -> dict:
+    """Lost tasks whose goal differs from the previous task's, and how many of them ended on
+    the previous task's pad (a memory that kept the last cue over the new one would)."""
+    lost = [(prev, t) for prev, t in zip(outcomes, outcomes[1:], strict=False)
+            if not t['success'] and t['goal'] != prev['goal'] and t.get('reached') is not None]
+    return {'lost': len(lost), 'at_previous_pad': sum(t['reached'] == prev['goal']
+                                                      for prev, t in lost)}
+
+
 def share(c: dict) -> str:
     return f'{c["successes"]}/{c["tasks"]}' + (f' ({100 * c["successes"] / c["tasks"]:.0f}%)'
                                                if c['tasks'] else '')
@@ -68,6 +105,22 @@ def main() -> int:
         for goal, g in by_goal(result['methods'][args.method]['outcomes']).items():
             lines.append(f'| {path.name} | {result["seed"]} | {goal} | {share(g)} | '
                          f'{g["cue_written"]}/{g["tasks"]} |')
+    framed = [(path, result) for path, result in results
+              if all('write_frames' in t for t in result['methods'][args.method]['outcomes'])]
+    if framed:
+        lines += ['', 'Writes per task by phase (won / lost tasks), and lost tasks with a new '
+                  "goal that ended on the previous task's pad", '',
+                  '| results | seed | tasks won / lost | ' + ' | '.join(PHASES)
+                  + ' | lost at the previous pad |', '|---|---:|---|' + '---:|' * 5]
+        for path, result in framed:
+            outcomes = result['methods'][args.method]['outcomes']
+            w = writes_by_phase(outcomes)
+            cells = [f'{w["won"][p]:.2f} / ' + (f'{w["lost"][p]:.2f}' if w['lost']['tasks']
+                                                else '-') for p in PHASES]
+            prev = lost_to_previous_pad(outcomes)
+            lines.append(f'| {path.name} | {result["seed"]} | {w["won"]["tasks"]} / '
+                         f'{w["lost"]["tasks"]} | ' + ' | '.join(cells)
+                         + f' | {prev["at_previous_pad"]} of {prev["lost"]} |')
     text = '\n'.join(lines) + '\n'
     if args.out:
         args.out.write_text(text)

@@ -45,3 +45,35 @@ def test_the_command_reads_an_eval_results_file(tmp_path):
     text = out.read_text()
     assert '| r.json | 3 | 2/3 (67%) | 1/2 (50%) | 1/1 (100%) |' in text
     assert '| r.json | 3 | 1 | 0/2 (0%) | 1/2 |' in text
+
+
+def _framed(goal, reached, write_frames, start):
+    """A task of 100 frames from `start`: cue at start + 10, GO at start + 60."""
+    return {'goal': goal, 'reached': reached, 'success': goal == reached, 'writes_at_cue': 0,
+            'cue_frame': start + 10, 'go_frame': start + 60, 'end_frame': start + 100,
+            'write_frames': [start + f for f in write_frames]}
+
+
+def test_writes_are_split_by_phase_and_lost_tasks_by_the_previous_pad():
+    outcomes = [_framed(0, 0, [10, 11, 15, 70], 0),       # won: 2 cue + 1 (onset + 5) + after GO
+                _framed(1, 0, [5, 12, 30, 61, 62], 100),  # lost to task 0's pad, 1 in the delay
+                _framed(2, 0, [], 200)]                  # lost, not to the previous pad (1)
+    w = bench.writes_by_phase(outcomes)
+    assert w['won'] == {'tasks': 1, 'before cue': 0, 'cue': 3, 'delay': 0, 'after GO': 1}
+    assert w['lost'] == {'tasks': 2, 'before cue': 0.5, 'cue': 0.5, 'delay': 0.5,
+                         'after GO': 1.0}
+    assert bench.lost_to_previous_pad(outcomes) == {'lost': 2, 'at_previous_pad': 1}
+
+
+def test_the_phase_table_appears_only_for_results_with_write_frames(tmp_path):
+    framed = tmp_path / 'framed.json'
+    framed.write_text(json.dumps({'seed': 0, 'methods': {'aura': {'outcomes': [
+        _framed(0, 0, [10, 70], 0), _framed(1, 0, [12], 100)]}}}))
+    old = tmp_path / 'old.json'
+    old.write_text(json.dumps({'seed': 1, 'methods': {'aura': {'outcomes': OUTCOMES}}}))
+    run = subprocess.run([sys.executable, 'bench/cue_writes_and_success.py', str(framed),
+                          str(old)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert ('| framed.json | 0 | 1 / 1 | 0.00 / 0.00 | 1.00 / 1.00 | 0.00 / 0.00 | '
+            '1.00 / 0.00 | 1 of 1 |') in run.stdout
+    assert '| old.json | 1 | 1 / 1 |' not in run.stdout and '| old.json | 1 | 0 |' in run.stdout
