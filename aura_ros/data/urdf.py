@@ -45,4 +45,3 @@ def read_urdf_limits(path) -> dict[str, tuple[float, float]]:
     if not path.is_file():
         raise DataError(f'{path}: no such URDF file')
     return urdf_joint_limits(path.read_text(), str(path))
-
