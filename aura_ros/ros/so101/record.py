@@ -281,7 +281,10 @@ def record_with(out: Path, make_nodes: Callable[[Context], tuple[So101SimNode, E
         for node in nodes:
             executor.add_node(node)
         deadline = time.monotonic() + 30
-        while not _matched(sim, expert, topics):
+        # the latched robot_description must be in the bag before frame 0, as `ros2 bag record`
+        # writes it on matching: else it could arrive frames later
+        while not (_matched(sim, expert, topics)
+                   and recorder.counts.get(DESCRIPTION_TOPIC, 1) >= 1):
             if time.monotonic() > deadline:
                 raise RuntimeError('the simulator, expert and recorder did not discover each '
                                    'other within 30 s (is DDS on loopback working?)')
