@@ -120,6 +120,9 @@ def _eval_so101_args(parser: argparse.ArgumentParser) -> None:
                         help='add these methods to an existing --out of the same set-up')
     parser.add_argument('--action-topics', default='/aura/action_chunk',
                         help="aura_node's JointTrajectory output topic(s), comma-separated")
+    parser.add_argument('--reset-each-task', action='store_true',
+                        help="call aura_node's ~/reset after every task (default: one "
+                             'never-reset episode)')
 
 
 def _record_pusher_args(parser: argparse.ArgumentParser) -> None:

@@ -123,6 +123,26 @@ def test_closed_loop_through_ros(tiny_model, tmp_path):
     assert results['methods']['aura']['success'] == saved['methods']['aura']['success']
 
 
+def test_reset_each_task_gives_every_task_a_new_episode(tiny_model, tmp_path):
+    """--reset-each-task: the listener calls aura_node's ~/reset when a task ends, so the node's
+    step counter restarts once per finished task (before the next task's cue), and a task's
+    writes are counted from its gate messages."""
+    from aura_ros.ros.so101.closed_loop import Loop, frame_of, loop_env, run_loop
+
+    loop = Loop(tiny_model, 3, seed=3, delay=(5, 10), distractor_prob=0.0, reset_each_task=True)
+    result, trace = run_loop(loop, tmp_path / 'work', env=loop_env())
+    assert result['tasks'] == 3 and result['aura_node_exit'] == 0
+    steps = [step for _, (step, _) in sorted(trace.counts.items())]
+    restarts = sum(b < a for a, b in zip(steps, steps[1:], strict=False))
+    assert restarts >= 2, steps                 # after tasks 0 and 1 (the last may end the run)
+    starts = [frame_of(trace, s) for s, (step, _) in trace.counts.items() if step == 1]
+    outcomes = result['outcomes']
+    for before, task in zip(outcomes, outcomes[1:], strict=False):   # reset before the cue
+        assert any(before['end_frame'] <= f < task['cue_frame'] for f in starts), starts
+    assert all(t['writes'] == len(t['write_frames']) for t in result['outcomes'])
+    assert result['writes'] == sum(w for w, _ in trace.gate.values())
+
+
 def test_missing_baseline_is_reported_not_fatal(tiny_model, tmp_path):
     from aura_ros.ros.so101.closed_loop import EvalError, method_dir
 

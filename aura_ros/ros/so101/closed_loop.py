@@ -4,7 +4,8 @@ For every method, two processes talk over DDS (loopback) exactly as on a robot:
 `so101_sim` (MuJoCo, lock-step, `wait_for_command`, executing the trajectories of aura_node's
 `/aura/action_chunk`) and `aura_node` (use_sim_time, the method's model directory). Each method
 runs ONE never-reset episode of `--tasks` chained tasks with the same seed, so every method
-sees the same goals, delays and distractors. A third, passive node in this process listens to
+sees the same goals, delays and distractors (`--reset-each-task`: the listener calls aura_node's
+~/reset whenever a task ends, as a user between tasks). A third, passive node in this process listens to
 `task_events` and `/aura/gate` (and, for the timeline figure, `/image`).
 
 Methods: the model directory's AURA memory; its trained baselines (baselines/*.safetensors
@@ -127,14 +128,18 @@ def arm_topics(robot: str) -> tuple[str, str]:
 
 
 def _listener(context, traces: dict, keep_frames: int,
-              on_event: Optional[Callable[[dict], None]], name: str = 'so101_eval_listener'):
+              on_event: Optional[Callable[[dict], None]], name: str = 'so101_eval_listener',
+              reset_each_task: bool = False):
     """One node hearing every arm (`traces`: robot name, '' for the single loop -> its Trace).
-    A fleet arm's events reach `on_event` with its name under 'robot'."""
+    A fleet arm's events reach `on_event` with its name under 'robot'. With `reset_each_task`
+    it calls the arm's ~/reset when a task ends: the memory starts empty in the next task's
+    rest frames, before its cue."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
+    from std_srvs.srv import Trigger
 
     from aura_ros.ros.conversions import stamp_seconds
 
@@ -145,8 +150,12 @@ def _listener(context, traces: dict, keep_frames: int,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def listen(robot: str, trace: Trace) -> None:
+        reset = node.create_client(Trigger, f'/{robot}/aura/reset' if robot else '/aura/reset')
+
         def on_events(msg: String) -> None:
             event = json.loads(msg.data)
+            if reset_each_task and event['event'] in ('success', 'failure'):
+                reset.call_async(Trigger.Request())
             if robot:
                 event['robot'] = robot
             if event['event'] == 'start':
@@ -213,6 +222,7 @@ class Loop:
     trajectory_topics: tuple = tuple(LOCKSTEP_SIM['trajectory_topics'])  # topics the sim runs
     duration_s: float = 0.0         # also stop after this much sim time (0: tasks only)
     robots: tuple = ()              # a fleet: these arms (so101_fleet_sim) against one aura_node
+    reset_each_task: bool = False   # call aura_node's ~/reset after every task, as a user would
 
     def __post_init__(self) -> None:
         if self.tasks < 0 or self.duration_s < 0 or not (self.tasks or self.duration_s):
@@ -348,7 +358,8 @@ def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))   # the loop's domain
     executor = SingleThreadedExecutor(context=context)
     listener = _listener(context, traces, loop.keep_frames, on_event,
-                         name=f'so101_eval_listener_{env["ROS_DOMAIN_ID"]}')
+                         name=f'so101_eval_listener_{env["ROS_DOMAIN_ID"]}',
+                         reset_each_task=loop.reset_each_task)
     executor.add_node(listener)
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05)
@@ -395,7 +406,7 @@ def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
         tasks = [json.loads(line) for line in files[robot].read_text().splitlines()
                  if line.strip()]
         summary = next((e for e in trace.events if e['event'] == 'summary'), {})
-        result = score(tasks, trace, summary)
+        result = score(tasks, trace, summary, counters=not loop.reset_each_task)
         result.update(wall_s=round(elapsed, 1), aura_node_exit=node_code,
                       lockstep_timeouts=summary.get('lockstep_timeouts'),
                       rejected_trajectories=summary.get('rejected'),
@@ -404,9 +415,10 @@ def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
     return results
 
 
-def score(tasks: list[dict], trace: Trace, summary: dict) -> dict:
+def score(tasks: list[dict], trace: Trace, summary: dict, counters: bool = True) -> dict:
     """Success (Wilson 95%), reasons, writes per task (gate frames assigned to tasks, and each
-    task's `write_frames`)."""
+    task's `write_frames`). Without `counters` (aura_node's restart at every reset) a task's
+    writes are its gate messages'."""
     if tasks:       # frame 0's sim time, from the simulator's own stamps (the listener may
         trace.base = tasks[0]['stamp'] - tasks[0]['end_frame'] * trace.period  # miss 'start')
     writes_at = sorted(frame_of(trace, s) for s, (wrote, _) in trace.gate.items() if wrote)
@@ -427,8 +439,11 @@ def score(tasks: list[dict], trace: Trace, summary: dict) -> dict:
         # episode frames of the writes the gate topic reported in this task, to tell what was
         # written over the cue before GO from what was written after it
         task['write_frames'] = [f for f in writes_at if start <= f < end]
+        if not counters:
+            task['writes'] = len(task['write_frames'])
         start = end
-    steps, writes = counts[-1][1] if counts else (0, 0)
+    steps, writes = counts[-1][1] if counts and counters else (
+        len(trace.gate), sum(wrote for wrote, _ in trace.gate.values()))
     wins = sum(bool(t['success']) for t in tasks)
     reasons: dict = {}
     for t in tasks:
@@ -496,8 +511,11 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     results = {**provenance.header(command, 'CPU VM shared with other jobs, torch CPU, MuJoCo '
                                             'EGL software rendering'),
                'loop': 'so101_sim (MuJoCo, lock-step, wait_for_command) <-> aura_node '
-                       '(use_sim_time) as two processes over DDS (loopback); one never-reset '
-                       'episode per method',
+                       '(use_sim_time) as two processes over DDS (loopback); '
+                       + ('~/reset called after every task (a new episode per task)'
+                          if getattr(args, 'reset_each_task', False)
+                          else 'one never-reset episode per method'),
+               'reset_each_task': bool(getattr(args, 'reset_each_task', False)),
                'model_dir': str(args.model_dir), 'seed': args.seed, 'n_pads': args.pads,
                'delay_frames': [min(30, args.delay_max), args.delay_max],
                'distractor_prob': args.distractor_prob,
@@ -526,6 +544,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                         n_pads=args.pads, size=args.size,
                         delay=(min(WORLD.delay_min, args.delay_max), args.delay_max),
                         distractor_prob=args.distractor_prob,
+                        reset_each_task=bool(getattr(args, 'reset_each_task', False)),
                         keep_frames=args.keep_frames if method == 'aura' and timeline else 0,
                         trajectory_topics=tuple(getattr(args, 'action_topics', '')
                                                 .split(',') if getattr(args, 'action_topics', '')
