@@ -4,9 +4,9 @@ For every method, two processes talk over DDS (loopback) exactly as on a robot:
 `so101_sim` (MuJoCo, lock-step, `wait_for_command`, executing the trajectories of aura_node's
 `/aura/action_chunk`) and `aura_node` (use_sim_time, the method's model directory). Each method
 runs ONE never-reset episode of `--tasks` chained tasks with the same seed, so every method
-sees the same goals, delays and distractors (`--reset-each-task`: the listener calls aura_node's
-~/reset whenever a task ends, as a user between tasks). A third, passive node in this process listens to
-`task_events` and `/aura/gate` (and, for the timeline figure, `/image`).
+sees the same goals, delays and distractors (`--reset-each-task`: the listener calls
+aura_node's ~/reset whenever a task ends, as a user between tasks). A third, passive node in
+this process listens to `task_events` and `/aura/gate` (and, for the timeline figure, `/image`).
 
 Methods: the model directory's AURA memory; its trained baselines (baselines/*.safetensors
 written by `python -m aura_ros train`) packaged as model directories of their own: always-write
