@@ -150,11 +150,12 @@ def _listener(context, traces: dict, keep_frames: int,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def listen(robot: str, trace: Trace) -> None:
-        reset = node.create_client(Trigger, f'/{robot}/aura/reset' if robot else '/aura/reset')
+        reset = node.create_client(Trigger, f'/{robot}/aura/reset' if robot else '/aura/reset') \
+            if reset_each_task else None
 
         def on_events(msg: String) -> None:
             event = json.loads(msg.data)
-            if reset_each_task and event['event'] in ('success', 'failure'):
+            if reset is not None and event['event'] in ('success', 'failure'):
                 reset.call_async(Trigger.Request())
             if robot:
                 event['robot'] = robot
