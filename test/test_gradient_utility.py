@@ -44,11 +44,13 @@ def window_loss(layer, z, target, strengths, mask, kind='mse'):
     return total
 
 
-@pytest.mark.parametrize('write_bias, kind', [(True, 'mse'), (False, 'mse'),
-                                              (False, 'mixture')])
-def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias, kind):
+@pytest.mark.parametrize('write_bias, kind, decay', [(True, 'mse', False), (False, 'mse', False),
+                                                     (False, 'mixture', False),
+                                                     (False, 'mixture', True)])
+def test_gradient_utility_is_the_finite_difference_of_the_later_loss(write_bias, kind, decay):
     torch.manual_seed(3)
-    layer = AuraMemLayer(CONFIG.replace(write_bias=write_bias, mixture=3)).double()
+    layer = AuraMemLayer(CONFIG.replace(write_bias=write_bias, mixture=3,
+                                        write_decay=decay)).double()
     z = torch.randn(2, T, CONFIG.d_model, dtype=torch.float64)
     target = torch.randn(2, T, CONFIG.chunk, CONFIG.d_action, dtype=torch.float64)
     mask = (torch.rand(2, T) > 0.3).double()

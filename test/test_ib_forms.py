@@ -41,9 +41,9 @@ def reference_utility(layer: AuraMemLayer, z, target, offsets, mask=None):
         before[-1] = (before[-1], layer.write_vector(e, proj['v'][:, t]))
     utility, skip = torch.zeros(B, T), torch.zeros(B, T)
     for t in range(T):
-        (s, u), k, beta = before[t], proj['k'][:, t], proj['beta'][:, t]
-        written = {'W': s['W'] - beta[:, None, None] * u[:, :, None] * k[:, None, :],
-                   'b': s['b'] - beta[:, None] * u}
+        (s, u), proj_t = before[t], {k: v[:, t] for k, v in proj.items()}
+        written = dict(zip(('W', 'b'), layer.written(s['W'], s['b'], proj_t['beta'], u,
+                                                     proj_t['k'], proj_t), strict=True))
         gains, skips, count = 0.0, 0.0, torch.zeros(B)
         for o in offsets:
             f = t + o
@@ -137,3 +137,24 @@ def test_offsets_past_the_window_change_nothing(case, reduce):
     for a, b in zip(full, inside, strict=True):
         assert torch.equal(a, b)
     assert not nothing[0].any() and not nothing[1].any()
+
+
+def test_a_decaying_write_is_scored_with_its_fade():
+    """With `write_decay` a write at t also scales the state before it by 1 - beta gamma: the
+    shipped utility counts that, as the definition does (one step at a time through `written`)."""
+    torch.manual_seed(4)
+    layer = AuraMemLayer(CONFIG.replace(write_decay=True))
+    with torch.no_grad():
+        layer.to_decay.bias.fill_(0.5)                 # a fade that matters (gamma ~ 0.6)
+    z = torch.randn(3, T, CONFIG.d_model)
+    target = torch.randn(3, T, CONFIG.chunk, CONFIG.d_action)
+    offsets = (1, 2, 3, 6, 12)
+    with torch.no_grad():
+        ref_u, ref_skip = reference_utility(layer, z, target, offsets)
+        u, skip = offset_utility(layer, gated_forward(layer, z), target, offsets)
+        plain = AuraMemLayer(CONFIG)
+        plain.load_state_dict(layer.state_dict(), strict=False)
+        no_fade, _ = offset_utility(plain, gated_forward(plain, z), target, offsets)
+    torch.testing.assert_close(u, ref_u, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(skip, ref_skip, atol=1e-5, rtol=1e-4)
+    assert (u - no_fade).abs().max() > 1e-3            # the fade changes what a write is worth

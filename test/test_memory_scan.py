@@ -67,7 +67,9 @@ def _fast(layer, z, state, t0, gate):
 
 
 RULES = {'delta': {}, 'add': dict(write_rule='add'), 'delta_no_bias': dict(write_bias=False),
-         'add_no_bias': dict(write_rule='add', write_bias=False)}
+         'add_no_bias': dict(write_rule='add', write_bias=False),
+         'delta_decay': dict(write_decay=True),
+         'delta_no_bias_decay': dict(write_bias=False, write_decay=True)}
 
 
 @pytest.mark.parametrize('write_rule', sorted(RULES))

@@ -25,7 +25,9 @@ VARIANTS = {'add': dict(write_rule='add'), 'time': dict(time_features=4),
             'time_period': dict(time_features=2, time_period=5),
             'time_add': dict(time_features=3, write_rule='add'),
             'whiten': dict(input_map='whiten'), 'no_bias': dict(write_bias=False),
-            'center_no_bias_add': dict(input_map='center', write_bias=False, write_rule='add')}
+            'center_no_bias_add': dict(input_map='center', write_bias=False, write_rule='add'),
+            'decay': dict(write_decay=True),
+            'whiten_no_bias_decay': dict(input_map='whiten', write_bias=False, write_decay=True)}
 
 
 def correlated(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -125,11 +127,11 @@ def test_add_rule_accumulates_repeated_writes():
 def test_defaults_are_the_original_layer_and_old_checkpoints_load(tmp_path):
     config = MemoryConfig(d_model=16, d_key=4, d_val=4, d_action=2)
     assert (config.write_rule, config.time_features, config.time_period) == ('delta', 0, 0)
-    assert (config.input_map, config.write_bias) == ('none', True)
+    assert (config.input_map, config.write_bias, config.write_decay) == ('none', True, False)
     torch.manual_seed(0)
     layer = AuraMemLayer(config)
     names = set(layer.state_dict())
-    assert not any(n.startswith(('time_', 'input_')) for n in names)
+    assert not any(n.startswith(('time_', 'input_', 'to_decay')) for n in names)
     save_checkpoint(layer, tmp_path / 'm.safetensors')
     loaded = load_checkpoint(tmp_path / 'm.safetensors')
     for name, tensor in layer.state_dict().items():
@@ -145,7 +147,8 @@ def test_defaults_are_the_original_layer_and_old_checkpoints_load(tmp_path):
                                            (dict(time_features=-1), 'time_features'),
                                            (dict(time_period=1.5), 'time_period'),
                                            (dict(input_map='pca'), 'input_map'),
-                                           (dict(write_bias=1), 'write_bias')])
+                                           (dict(write_bias=1), 'write_bias'),
+                                           (dict(write_decay='yes'), 'write_decay')])
 def test_bad_variant_values_are_named(changes, field):
     with pytest.raises(ConfigError, match=field):
         BASE.replace(**changes)
@@ -172,6 +175,30 @@ def test_without_bias_write_an_orthogonal_write_leaves_the_first_read_alone():
         assert state_bytes(state) == (8 * 6 + 6) * 4
     torch.testing.assert_close(reads[False], v1)
     assert (reads[True] - v1).norm() > 0.3 * v1.norm()
+
+
+@torch.no_grad()
+def test_a_decaying_write_fades_what_an_orthogonal_key_leaves():
+    """The delta rule erases only along the new key: a value stored under an orthogonal key (an
+    old task's cue of another colour) reads back whole after the write. With `write_decay` the
+    write keeps 1 - beta gamma of the state, so the old value fades by exactly that factor."""
+    k1, k2 = torch.eye(BASE.d_key)[:2]
+    v1, v2 = torch.randn(2, BASE.d_val, generator=torch.Generator().manual_seed(3))
+    reads = {}
+    for decay in (False, True):
+        torch.manual_seed(0)
+        layer = AuraMemLayer(BASE.replace(write_bias=False, write_decay=decay), AlwaysWrite())
+        proj = layer.project(torch.randn(1, BASE.d_model))
+        state = layer.init_state(1)
+        for k, v in ((k1, v1), (k2, v2)):
+            step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
+            state, read, *_ = layer.advance(state, step, 0)
+        reads[decay] = read[0]
+        assert state_bytes(state) == (8 * 6 + 6) * 4
+    torch.testing.assert_close(reads[False], v1)
+    gamma = float(proj['decay'][0])
+    assert 0 < gamma < 1
+    torch.testing.assert_close(reads[True], (1 - gamma) * v1)     # the second write faded it
 
 
 @torch.no_grad()

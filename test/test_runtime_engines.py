@@ -170,7 +170,8 @@ def test_onnx_engine_binds_device_memory(model_dir):
 
 VARIANTS = {'time': dict(time_features=4), 'add': dict(write_rule='add'),
             'time_add': dict(time_features=3, time_period=7, write_rule='add'),
-            'whiten_no_bias': dict(input_map='whiten', write_bias=False)}
+            'whiten_no_bias': dict(input_map='whiten', write_bias=False),
+            'whiten_no_bias_decay': dict(input_map='whiten', write_bias=False, write_decay=True)}
 
 
 @pytest.fixture(scope='module', params=sorted(VARIANTS))

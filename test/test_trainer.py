@@ -273,6 +273,12 @@ def test_resume_after_a_gate_setting_change_keeps_the_backbone_and_features(tmp_
     run(demos, wider, out, 'smaller keys', resume=True, log=lines.append)
     assert 'reusing backbone, features; retraining aura (d_key changed)' in lines[0]
     assert load_model_dir(out).memory.d_key == 4
+    lines = []
+    run(demos, replace(wider, write_decay=True), out, 'fading writes', resume=True,
+        log=lines.append)
+    assert 'reusing backbone, features; retraining aura (write_decay changed)' in lines[0]
+    assert load_model_dir(out).memory.write_decay
+    assert 'to_decay.weight' in trainer.load_tensors(out / 'memory.safetensors')
 
 
 def test_resume_adds_a_baseline_with_its_own_budget(tmp_path, demos):

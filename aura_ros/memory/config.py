@@ -32,10 +32,10 @@ class MemoryConfig:
     """Sizes and inference settings of one AURA memory layer.
 
     The inference state is `d_key * d_val + d_val` floats per batch row, whatever the episode
-    length. The variants (`write_rule`, `time_features`, `input_map`, `write_bias`) add no state:
-    the time features are computed from the step index t that every step receives anyway, the
-    input map is a fixed part of the model. Their defaults are the original layer, so older
-    checkpoints load unchanged.
+    length. The variants (`write_rule`, `time_features`, `input_map`, `write_bias`,
+    `write_decay`) add no state: the time features are computed from the step index t that every
+    step receives anyway, the input map and the decay's projection are parts of the model. Their
+    defaults are the original layer, so older checkpoints load unchanged.
     """
 
     d_model: int = 4096          # width of the backbone feature z_t
@@ -60,6 +60,12 @@ class MemoryConfig:
     # original layer) even an orthogonal key's read moves with every write; with False b is
     # never written (it stays 0) and only W k carries what was stored
     write_bias: bool = True
+    # does a write also fade what is stored? With True each write first scales the whole state by
+    # 1 - beta_t g_t gamma_t, gamma_t = sigmoid(w_gamma . x_t + b_gamma) learned (the forgetting
+    # of a gated delta rule, on writes only: a closed gate still leaves the state bit-identical),
+    # so a cue written in a new task can push out the last task's writes that its key alone
+    # does not erase. Adds one projection, no state
+    write_decay: bool = False
     # components of a training-only mixture head over the action chunk (0: none): what the
     # label-free gate's target can score writes by (TrainingConfig.utility_loss 'mixture'),
     # where the MSE head's mean hides a cue whose answer is the average action. Never run at
@@ -73,9 +79,10 @@ class MemoryConfig:
         if self.input_map not in INPUT_MAPS:
             raise ConfigError(f'MemoryConfig.input_map must be one of {INPUT_MAPS}, '
                               f'got {self.input_map!r}')
-        if not isinstance(self.write_bias, bool):
-            raise ConfigError(f'MemoryConfig.write_bias must be true or false, '
-                              f'got {self.write_bias!r}')
+        for name in ('write_bias', 'write_decay'):
+            value = getattr(self, name)
+            need(isinstance(value, bool), ConfigError,
+                 f'MemoryConfig.{name} must be true or false, got {value!r}')
         positive = ('d_model', 'd_key', 'd_val', 'd_action', 'chunk', 'gate_proj', 'gate_hidden',
                     'head_hidden')
         for name in positive:

@@ -14,7 +14,9 @@ M and m are fixed (not trained): the identity and 0 unless `input_map` fits them
 features (`fit_input_map`: centring or ZCA whitening, so the keys of different frames are not all
 alike). With `write_bias=False` a write leaves b alone (the b update above is dropped, and e = W k
 - v): b is read with a constant 1 by every key, so writing it makes even an orthogonal key's read
-move with every write.
+move with every write. With `write_decay=True` a write first fades the whole state,
+W <- (1 - beta g gamma) W and b likewise, gamma = sigmoid(w_g . x) learned: what the new key does
+not erase (an old task's writes under other keys) fades with every write, never without one.
 
 The state is only (W, b): d_key * d_val + d_val floats per row, for any episode length. With g = 0
 the state is left bit-identical (inference selects the old tensors; training scales the update
@@ -55,6 +57,10 @@ from .scan import GatedDeltaScan, augment, scan_forward, state_read
 
 State = dict[str, Tensor]
 
+# gamma starts near sigmoid(-2) ~ 0.12: a write at beta ~ 0.73 keeps ~91% of the state, so the
+# layer starts close to the plain delta rule and learns how much to forget
+DECAY_INIT_BIAS = -2.0
+
 
 def state_bytes(state: State) -> int:
     """Bytes actually held by the tensors of a memory state."""
@@ -89,9 +95,13 @@ class AuraMemLayer(nn.Module):
             # (a fixed rotation of the sin/cos features), which x_t alone cannot express
             self.time_k = nn.Linear(2 * c.time_features, c.d_key, bias=False)
             self.time_q = nn.Linear(2 * c.time_features, c.d_key, bias=False)
+        if c.write_decay:
+            self.to_decay = nn.Linear(c.d_model, 1)
         with torch.no_grad():
             self.to_beta.bias.fill_(c.beta_init_bias)
             self.gate_out.bias.fill_(c.gate_init_bias)
+            if c.write_decay:
+                self.to_decay.bias.fill_(DECAY_INIT_BIAS)
         add_input_map(self, c.input_map, c.d_model)     # fixed, set by `fit_input_map`
         self.gate_policy = gate_policy or LearnedGate(c.gate_threshold)
 
@@ -151,7 +161,9 @@ class AuraMemLayer(nn.Module):
         if self.config.time_features:
             phi = self.time_encoding(z, t0)
             k, q = k + self.time_k(phi), q + self.time_q(phi)
-        return {'x': x,
+        decay = ({'decay': torch.sigmoid(self.to_decay(x)).squeeze(-1)}
+                 if self.config.write_decay else {})
+        return {'x': x, **decay,
                 'k': F.normalize(k, dim=-1),
                 'q': F.normalize(q, dim=-1),
                 'v': self.to_v(x),
@@ -181,16 +193,24 @@ class AuraMemLayer(nn.Module):
         if torch.is_grad_enabled():
             if policy.learned:
                 scale = proj['beta'] * (g_hard + p - p.detach())   # straight-through
-            W_new = W - scale[:, None, None] * u[:, :, None] * k[:, None, :]
-            b_new = b - scale[:, None] * u if self.config.write_bias else b
+            W_new, b_new = self.written(W, b, scale, u, k, proj)
         else:
             wrote = g_hard > 0
-            W_new = torch.where(wrote[:, None, None],
-                                W - scale[:, None, None] * u[:, :, None] * k[:, None, :], W)
-            b_new = torch.where(wrote[:, None], b - scale[:, None] * u, b) \
-                if self.config.write_bias else b
+            W_w, b_w = self.written(W, b, scale, u, k, proj)
+            W_new = torch.where(wrote[:, None, None], W_w, W)
+            b_new = torch.where(wrote[:, None], b_w, b)
         read = torch.einsum('bvk,bk->bv', W_new, proj['q']) + b_new
         return {'W': W_new, 'b': b_new}, read, p, g_hard, surprise, e
+
+    def written(self, W: Tensor, b: Tensor, scale: Tensor, u: Tensor, k: Tensor,
+                proj: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The state after a write of strength `scale` [B] (beta g): faded by 1 - scale gamma
+        (`write_decay`), then W - scale u k^T, and b - scale u (`write_bias`)."""
+        if self.config.write_decay:
+            keep = 1 - scale * proj['decay']
+            W, b = keep[:, None, None] * W, keep[:, None] * b
+        W = W - scale[:, None, None] * u[:, :, None] * k[:, None, :]
+        return W, (b - scale[:, None] * u if self.config.write_bias else b)
 
     def write_vector(self, e: Tensor, v: Tensor) -> Tensor:
         """u in W <- W - beta g u k^T: the error e (delta rule) or -v (`write_rule='add'`)."""
@@ -235,8 +255,9 @@ class AuraMemLayer(nn.Module):
         tm = {k: v.transpose(0, 1).contiguous()
               for k, v in (('v', proj['v']), ('beta', beta), ('gate_x', proj['gate_x']))}
         qa = augment(proj['q'].transpose(0, 1))
+        decay = proj['decay'].transpose(0, 1).contiguous() if self.config.write_decay else None
         args = (augment(proj['k'].transpose(0, 1), self.bias_key), tm['v'], tm['beta'],
-                tm['gate_x'], *gate_w, policy, t0, self.config.write_rule == 'add')
+                tm['gate_x'], *gate_w, policy, t0, self.config.write_rule == 'add', decay)
         if torch.is_grad_enabled():
             scan = dict(zip(('Ws', 'e', 's', 'p', 'g'), GatedDeltaScan.apply(Wa0, *args),
                                  strict=True))

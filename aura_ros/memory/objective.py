@@ -60,6 +60,9 @@ def offset_utility(layer: nn.Module, out: dict, target: Tensor, offsets: Sequenc
     scale = proj['beta'].detach()[:, :, None, None] * kq
     hidden_skip = proj['head_x'].detach()[:, idx] + layer.head_r(read_skip)
     hidden_write = hidden_skip - scale * layer.head_r(out['u'])[:, :, None]
+    if 'decay' in proj:         # the write also keeps only 1 - beta gamma of the old state
+        fade = (proj['beta'] * proj['decay']).detach()[:, :, None, None]
+        hidden_write = hidden_write - fade * layer.head_r(read_skip)
     future = target[:, idx]
     loss_skip = action_loss(layer.head_from(hidden_skip), future, kind)
     loss_write = action_loss(layer.head_from(hidden_write), future, kind)

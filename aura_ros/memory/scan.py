@@ -20,7 +20,8 @@ gate, on skipped steps too), and a closed gate leaves W and b unchanged (the upd
 
 Per step, with u = e (delta rule) or u = -v (`write_rule='add'`: W += beta g v k^T):
     e = W k + b - v;  s = |e|^2;  h = tanh(gate_x + w_s log1p(s));  p = sigmoid(w_o . h + b_o)
-    g = policy(p, s, t);  a = beta g;  W <- W - a u k^T;  b <- b - a u
+    g = policy(p, s, t);  a = beta g;  c = 1 - a gamma;  W <- c W - a u k^T;  b <- c b - a u
+with gamma the learned decay of `write_decay` (else c = 1, and the loop skips it).
 """
 
 from typing import Optional
@@ -49,9 +50,11 @@ def _gate(gx: Tensor, s: Tensor, w_s: Tensor, w_o: Tensor, b_o: Tensor) -> Tenso
 
 def scan_forward(Wa0: Tensor, ka: Tensor, v: Tensor, beta: Tensor, gx: Tensor, w_s: Tensor,
                  w_o: Tensor, b_o: Tensor, policy: GatePolicy, t0: int, additive: bool,
+                 decay: Optional[Tensor] = None,
                  qa: Optional[Tensor] = None) -> dict[str, Tensor]:
     """The forward loop, no autograd. Time-major inputs: Wa0 = [W | b] [B, V, K+1], ka [T, B,
-    K+1] (keys with a trailing 1), v [T, B, V], beta [T, B], gx [T, B, gate_hidden].
+    K+1] (keys with a trailing 1), v [T, B, V], beta [T, B], gx [T, B, gate_hidden], decay
+    [T, B] (gamma; None: no fading).
 
     Without `qa` every state is kept in `Ws` [T, B, V, K+1]; with `qa` (augmented queries) the
     reads are taken in the loop and only the last state is kept (memory O(1) in T).
@@ -70,7 +73,10 @@ def scan_forward(Wa0: Tensor, ka: Tensor, v: Tensor, beta: Tensor, gx: Tensor, w
         p = torch.sigmoid(torch.addmv(b_o, torch.tanh(torch.addcmul(
             gx[t], torch.log1p(s).unsqueeze(-1), w_s)), w_o), out=P[t])
         g = G[t].copy_(policy(p, s, t0 + t))
-        au = (beta[t] * g).unsqueeze(-1) * (v[t].neg() if additive else e)   # exactly 0 if g = 0
+        a = beta[t] * g
+        au = a.unsqueeze(-1) * (v[t].neg() if additive else e)             # exactly 0 if g = 0
+        if decay is not None:                                  # c = 1 exactly if g = 0
+            Wa = torch.mul(Wa, (1 - a * decay[t])[:, None, None], out=Ws[t] if keep else None)
         Wa = torch.addcmul(Wa, au.unsqueeze(-1), k_row, value=-1, out=Ws[t] if keep else None)
         if not keep:
             vecdot(Wa, qa[t].unsqueeze(1), out=reads[t])
@@ -80,21 +86,22 @@ def scan_forward(Wa0: Tensor, ka: Tensor, v: Tensor, beta: Tensor, gx: Tensor, w
 
 
 class GatedDeltaScan(torch.autograd.Function):
-    """(Wa0, ka, v, beta, gate_x, w_s, w_o, b_o) -> (Ws, e, s, p, g), all time-major."""
+    """(Wa0, ka, v, beta, gate_x, w_s, w_o, b_o[, decay]) -> (Ws, e, s, p, g), time-major."""
 
     @staticmethod
-    def forward(ctx, Wa0, ka, v, beta, gx, w_s, w_o, b_o, policy, t0, additive):
-        out = scan_forward(Wa0, ka, v, beta, gx, w_s, w_o, b_o, policy, t0, additive)
+    def forward(ctx, Wa0, ka, v, beta, gx, w_s, w_o, b_o, policy, t0, additive, decay=None):
+        out = scan_forward(Wa0, ka, v, beta, gx, w_s, w_o, b_o, policy, t0, additive, decay)
         ctx.learned = bool(policy.learned)
         ctx.additive = bool(additive)
+        ctx.decays = decay is not None
         ctx.save_for_backward(Wa0, ka, v, beta, gx, w_s, w_o, b_o, out['Ws'], out['e'],
-                              out['s'], out['p'], out['g'])
+                              out['s'], out['p'], out['g'], decay)
         ctx.mark_non_differentiable(out['g'])
         return out['Ws'], out['e'], out['s'], out['p'], out['g']
 
     @staticmethod
     def backward(ctx, dWs, dE_out, dS_out, dP_out, _dG):
-        Wa0, ka, v, beta, gx, w_s, w_o, b_o, Ws, E, S, P, G = ctx.saved_tensors
+        Wa0, ka, v, beta, gx, w_s, w_o, b_o, Ws, E, S, P, G, decay = ctx.saved_tensors
         T = beta.shape[0]
         zeros = torch.zeros_like
         dE_out = zeros(E) if dE_out is None else dE_out
@@ -111,7 +118,9 @@ class GatedDeltaScan(torch.autograd.Function):
             A = beta * G
             U = -v if ctx.additive else E
             AU = A.unsqueeze(-1) * U
+            C = 1 - A * decay if ctx.decays else None          # what a write keeps of the state
         dE, dN, dKu = torch.empty_like(E), torch.empty_like(S), torch.empty_like(ka)
+        dC = torch.empty_like(S) if ctx.decays else None     # dL/dc, c = 1 - a gamma
         dU = torch.empty_like(E) if ctx.additive else None
         dWa = zeros(Wa0) if dWs is None else dWs[T - 1].clone()
         for t in range(T - 1, -1, -1):
@@ -120,6 +129,9 @@ class GatedDeltaScan(torch.autograd.Function):
             k_row = ka[t].unsqueeze(1)
             du = vecdot(dWa, k_row)                         # dL/d(a u) = -du
             dn = vecdot(U[t], du, out=dN[t])                # dL/da = -dn
+            if ctx.decays:                                  # and -gamma dL/dc through c
+                dc = torch.sum(dWa * (Ws[t - 1] if t else Wa0), (1, 2), out=dC[t])
+                dn.addcmul_(decay[t], dc)
             if c1 is None:
                 de = dE[t].copy_(base[t])
             else:
@@ -130,6 +142,8 @@ class GatedDeltaScan(torch.autograd.Function):
             else:
                 de.addcmul_(A[t].unsqueeze(-1), du, value=-1)
             torch.sum(dWa * AU[t].unsqueeze(-1), 1, out=dKu[t])     # -dL/dk via the update
+            if ctx.decays:
+                dWa.mul_(C[t][:, None, None])
             dWa.addcmul_(de.unsqueeze(-1), k_row)
         # d k through e = W_{t-1} k: all steps at once (multiply-and-sum beats a batched
         # vector-matrix product here)
@@ -143,7 +157,8 @@ class GatedDeltaScan(torch.autograd.Function):
             leaves = [x.detach().requires_grad_() for x in (gx, w_s, w_o, b_o)]
             d_gx, d_ws, d_wo, d_bo = torch.autograd.grad(_gate(leaves[0], S, *leaves[1:]),
                                                          leaves, dP)
-        return dWa, dk, dv, dA * G, d_gx, d_ws, d_wo, d_bo, None, None, None
+        d_decay = -A * dC if ctx.decays else None
+        return dWa, dk, dv, dA * G, d_gx, d_ws, d_wo, d_bo, None, None, None, d_decay
 
 
 class _Bmm(torch.autograd.Function):

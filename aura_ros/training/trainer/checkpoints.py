@@ -28,7 +28,8 @@ BACKBONE_KEYS = ('seed', 'action_mode', 'held_out', 'time_blocks', 'd_model', 'b
                  'cnn_channels', 'cnn_steps', 'cnn_batch', 'cnn_lr', 'recon_size', 'recon_weight',
                  'recon_emphasis', 'rare_share', 'rarity', 'action_weight', 'encoder_onnx',
                  'encoder_input', 'encoder_output', 'encoder_mean', 'encoder_std', 'data')
-MEMORY_KEYS = ('d_key', 'd_val', 'head_hidden', 'input_map', 'write_bias', 'mixture')
+MEMORY_KEYS = ('d_key', 'd_val', 'head_hidden', 'input_map', 'write_bias', 'write_decay',
+               'mixture')
 
 
 class Checkpoints:

@@ -82,6 +82,10 @@ class TrainerConfig:
     # none / true is the layer before them
     input_map: str = 'whiten'
     write_bias: bool = False
+    # a write also fades the whole state by a learned factor (MemoryConfig.write_decay): so an
+    # old task's writes under other keys do not outlive the next task's cue (docs/training.md,
+    # "Forgetting on write")
+    write_decay: bool = False
     # components of the memory's training-only mixture head (MemoryConfig.mixture; never run at
     # inference), whose NLL, not the squared error, scores a write for the label-free gate's
     # target (training_defaults): with the squared error the memoryless guess of the mean reach
@@ -146,6 +150,7 @@ class TrainerConfig:
         need(self.backbone in ('cnn', 'onnx'), 'backbone', "'cnn' or 'onnx'")
         need(self.input_map in INPUT_MAPS, 'input_map', ' or '.join(map(repr, INPUT_MAPS)))
         need(isinstance(self.write_bias, bool), 'write_bias', 'true or false')
+        need(isinstance(self.write_decay, bool), 'write_decay', 'true or false')
         need(is_int(self.mixture), 'mixture', 'an integer >= 0')
         need(is_num(self.held_out, 0.01, 0.9), 'held_out', 'a share in [0.01, 0.9]')
         for key in ('seed',):

@@ -75,7 +75,7 @@ def memory_config(cfg: TrainerConfig, demos, d_model: int, threshold: float) -> 
                         d_action=len(demos.action_names), chunk=demos.chunk,
                         head_hidden=cfg.head_hidden, gate_threshold=threshold,
                         input_map=cfg.input_map, write_bias=cfg.write_bias,
-                        mixture=cfg.mixture)
+                        write_decay=cfg.write_decay, mixture=cfg.mixture)
 
 # The runtime runs these baselines as they are (MEMORY_KINDS of the model directory).
 RUNNABLE_BASELINES = ('always_write', 'gru', 'no_memory')
