@@ -8,9 +8,10 @@ RESULTS.json is what `python -m aura_ros eval so101 --out` wrote: each task's ou
 /aura/gate). Also the tasks whose goal is the previous task's (a memory that kept the last cue
 is right there without a new write). And the same by goal: a gate that never writes one goal's
 cue shows as that goal's row with no cue written. Where results carry each task's `write_frames`
-(eval so101 since 2026-12-07): writes per task by phase (before the cue, the cue, the delay
-between cue and GO, after GO) for won and lost tasks (a write in the delay is what could put a
-distractor over the cue), and how many lost tasks went to the previous task's pad.
+(eval so101 since 2026-12-07): writes per task by phase (the task's start: its first 5 frames
+after the last task ended, where a gate whose writes fade the memory clears it; the rest before
+the cue; the cue; the delay between cue and GO, where a write could put a distractor over the
+cue; after GO) for won and lost tasks, and how many lost tasks went to the previous task's pad.
 """
 
 import argparse
@@ -44,11 +45,15 @@ def by_goal(outcomes: list[dict]) -> dict:
     return dict(sorted(goals.items()))
 
 
-PHASES = ('before cue', 'cue', 'delay', 'after GO')
+PHASES = ('task start', 'before cue', 'cue', 'delay', 'after GO')
+START_FRAMES = 5
 
 
-def phase(task: dict, frame: int) -> str:
-    """Which part of its task an episode frame is in (the cue: onset .. onset + 5)."""
+def phase(task: dict, frame: int, start: int) -> str:
+    """Which part of its task an episode frame is in (the task start: `start`, the frame the
+    last task ended on, .. + 4; the cue: onset .. onset + 5)."""
+    if frame < min(start + START_FRAMES, task['cue_frame']):
+        return 'task start'
     if frame < task['cue_frame']:
         return 'before cue'
     if frame <= task['cue_frame'] + 5:
@@ -58,12 +63,14 @@ def phase(task: dict, frame: int) -> str:
 
 def writes_by_phase(outcomes: list[dict]) -> dict:
     """{'won' | 'lost': {'tasks': n, phase: mean writes per task}} from `write_frames`."""
+    starts = [0] + [t['end_frame'] for t in outcomes[:-1]]
     out = {}
     for key, won in (('won', True), ('lost', False)):
-        tasks = [t for t in outcomes if bool(t['success']) == won]
+        tasks = [(t, s) for t, s in zip(outcomes, starts, strict=True)
+                 if bool(t['success']) == won]
         row = {'tasks': len(tasks)}
         for name in PHASES:
-            n = sum(phase(t, f) == name for t in tasks for f in t['write_frames'])
+            n = sum(phase(t, f, s) == name for t, s in tasks for f in t['write_frames'])
             row[name] = n / len(tasks) if tasks else None
         out[key] = row
     return out
@@ -111,7 +118,7 @@ def main() -> int:
         lines += ['', 'Writes per task by phase (won / lost tasks), and lost tasks with a new '
                   "goal that ended on the previous task's pad", '',
                   '| results | seed | tasks won / lost | ' + ' | '.join(PHASES)
-                  + ' | lost at the previous pad |', '|---|---:|---|' + '---:|' * 5]
+                  + ' | lost at the previous pad |', '|---|---:|---|' + '---:|' * (len(PHASES) + 1)]
         for path, result in framed:
             outcomes = result['methods'][args.method]['outcomes']
             w = writes_by_phase(outcomes)

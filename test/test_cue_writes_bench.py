@@ -56,12 +56,14 @@ def _framed(goal, reached, write_frames, start):
 
 def test_writes_are_split_by_phase_and_lost_tasks_by_the_previous_pad():
     outcomes = [_framed(0, 0, [10, 11, 15, 70], 0),       # won: 2 cue + 1 (onset + 5) + after GO
-                _framed(1, 0, [5, 12, 30, 61, 62], 100),  # lost to task 0's pad, 1 in the delay
+                # lost to task 0's pad: 2 in the first 5 frames after task 0 ended, 1 in the delay
+                _framed(1, 0, [0, 4, 5, 12, 30, 61, 62], 100),
                 _framed(2, 0, [], 200)]                  # lost, not to the previous pad (1)
     w = bench.writes_by_phase(outcomes)
-    assert w['won'] == {'tasks': 1, 'before cue': 0, 'cue': 3, 'delay': 0, 'after GO': 1}
-    assert w['lost'] == {'tasks': 2, 'before cue': 0.5, 'cue': 0.5, 'delay': 0.5,
-                         'after GO': 1.0}
+    assert w['won'] == {'tasks': 1, 'task start': 0, 'before cue': 0, 'cue': 3, 'delay': 0,
+                        'after GO': 1}
+    assert w['lost'] == {'tasks': 2, 'task start': 1.0, 'before cue': 0.5, 'cue': 0.5,
+                         'delay': 0.5, 'after GO': 1.0}
     assert bench.lost_to_previous_pad(outcomes) == {'lost': 2, 'at_previous_pad': 1}
 
 
@@ -74,6 +76,6 @@ def test_the_phase_table_appears_only_for_results_with_write_frames(tmp_path):
     run = subprocess.run([sys.executable, 'bench/cue_writes_and_success.py', str(framed),
                           str(old)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert ('| framed.json | 0 | 1 / 1 | 0.00 / 0.00 | 1.00 / 1.00 | 0.00 / 0.00 | '
-            '1.00 / 0.00 | 1 of 1 |') in run.stdout
+    assert ('| framed.json | 0 | 1 / 1 | 0.00 / 0.00 | 0.00 / 0.00 | 1.00 / 1.00 | '
+            '0.00 / 0.00 | 1.00 / 0.00 | 1 of 1 |') in run.stdout
     assert '| old.json | 1 | 1 / 1 |' not in run.stdout and '| old.json | 1 | 0 |' in run.stdout
