@@ -143,6 +143,49 @@ def test_reset_each_task_gives_every_task_a_new_episode(tiny_model, tmp_path):
     assert result['writes'] == sum(w for w, _ in trace.gate.values())
 
 
+def _children(pid: int) -> dict[int, str]:
+    """{pid: command line} of the live processes whose parent is `pid` (Linux /proc)."""
+    found = {}
+    for entry in Path('/proc').iterdir():
+        try:
+            parent = int((entry / 'stat').read_text().split(')')[-1].split()[1])
+            if entry.name.isdigit() and parent == pid:
+                command = (entry / 'cmdline').read_bytes().replace(b'\0', b' ')
+                found[int(entry.name)] = command.decode(errors='replace')
+        except (OSError, ValueError, IndexError):
+            continue                                   # gone meanwhile
+    return found
+
+
+def test_sigterm_stops_the_evals_node_and_simulator(tiny_model, tmp_path):
+    """`eval so101` ended by SIGTERM (a job scheduler, `kill`) stops the aura_node and so101_sim it
+    started before it exits (130, the reason on stderr): left running, they stayed on the loop's
+    ROS domain, where the next eval met them."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, '-m', 'aura_ros', 'eval', 'so101', '--model-dir',
+                             str(tiny_model), '--tasks', '50', '--methods', 'aura', '--out',
+                             str(tmp_path / 'r.json')], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not any('so101.sim' in c for c in _children(proc.pid).values()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        assert any('aura_ros.ros.node' in c for c in children.values()), children
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert 'interrupted: aura_node and the simulator were stopped' in err
+    for pid in children:
+        assert not Path(f'/proc/{pid}').exists(), children[pid]
+    assert not (tmp_path / 'r.json').exists()
+
+
 def test_missing_baseline_is_reported_not_fatal(tiny_model, tmp_path):
     from aura_ros.ros.so101.closed_loop import EvalError, method_dir
 

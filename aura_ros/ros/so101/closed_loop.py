@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -259,12 +260,24 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ''
 
 
+# Set by `main`'s handler of SIGINT, SIGTERM and SIGHUP: every running loop stops its aura_node
+# and simulator and ends with an EvalError. A SIGTERM used to end the eval alone, leaving both
+# children running on the loop's ROS domain, where a later eval on that domain met them.
+INTERRUPTED = threading.Event()
+
+
+def _check_interrupted() -> None:
+    if INTERRUPTED.is_set():
+        raise EvalError('interrupted: aura_node and the simulator were stopped')
+
+
 def _wait_ready(node: subprocess.Popen, listener, log: Path, deadline: float,
                 gate_topics: tuple = (GATE_TOPIC,)) -> None:
     """Until aura_node said it is up and the listener matched its gate publishers (so the
     simulator, started next, meets a node whose every step is heard)."""
     while not (READY in log.read_text(errors='replace')
                and all(listener.count_publishers(t) >= 1 for t in gate_topics)):
+        _check_interrupted()
         if node.poll() is not None:
             raise EvalError(f'aura_node exited with code {node.returncode}:\n' + _tail(log))
         if time.monotonic() > deadline:
@@ -374,6 +387,7 @@ def _run_arms(loop: Loop, work: Path, env: Optional[dict], traces: dict,
                     gate_topics=tuple(arm_topics(robot)[1] for robot in traces))
         sim = _process(sim_module, sim_args, env, work / 'so101_sim.log')
         while sim.poll() is None:
+            _check_interrupted()
             if node.poll() is not None:
                 raise EvalError(f'aura_node exited with code {node.returncode}:\n'
                                 + _tail(work / 'aura_node.log'))
@@ -540,6 +554,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     def one(index: int, method: str, tmp: Path) -> None:
         log(f'eval so101: {method}, {args.tasks} tasks (seed {args.seed})')
         try:
+            _check_interrupted()
             directory, threshold = method_dir(model_dir, method, tmp / 'models')
             loop = Loop(directory, args.tasks, seed=args.seed, gate_threshold=threshold,
                         n_pads=args.pads, size=args.size,
@@ -577,6 +592,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
         with ThreadPoolExecutor(max_workers=max(1, getattr(args, 'jobs', 1))) as pool:
             for future in [pool.submit(one, i, m, Path(tmp)) for i, m in enumerate(methods)]:
                 future.result()
+    _check_interrupted()                # no results file from an interrupted eval
     results['methods'] = {m: results['methods'][m] for m in methods}
     if getattr(args, 'append', False) and out.is_file():
         results = _merge(json.loads(out.read_text()), results)
@@ -619,10 +635,16 @@ def _threshold(model_dir: Path) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    INTERRUPTED.clear()
+    before = {s: signal.signal(s, lambda *_: INTERRUPTED.set()) for s in signals}
     try:
         evaluate(args)
     except EvalError as err:
         print(f'eval so101: {err}', file=sys.stderr)
-        return 2
+        return 130 if INTERRUPTED.is_set() else 2
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
     return 0
 
