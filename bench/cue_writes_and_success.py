@@ -118,7 +118,8 @@ def main() -> int:
         lines += ['', 'Writes per task by phase (won / lost tasks), and lost tasks with a new '
                   "goal that ended on the previous task's pad", '',
                   '| results | seed | tasks won / lost | ' + ' | '.join(PHASES)
-                  + ' | lost at the previous pad |', '|---|---:|---|' + '---:|' * (len(PHASES) + 1)]
+                  + ' | lost at the previous pad |',
+                  '|---|---:|---|' + '---:|' * (len(PHASES) + 1)]
         for path, result in framed:
             outcomes = result['methods'][args.method]['outcomes']
             w = writes_by_phase(outcomes)
