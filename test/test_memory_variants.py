@@ -155,26 +155,31 @@ def test_bad_variant_values_are_named(changes, field):
 
 
 
+def _read_after_an_orthogonal_write(**changes) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """v1 written at k1, then v2 at an orthogonal k2 (beta 1): the read at k1, v1 and the
+    projections of the second step."""
+    k1, k2 = torch.eye(BASE.d_key)[:2]
+    v1, v2 = torch.randn(2, BASE.d_val, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    layer = AuraMemLayer(BASE.replace(**changes), AlwaysWrite())
+    proj = layer.project(torch.randn(1, BASE.d_model))
+    state = layer.init_state(1)
+    for k, v in ((k1, v1), (k2, v2)):
+        step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
+        state, read, *_ = layer.advance(state, step, 0)
+    assert state_bytes(state) == (8 * 6 + 6) * 4
+    return read[0], v1, proj
+
+
 @torch.no_grad()
 def test_without_bias_write_an_orthogonal_write_leaves_the_first_read_alone():
     """b is read with a constant 1 by every key: writing it moves every key's read (an
     orthogonal key's write overwrites about half of the first); with write_bias=False the
     first value reads back exactly after a write at an orthogonal key."""
-    k1, k2 = torch.eye(BASE.d_key)[:2]
-    v1, v2 = torch.randn(2, BASE.d_val, generator=torch.Generator().manual_seed(3))
-    reads = {}
-    for write_bias in (True, False):
-        torch.manual_seed(0)
-        layer = AuraMemLayer(BASE.replace(write_bias=write_bias), AlwaysWrite())
-        proj = layer.project(torch.randn(1, BASE.d_model))
-        state = layer.init_state(1)
-        for k, v in ((k1, v1), (k2, v2)):
-            step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
-            state, read, *_ = layer.advance(state, step, 0)
-        reads[write_bias] = read[0]
-        assert state_bytes(state) == (8 * 6 + 6) * 4
-    torch.testing.assert_close(reads[False], v1)
-    assert (reads[True] - v1).norm() > 0.3 * v1.norm()
+    read, v1, _ = _read_after_an_orthogonal_write(write_bias=False)
+    torch.testing.assert_close(read, v1)
+    read, v1, _ = _read_after_an_orthogonal_write(write_bias=True)
+    assert (read - v1).norm() > 0.3 * v1.norm()
 
 
 @torch.no_grad()
@@ -182,23 +187,10 @@ def test_a_decaying_write_fades_what_an_orthogonal_key_leaves():
     """The delta rule erases only along the new key: a value stored under an orthogonal key (an
     old task's cue of another colour) reads back whole after the write. With `write_decay` the
     write keeps 1 - beta gamma of the state, so the old value fades by exactly that factor."""
-    k1, k2 = torch.eye(BASE.d_key)[:2]
-    v1, v2 = torch.randn(2, BASE.d_val, generator=torch.Generator().manual_seed(3))
-    reads = {}
-    for decay in (False, True):
-        torch.manual_seed(0)
-        layer = AuraMemLayer(BASE.replace(write_bias=False, write_decay=decay), AlwaysWrite())
-        proj = layer.project(torch.randn(1, BASE.d_model))
-        state = layer.init_state(1)
-        for k, v in ((k1, v1), (k2, v2)):
-            step = dict(proj, k=k[None], q=k1[None], v=v[None], beta=torch.ones(1))
-            state, read, *_ = layer.advance(state, step, 0)
-        reads[decay] = read[0]
-        assert state_bytes(state) == (8 * 6 + 6) * 4
-    torch.testing.assert_close(reads[False], v1)
+    read, v1, proj = _read_after_an_orthogonal_write(write_bias=False, write_decay=True)
     gamma = float(proj['decay'][0])
     assert 0 < gamma < 1
-    torch.testing.assert_close(reads[True], (1 - gamma) * v1)     # the second write faded it
+    torch.testing.assert_close(read, (1 - gamma) * v1)     # the second write faded it
 
 
 @torch.no_grad()
