@@ -198,7 +198,9 @@ class AuraMemLayer(nn.Module):
             wrote = g_hard > 0
             W_w, b_w = self.written(W, b, scale, u, k, proj)
             W_new = torch.where(wrote[:, None, None], W_w, W)
-            b_new = torch.where(wrote[:, None], b_w, b)
+            # b changes only if writes move it or fade it: no op on the step's path otherwise
+            b_new = torch.where(wrote[:, None], b_w, b) \
+                if self.config.write_bias or self.config.write_decay else b
         read = torch.einsum('bvk,bk->bv', W_new, proj['q']) + b_new
         return {'W': W_new, 'b': b_new}, read, p, g_hard, surprise, e
 
